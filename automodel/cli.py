@@ -1,0 +1,285 @@
+"""Command line: ``python -m automodel run|resume|stop|list|show|export``.
+
+Exit codes: 0 success, 1 a run that failed, 2 bad input (one sentence on stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from . import jobs
+from .config import Config, ConfigError
+from .data import DatasetError
+from .export import CheckpointError, export_onnx, read_checkpoint
+from .genome import Genome
+from .model import layer_table
+from .search import Search, new_run_id, run_dir_for
+from .store import Store, StoreError, default_db_path
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+# Flags of `run` that override the config file; each maps to the Config field of the same name.
+RUN_OVERRIDES = {
+    "dataset": str, "population": int, "generations": int, "epochs": int, "final_epochs": int,
+    "seed": int, "selection": str, "tournament_size": int, "crossover": str, "mutation_rate": float,
+    "elitism": int, "batch_size": int, "device": str, "backend": str, "time_limit_s": float,
+    "target_fitness": float, "time_budget_s": float,
+}
+
+
+class UserError(Exception):
+    """Bad input a person caused: printed as one line, exit code 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="automodel", description="Evolve a CNN for an image dataset.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--db", type=Path, default=default_db_path(), help="TinyDB file (default data/automodel.json)")
+
+    run = sub.add_parser("run", help="start a search")
+    common(run)
+    run.add_argument("--run-id")
+    run.add_argument("--config", type=Path, help="JSON file of settings (flags override it)")
+    run.add_argument("--data-dir", type=Path, default=Path("data"), help="where datasets are read or downloaded")
+    run.add_argument("--quiet", action="store_true", help="no progress bars")
+    for name, kind in RUN_OVERRIDES.items():
+        run.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, default=None)
+
+    resume = sub.add_parser("resume", help="continue a stopped or interrupted search")
+    common(resume)
+    resume.add_argument("run_id")
+    resume.add_argument("--data-dir", type=Path, default=Path("data"))
+    resume.add_argument("--quiet", action="store_true")
+
+    stop = sub.add_parser("stop", help="ask a running search to stop")
+    common(stop)
+    stop.add_argument("run_id")
+    stop.add_argument("--timeout", type=float, default=10.0)
+
+    lst = sub.add_parser("list", help="list runs")
+    common(lst)
+    lst.add_argument("--json", action="store_true")
+
+    show = sub.add_parser("show", help="show one run")
+    common(show)
+    show.add_argument("run_id")
+    show.add_argument("--json", action="store_true")
+
+    export = sub.add_parser("export", help="write the best model as .pt or ONNX")
+    common(export)
+    export.add_argument("run_id")
+    export.add_argument("--format", choices=("pt", "onnx"), default="pt")
+    export.add_argument("--out", type=Path)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (UserError, ConfigError, DatasetError, StoreError, CheckpointError) as exc:
+        print(f"automodel: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+# ---------------------------------------------------------------------------------- commands
+
+def cmd_run(args: argparse.Namespace) -> int:
+    config = load_config(args)
+    store = Store(args.db)
+    run_id = args.run_id or new_run_id()
+    _check_run_id(run_id)
+    existing = store.get_run(run_id)
+    if existing is None:
+        store.claim_run_slot(run_id, config.to_dict(), jobs.is_alive, total_generations=config.generations)
+    elif not _is_reservation(store, existing):
+        raise UserError(f"run {run_id} already exists in {store.path}; use `resume {run_id}` or another --run-id.")
+    return _execute(store, run_id, config, args)
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    store = Store(args.db)
+    run = _get_run(store, args.run_id)
+    jobs.reconcile(store)
+    run = store.get_run(args.run_id)
+    if run["status"] == "completed":
+        raise UserError(f"run {args.run_id} has already completed; nothing to resume.")
+    if run["status"] in jobs.ACTIVE:
+        raise UserError(f"run {args.run_id} is still {run['status']} (pid {run.get('pid')}); stop it first.")
+    active = jobs.active_run(store)
+    if active is not None:
+        raise UserError(f"run {active['run_id']} is active in {store.path}; stop it before resuming another.")
+    config = Config.from_dict(run["config"])
+    store.update_run(args.run_id, status="running", pid=None, stop_requested=False)
+    return _execute(store, args.run_id, config, args)
+
+
+def _execute(store: Store, run_id: str, config: Config, args: argparse.Namespace) -> int:
+    reporter = None
+    if not args.quiet:
+        from .progress import BarReporter
+        reporter = BarReporter()
+    search = Search(config, store, run_id, data_dir=args.data_dir, reporter=reporter,
+                    evaluator_factory=_evaluator_factory(config))
+    try:
+        status = search.run()
+    except (DatasetError, ConfigError) as exc:
+        store.update_run(run_id, status="failed", pid=None, reason=str(exc))
+        raise UserError(str(exc)) from None
+    except BaseException as exc:
+        store.update_run(run_id, status="failed", pid=None, reason=f"{type(exc).__name__}: {exc}")
+        raise
+    _print_outcome(store.get_run(run_id), store)
+    return EXIT_OK if status in ("completed", "stopped") else EXIT_FAILED
+
+
+def _evaluator_factory(config: Config):
+    if config.backend == "ray":
+        raise UserError("backend 'ray' is not available in this version; use --backend local.")
+    return None
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    store = Store(args.db)
+    run = _get_run(store, args.run_id)
+    if run["status"] not in jobs.ACTIVE:
+        print(f"run {args.run_id} is not running (status: {run['status']}).")
+        return EXIT_OK
+    run = jobs.request_stop(store, args.run_id, timeout_s=args.timeout)
+    print(f"run {args.run_id}: {run['status']}")
+    return EXIT_OK if run["status"] not in jobs.ACTIVE else EXIT_FAILED
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    store = Store(args.db)
+    runs = [run_summary(r) for r in jobs.reconcile(store)]
+    if args.json:
+        print(json.dumps(runs, indent=2))
+        return EXIT_OK
+    if not runs:
+        print(f"no runs in {store.path}")
+        return EXIT_OK
+    print(f"{'run':32} {'status':12} {'gens':>7} {'evaluated':>9} {'best':>7} {'test':>7}  dataset")
+    for r in runs:
+        print(f"{r['run_id']:32} {r['status']:12} {r['generations_done']:>3}/{r['generations']:<3} "
+              f"{r['evaluated']:>9} {_fmt(r['best_fitness']):>7} {_fmt(r['test_accuracy']):>7}  {r['dataset']}")
+    return EXIT_OK
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    store = Store(args.db)
+    _get_run(store, args.run_id)
+    jobs.reconcile(store)
+    run = store.get_run(args.run_id)
+    summary = run_summary(run)
+    summary["generation_records"] = store.generations(args.run_id)
+    summary["config"] = run.get("config")
+    summary["best_genome"] = run.get("best_genome")
+    summary["reason"] = run.get("reason", "")
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return EXIT_OK
+    print(f"run {summary['run_id']} — {summary['status']} on {summary['dataset']}")
+    print(f"generations {summary['generations_done']}/{summary['generations']}, {summary['evaluated']} candidates")
+    for g in summary["generation_records"]:
+        print(f"  gen {g['generation']:>3}: best {g['best']:.4f}  mean {g['mean']:.4f}  worst {g['worst']:.4f}  "
+              f"diversity {g['diversity']:.2f}  {g['seconds']:.1f}s")
+    if run.get("best_genome"):
+        print(f"best: {run.get('best_summary')}  (validation {_fmt(run.get('best_fitness'))}, "
+              f"test {_fmt(run.get('test_accuracy'))})")
+        shape = run.get("input_shape")
+        if shape:
+            _print_layers(Genome.from_dict(run["best_genome"]), shape, len(run.get("classes") or []))
+    if summary["reason"]:
+        print(f"note: {summary['reason']}")
+    return EXIT_OK
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    store = Store(args.db)
+    run = _get_run(store, args.run_id)
+    source = run.get("best_model_path")
+    if not source or not Path(source).is_file():
+        raise UserError(f"run {args.run_id} has no saved best model yet; wait for its first candidate to finish.")
+    read_checkpoint(source)
+    if args.format == "pt":
+        out = args.out or Path(source)
+        if Path(out).resolve() != Path(source).resolve():
+            Path(out).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, out)
+    else:
+        out = export_onnx(source, args.out or run_dir_for(store, args.run_id) / "best.onnx")
+    print(out)
+    return EXIT_OK
+
+
+COMMANDS = {"run": cmd_run, "resume": cmd_resume, "stop": cmd_stop, "list": cmd_list, "show": cmd_show,
+            "export": cmd_export}
+
+# ---------------------------------------------------------------------------------- helpers
+
+
+def load_config(args: argparse.Namespace) -> Config:
+    base = Config.from_json_file(args.config).to_dict() if args.config else Config().to_dict()
+    for name in RUN_OVERRIDES:
+        value = getattr(args, name)
+        if value is not None:
+            base[name] = value
+    return Config.from_dict(base)
+
+
+def run_summary(run: dict) -> dict:
+    """The keys DESIGN.md promises for `show --json`, plus a few for `list`."""
+    config = run.get("config") or {}
+    return {
+        "run_id": run["run_id"], "status": run.get("status"), "dataset": config.get("dataset"),
+        "generations_done": run.get("generations_done", 0), "generations": config.get("generations"),
+        "evaluated": run.get("evaluated", 0), "best_fitness": run.get("best_fitness"),
+        "test_accuracy": run.get("test_accuracy"), "best_model_path": run.get("best_model_path"),
+        "best_summary": run.get("best_summary"), "device": run.get("device"),
+        "created_at": run.get("created_at"), "ended_at": run.get("ended_at"), "pid": run.get("pid"),
+    }
+
+
+def _is_reservation(store: Store, run: dict) -> bool:
+    """A run the page claimed (status running, no process yet, nothing recorded)."""
+    return run.get("status") == "running" and run.get("pid") is None and not store.individuals(run["run_id"])
+
+
+def _check_run_id(run_id: str) -> None:
+    if not run_id or len(run_id) > 100 or not all(ch.isalnum() or ch in "-_." for ch in run_id) or run_id[0] == ".":
+        raise UserError(f"run id {run_id!r} is not accepted; use up to 100 letters, digits, '-', '_' or '.'.")
+
+
+def _get_run(store: Store, run_id: str) -> dict:
+    run = store.get_run(run_id)
+    if run is None:
+        raise UserError(f"no run {run_id!r} in {store.path}; `automodel list` shows the runs there.")
+    return run
+
+
+def _print_outcome(run: dict, store: Store) -> None:
+    print(f"\nrun {run['run_id']}: {run['status']}" + (f" ({run['reason']})" if run.get("reason") else ""))
+    if run.get("best_genome"):
+        print(f"best architecture: {run.get('best_summary')}")
+        if run.get("input_shape"):
+            _print_layers(Genome.from_dict(run["best_genome"]), run["input_shape"], len(run.get("classes") or []))
+        print(f"validation accuracy: {_fmt(run.get('best_fitness'))}")
+        print(f"test accuracy (final model): {_fmt(run.get('test_accuracy'))}")
+        if run.get("best_model_path"):
+            print(f"model: {run['best_model_path']}")
+
+
+def _print_layers(genome: Genome, input_shape: list[int], num_classes: int) -> None:
+    for row in layer_table(genome, input_shape, max(num_classes, 2)):
+        print(f"    {row['layer']:32} {row['output_shape']:>14} {row['parameters']:>10,}")
+
+
+def _fmt(value) -> str:
+    return "-" if value is None else f"{value:.4f}"

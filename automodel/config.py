@@ -1,0 +1,222 @@
+"""Search settings and the search space, with validation and a JSON round trip.
+
+Every value a person can set lives here, in two dataclasses: :class:`SearchSpace` (which
+architectures and hyper-parameters the genetic algorithm may choose from) and
+:class:`Config` (the algorithm, the training budget and the run). ``validate`` raises
+:class:`ConfigError` with one sentence naming the bad value and what is accepted; the command
+line and the page show that sentence as it is.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+SELECTION_METHODS = ("roulette", "tournament", "rank", "truncation", "sus")
+CROSSOVER_METHODS = ("one_point", "two_point", "uniform")
+ACTIVATIONS = ("relu", "leaky_relu", "elu", "gelu", "silu", "tanh")
+POOLING = ("max", "avg", "none")
+OPTIMIZERS = ("adam", "adamw", "sgd")
+DEVICES = ("auto", "cpu", "cuda")
+BACKENDS = ("local", "ray")
+AUGMENTATIONS = ("auto", "none", "crop", "flip_crop")
+
+
+class ConfigError(ValueError):
+    """A setting a person gave is not acceptable; the message is one sentence for them."""
+
+
+@dataclass
+class SearchSpace:
+    """The values each gene may take. Ranges are inclusive ``[low, high]`` pairs."""
+
+    conv_blocks: list[int] = field(default_factory=lambda: [1, 6])
+    filters: list[int] = field(default_factory=lambda: [8, 16, 32, 64, 128])
+    kernel_sizes: list[int] = field(default_factory=lambda: [1, 3, 5, 7])
+    activations: list[str] = field(default_factory=lambda: ["relu", "leaky_relu", "elu", "gelu", "silu"])
+    pooling: list[str] = field(default_factory=lambda: ["max", "avg", "none"])
+    batch_norm: list[bool] = field(default_factory=lambda: [True, False])
+    dense_layers: list[int] = field(default_factory=lambda: [0, 2])
+    dense_units: list[int] = field(default_factory=lambda: [32, 64, 128, 256, 512])
+    dropout: list[float] = field(default_factory=lambda: [0.0, 0.1, 0.2, 0.3, 0.4, 0.5])
+    optimizers: list[str] = field(default_factory=lambda: ["adam", "adamw", "sgd"])
+    learning_rates: list[float] = field(default_factory=lambda: [1e-1, 1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 1e-5, 1e-6])
+    weight_decays: list[float] = field(default_factory=lambda: [0.0, 1e-5, 1e-4, 5e-4, 1e-3])
+
+    def validate(self) -> None:
+        for name in ("conv_blocks", "dense_layers"):
+            pair = getattr(self, name)
+            low_ok = 1 if name == "conv_blocks" else 0
+            if (not isinstance(pair, list) or len(pair) != 2 or not all(_is_int(v) for v in pair)
+                    or pair[0] < low_ok or pair[0] > pair[1] or pair[1] > 12):
+                raise ConfigError(f"search space {name} = {pair!r} is not accepted; give [min, max] "
+                                  f"whole numbers with {low_ok} <= min <= max <= 12.")
+        _check_choices("filters", self.filters, lambda v: _is_int(v) and 1 <= v <= 1024, "whole numbers from 1 to 1024")
+        _check_choices("kernel_sizes", self.kernel_sizes, lambda v: _is_int(v) and v >= 1 and v % 2 == 1 and v <= 11,
+                       "odd whole numbers from 1 to 11")
+        _check_choices("activations", self.activations, lambda v: v in ACTIVATIONS, f"any of {', '.join(ACTIVATIONS)}")
+        _check_choices("pooling", self.pooling, lambda v: v in POOLING, f"any of {', '.join(POOLING)}")
+        _check_choices("batch_norm", self.batch_norm, lambda v: isinstance(v, bool), "true and/or false")
+        _check_choices("dense_units", self.dense_units, lambda v: _is_int(v) and 1 <= v <= 16384, "whole numbers from 1 to 16384")
+        _check_choices("dropout", self.dropout, lambda v: _is_num(v) and 0 <= v < 1, "numbers from 0 up to (not including) 1")
+        _check_choices("optimizers", self.optimizers, lambda v: v in OPTIMIZERS, f"any of {', '.join(OPTIMIZERS)}")
+        _check_choices("learning_rates", self.learning_rates, lambda v: _is_num(v) and 0 < v <= 10,
+                       "numbers above 0 and at most 10")
+        _check_choices("weight_decays", self.weight_decays, lambda v: _is_num(v) and 0 <= v <= 1, "numbers from 0 to 1")
+
+
+@dataclass
+class Config:
+    """Everything that defines one search. Defaults give the Quick demo on the bundled data."""
+
+    dataset: str = "digits"
+    # genetic algorithm
+    population: int = 8
+    generations: int = 3
+    selection: str = "tournament"
+    tournament_size: int = 3
+    truncation_fraction: float = 0.5
+    crossover: str = "uniform"
+    crossover_rate: float = 0.9
+    mutation_rate: float = 0.2
+    elitism: int = 1
+    seed: int = 0
+    target_fitness: float | None = None
+    time_budget_s: float | None = None
+    # training of each candidate
+    epochs: int = 2
+    final_epochs: int = 10
+    batch_size: int = 32
+    val_fraction: float = 0.15
+    augment: str = "auto"
+    label_smoothing: float = 0.0
+    time_limit_s: float = 600.0
+    max_params: int = 20_000_000
+    device: str = "auto"
+    backend: str = "local"
+    space: SearchSpace = field(default_factory=SearchSpace)
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` for the first unacceptable value."""
+        if not isinstance(self.dataset, str) or not self.dataset.strip():
+            raise ConfigError("dataset is empty; give a dataset name (digits, cifar10, cifar100, mnist, "
+                              "fashion-mnist) or a path to an image folder or .zip.")
+        _check_int("population", self.population, 2, 10_000)
+        _check_int("generations", self.generations, 1, 100_000)
+        _check_choice("selection", self.selection, SELECTION_METHODS)
+        _check_int("tournament_size", self.tournament_size, 1, 10_000)
+        if self.selection == "tournament" and self.tournament_size > self.population:
+            raise ConfigError(f"tournament_size {self.tournament_size} is larger than the population "
+                              f"({self.population}); use a size from 1 to {self.population}.")
+        _check_float("truncation_fraction", self.truncation_fraction, 0.0, 1.0, low_open=True)
+        _check_choice("crossover", self.crossover, CROSSOVER_METHODS)
+        _check_float("crossover_rate", self.crossover_rate, 0.0, 1.0)
+        _check_float("mutation_rate", self.mutation_rate, 0.0, 1.0)
+        _check_int("elitism", self.elitism, 0, 10_000)
+        if self.elitism >= self.population:
+            raise ConfigError(f"elitism {self.elitism} must be smaller than the population ({self.population}); "
+                              f"use 0 to {self.population - 1}.")
+        _check_int("seed", self.seed, 0, 2**63 - 1)
+        if self.target_fitness is not None:
+            _check_float("target_fitness", self.target_fitness, 0.0, 1.0)
+        if self.time_budget_s is not None:
+            _check_float("time_budget_s", self.time_budget_s, 0.0, math.inf, low_open=True)
+        _check_int("epochs", self.epochs, 1, 10_000)
+        _check_int("final_epochs", self.final_epochs, 0, 10_000)
+        _check_int("batch_size", self.batch_size, 1, 65_536)
+        _check_float("val_fraction", self.val_fraction, 0.0, 0.9, low_open=True)
+        _check_choice("augment", self.augment, AUGMENTATIONS)
+        _check_float("label_smoothing", self.label_smoothing, 0.0, 0.5)
+        _check_float("time_limit_s", self.time_limit_s, 0.0, math.inf, low_open=True)
+        _check_int("max_params", self.max_params, 1, 10**12)
+        _check_choice("device", self.device, DEVICES)
+        _check_choice("backend", self.backend, BACKENDS)
+        if not isinstance(self.space, SearchSpace):
+            raise ConfigError("space must be a mapping of search-space settings.")
+        self.space.validate()
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Config":
+        """Build and validate a config; unknown keys and wrong types are refused."""
+        if not isinstance(data, dict):
+            raise ConfigError("the config must be a JSON object of settings.")
+        data = dict(data)
+        space_data = data.pop("space", None) or {}
+        if not isinstance(space_data, dict):
+            raise ConfigError("space must be a JSON object of search-space settings.")
+        _refuse_unknown(data, cls, "setting")
+        _refuse_unknown(space_data, SearchSpace, "search space setting")
+        config = cls(**data, space=SearchSpace(**space_data))
+        config.validate()
+        return config
+
+    @classmethod
+    def from_json_file(cls, path: str | Path) -> "Config":
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist; give the path of a JSON file.") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"config file {path} cannot be read ({exc.__class__.__name__}); "
+                              f"give a UTF-8 JSON file.") from None
+        try:
+            data = json.loads(text, parse_constant=_refuse_constant)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid JSON (line {exc.lineno}: {exc.msg}).") from None
+        return cls.from_dict(data)
+
+
+def _refuse_constant(name: str) -> float:
+    raise ConfigError(f"the config holds {name}, which is not a number; use finite numbers only.")
+
+
+def _refuse_unknown(data: dict, cls: type, what: str) -> None:
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"unknown {what} {unknown[0]!r}; accepted: {', '.join(sorted(known))}.")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_num(value: Any) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value))
+
+
+def _check_int(name: str, value: Any, low: int, high: int) -> None:
+    if not _is_int(value) or not low <= value <= high:
+        raise ConfigError(f"{name} = {value!r} is not accepted; use a whole number from {low} to {high}.")
+
+
+def _check_float(name: str, value: Any, low: float, high: float, low_open: bool = False) -> None:
+    ok = _is_num(value) and (value > low if low_open else value >= low) and value <= high
+    if not ok:
+        bound = f"above {low:g}" if low_open else f"from {low:g}"
+        upper = "" if high == math.inf else f" to {high:g}"
+        raise ConfigError(f"{name} = {value!r} is not accepted; use a number {bound}{upper}.")
+
+
+def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name} = {value!r} is not accepted; use one of {', '.join(choices)}.")
+
+
+def _check_choices(name: str, values: Any, ok, accepted: str) -> None:
+    if not isinstance(values, list) or not values:
+        raise ConfigError(f"search space {name} = {values!r} is not accepted; give a non-empty list of {accepted}.")
+    for value in values:
+        if not ok(value):
+            raise ConfigError(f"search space {name} holds {value!r}, which is not accepted; use {accepted}.")

@@ -1,0 +1,70 @@
+"""Run many trainings: the search hands over a batch of tasks and gets results back.
+
+Back ends share one interface, :class:`Evaluator`; the search never knows which one it has.
+:class:`LocalEvaluator` trains in this process, one candidate after another.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+from .genome import Genome
+from .trainer import DeviceData, TrainResult, TrainSettings, train_candidate
+
+
+@dataclass(frozen=True)
+class Task:
+    """One candidate to train: where it sits in the search and the seed its training uses."""
+
+    generation: int
+    index: int
+    genome: Genome
+    seed: int
+    final: bool = False            # train on train + validation, score on the test split
+    epochs: int | None = None      # overrides the settings' epochs (the final training's budget)
+
+    @property
+    def worker_label(self) -> str:
+        return "final" if self.final else f"g{self.generation}-i{self.index}"
+
+
+ResultCallback = Callable[[Task, TrainResult], None]
+ProgressCallback = Callable[[Task, dict], None]
+
+
+class Evaluator(Protocol):
+    def evaluate(self, tasks: list[Task], on_result: ResultCallback, on_progress: ProgressCallback,
+                 should_stop: Callable[[], bool]) -> None:
+        """Train every task, calling ``on_result`` as each finishes (in completion order).
+
+        Returns early, without calling ``on_result`` for unfinished tasks, once ``should_stop()``
+        is true.
+        """
+
+    def close(self) -> None: ...
+
+
+class LocalEvaluator:
+    """Trains in this process, in task order."""
+
+    def __init__(self, data: DeviceData, settings: TrainSettings):
+        self.data = data
+        self.settings = settings
+
+    def evaluate(self, tasks: list[Task], on_result: ResultCallback, on_progress: ProgressCallback,
+                 should_stop: Callable[[], bool]) -> None:
+        for task in tasks:
+            if should_stop():
+                return
+            settings = self.settings if task.epochs is None else replace(self.settings, epochs=task.epochs)
+            result = train_candidate(task.genome, self.data, settings, task.seed, final=task.final,
+                                     keep_weights=True, should_stop=should_stop,
+                                     on_progress=lambda info, task=task: on_progress(task, info))
+            if result.status == "stopped":
+                return
+            on_result(task, result)
+
+    def close(self) -> None:
+        pass

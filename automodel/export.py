@@ -1,0 +1,94 @@
+"""Best model → checkpoint file and ONNX; :func:`load_model` for anyone holding the file.
+
+A checkpoint is a plain dict of tensors, strings, numbers and lists — the genome travels as
+JSON-able data beside the ``state_dict`` — so it loads with ``torch.load(weights_only=True)``
+and needs no AutoModel class registered with pickle.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .genome import Genome
+from .model import CandidateNet, build_model
+
+FORMAT = "automodel-checkpoint-v1"
+
+
+class CheckpointError(ValueError):
+    """A model file cannot be used; the message is one sentence for a person."""
+
+
+def save_checkpoint(path: str | Path, genome: Genome, state_dict: dict[str, torch.Tensor], *,
+                    input_shape: tuple[int, int, int], classes: list[str], mean: tuple[float, ...],
+                    std: tuple[float, ...], metrics: dict[str, Any] | None = None) -> Path:
+    """Write atomically: a crash or a full disk leaves the previous file intact."""
+    path = Path(path)
+    payload = {
+        "format": FORMAT,
+        "genome": genome.to_dict(),
+        "input_shape": [int(v) for v in input_shape],
+        "classes": [str(c) for c in classes],
+        "mean": [float(v) for v in mean],
+        "std": [float(v) for v in std],
+        "metrics": dict(metrics or {}),
+        "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()},
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(payload, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The checkpoint's dict, loaded safely; refuses files that are not AutoModel checkpoints."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"model file {path} does not exist; give the path of a .pt file saved by AutoModel.")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # unpickling refusal, truncated file, not a torch file
+        raise CheckpointError(f"model file {path} cannot be loaded safely ({type(exc).__name__}); only AutoModel "
+                              f"checkpoints holding plain tensors and data are accepted.") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"model file {path} is not an AutoModel checkpoint ({FORMAT}).")
+    return payload
+
+
+def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> CandidateNet:
+    """Rebuild the saved network in eval mode.
+
+    Input: float tensors N×C×H×W in [0, 1] at ``model.input_shape``; output: logits over
+    ``model.classes``. Normalisation is inside the model.
+    """
+    payload = read_checkpoint(path)
+    model = build_model(Genome.from_dict(payload["genome"]), payload["input_shape"], payload["classes"],
+                        payload["mean"], payload["std"])
+    model.load_state_dict(payload["state_dict"])
+    model.metrics = payload.get("metrics", {})
+    return model.to(map_location).eval()
+
+
+def export_onnx(checkpoint: str | Path, out: str | Path) -> Path:
+    """Write an ONNX file (dynamic batch size) that gives the same logits as the checkpoint."""
+    model = load_model(checkpoint)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    example = torch.rand(2, *model.input_shape)
+    batch = torch.export.Dim("batch", min=1, max=65_536)
+    torch.onnx.export(model, (example,), str(out), input_names=["images"], output_names=["logits"],
+                      dynamic_shapes={"x": {0: batch}}, dynamo=True, verbose=False)
+    return out

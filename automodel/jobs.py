@@ -1,0 +1,128 @@
+"""Start, stop and watch the search process (for the page and the command line).
+
+The search always runs in its own process (``python -m automodel run ...``) in its own
+process group; its pid and host live in the store, not in a browser session, so any page or
+terminal can find it again. A run recorded as active whose process is gone is *interrupted*.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .store import Store
+
+ACTIVE = ("running", "stopping")
+RESERVATION_GRACE_S = 60.0   # a run claimed by the page but whose process has not yet started
+
+
+def pid_is_search(pid: int) -> bool:
+    """True if ``pid`` is a live AutoModel process (guards against a reused pid)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    cmdline = Path(f"/proc/{pid}/cmdline")
+    if cmdline.exists():
+        try:
+            text = cmdline.read_bytes()
+            return b"automodel" in text and not _is_zombie(pid)
+        except OSError:
+            return False
+    return True
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def is_alive(run: dict) -> bool:
+    """Whether the run's process is still there (runs on other hosts are assumed alive)."""
+    host, pid = run.get("host"), run.get("pid")
+    if pid is None:
+        return time.time() - float(run.get("created_at") or 0) < RESERVATION_GRACE_S
+    if host and host != socket.gethostname():
+        return True
+    return pid_is_search(int(pid))
+
+
+def reconcile(store: Store) -> list[dict]:
+    """Mark active runs whose process has died as interrupted; returns all runs, fresh."""
+    runs = store.list_runs()
+    changed = False
+    for run in runs:
+        if run.get("status") in ACTIVE and not is_alive(run):
+            store.update_run(run["run_id"], status="interrupted", pid=None,
+                             reason="the search process ended without recording a result")
+            changed = True
+    return store.list_runs() if changed else runs
+
+
+def active_run(store: Store) -> dict | None:
+    for run in reconcile(store):
+        if run.get("status") in ACTIVE:
+            return run
+    return None
+
+
+def search_command(db: Path, run_id: str, *, resume: bool, config_path: Path | None = None,
+                   data_dir: Path | None = None) -> list[str]:
+    """Argument list for the search process (never a shell string)."""
+    cmd = [sys.executable, "-m", "automodel"]
+    if resume:
+        cmd += ["resume", run_id, "--db", str(db)]
+    else:
+        cmd += ["run", "--run-id", run_id, "--db", str(db), "--quiet"]
+        if config_path is not None:
+            cmd += ["--config", str(config_path)]
+    if resume:
+        cmd += ["--quiet"]
+    if data_dir is not None:
+        cmd += ["--data-dir", str(data_dir)]
+    return cmd
+
+
+def launch(cmd: list[str], log_path: Path, cwd: Path | None = None) -> subprocess.Popen:
+    """Start the search detached in its own session, so a page rerun or exit does not kill it."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                cwd=cwd, start_new_session=True)
+
+
+def request_stop(store: Store, run_id: str, timeout_s: float = 10.0, poll_s: float = 0.1) -> dict:
+    """Ask a run to stop (store flag + SIGTERM to its process group) and wait for it to end."""
+    store.request_stop(run_id)
+    run = store.get_run(run_id) or {}
+    pid = run.get("pid")
+    if pid and (not run.get("host") or run.get("host") == socket.gethostname()) and pid_is_search(int(pid)):
+        try:
+            os.killpg(int(pid), signal.SIGTERM)
+        except (ProcessLookupError, PermissionError):
+            try:
+                os.kill(int(pid), signal.SIGTERM)
+            except (ProcessLookupError, PermissionError):
+                pass
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        run = store.get_run(run_id) or {}
+        if run.get("status") not in ACTIVE:
+            return run
+        if not is_alive(run):
+            break
+        time.sleep(poll_s)
+    run = store.get_run(run_id) or {}
+    if run.get("status") in ACTIVE and not is_alive(run):
+        run = store.update_run(run_id, status="stopped", pid=None, ended_at=time.time())
+    return run

@@ -1,0 +1,64 @@
+"""Progress bars for the terminal: generation, candidate, and batches with the loss."""
+
+from __future__ import annotations
+
+import sys
+
+from tqdm import tqdm
+
+from .evaluator import Task
+from .search import Reporter
+
+
+class BarReporter(Reporter):
+    """Three stacked tqdm bars, like a training script's, on stderr."""
+
+    def __init__(self, stream=sys.stderr):
+        self.stream = stream
+        self.generations = self.candidates = self.batches = None
+
+    def generation_started(self, generation: int, generations: int, todo: int, population: int) -> None:
+        if self.generations is None:
+            self.generations = tqdm(total=generations, desc="generation", position=0, file=self.stream,
+                                    dynamic_ncols=True)
+        self.generations.n = generation
+        self.generations.refresh()
+        self._close(("candidates", "batches"))
+        self.candidates = tqdm(total=population, initial=population - todo, desc=f"gen {generation} candidates",
+                               position=1, leave=False, file=self.stream, dynamic_ncols=True)
+
+    def candidate_progress(self, task: Task, info: dict) -> None:
+        total = info["epochs"] * info["batches"]
+        label = "final model" if task.final else f"candidate {task.index}"
+        if self.batches is None or self.batches.total != total or getattr(self.batches, "_task", None) != task:
+            self._close(("batches",))
+            self.batches = tqdm(total=total, desc=label, position=2, leave=False, file=self.stream,
+                                dynamic_ncols=True, unit="batch")
+            self.batches._task = task
+        self.batches.n = (info["epoch"] - 1) * info["batches"] + info["batch"]
+        self.batches.set_postfix(epoch=f"{info['epoch']}/{info['epochs']}", loss=f"{info['loss']:.4f}", refresh=True)
+
+    def candidate_done(self, task: Task, record: dict) -> None:
+        if self.candidates is not None:
+            self.candidates.update(1)
+            self.candidates.set_postfix(last=f"{record['fitness']:.3f}", status=record["status"])
+
+    def generation_done(self, record: dict) -> None:
+        if self.generations is not None:
+            self.generations.n = record["generation"] + 1
+            self.generations.set_postfix(best=f"{record['best']:.4f}", mean=f"{record['mean']:.4f}")
+        self.message(f"generation {record['generation']}: best {record['best']:.4f}  mean {record['mean']:.4f}  "
+                     f"worst {record['worst']:.4f}  ({record['seconds']:.1f} s)")
+
+    def message(self, text: str) -> None:
+        tqdm.write(text, file=self.stream)
+
+    def close(self) -> None:
+        self._close(("batches", "candidates", "generations"))
+
+    def _close(self, names) -> None:
+        for name in names:
+            bar = getattr(self, name)
+            if bar is not None:
+                bar.close()
+                setattr(self, name, None)

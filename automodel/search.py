@@ -1,0 +1,351 @@
+"""The generational loop: population, cache, elitism, records, stop and resume.
+
+The store is the search's only memory. Generation 0 is sampled from the run seed; generation
+g + 1 is bred from generation g's recorded genomes and fitness values with a generator seeded
+by (run seed, g + 1). Every finished candidate is recorded at once, so a run killed at any
+moment resumes by rebuilding the population from the records and training only what is
+missing — a resumed run reproduces an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import signal
+import socket
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import Config
+from .data import ImageData, load_dataset
+from .evaluator import Evaluator, LocalEvaluator, Task
+from .export import save_checkpoint
+from .genome import Genome, diversity, sample_genome
+from .operators import CROSSOVERS, SELECTIONS, mutate, select_elite
+from .store import Store
+from .trainer import DeviceData, TrainResult, TrainSettings, resolve_augment, resolve_device
+
+FINAL_GENERATION = -1   # the final training's progress is labelled with this generation
+NOVELTY_TRIES = 5       # redraws of a child that repeats an already evaluated genome
+
+
+def derive_seed(seed: int, *parts: object) -> int:
+    """A 63-bit seed for one purpose and position, independent of everything else drawn."""
+    text = ":".join(str(p) for p in (seed, *parts))
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") >> 1
+
+
+def new_run_id() -> str:
+    return time.strftime("run-%Y%m%d-%H%M%S-") + os.urandom(2).hex()
+
+
+def run_dir_for(store: Store, run_id: str) -> Path:
+    """A run's folder (best model, extracted uploads) sits beside its database."""
+    return store.path.parent / "runs" / run_id
+
+
+class Reporter:
+    """What the search tells a person while it runs; the CLI draws progress bars from it."""
+
+    def generation_started(self, generation: int, generations: int, todo: int, population: int) -> None: ...
+    def candidate_progress(self, task: Task, info: dict) -> None: ...
+    def candidate_done(self, task: Task, record: dict) -> None: ...
+    def generation_done(self, record: dict) -> None: ...
+    def message(self, text: str) -> None: ...
+    def close(self) -> None: ...
+
+
+@dataclass
+class StopSignal:
+    """A stop request from a signal (set in the main thread) or from the store (polled)."""
+
+    store: Store
+    run_id: str
+    poll_every_s: float = 1.0
+
+    def __post_init__(self):
+        self._flag = threading.Event()
+        self._last_poll = 0.0
+
+    def set(self) -> None:
+        self._flag.set()
+
+    def __call__(self) -> bool:
+        if self._flag.is_set():
+            return True
+        now = time.monotonic()
+        if now - self._last_poll >= self.poll_every_s:
+            self._last_poll = now
+            if self.store.stop_requested(self.run_id):
+                self._flag.set()
+        return self._flag.is_set()
+
+
+class Search:
+    """One run of the genetic algorithm, recorded in ``store`` under ``run_id``."""
+
+    def __init__(self, config: Config, store: Store, run_id: str, *, data_dir: str | Path = "data",
+                 reporter: Reporter | None = None,
+                 evaluator_factory: Callable[[ImageData, TrainSettings], Evaluator] | None = None):
+        self.config = config
+        self.store = store
+        self.run_id = run_id
+        self.data_dir = Path(data_dir)
+        self.run_dir = run_dir_for(store, run_id)
+        self.reporter = reporter or Reporter()
+        self.evaluator_factory = evaluator_factory
+        self.stop = StopSignal(store, run_id)
+        self.space = config.space
+        self._cache: dict[str, dict] = {}
+        self._best: dict | None = None
+        self._last_progress_write = 0.0
+
+    # ------------------------------------------------------------------ entry point
+    def run(self) -> str:
+        """Run (or continue) the search to its end; returns the run's final status."""
+        started = time.monotonic()
+        run = self.store.get_run(self.run_id) or {}
+        elapsed_before = float(run.get("elapsed_s") or 0.0)
+        self.store.update_run(self.run_id, status="running", pid=os.getpid(), host=socket.gethostname(),
+                              stop_requested=False, reason="", started_at=run.get("started_at") or time.time(),
+                              resumed_at=time.time())
+        self._install_signal_handlers()
+        evaluator = None
+        try:
+            data = load_dataset(self.config.dataset, self.data_dir, val_fraction=self.config.val_fraction,
+                                seed=self.config.seed, work_dir=self.run_dir / "dataset")
+            settings = self._train_settings(data)
+            self.store.update_run(self.run_id, device=settings.device, classes=data.classes,
+                                  input_shape=list(data.input_shape), train_size=len(data.train_x),
+                                  val_size=len(data.val_x), test_size=len(data.test_x),
+                                  skipped_images=data.skipped, ignored_files=data.ignored)
+            self.data = data
+            evaluator = (self.evaluator_factory(data, settings) if self.evaluator_factory else
+                         LocalEvaluator(DeviceData(data, resolve_device(settings.device)), settings))
+            self._load_cache()
+            status = self._evolve(evaluator, started, elapsed_before)
+            if status == "searched":
+                status = self._final_training(evaluator)
+        finally:
+            if evaluator is not None:
+                evaluator.close()
+            self.store.clear_progress(self.run_id)
+            self.reporter.close()
+        self.store.update_run(self.run_id, status=status, ended_at=time.time(), pid=None,
+                              elapsed_s=elapsed_before + time.monotonic() - started)
+        return status
+
+    def _train_settings(self, data: ImageData) -> TrainSettings:
+        c = self.config
+        return TrainSettings(epochs=c.epochs, batch_size=c.batch_size, device=str(resolve_device(c.device)),
+                             time_limit_s=c.time_limit_s, max_params=c.max_params,
+                             augment=resolve_augment(c.augment, data.name), label_smoothing=c.label_smoothing)
+
+    def _install_signal_handlers(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: self.stop.set())
+
+    # ------------------------------------------------------------------ generations
+    def _evolve(self, evaluator: Evaluator, started: float, elapsed_before: float) -> str:
+        c = self.config
+        recorded = {g["generation"] for g in self.store.generations(self.run_id)}
+        for generation in range(c.generations):
+            if generation in recorded:
+                continue
+            population = self.population(generation)
+            gen_started = time.monotonic()
+            done = {r["index"] for r in self.store.individuals(self.run_id, generation)}
+            tasks = self._plan(generation, population, done)
+            self.reporter.generation_started(generation, c.generations, len(tasks), len(population))
+            evaluator.evaluate(tasks, self._on_result, self._on_progress, self._should_stop)
+            if self.stop():
+                return "stopped"
+            if self._budget_spent(started, elapsed_before):
+                self.reporter.message("time budget spent; ending the search with the best so far")
+                return "searched"
+            self._fill_duplicates(generation, population)
+            record = self._record_generation(generation, time.monotonic() - gen_started)
+            if c.target_fitness is not None and record["best"] >= c.target_fitness:
+                self.reporter.message(f"target fitness {c.target_fitness:g} reached")
+                return "searched"
+        return "searched"
+
+    def _should_stop(self) -> bool:
+        return self.stop()
+
+    def _budget_spent(self, started: float, elapsed_before: float) -> bool:
+        budget = self.config.time_budget_s
+        return budget is not None and elapsed_before + time.monotonic() - started >= budget
+
+    def population(self, generation: int) -> list[Genome]:
+        """The genomes of a generation: sampled for the first, bred from the records after."""
+        c = self.config
+        if generation == 0:
+            rng = random.Random(derive_seed(c.seed, "initial"))
+            population: list[Genome] = []
+            for _ in range(c.population):
+                genome = sample_genome(self.space, rng)
+                for _ in range(NOVELTY_TRIES):
+                    if genome not in population:
+                        break
+                    genome = sample_genome(self.space, rng)
+                population.append(genome)
+            return population
+        parents = self.store.individuals(self.run_id, generation - 1)
+        if len(parents) != c.population:
+            raise RuntimeError(f"generation {generation - 1} is incomplete in the store")
+        return self.breed([Genome.from_dict(r["genome"]) for r in parents], [r["fitness"] for r in parents],
+                          random.Random(derive_seed(c.seed, "breed", generation)))
+
+    def breed(self, genomes: list[Genome], fitness: list[float], rng: random.Random) -> list[Genome]:
+        """Elites pass unchanged; the rest are children of selected parents, crossed and mutated."""
+        c = self.config
+        select = SELECTIONS[c.selection]
+        options = {"tournament": {"tournament_size": c.tournament_size},
+                   "truncation": {"truncation_fraction": c.truncation_fraction}}.get(c.selection, {})
+        cross = CROSSOVERS[c.crossover]
+        nxt = [genomes[i] for i in select_elite(fitness, c.elitism)]
+        while len(nxt) < c.population:
+            i, j = select(fitness, 2, rng, **options)
+            a, b = genomes[i], genomes[j]
+            if rng.random() < c.crossover_rate:
+                a, b = cross(a, b, self.space, rng)
+            for child in (a, b):
+                child = mutate(child, self.space, c.mutation_rate, rng)
+                for _ in range(NOVELTY_TRIES):
+                    if child.key() not in self._cache and child not in nxt:
+                        break
+                    child = mutate(child, self.space, max(c.mutation_rate, 0.2), rng)
+                if len(nxt) < c.population:
+                    nxt.append(child)
+        return nxt
+
+    # ------------------------------------------------------------------ candidates
+    def _plan(self, generation: int, population: list[Genome], done: set[int]) -> list[Task]:
+        """Tasks for the candidates not yet recorded; known genomes are recorded from the cache."""
+        tasks, planned = [], set()
+        for index, genome in enumerate(population):
+            if index in done:
+                continue
+            key = genome.key()
+            if key in self._cache:
+                self._record(generation, index, genome, self._cache[key], cached=True)
+            elif key not in planned:
+                planned.add(key)
+                tasks.append(Task(generation, index, genome, derive_seed(self.config.seed, "train", generation, index)))
+        return tasks
+
+    def _fill_duplicates(self, generation: int, population: list[Genome]) -> None:
+        """A genome that appeared twice in one generation was trained once; record the copies."""
+        done = {r["index"] for r in self.store.individuals(self.run_id, generation)}
+        for index, genome in enumerate(population):
+            if index not in done:
+                self._record(generation, index, genome, self._cache[genome.key()], cached=True)
+
+    def _on_result(self, task: Task, result: TrainResult) -> None:
+        record = self._record(task.generation, task.index, task.genome, {
+            "fitness": result.fitness, "status": result.status, "reason": result.reason,
+            "params": result.params, "seconds": round(result.seconds, 3), "epochs": result.epochs_done,
+            "train_loss": result.train_loss}, cached=False)
+        if result.state_dict is not None and (self._best is None or record["fitness"] > self._best["fitness"]):
+            self._save_best(task.genome, result.state_dict, record)
+
+    def _record(self, generation: int, index: int, genome: Genome, outcome: dict, cached: bool) -> dict:
+        record = {
+            "run_id": self.run_id, "generation": generation, "index": index, "key": genome.key(),
+            "genome": genome.to_dict(), "summary": genome.summary(),
+            "fitness": outcome["fitness"], "status": outcome["status"], "reason": outcome.get("reason", ""),
+            "params": outcome.get("params", 0), "seconds": 0.0 if cached else outcome.get("seconds", 0.0),
+            "epochs": outcome.get("epochs", 0), "train_loss": outcome.get("train_loss"),
+            "cached": cached, "recorded_at": time.time(),
+        }
+        self.store.add_individual(record)
+        if not cached:
+            self._cache[record["key"]] = record
+        self._update_best(record)
+        self.reporter.candidate_done(Task(generation, index, genome, 0), record)
+        return record
+
+    def _on_progress(self, task: Task, info: dict) -> None:
+        self.reporter.candidate_progress(task, info)
+        now = time.monotonic()
+        if now - self._last_progress_write >= 0.25 or info.get("batch") == info.get("batches"):
+            self._last_progress_write = now
+            self.store.set_progress(self.run_id, {
+                "generation": task.generation, "generations": self.config.generations, "index": task.index,
+                "population": self.config.population, "final": task.final, "summary": task.genome.summary(),
+                **info}, worker=info.get("worker", "main"))
+
+    def _load_cache(self) -> None:
+        for record in self.store.individuals(self.run_id):
+            if not record.get("cached"):
+                self._cache[record["key"]] = record
+            self._update_best(record)
+
+    def _update_best(self, record: dict) -> None:
+        if self._best is None or record["fitness"] > self._best["fitness"]:
+            self._best = record
+            self.store.update_run(self.run_id, best_fitness=record["fitness"], best_key=record["key"],
+                                  best_summary=record["summary"], best_genome=record["genome"],
+                                  best_generation=record["generation"], best_index=record["index"])
+
+    def _save_best(self, genome: Genome, state_dict: dict, record: dict) -> None:
+        path = save_checkpoint(self.run_dir / "best.pt", genome, state_dict, input_shape=self.data.input_shape,
+                               classes=self.data.classes, mean=self.data.mean, std=self.data.std,
+                               metrics={"stage": "search", "val_accuracy": record["fitness"],
+                                        "generation": record["generation"], "index": record["index"]})
+        self.store.update_run(self.run_id, best_model_path=str(path))
+
+    def _record_generation(self, generation: int, seconds: float) -> dict:
+        rows = self.store.individuals(self.run_id, generation)
+        fitness = [r["fitness"] for r in rows]
+        record = {
+            "run_id": self.run_id, "generation": generation, "best": max(fitness), "mean": statistics.fmean(fitness),
+            "worst": min(fitness), "diversity": round(diversity([Genome.from_dict(r["genome"]) for r in rows],
+                                                               self.space), 4),
+            "failed": sum(r["status"] not in ("ok",) for r in rows), "trained": sum(not r["cached"] for r in rows),
+            "seconds": round(seconds, 3), "recorded_at": time.time(),
+        }
+        self.store.add_generation(record)
+        self.store.update_run(self.run_id, generations_done=generation + 1,
+                              evaluated=len(self.store.individuals(self.run_id)))
+        self.reporter.generation_done(record)
+        return record
+
+    # ------------------------------------------------------------------ final model
+    def _final_training(self, evaluator: Evaluator) -> str:
+        """Train the best genome again on train + validation and score it once on the test split."""
+        best = self._best
+        if best is None or best["status"] != "ok":
+            self.store.update_run(self.run_id, reason="no candidate trained successfully")
+            return "failed"
+        self.store.update_run(self.run_id, evaluated=len(self.store.individuals(self.run_id)), stage="final")
+        self.reporter.message(f"final training of the best genome for {self.config.final_epochs} epochs")
+        genome = Genome.from_dict(best["genome"])
+        task = Task(FINAL_GENERATION, 0, genome, derive_seed(self.config.seed, "final"), final=True,
+                    epochs=self.config.final_epochs)
+        results: list[TrainResult] = []
+        evaluator.evaluate([task], lambda _t, r: results.append(r), self._on_progress, self._should_stop)
+        if self.stop():
+            return "stopped"
+        result = results[0]
+        if result.status != "ok" or result.state_dict is None:
+            self.store.update_run(self.run_id, reason=f"final training failed: {result.status} {result.reason}")
+            return "failed"
+        path = save_checkpoint(self.run_dir / "best.pt", genome, result.state_dict,
+                               input_shape=self.data.input_shape, classes=self.data.classes,
+                               mean=self.data.mean, std=self.data.std,
+                               metrics={"stage": "final", "val_accuracy": best["fitness"],
+                                        "test_accuracy": result.fitness, "final_epochs": self.config.final_epochs})
+        self.store.update_run(self.run_id, test_accuracy=result.fitness, best_model_path=str(path), stage="done",
+                              final_seconds=round(result.seconds, 3))
+        self.reporter.message(f"test accuracy of the final model: {result.fitness:.4f}")
+        return "completed"
+
