@@ -44,6 +44,12 @@ class Genome:
     learning_rate: float
     weight_decay: float
 
+    def __post_init__(self):
+        # Numbers are stored as floats so that a genome and its JSON round trip (where 0 may
+        # come back as 0.0) have the same canonical key.
+        for name in ("dropout", "learning_rate", "weight_decay"):
+            object.__setattr__(self, name, float(getattr(self, name)))
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "conv": [asdict(b) for b in self.conv],
@@ -59,10 +65,10 @@ class Genome:
         return cls(
             conv=tuple(ConvBlock(**b) for b in data["conv"]),
             dense=tuple(DenseLayer(**d) for d in data["dense"]),
-            dropout=float(data["dropout"]),
+            dropout=data["dropout"],
             optimizer=str(data["optimizer"]),
-            learning_rate=float(data["learning_rate"]),
-            weight_decay=float(data["weight_decay"]),
+            learning_rate=data["learning_rate"],
+            weight_decay=data["weight_decay"],
         )
 
     def key(self) -> str:

@@ -129,7 +129,7 @@ def estimate_parameters(genome: Genome, input_shape: Sequence[int], num_classes:
 def layer_table(genome: Genome, input_shape: Sequence[int], num_classes: int) -> list[dict]:
     """The architecture as rows of layer, output shape and parameters (for people to read)."""
     with torch.device("meta"):
-        model = build_model(genome, input_shape, [str(i) for i in range(num_classes)])
+        model = build_model(genome, input_shape, [str(i) for i in range(num_classes)]).eval()
         rows: list[dict] = [{"layer": "Input (normalised)", "output_shape": "×".join(map(str, input_shape)),
                              "parameters": 0}]
         x = torch.empty(1, *input_shape)

@@ -198,14 +198,21 @@ class Search:
                     genome = sample_genome(self.space, rng)
                 population.append(genome)
             return population
-        parents = self.store.individuals(self.run_id, generation - 1)
+        earlier = [r for r in self.store.individuals(self.run_id) if r["generation"] < generation]
+        parents = [r for r in earlier if r["generation"] == generation - 1]
         if len(parents) != c.population:
             raise RuntimeError(f"generation {generation - 1} is incomplete in the store")
         return self.breed([Genome.from_dict(r["genome"]) for r in parents], [r["fitness"] for r in parents],
-                          random.Random(derive_seed(c.seed, "breed", generation)))
+                          random.Random(derive_seed(c.seed, "breed", generation)), {r["key"] for r in earlier})
 
-    def breed(self, genomes: list[Genome], fitness: list[float], rng: random.Random) -> list[Genome]:
-        """Elites pass unchanged; the rest are children of selected parents, crossed and mutated."""
+    def breed(self, genomes: list[Genome], fitness: list[float], rng: random.Random,
+              known: set[str]) -> list[Genome]:
+        """Elites pass unchanged; the rest are children of selected parents, crossed and mutated.
+
+        A child that repeats a genome in ``known`` (those of earlier generations) is mutated
+        again a few times. ``known`` must depend only on earlier generations, never on what is
+        already trained of this one, or a resumed run would breed differently.
+        """
         c = self.config
         select = SELECTIONS[c.selection]
         options = {"tournament": {"tournament_size": c.tournament_size},
@@ -220,7 +227,7 @@ class Search:
             for child in (a, b):
                 child = mutate(child, self.space, c.mutation_rate, rng)
                 for _ in range(NOVELTY_TRIES):
-                    if child.key() not in self._cache and child not in nxt:
+                    if child.key() not in known and child not in nxt:
                         break
                     child = mutate(child, self.space, max(c.mutation_rate, 0.2), rng)
                 if len(nxt) < c.population:

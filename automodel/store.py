@@ -1,0 +1,628 @@
+"""Persistent records of searches: runs, generations, individuals and live progress.
+
+One search process writes, while the Streamlit page, the command line and other search
+processes read (and occasionally write a stop request) at the same time. TinyDB alone is not
+safe for that (tinydb#72, #461), so this module adds three things around it:
+
+* ``AtomicJSONStorage`` writes a whole new file and renames it over the old one, so a reader
+  always parses either the old or the new database, never half of one. Every read reopens
+  the path, so readers in other processes see the newest file.
+* An exclusive ``fcntl.flock`` on ``<db>.lock`` around every read-modify-write, so two writer
+  processes never lose each other's updates. Plain reads take no lock.
+* Data is split over three files by size and write rate, so that frequent small reads and
+  writes never parse or re-serialise a big file: runs and generations (small, read by every
+  stop check and page refresh) in the main file; individuals (thousands of records, with
+  genomes) in ``<stem>.individuals.json``; live training progress (written several times a
+  second) in ``<stem>.live.json``. Each file has its own ``<file>.lock``.
+
+Every write is one read and one write of the raw table data under the lock. Reads go through
+TinyDB queries with the query cache turned off; they re-read the file's bytes every time and
+re-parse only when the bytes changed. The store never imports torch.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import stat
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+from tinydb import TinyDB, where
+from tinydb.queries import QueryLike
+from tinydb.storages import Storage
+from tinydb.table import Table
+
+__all__ = [
+    "RUN_STATUSES",
+    "ACTIVE_STATUSES",
+    "AtomicJSONStorage",
+    "RunActiveError",
+    "Store",
+    "StoreError",
+    "default_db_path",
+]
+
+RUN_STATUSES = ("running", "stopping", "stopped", "completed", "failed", "interrupted")
+ACTIVE_STATUSES = ("running", "stopping")
+
+RawTables = dict[str, dict[str, dict[str, Any]]]
+T = TypeVar("T")
+
+
+class StoreError(RuntimeError):
+    """One sentence for a person (corrupt file, unwritable folder)."""
+
+
+class RunActiveError(StoreError):
+    """Another run is still active, so a new one may not start."""
+
+    def __init__(self, message: str, run_id: str):
+        super().__init__(message)
+        self.run_id = run_id
+
+
+def default_db_path() -> Path:
+    """The database path used when the user names none."""
+    return Path("data/automodel.json")
+
+
+# --------------------------------------------------------------------------- storage
+
+
+def _json_default(value: Any) -> Any:
+    """Turn numpy/torch scalars and arrays into plain numbers and lists (duck-typed)."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if hasattr(value, "item"):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable; best effort where directories can't be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _signature(st: os.stat_result) -> tuple[int, int, int, int]:
+    """Identity of one version of a file: a rename always brings a new inode."""
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+class AtomicJSONStorage(Storage):
+    """TinyDB storage that reopens the file on every read and replaces it atomically on write.
+
+    A file that exists but does not hold a JSON object of tables is never overwritten: both
+    ``read`` and ``write`` raise ``StoreError`` so the person can look at it or pick another path.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        # Signature of the file version this instance last read or wrote and knows is valid,
+        # so that `write` need not re-parse it to prove it is safe to replace.
+        self._known_good: tuple[int, int, int, int] | None = None
+
+    def read(self) -> RawTables | None:
+        """Parse the file afresh; None when it is missing or empty."""
+        raw, signature = self._read_raw()
+        data = self._decode(raw)
+        self._known_good = signature
+        return data
+
+    def _read_raw(self) -> tuple[bytes, tuple[int, int, int, int] | None]:
+        """The file's bytes as they are now (b"" when missing), with that version's signature."""
+        try:
+            with open(self.path, "rb") as handle:
+                signature = _signature(os.fstat(handle.fileno()))
+                return handle.read(), signature
+        except FileNotFoundError:
+            return b"", None
+        except OSError as exc:
+            raise StoreError(
+                f"Cannot read the AutoModel database {self.path} ({exc.strerror}); "
+                "choose another --db path."
+            ) from exc
+
+    def _decode(self, raw: bytes) -> RawTables | None:
+        """Bytes to tables; StoreError, naming the file, if they aren't a database."""
+        if not raw.strip():
+            return None
+        try:
+            data = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            data = None
+        if not _looks_like_tables(data):
+            raise StoreError(
+                f"{self.path} is not a valid AutoModel database (it is not a JSON object of "
+                "tables), so it was left untouched; choose another --db path or move it away."
+            )
+        return data
+
+    def write(self, data: Mapping[str, Any]) -> None:
+        """Write ``data`` to a temp file in the same folder, fsync, and rename it over the path."""
+        self._refuse_if_corrupt()
+        text = json.dumps(data, separators=(",", ":"), default=_json_default)
+        folder = self.path.parent
+        try:
+            fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{self.path.name}.", suffix=".tmp")
+        except OSError as exc:
+            raise self._write_error(exc) from exc
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                os.fchmod(handle.fileno(), self._file_mode())
+                handle.write(text)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, self.path)
+        except BaseException as exc:
+            _unlink_quietly(tmp)
+            if isinstance(exc, OSError):
+                raise self._write_error(exc) from exc
+            raise
+        _fsync_dir(folder)
+        self._known_good = _signature(os.stat(self.path))
+
+    def close(self) -> None:
+        """Nothing to close: no handle is kept between calls."""
+
+    def _refuse_if_corrupt(self) -> None:
+        """Raise StoreError, touching nothing, if the file on disk is not a database."""
+        try:
+            current = _signature(os.stat(self.path))
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise self._write_error(exc) from exc
+        if current != self._known_good:
+            self.read()  # raises StoreError for a corrupt file
+
+    def _file_mode(self) -> int:
+        """Keep an existing file's permissions; new files get rw-r--r-- (mkstemp makes 0600)."""
+        try:
+            return stat.S_IMODE(os.stat(self.path).st_mode)
+        except OSError:
+            return 0o644
+
+    def _write_error(self, exc: OSError) -> StoreError:
+        return StoreError(
+            f"Cannot write the AutoModel database {self.path} ({exc.strerror}); "
+            "choose another --db path."
+        )
+
+
+class _SnapshotReader(Storage):
+    """Read-only storage for queries: reads the bytes every time, parses only when they changed.
+
+    Parsing dominates a read (10,000 individuals are about 9 MB of JSON and 100+ ms to parse),
+    while reading and comparing the bytes takes a few ms, so a page polling a quiet run stays
+    cheap. Comparing bytes rather than mtimes can't be fooled by coarse timestamps. The parsed
+    tables are shared by later reads, hence read-only here; writes go through ``mutate``.
+    """
+
+    def __init__(self, storage: AtomicJSONStorage):
+        self._storage = storage
+        # One tuple, replaced whole, so threads sharing a Store never pair new bytes with old data.
+        self._snapshot: tuple[bytes, RawTables | None] = (b"", None)
+
+    def read(self) -> RawTables | None:
+        raw, _ = self._storage._read_raw()
+        cached_raw, cached = self._snapshot
+        if raw == cached_raw:
+            return cached
+        data = self._storage._decode(raw)
+        self._snapshot = (raw, data)
+        return data
+
+    def write(self, data: Mapping[str, Any]) -> None:
+        raise TypeError("query tables are read-only; the Store writes through _Database.mutate")
+
+
+def _looks_like_tables(data: Any) -> bool:
+    """TinyDB layout: {table name: {doc id: document}}."""
+    return isinstance(data, dict) and all(isinstance(table, dict) for table in data.values())
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+# --------------------------------------------------------------------------- locking
+
+
+class _InterProcessLock:
+    """Exclusive ``flock`` on a lock file, re-entrant within one process.
+
+    The OS lock is taken when the outermost holder enters and dropped when it leaves. The
+    thread lock makes the depth count per thread: without it a second thread would see
+    depth > 0 and walk in without waiting for the flock.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._thread_lock = threading.RLock()
+        self._depth = 0
+        self._fd: int | None = None
+
+    def __enter__(self) -> _InterProcessLock:
+        self._thread_lock.acquire()
+        try:
+            if self._depth == 0:
+                self._fd = self._acquire_os_lock()
+            self._depth += 1
+        except BaseException:
+            self._thread_lock.release()
+            raise
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._depth -= 1
+        if self._depth == 0 and self._fd is not None:
+            fd, self._fd = self._fd, None
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+        self._thread_lock.release()
+
+    def _acquire_os_lock(self) -> int:
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise StoreError(
+                f"Cannot create the lock file {self.path} ({exc.strerror}); "
+                "choose another --db path."
+            ) from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+
+_LOCKS: dict[tuple[int, str], _InterProcessLock] = {}
+_LOCKS_GUARD = threading.Lock()
+
+
+def _lock_for(path: Path) -> _InterProcessLock:
+    """One lock object per file and process, so several Store instances on one db can nest.
+
+    The pid is part of the key so that a forked child never reuses its parent's lock state.
+    """
+    key = (os.getpid(), str(path.resolve()))
+    with _LOCKS_GUARD:
+        lock = _LOCKS.get(key)
+        if lock is None:
+            lock = _LOCKS[key] = _InterProcessLock(path)
+        return lock
+
+
+# --------------------------------------------------------------------------- one database file
+
+
+class _Database:
+    """One JSON file: TinyDB for queries, its storage for locked read-modify-writes."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.storage = AtomicJSONStorage(path)
+        self.lock = _lock_for(path.with_name(path.name + ".lock"))
+        self._tinydb = TinyDB(storage=lambda: _SnapshotReader(self.storage))
+        self._tables: dict[str, Table] = {}
+
+    def table(self, name: str) -> Table:
+        """A table whose query cache is off, so other processes' writes show at once."""
+        if name not in self._tables:
+            self._tables[name] = self._tinydb.table(name, cache_size=0)
+        return self._tables[name]
+
+    def search(self, table: str, cond: QueryLike) -> list[dict[str, Any]]:
+        """Matching documents as plain dicts (fresh dicts; nested values shared with the cache)."""
+        return [dict(doc) for doc in self.table(table).search(cond)]
+
+    def get(self, table: str, cond: QueryLike) -> dict[str, Any] | None:
+        """The first matching document as a plain dict, or None.
+
+        Not ``Table.get``: with a condition it parses the file twice.
+        """
+        found = self.table(table).search(cond)
+        return dict(found[0]) if found else None
+
+    def mutate(self, change: Callable[[RawTables], T]) -> T:
+        """Apply ``change`` to the raw tables and write them back, all under the file lock.
+
+        One read and one write, however many tables ``change`` touches (TinyDB's own insert
+        reads the file twice and its upsert writes twice).
+        """
+        with self.lock:
+            tables = self.storage.read() or {}
+            result = change(tables)
+            self.storage.write(tables)
+            return result
+
+    def close(self) -> None:
+        self._tinydb.close()
+
+
+def _new_ids(table: Mapping[str, Any]) -> Iterator[str]:
+    """Fresh document ids for ``table``, in TinyDB's style (max existing id + 1, ...)."""
+    next_id = max((int(doc_id) for doc_id in table), default=0) + 1
+    while True:
+        yield str(next_id)
+        next_id += 1
+
+
+def _find_id(table: Mapping[str, dict[str, Any]], cond: QueryLike) -> str | None:
+    for doc_id, doc in table.items():
+        if cond(doc):
+            return doc_id
+    return None
+
+
+def _put_all(
+    table: dict[str, dict[str, Any]], records: Iterable[Mapping[str, Any]], key: Callable
+) -> None:
+    """Insert records, replacing any document with the same key; O(len(table) + len(records))."""
+    index = {key(doc): doc_id for doc_id, doc in table.items()}
+    new_ids = _new_ids(table)
+    for record in records:
+        doc_id = index.get(key(record))
+        if doc_id is None:
+            doc_id = index[key(record)] = next(new_ids)
+        table[doc_id] = dict(record)
+
+
+def _remove_where(table: dict[str, dict[str, Any]], cond: QueryLike) -> None:
+    for doc_id in [doc_id for doc_id, doc in table.items() if cond(doc)]:
+        del table[doc_id]
+
+
+def _individual_key(record: Mapping[str, Any]) -> tuple[Any, Any, Any]:
+    return (record["run_id"], record["generation"], record["index"])
+
+
+def _generation_key(record: Mapping[str, Any]) -> tuple[Any, Any]:
+    return (record["run_id"], record["generation"])
+
+
+def _progress_key(record: Mapping[str, Any]) -> tuple[Any, Any]:
+    return (record["run_id"], record["worker"])
+
+
+def _check_status(fields: Mapping[str, Any]) -> None:
+    status = fields.get("status")
+    if status is not None and status not in RUN_STATUSES:
+        raise ValueError(f"run status {status!r} is not one of {', '.join(RUN_STATUSES)}")
+
+
+def _require(record: Mapping[str, Any], names: tuple[str, ...], what: str) -> None:
+    missing = [name for name in names if name not in record]
+    if missing:
+        raise ValueError(f"{what} record lacks {', '.join(missing)}")
+
+
+# --------------------------------------------------------------------------- the store
+
+
+class Store:
+    """Runs, generations, individuals and live progress of AutoModel searches.
+
+    Safe for one writer process and many reader processes at once; several writers (a search
+    writing results, a page writing a stop request) are serialised by a file lock. Records are
+    plain JSON-able dicts. Each returned record is a fresh dict, but nested values (config,
+    genome) may be shared with this instance's parse cache: copy before changing them in place.
+    """
+
+    def __init__(self, path: str | Path = default_db_path()):
+        self.path = Path(path)
+        self.individuals_path = self.path.with_name(f"{self.path.stem}.individuals.json")
+        self.live_path = self.path.with_name(f"{self.path.stem}.live.json")
+        _make_folder(self.path.parent)
+        self._main = _Database(self.path)
+        self._population = _Database(self.individuals_path)
+        self._live = _Database(self.live_path)
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.path)!r})"
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release TinyDB resources (the storage keeps no open handles)."""
+        for database in (self._main, self._population, self._live):
+            database.close()
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the runs/generations file's write lock across several calls (re-entrant).
+
+        For a caller's own read-then-write on runs, e.g. "update unless stop was requested".
+        """
+        with self._main.lock:
+            yield
+
+    # ----------------------------------------------------------------------- runs
+
+    def create_run(self, run_id: str, config: dict, **fields: Any) -> dict:
+        """Add a run with status "running" and ``created_at`` now; StoreError if it exists."""
+        run = {"run_id": run_id, "config": config, "status": "running",
+               "created_at": time.time(), **fields}
+        _check_status(run)
+
+        def insert(tables: RawTables) -> None:
+            runs = tables.setdefault("runs", {})
+            if _find_id(runs, where("run_id") == run_id) is not None:
+                raise StoreError(f"A run named {run_id!r} already exists in {self.path}; "
+                                 "choose another run id.")
+            runs[next(_new_ids(runs))] = run
+
+        self._main.mutate(insert)
+        return dict(run)
+
+    def update_run(self, run_id: str, **fields: Any) -> dict:
+        """Merge ``fields`` into the run and return the new record; StoreError if missing."""
+        _check_status(fields)
+
+        def merge(tables: RawTables) -> dict:
+            run = self._run_in(tables, run_id)
+            run.update(fields)
+            return dict(run)
+
+        return self._main.mutate(merge)
+
+    def get_run(self, run_id: str) -> dict | None:
+        """The run's record, or None."""
+        return self._main.get("runs", where("run_id") == run_id)
+
+    def list_runs(self) -> list[dict]:
+        """All runs, oldest first."""
+        runs = [dict(doc) for doc in self._main.table("runs").all()]
+        return sorted(runs, key=lambda run: (run.get("created_at", 0.0), run["run_id"]))
+
+    def delete_run(self, run_id: str) -> None:
+        """Remove the run with its generations, individuals and progress (no-op if absent)."""
+        mine = where("run_id") == run_id
+
+        def remove(tables: RawTables) -> None:
+            for table in tables.values():
+                _remove_where(table, mine)
+
+        # Always main -> individuals -> live, the one order in which these locks nest.
+        with self._main.lock:
+            self._main.mutate(remove)
+            self._population.mutate(remove)
+            self._live.mutate(remove)
+
+    def claim_run_slot(
+        self, run_id: str, config: dict, is_alive: Callable[[dict], bool], **fields: Any
+    ) -> dict:
+        """Create the run unless another active run is alive: check and create under one lock.
+
+        ``is_alive(run)`` tells whether an active-looking run still has a live process (a run
+        left "running" by a killed process must not block the next one). Raises
+        RunActiveError naming the live run.
+        """
+        with self._main.lock:
+            for run in self.list_runs():
+                if run.get("status") in ACTIVE_STATUSES and is_alive(run):
+                    raise RunActiveError(
+                        f"Run {run['run_id']!r} is still {run['status']}; stop it or wait for "
+                        "it to finish before starting another.",
+                        run["run_id"],
+                    )
+            return self.create_run(run_id, config, **fields)
+
+    def _run_in(self, tables: RawTables, run_id: str) -> dict[str, Any]:
+        runs = tables.get("runs", {})
+        doc_id = _find_id(runs, where("run_id") == run_id)
+        if doc_id is None:
+            raise StoreError(f"There is no run named {run_id!r} in {self.path}; "
+                             "`automodel list` shows the runs there.")
+        return runs[doc_id]
+
+    # ----------------------------------------------------------------------- individuals
+
+    def add_individual(self, record: dict) -> None:
+        """Save one individual, replacing any with the same (run_id, generation, index)."""
+        self.add_individuals([record])
+
+    def add_individuals(self, records: Iterable[dict]) -> None:
+        """Save many individuals in one write (e.g. a whole generation); same replace rule."""
+        records = list(records)
+        for record in records:
+            _require(record, ("run_id", "generation", "index"), "individual")
+        if records:
+            self._population.mutate(
+                lambda tables: _put_all(tables.setdefault("individuals", {}), records,
+                                        _individual_key))
+
+    def individuals(self, run_id: str, generation: int | None = None) -> list[dict]:
+        """The run's individuals (optionally one generation's), sorted by (generation, index)."""
+        cond = where("run_id") == run_id
+        if generation is not None:
+            cond &= where("generation") == generation
+        found = self._population.search("individuals", cond)
+        return sorted(found, key=lambda doc: (doc["generation"], doc["index"]))
+
+    # ----------------------------------------------------------------------- generations
+
+    def add_generation(self, record: dict) -> None:
+        """Save one generation's summary, replacing any with the same (run_id, generation)."""
+        _require(record, ("run_id", "generation"), "generation")
+        self._main.mutate(
+            lambda tables: _put_all(tables.setdefault("generations", {}), [record],
+                                    _generation_key))
+
+    def generations(self, run_id: str) -> list[dict]:
+        """The run's generation summaries, sorted by generation."""
+        found = self._main.search("generations", where("run_id") == run_id)
+        return sorted(found, key=lambda doc: doc["generation"])
+
+    # ----------------------------------------------------------------------- live progress
+
+    def set_progress(self, run_id: str, progress: dict, worker: str = "main") -> None:
+        """Replace the progress of ``worker`` in the run; written to the small sidecar file."""
+        doc = {**progress, "run_id": run_id, "worker": worker, "updated_at": time.time()}
+        self._live.mutate(
+            lambda tables: _put_all(tables.setdefault("progress", {}), [doc], _progress_key))
+
+    def progress(self, run_id: str) -> list[dict]:
+        """All workers' progress records for the run, sorted by worker."""
+        found = self._live.search("progress", where("run_id") == run_id)
+        return sorted(found, key=lambda doc: str(doc["worker"]))
+
+    def clear_progress(self, run_id: str, worker: str | None = None) -> None:
+        """Forget the progress of one worker, or of every worker when ``worker`` is None."""
+        cond = where("run_id") == run_id
+        if worker is not None:
+            cond &= where("worker") == worker
+        self._live.mutate(lambda tables: _remove_where(tables.get("progress", {}), cond))
+
+    # ----------------------------------------------------------------------- stop requests
+
+    def request_stop(self, run_id: str) -> None:
+        """Flag the run to stop and mark it "stopping" if running; StoreError if missing."""
+
+        def flag(tables: RawTables) -> None:
+            run = self._run_in(tables, run_id)
+            run["stop_requested"] = True
+            if run.get("status") == "running":
+                run["status"] = "stopping"
+
+        self._main.mutate(flag)
+
+    def stop_requested(self, run_id: str) -> bool:
+        """Whether someone asked the run to stop (False for an unknown run)."""
+        run = self.get_run(run_id)
+        return bool(run and run.get("stop_requested"))
+
+
+def _make_folder(folder: Path) -> None:
+    """Create the database's folder, or explain in one sentence why it can't be."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(
+            f"Cannot create the database folder {folder} ({exc.strerror or exc}); "
+            "choose another --db path."
+        ) from exc

@@ -1,0 +1,263 @@
+"""The command line end to end, in real processes: the demo search, kill and resume, stop,
+readers polling during a run, bad input, and the saved model."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from automodel import load_model
+from automodel.data import load_dataset
+from automodel.store import Store
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO = ["--dataset", "digits", "--population", "8", "--generations", "3", "--epochs", "2", "--seed", "0"]
+SHOW_KEYS = {"run_id", "status", "generations_done", "evaluated", "best_fitness", "test_accuracy", "best_model_path"}
+
+READER = r"""
+import json, sys, time
+from pathlib import Path
+from automodel.store import Store
+db, deadline = Path(sys.argv[1]), time.monotonic() + float(sys.argv[2])
+errors = reads = 0
+seen = set()
+while time.monotonic() < deadline:
+    time.sleep(0.05)
+    if not db.exists():
+        continue
+    try:
+        json.loads(db.read_text())
+        store = Store(db)
+        for run in store.list_runs():
+            seen.update(g["generation"] for g in store.generations(run["run_id"]))
+            if run.get("status") in ("completed", "failed"):
+                deadline = 0
+        reads += 1
+    except Exception as exc:
+        errors += 1
+        print(repr(exc), file=sys.stderr)
+print(json.dumps({"errors": errors, "reads": reads, "seen": sorted(seen)}))
+"""
+
+
+def automodel(*args: str, timeout: float = 300, check: bool = False) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, "-m", "automodel", *args], cwd=ROOT, capture_output=True, text=True,
+                            timeout=timeout, env=_env())
+    if check and result.returncode != 0:
+        raise AssertionError(f"automodel {' '.join(args)} exited {result.returncode}: {result.stderr[-2000:]}")
+    return result
+
+
+def spawn(*args: str, **kw) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "automodel", *args], cwd=ROOT, env=_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+def _env() -> dict:
+    # One thread per search process: two processes spinning OpenMP threads on a 2-core machine
+    # slow each other down many times over.
+    return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+
+
+def wait_for(condition, timeout: float, what: str, interval: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def show(db: Path, run_id: str) -> dict:
+    return json.loads(automodel("show", run_id, "--json", "--db", str(db), check=True).stdout)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """The README's demo search, with a reader process polling the database at 20 Hz throughout."""
+    folder = tmp_path_factory.mktemp("demo")
+    db = folder / "db.json"
+    reader = subprocess.Popen([sys.executable, "-c", READER, str(db), "240"], cwd=ROOT, env=_env(),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    started = time.monotonic()
+    result = automodel("run", *DEMO, "--run-id", "demo", "--db", str(db), timeout=300)
+    seconds = time.monotonic() - started
+    out, err = reader.communicate(timeout=60)
+    return {"db": db, "result": result, "seconds": seconds, "reader": json.loads(out.strip().splitlines()[-1]),
+            "reader_stderr": err}
+
+
+def test_demo_search_finishes_with_a_good_model(demo):
+    result = demo["result"]
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "validation accuracy" in result.stdout and "test accuracy" in result.stdout
+    info = show(demo["db"], "demo")
+    assert SHOW_KEYS <= set(info)
+    assert info["status"] == "completed" and info["generations_done"] == 3 and info["evaluated"] == 24
+    assert info["best_fitness"] >= 0.90
+    assert 0.0 < info["test_accuracy"] <= 1.0
+    print(f"demo search took {demo['seconds']:.1f} s")  # the figure the README quotes; not asserted
+
+
+def test_reader_polling_at_20_hz_sees_no_half_written_file(demo):
+    reader = demo["reader"]
+    assert reader["errors"] == 0, demo["reader_stderr"][-2000:]
+    assert reader["reads"] > 50
+    final = {g["generation"] for g in Store(demo["db"]).generations("demo")}
+    assert set(reader["seen"]) <= final and reader["seen"], "generations seen live must be in the final records"
+
+
+def test_saved_model_reproduces_the_recorded_test_accuracy(demo):
+    info = show(demo["db"], "demo")
+    model = load_model(info["best_model_path"])
+    data = load_dataset("digits")
+    assert model.input_shape == data.input_shape and model.classes == data.classes
+    with torch.inference_mode():
+        predictions = model(data.test_x.float() / 255).argmax(1)
+    accuracy = (predictions == data.test_y).float().mean().item()
+    assert accuracy == pytest.approx(info["test_accuracy"], abs=1e-6)
+
+
+def test_onnx_export_gives_the_same_predictions(demo, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    out = tmp_path / "best.onnx"
+    result = automodel("export", "demo", "--format", "onnx", "--out", str(out), "--db", str(demo["db"]))
+    assert result.returncode == 0, result.stderr[-2000:]
+    model = load_model(show(demo["db"], "demo")["best_model_path"])
+    x = torch.rand(5, *model.input_shape)
+    session = ort.InferenceSession(str(out))
+    onnx_logits = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+    with torch.inference_mode():
+        torch_logits = model(x).numpy()
+    assert (onnx_logits.argmax(1) == torch_logits.argmax(1)).all()
+    assert abs(onnx_logits - torch_logits).max() < 1e-3
+
+
+def test_export_pt_copies_a_loadable_checkpoint(demo, tmp_path):
+    out = tmp_path / "model.pt"
+    automodel("export", "demo", "--format", "pt", "--out", str(out), "--db", str(demo["db"]), check=True)
+    assert load_model(out).classes == [str(i) for i in range(10)]
+
+
+def test_list_shows_the_run(demo):
+    runs = json.loads(automodel("list", "--json", "--db", str(demo["db"]), check=True).stdout)
+    assert [r["run_id"] for r in runs] == ["demo"] and runs[0]["status"] == "completed"
+
+
+def test_sigkill_mid_generation_then_resume_matches_the_uninterrupted_run(demo, tmp_path):
+    db = tmp_path / "db.json"
+    process = spawn("run", *DEMO, "--run-id", "k", "--db", str(db), "--quiet")
+    try:
+        wait_for(lambda: db.exists() and len(Store(db).individuals("k")) >= 10, 180, "generation 1 to start")
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    before = {(r["generation"], r["index"]): r for r in Store(db).individuals("k")}
+    assert 10 <= len(before) < 24
+    assert show(db, "k")["status"] == "interrupted"
+    resumed = automodel("resume", "k", "--db", str(db), "--quiet", timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    after = Store(db).individuals("k")
+    reference = Store(demo["db"]).individuals("demo")
+    assert len(after) == 24 and len({(r["generation"], r["index"]) for r in after}) == 24
+    assert [(r["key"], r["fitness"]) for r in after] == [(r["key"], r["fitness"]) for r in reference]
+    for position, record in before.items():  # completed candidates kept as they were, not retrained
+        match = next(r for r in after if (r["generation"], r["index"]) == position)
+        assert match["recorded_at"] == record["recorded_at"]
+    assert show(db, "k")["best_fitness"] == show(demo["db"], "demo")["best_fitness"]
+
+
+def test_stop_ends_a_run_within_seconds_and_resume_finishes_it(tmp_path):
+    db = tmp_path / "db.json"
+    process = spawn("run", "--dataset", "digits", "--population", "2", "--generations", "1", "--epochs", "40",
+                    "--final-epochs", "1", "--run-id", "s", "--db", str(db), "--quiet")
+    try:
+        wait_for(lambda: db.exists() and Store(db).progress("s"), 120, "training to start")
+        started = time.monotonic()
+        result = automodel("stop", "s", "--db", str(db), timeout=60)
+        elapsed = time.monotonic() - started
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert result.returncode == 0, result.stderr
+    assert elapsed < 5, f"stop took {elapsed:.1f} s"
+    assert show(db, "s")["status"] == "stopped"
+    assert process.returncode == 0
+
+
+def test_resume_of_a_stopped_run_completes(tmp_path):
+    db = tmp_path / "db.json"
+    store = Store(db)
+    process = spawn("run", "--dataset", "digits", "--population", "3", "--generations", "1", "--epochs", "3",
+                    "--final-epochs", "1", "--run-id", "r", "--db", str(db), "--quiet")
+    try:
+        wait_for(lambda: db.exists() and len(store.individuals("r")) >= 1, 120, "the first candidate")
+        automodel("stop", "r", "--db", str(db), check=True)
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    kept = len(store.individuals("r"))
+    assert show(db, "r")["status"] == "stopped" and kept >= 1
+    result = automodel("resume", "r", "--db", str(db), "--quiet")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert show(db, "r")["status"] == "completed" and len(store.individuals("r")) == 3
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--population", "1"], "population"),
+    (["--generations", "0"], "generations"),
+    (["--population", "4", "--elitism", "4"], "elitism"),
+    (["--dataset", "imagenet-22k"], "imagenet-22k"),
+    (["--dataset", "/no/such/folder"], "/no/such/folder"),
+    (["--selection", "lottery"], "selection"),
+    (["--device", "tpu"], "device"),
+])
+def test_bad_input_is_one_sentence_and_exit_code_2(tmp_path, args, fragment):
+    result = automodel("run", "--db", str(tmp_path / "db.json"), "--quiet", *args, timeout=120)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and fragment in lines[0] and "Traceback" not in result.stderr
+
+
+def test_folder_with_one_class_is_refused(tmp_path):
+    from PIL import Image
+    (tmp_path / "imgs" / "cat").mkdir(parents=True)
+    for i in range(3):
+        Image.new("RGB", (8, 8), (i * 40, 0, 0)).save(tmp_path / "imgs" / "cat" / f"{i}.png")
+    result = automodel("run", "--dataset", str(tmp_path / "imgs"), "--db", str(tmp_path / "db.json"), "--quiet")
+    assert result.returncode == 2 and "class" in result.stderr and "Traceback" not in result.stderr
+    assert show(tmp_path / "db.json", Store(tmp_path / "db.json").list_runs()[0]["run_id"])["status"] == "failed"
+
+
+def test_corrupt_database_is_reported_and_left_untouched(tmp_path):
+    db = tmp_path / "db.json"
+    db.write_bytes(b'{"runs": {"1": {"run_id": "x", "sta')
+    before = db.read_bytes()
+    for args in (["list"], ["show", "x"], ["run", "--population", "2", "--quiet"]):
+        result = automodel(*args, "--db", str(db))
+        assert result.returncode == 2, result.stderr
+        assert str(db) in result.stderr and "Traceback" not in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+    assert db.read_bytes() == before
+
+
+def test_unknown_run_and_config_file_errors(tmp_path):
+    result = automodel("show", "nope", "--db", str(tmp_path / "db.json"))
+    assert result.returncode == 2 and "nope" in result.stderr
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"population": "eight"}')
+    result = automodel("run", "--config", str(bad), "--db", str(tmp_path / "db.json"))
+    assert result.returncode == 2 and "population" in result.stderr and "Traceback" not in result.stderr

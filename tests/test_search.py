@@ -1,0 +1,169 @@
+"""The generational loop with a fake evaluator: cache, elitism, determinism, failures, resume."""
+
+from __future__ import annotations
+
+import pytest
+
+from automodel.config import Config
+from automodel.evaluator import Task
+from automodel.genome import Genome
+from automodel.model import build_model
+from automodel.search import Search
+from automodel.store import Store
+from automodel.trainer import TrainResult
+
+
+def fake_fitness(genome: Genome) -> float:
+    """A deterministic score that rewards wide, shallow nets: enough shape for selection to act on."""
+    width = sum(b.filters for b in genome.conv) / (128 * len(genome.conv))
+    return round(0.5 * width + 0.5 / len(genome.conv) - 0.01 * len(genome.dense), 6)
+
+
+class FakeEvaluator:
+    """Scores genomes without training; records every genome it was asked to train."""
+
+    def __init__(self, data, settings, fail_when=None, die_after=None):
+        self.data = data
+        self.trained: list[str] = []
+        self.fail_when = fail_when
+        self.die_after = die_after
+
+    def evaluate(self, tasks, on_result, on_progress, should_stop):
+        for task in tasks:
+            if should_stop():
+                return
+            if self.die_after is not None and len(self.trained) >= self.die_after:
+                raise SystemExit("killed")
+            if not task.final:  # the final model is trained again on purpose
+                self.trained.append(task.genome.key())
+            on_progress(task, {"epoch": 1, "epochs": 1, "batch": 1, "batches": 1, "loss": 1.0, "eta_s": 0.0})
+            model = build_model(task.genome, self.data.input_shape, self.data.classes, self.data.mean, self.data.std)
+            if self.fail_when is not None and self.fail_when(task):
+                result = TrainResult("oom", 0.0, params=1, reason="out of memory (injected)")
+            else:
+                result = TrainResult("ok", fake_fitness(task.genome), params=1, seconds=0.01,
+                                     state_dict=model.state_dict())
+            on_result(task, result)
+
+    def close(self):
+        pass
+
+
+def run_search(tmp_path, config: Config, run_id="r1", store=None, **fake_options):
+    store = store or Store(tmp_path / "db.json")
+    if store.get_run(run_id) is None:
+        store.create_run(run_id, config.to_dict())
+    holder = {}
+
+    def factory(data, settings):
+        holder["evaluator"] = FakeEvaluator(data, settings, **fake_options)
+        return holder["evaluator"]
+
+    status = Search(config, store, run_id, evaluator_factory=factory).run()
+    return status, store, holder["evaluator"]
+
+
+def genomes_by_generation(store: Store, run_id: str) -> list[list[str]]:
+    rows = store.individuals(run_id)
+    generations = sorted({r["generation"] for r in rows})
+    return [[r["key"] for r in rows if r["generation"] == g] for g in generations]
+
+
+@pytest.fixture
+def config() -> Config:
+    return Config(population=8, generations=5, elitism=2, seed=3, mutation_rate=0.3, final_epochs=1)
+
+
+def test_search_completes_and_records_everything(tmp_path, config):
+    status, store, _ = run_search(tmp_path, config)
+    assert status == "completed"
+    run = store.get_run("r1")
+    assert run["generations_done"] == 5 and run["evaluated"] == 40
+    assert len(store.generations("r1")) == 5
+    assert run["test_accuracy"] is not None and run["best_model_path"]
+    for g in store.generations("r1"):
+        assert g["worst"] <= g["mean"] <= g["best"]
+        assert 0.0 <= g["diversity"] <= 1.0
+
+
+def test_no_genome_is_trained_twice(tmp_path, config):
+    _, store, evaluator = run_search(tmp_path, config)
+    assert len(evaluator.trained) == len(set(evaluator.trained))
+    cached = [r for r in store.individuals("r1") if r["cached"]]
+    assert cached, "elites should have come from the cache"
+    assert all(r["seconds"] == 0.0 for r in cached)
+
+
+def test_elites_pass_unchanged_and_best_never_drops(tmp_path, config):
+    _, store, _ = run_search(tmp_path, config)
+    gens = store.generations("r1")
+    assert all(later["best"] >= earlier["best"] for earlier, later in zip(gens, gens[1:]))
+    for g in range(4):
+        rows = store.individuals("r1", g)
+        top = sorted(rows, key=lambda r: (-r["fitness"], r["index"]))[:2]
+        next_keys = [r["key"] for r in store.individuals("r1", g + 1)]
+        assert next_keys[:2] == [r["key"] for r in top]
+
+
+def test_same_seed_same_search_other_seed_other_search(tmp_path, config):
+    run_search(tmp_path / "a", config)
+    run_search(tmp_path / "b", config)
+    other = Config(**{**config.to_dict(), "seed": 4, "space": config.space})
+    run_search(tmp_path / "c", other)
+    a, b, c = (genomes_by_generation(Store(tmp_path / d / "db.json"), "r1") for d in "abc")
+    assert a == b
+    assert a != c
+
+
+def test_selection_improves_on_random_search(tmp_path, config):
+    _, store, _ = run_search(tmp_path, config)
+    gens = store.generations("r1")
+    assert gens[-1]["mean"] > gens[0]["mean"]
+
+
+def test_failed_candidate_is_recorded_and_search_goes_on(tmp_path, config):
+    status, store, _ = run_search(tmp_path, config, fail_when=lambda task: task.index == 3 and task.generation == 0)
+    assert status == "completed"
+    failed = store.individuals("r1", 0)[3]
+    assert failed["status"] == "oom" and failed["fitness"] == 0.0 and "injected" in failed["reason"]
+    assert store.generations("r1")[0]["failed"] >= 1
+
+
+def test_target_fitness_ends_the_search_early(tmp_path, config):
+    config.target_fitness = 0.0001
+    status, store, _ = run_search(tmp_path, config)
+    assert status == "completed"
+    assert store.get_run("r1")["generations_done"] == 1
+
+
+def test_killed_search_resumes_to_the_same_result(tmp_path, config):
+    _, reference, _ = run_search(tmp_path / "ref", config)
+    with pytest.raises(SystemExit):
+        run_search(tmp_path / "kill", config, die_after=13)
+    store = Store(tmp_path / "kill" / "db.json")
+    recorded_before = {(r["generation"], r["index"]): r["fitness"] for r in store.individuals("r1")}
+    assert 0 < len(recorded_before) < 40
+    status, store, evaluator = run_search(tmp_path / "kill", config, store=store)
+    assert status == "completed"
+    assert genomes_by_generation(store, "r1") == genomes_by_generation(reference, "r1")
+    assert store.get_run("r1")["best_fitness"] == reference.get_run("r1")["best_fitness"]
+    recorded_keys = {r["key"] for r in store.individuals("r1") if (r["generation"], r["index"]) in recorded_before}
+    assert not recorded_keys & set(evaluator.trained), "a candidate completed before the kill was trained again"
+    after = {(r["generation"], r["index"]): r["fitness"] for r in store.individuals("r1")}
+    assert all(after[key] == fitness for key, fitness in recorded_before.items())
+
+
+def test_stop_request_from_the_store_stops_the_search(tmp_path, config):
+    store2 = Store(tmp_path / "db2.json")
+    store2.create_run("r2", config.to_dict())
+
+    class StopMidway(FakeEvaluator):
+        def evaluate(self, tasks, on_result, on_progress, should_stop):
+            store2.request_stop("r2")
+            super().evaluate(tasks, on_result, on_progress, should_stop)
+
+    search = Search(config, store2, "r2", evaluator_factory=lambda d, s: StopMidway(d, s))
+    search.stop.poll_every_s = 0.0
+    assert search.run() == "stopped"
+    assert store2.get_run("r2")["status"] == "stopped"
+    assert len(store2.individuals("r2")) < 8
