@@ -140,9 +140,15 @@ def _execute(store: Store, run_id: str, config: Config, args: argparse.Namespace
 
 
 def _evaluator_factory(config: Config):
-    if config.backend == "ray":
-        raise UserError("backend 'ray' is not available in this version; use --backend local.")
-    return None
+    """None: the search's default, in-process evaluator."""
+    if config.backend != "ray":
+        return None
+    try:
+        from .ray_evaluator import ray_evaluator_factory
+    except ImportError:
+        raise UserError("backend 'ray' needs Ray: pip install -r requirements-ray.txt "
+                        "(or use --backend local).") from None
+    return ray_evaluator_factory(config)
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
