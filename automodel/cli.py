@@ -130,13 +130,26 @@ def _execute(store: Store, run_id: str, config: Config, args: argparse.Namespace
     try:
         status = search.run()
     except (DatasetError, ConfigError) as exc:
-        store.update_run(run_id, status="failed", pid=None, reason=str(exc))
+        _mark_failed(store, run_id, str(exc))
         raise UserError(str(exc)) from None
+    except (StoreError, CheckpointError, OSError) as exc:
+        # e.g. a full disk: what was recorded stays as it was; the run is marked failed if it can be
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        _mark_failed(store, run_id, reason)
+        print(f"automodel: run {run_id} failed: {reason}", file=sys.stderr)
+        return EXIT_FAILED
     except BaseException as exc:
-        store.update_run(run_id, status="failed", pid=None, reason=f"{type(exc).__name__}: {exc}")
+        _mark_failed(store, run_id, f"{type(exc).__name__}: {exc}")
         raise
     _print_outcome(store.get_run(run_id), store)
     return EXIT_OK if status in ("completed", "stopped") else EXIT_FAILED
+
+
+def _mark_failed(store: Store, run_id: str, reason: str) -> None:
+    try:
+        store.update_run(run_id, status="failed", pid=None, reason=reason)
+    except StoreError:
+        pass  # the store itself cannot be written (full disk); `list` will show it interrupted
 
 
 def _evaluator_factory(config: Config):

@@ -257,11 +257,12 @@ class Search:
                 self._record(generation, index, genome, self._cache[genome.key()], cached=True)
 
     def _on_result(self, task: Task, result: TrainResult) -> None:
+        improves = self._best is None or result.fitness > self._best["fitness"]
         record = self._record(task.generation, task.index, task.genome, {
             "fitness": result.fitness, "status": result.status, "reason": result.reason,
             "params": result.params, "seconds": round(result.seconds, 3), "epochs": result.epochs_done,
             "train_loss": result.train_loss}, cached=False)
-        if result.state_dict is not None and (self._best is None or record["fitness"] > self._best["fitness"]):
+        if improves and result.state_dict is not None:
             self._save_best(task.genome, result.state_dict, record)
 
     def _record(self, generation: int, index: int, genome: Genome, outcome: dict, cached: bool) -> dict:

@@ -169,14 +169,14 @@ def train_candidate(genome: Genome, data: DeviceData, settings: TrainSettings, s
     except torch.cuda.OutOfMemoryError as exc:
         return TrainResult(OOM, 0.0, params=params, seconds=time.monotonic() - started,
                            reason=f"out of GPU memory: {str(exc).splitlines()[0][:200]}")
-    except RuntimeError as exc:
+    except MemoryError:
+        return TrainResult(OOM, 0.0, params=params, seconds=time.monotonic() - started,
+                           reason="out of memory (host)")
+    except Exception as exc:  # one bad candidate must never end the search
         text = str(exc)
         status = OOM if ("out of memory" in text or "can't allocate memory" in text) else ERROR
         return TrainResult(status, 0.0, params=params, seconds=time.monotonic() - started,
                            reason=f"{type(exc).__name__}: {text.splitlines()[0][:200] if text else ''}")
-    except MemoryError:
-        return TrainResult(OOM, 0.0, params=params, seconds=time.monotonic() - started,
-                           reason="out of memory (host)")
     finally:
         # Free the candidate's memory before the next one, above all after an OOM on the GPU.
         del model, optimizer

@@ -12,7 +12,7 @@ Presets:
     python bench/bench_search.py cifar --synthetic          # time only
     python bench/bench_search.py cifar --data-dir data      # real CIFAR-10: time and accuracy
 
-Any extra arguments after ``--`` go to ``automodel run`` (e.g. ``-- --generations 2``).
+Other arguments go to ``automodel run`` (e.g. ``--generations 2``).
 """
 
 from __future__ import annotations
@@ -69,8 +69,8 @@ def main() -> None:
     parser.add_argument("preset", choices=PRESETS)
     parser.add_argument("--synthetic", action="store_true")
     parser.add_argument("--data-dir", type=Path, default=ROOT / "data")
-    parser.add_argument("extra", nargs="*")
-    args = parser.parse_args()
+    args, extra = parser.parse_known_args()
+    args.extra = [a for a in extra if a != "--"]
     with tempfile.TemporaryDirectory() as folder:
         data_dir = args.data_dir
         if args.synthetic:

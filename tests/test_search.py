@@ -167,3 +167,25 @@ def test_stop_request_from_the_store_stops_the_search(tmp_path, config):
     assert search.run() == "stopped"
     assert store2.get_run("r2")["status"] == "stopped"
     assert len(store2.individuals("r2")) < 8
+
+
+def test_best_model_so_far_is_saved_during_the_search(tmp_path, config):
+    from automodel.export import read_checkpoint
+    store = Store(tmp_path / "db.json")
+    store.create_run("r3", config.to_dict())
+
+    class StopAtFinal(FakeEvaluator):
+        def evaluate(self, tasks, on_result, on_progress, should_stop):
+            if tasks and tasks[0].final:
+                store.request_stop("r3")
+                return
+            super().evaluate(tasks, on_result, on_progress, should_stop)
+
+    search = Search(config, store, "r3", evaluator_factory=lambda d, s: StopAtFinal(d, s))
+    search.stop.poll_every_s = 0.0
+    assert search.run() == "stopped"
+    run = store.get_run("r3")
+    saved = read_checkpoint(run["best_model_path"])
+    assert saved["metrics"]["stage"] == "search"
+    assert saved["metrics"]["val_accuracy"] == run["best_fitness"]
+    assert Genome.from_dict(saved["genome"]).key() == run["best_key"]
