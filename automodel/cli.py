@@ -48,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", type=Path, help="JSON file of settings (flags override it)")
     run.add_argument("--data-dir", type=Path, default=Path("data"), help="where datasets are read or downloaded")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.add_argument("--prune", action="store_true", default=None,
+                     help="stop hopeless candidates after their first epoch")
     for name, kind in RUN_OVERRIDES.items():
         run.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, default=None)
 
@@ -246,7 +248,7 @@ COMMANDS = {"run": cmd_run, "resume": cmd_resume, "stop": cmd_stop, "list": cmd_
 
 def load_config(args: argparse.Namespace) -> Config:
     base = Config.from_json_file(args.config).to_dict() if args.config else Config().to_dict()
-    for name in RUN_OVERRIDES:
+    for name in [*RUN_OVERRIDES, "prune"]:
         value = getattr(args, name)
         if value is not None:
             base[name] = value

@@ -94,6 +94,8 @@ class Config:
     augment: str = "auto"
     label_smoothing: float = 0.0
     time_limit_s: float = 600.0
+    prune: bool = False               # stop hopeless candidates after their first epoch
+    prune_fraction: float = 0.5       # … when below this share of the earlier first-epoch median
     max_params: int = 20_000_000
     device: str = "auto"
     backend: str = "local"
@@ -128,6 +130,9 @@ class Config:
         _check_choice("augment", self.augment, AUGMENTATIONS)
         _check_float("label_smoothing", self.label_smoothing, 0.0, 0.5)
         _check_float("time_limit_s", self.time_limit_s, 0.0, math.inf, low_open=True)
+        if not isinstance(self.prune, bool):
+            raise ConfigError(f"prune = {self.prune!r} is not accepted; use true or false.")
+        _check_float("prune_fraction", self.prune_fraction, 0.0, 1.0, low_open=True)
         _check_int("max_params", self.max_params, 1, 10**12)
         _check_choice("device", self.device, DEVICES)
         _check_choice("backend", self.backend, BACKENDS)

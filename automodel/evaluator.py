@@ -24,6 +24,7 @@ class Task:
     seed: int
     final: bool = False            # train on train + validation, score on the test split
     epochs: int | None = None      # overrides the settings' epochs (the final training's budget)
+    prune_below: float | None = None  # first-epoch accuracy under which training stops (pruning)
 
     @property
     def worker_label(self) -> str:
@@ -60,7 +61,7 @@ class LocalEvaluator:
                 return
             settings = self.settings if task.epochs is None else replace(self.settings, epochs=task.epochs)
             result = train_candidate(task.genome, self.data, settings, task.seed, final=task.final,
-                                     keep_weights=True, should_stop=should_stop,
+                                     keep_weights=True, prune_below=task.prune_below, should_stop=should_stop,
                                      on_progress=lambda info, task=task: on_progress(task, info))
             if result.status == "stopped":
                 return

@@ -238,6 +238,7 @@ class Search:
     def _plan(self, generation: int, population: list[Genome], done: set[int]) -> list[Task]:
         """Tasks for the candidates not yet recorded; known genomes are recorded from the cache."""
         tasks, planned = [], set()
+        prune_below = self.prune_threshold(generation)
         for index, genome in enumerate(population):
             if index in done:
                 continue
@@ -246,8 +247,23 @@ class Search:
                 self._record(generation, index, genome, self._cache[key], cached=True)
             elif key not in planned:
                 planned.add(key)
-                tasks.append(Task(generation, index, genome, derive_seed(self.config.seed, "train", generation, index)))
+                tasks.append(Task(generation, index, genome, derive_seed(self.config.seed, "train", generation, index),
+                                  prune_below=prune_below))
         return tasks
+
+    def prune_threshold(self, generation: int) -> float | None:
+        """``prune_fraction`` × the median first-epoch accuracy of earlier generations' candidates.
+
+        Only earlier generations count, never this one's running results: the threshold is then
+        the same whatever order candidates finish in (local or Ray) and after a resume.
+        """
+        if not self.config.prune or generation == 0:
+            return None
+        scores = [r["first_epoch_fitness"] for r in self.store.individuals(self.run_id)
+                  if r["generation"] < generation and r.get("first_epoch_fitness") is not None]
+        if len(scores) < self.config.population:
+            return None
+        return self.config.prune_fraction * statistics.median(scores)
 
     def _fill_duplicates(self, generation: int, population: list[Genome]) -> None:
         """A genome that appeared twice in one generation was trained once; record the copies."""
@@ -261,7 +277,7 @@ class Search:
         record = self._record(task.generation, task.index, task.genome, {
             "fitness": result.fitness, "status": result.status, "reason": result.reason,
             "params": result.params, "seconds": round(result.seconds, 3), "epochs": result.epochs_done,
-            "train_loss": result.train_loss}, cached=False)
+            "train_loss": result.train_loss, "first_epoch_fitness": result.first_epoch_fitness}, cached=False)
         if improves and result.state_dict is not None:
             self._save_best(task.genome, result.state_dict, record)
 
@@ -272,6 +288,7 @@ class Search:
             "fitness": outcome["fitness"], "status": outcome["status"], "reason": outcome.get("reason", ""),
             "params": outcome.get("params", 0), "seconds": 0.0 if cached else outcome.get("seconds", 0.0),
             "epochs": outcome.get("epochs", 0), "train_loss": outcome.get("train_loss"),
+            "first_epoch_fitness": outcome.get("first_epoch_fitness"),
             "cached": cached, "recorded_at": time.time(),
         }
         self.store.add_individual(record)
@@ -318,7 +335,8 @@ class Search:
             "run_id": self.run_id, "generation": generation, "best": max(fitness), "mean": statistics.fmean(fitness),
             "worst": min(fitness), "diversity": round(diversity([Genome.from_dict(r["genome"]) for r in rows],
                                                                self.space), 4),
-            "failed": sum(r["status"] not in ("ok",) for r in rows), "trained": sum(not r["cached"] for r in rows),
+            "failed": sum(r["status"] not in ("ok", "pruned") for r in rows),
+            "pruned": sum(r["status"] == "pruned" for r in rows), "trained": sum(not r["cached"] for r in rows),
             "seconds": round(seconds, 3), "recorded_at": time.time(),
         }
         self.store.add_generation(record)

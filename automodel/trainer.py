@@ -24,7 +24,8 @@ from .data import ImageData
 from .genome import Genome
 from .model import build_model, count_parameters, estimate_parameters
 
-OK, OOM, NAN, TIMEOUT, TOO_LARGE, ERROR, STOPPED = "ok", "oom", "nan", "timeout", "too_large", "error", "stopped"
+OK, OOM, NAN, TIMEOUT, TOO_LARGE, ERROR, STOPPED, PRUNED = (
+    "ok", "oom", "nan", "timeout", "too_large", "error", "stopped", "pruned")
 
 
 @dataclass
@@ -51,6 +52,7 @@ class TrainResult:
     seconds: float = 0.0
     epochs_done: int = 0
     train_loss: float | None = None
+    first_epoch_fitness: float | None = None   # measured only when pruning is on
     reason: str = ""
     state_dict: dict[str, torch.Tensor] | None = field(default=None, repr=False)
 
@@ -147,10 +149,14 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
 
 
 def train_candidate(genome: Genome, data: DeviceData, settings: TrainSettings, seed: int, *,
-                    final: bool = False, keep_weights: bool = False,
+                    final: bool = False, keep_weights: bool = False, prune_below: float | None = None,
                     on_progress: Callable[[dict], None] | None = None,
                     should_stop: Callable[[], bool] | None = None) -> TrainResult:
-    """Train ``genome`` and score it. Never raises for a candidate's own failure."""
+    """Train ``genome`` and score it. Never raises for a candidate's own failure.
+
+    With ``prune_below``, the candidate is scored after its first epoch and, if that score is
+    below the threshold, stops there as ``pruned`` with the partial score as its fitness.
+    """
     started = time.monotonic()
     num_classes = len(data.classes)
     params = estimate_parameters(genome, data.input_shape, num_classes)
@@ -165,7 +171,7 @@ def train_candidate(genome: Genome, data: DeviceData, settings: TrainSettings, s
         model = model.to(data.device, memory_format=torch.channels_last)
         optimizer = make_optimizer(genome, model)
         return _fit(model, optimizer, genome, data, settings, generator, started, final, keep_weights,
-                    on_progress, should_stop)
+                    prune_below, on_progress, should_stop)
     except torch.cuda.OutOfMemoryError as exc:
         return TrainResult(OOM, 0.0, params=params, seconds=time.monotonic() - started,
                            reason=f"out of GPU memory: {str(exc).splitlines()[0][:200]}")
@@ -186,7 +192,7 @@ def train_candidate(genome: Genome, data: DeviceData, settings: TrainSettings, s
 
 
 def _fit(model, optimizer, genome, data, settings, generator, started, final, keep_weights,
-         on_progress, should_stop) -> TrainResult:
+         prune_below, on_progress, should_stop) -> TrainResult:
     train_x, train_y, eval_x, eval_y = data.splits(final)
     n = len(train_x)
     batches = math.ceil(n / settings.batch_size)
@@ -198,7 +204,7 @@ def _fit(model, optimizer, genome, data, settings, generator, started, final, ke
     if data.device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     params = count_parameters(model)
-    last_report, epoch_loss = 0.0, None
+    last_report, epoch_loss, first_epoch = 0.0, None, None
     for epoch in range(settings.epochs):
         model.train()
         order = torch.randperm(n, device=data.device, generator=generator)
@@ -234,10 +240,17 @@ def _fit(model, optimizer, genome, data, settings, generator, started, final, ke
         epoch_loss = (loss_sum / batches).item()
         if not math.isfinite(epoch_loss):
             return _nan_result(params, started, epoch)
+        if epoch == 0 and prune_below is not None and settings.epochs > 1:
+            first_epoch = accuracy(model, eval_x, eval_y, settings.eval_batch_size)
+            if first_epoch < prune_below:
+                return TrainResult(PRUNED, first_epoch, params=params, seconds=time.monotonic() - started,
+                                   epochs_done=1, train_loss=epoch_loss, first_epoch_fitness=first_epoch,
+                                   reason=f"first-epoch accuracy {first_epoch:.3f} below {prune_below:.3f}")
     fitness = accuracy(model, eval_x, eval_y, settings.eval_batch_size)
     state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()} if keep_weights else None
     return TrainResult(OK, fitness, params=params, seconds=time.monotonic() - started,
-                       epochs_done=settings.epochs, train_loss=epoch_loss, state_dict=state)
+                       epochs_done=settings.epochs, train_loss=epoch_loss, first_epoch_fitness=first_epoch,
+                       state_dict=state)
 
 
 def _nan_result(params: int, started: float, epoch: int) -> TrainResult:

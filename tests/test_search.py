@@ -189,3 +189,20 @@ def test_best_model_so_far_is_saved_during_the_search(tmp_path, config):
     assert saved["metrics"]["stage"] == "search"
     assert saved["metrics"]["val_accuracy"] == run["best_fitness"]
     assert Genome.from_dict(saved["genome"]).key() == run["best_key"]
+
+
+def test_pruning_threshold_comes_from_earlier_generations_only(tmp_path, config):
+    config.prune = True
+    config.prune_fraction = 0.5
+    store = Store(tmp_path / "db.json")
+    store.create_run("p", config.to_dict())
+    search = Search(config, store, "p")
+    assert search.prune_threshold(0) is None
+    for generation, scores in [(0, [0.2, 0.4, 0.6, 0.8, 0.1, 0.3, 0.5, 0.7]), (1, [0.9] * 8)]:
+        for index, score in enumerate(scores):
+            store.add_individual({"run_id": "p", "generation": generation, "index": index, "key": f"{generation}-{index}",
+                                  "genome": {}, "fitness": score, "status": "ok", "first_epoch_fitness": score})
+    assert search.prune_threshold(1) == pytest.approx(0.5 * 0.45)
+    assert search.prune_threshold(2) == pytest.approx(0.5 * 0.85)
+    config.prune = False
+    assert search.prune_threshold(2) is None

@@ -117,3 +117,12 @@ def test_schedule_warms_up_then_decays_to_zero():
     assert values[0] == pytest.approx(0.1) and values[9] == pytest.approx(1.0)
     assert all(a >= b for a, b in zip(values[9:], values[10:]))
     assert values[-1] < 0.02
+
+
+def test_pruned_candidate_stops_after_its_first_epoch(digits):
+    result = train_candidate(SMALL, digits, TrainSettings(epochs=4), seed=1, prune_below=1.01)
+    assert result.status == "pruned" and result.epochs_done == 1
+    assert result.fitness == result.first_epoch_fitness and 0 < result.fitness <= 1
+    assert "below" in result.reason
+    kept = train_candidate(SMALL, digits, TrainSettings(epochs=2), seed=1, prune_below=0.0)
+    assert kept.status == "ok" and kept.first_epoch_fitness is not None
