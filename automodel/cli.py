@@ -9,16 +9,17 @@ import argparse
 import json
 import shutil
 import sys
+import time
 from pathlib import Path
 
 from . import jobs
 from .config import Config, ConfigError
-from .data import DatasetError
-from .export import CheckpointError, export_onnx, read_checkpoint
 from .genome import Genome
-from .model import layer_table
-from .search import Search, new_run_id, run_dir_for
+from .jobs import new_run_id, run_dir_for
 from .store import Store, StoreError, default_db_path
+
+# The modules that need torch are imported where they are used, so that `stop`, `list` and
+# `show` answer at once instead of paying seconds for importing torch.
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -28,6 +29,7 @@ RUN_OVERRIDES = {
     "seed": int, "selection": str, "tournament_size": int, "crossover": str, "mutation_rate": float,
     "elitism": int, "batch_size": int, "device": str, "backend": str, "time_limit_s": float,
     "target_fitness": float, "time_budget_s": float,
+    "ray_address": str, "cpus_per_candidate": float, "gpus_per_candidate": float, "retries": int,
 }
 
 
@@ -48,8 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", type=Path, help="JSON file of settings (flags override it)")
     run.add_argument("--data-dir", type=Path, default=Path("data"), help="where datasets are read or downloaded")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
-    run.add_argument("--prune", action="store_true", default=None,
-                     help="stop hopeless candidates after their first epoch")
+    run.add_argument("--prune", action=argparse.BooleanOptionalAction, default=None,
+                     help="stop hopeless candidates after their first epoch (default: on)")
     for name, kind in RUN_OVERRIDES.items():
         run.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, default=None)
 
@@ -85,23 +87,40 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except (UserError, ConfigError, DatasetError, StoreError, CheckpointError) as exc:
+    except Exception as exc:
+        if not isinstance(exc, _user_error_types()):
+            raise
         print(f"automodel: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
 
 
 # ---------------------------------------------------------------------------------- commands
 
+def _user_error_types() -> tuple[type[Exception], ...]:
+    """Errors a person caused. A module not yet imported cannot have raised its error."""
+    types: list[type[Exception]] = [UserError, ConfigError, StoreError]
+    for module, name in (("automodel.data", "DatasetError"), ("automodel.export", "CheckpointError")):
+        if module in sys.modules:
+            types.append(getattr(sys.modules[module], name))
+    return tuple(types)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     config = load_config(args)
     store = Store(args.db)
     run_id = args.run_id or new_run_id()
     _check_run_id(run_id)
-    existing = store.get_run(run_id)
-    if existing is None:
-        store.claim_run_slot(run_id, config.to_dict(), jobs.is_alive, total_generations=config.generations)
-    elif not _is_reservation(store, existing):
-        raise UserError(f"run {run_id} already exists in {store.path}; use `resume {run_id}` or another --run-id.")
+    with store.locked():
+        existing = store.get_run(run_id)
+        if existing is None:
+            store.claim_run_slot(run_id, config.to_dict(), jobs.is_alive, total_generations=config.generations)
+        elif not _is_reservation(store, existing):
+            raise UserError(f"run {run_id} already exists in {store.path}; use `resume {run_id}` or another --run-id.")
+        elif existing.get("stop_requested"):
+            # Stop was pressed between the page's claim and this process starting.
+            store.update_run(run_id, status="stopped", ended_at=time.time())
+            print(f"run {run_id}: stopped before it started")
+            return EXIT_OK
     return _execute(store, run_id, config, args)
 
 
@@ -127,8 +146,15 @@ def _execute(store: Store, run_id: str, config: Config, args: argparse.Namespace
     if not args.quiet:
         from .progress import BarReporter
         reporter = BarReporter()
-    search = Search(config, store, run_id, data_dir=args.data_dir, reporter=reporter,
-                    evaluator_factory=_evaluator_factory(config))
+    try:
+        factory = _evaluator_factory(config)
+    except UserError as exc:   # e.g. backend ray without Ray: the claimed run must not stay "running"
+        _mark_failed(store, run_id, str(exc))
+        raise
+    from .data import DatasetError
+    from .export import CheckpointError
+    from .search import Search
+    search = Search(config, store, run_id, data_dir=args.data_dir, reporter=reporter, evaluator_factory=factory)
     try:
         status = search.run()
     except (DatasetError, ConfigError) as exc:
@@ -228,6 +254,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     source = run.get("best_model_path")
     if not source or not Path(source).is_file():
         raise UserError(f"run {args.run_id} has no saved best model yet; wait for its first candidate to finish.")
+    from .export import export_onnx, read_checkpoint
     read_checkpoint(source)
     if args.format == "pt":
         out = args.out or Path(source)
@@ -269,8 +296,9 @@ def run_summary(run: dict) -> dict:
 
 
 def _is_reservation(store: Store, run: dict) -> bool:
-    """A run the page claimed (status running, no process yet, nothing recorded)."""
-    return run.get("status") == "running" and run.get("pid") is None and not store.individuals(run["run_id"])
+    """A run the page claimed (no process yet, nothing recorded); a stop may already be asked."""
+    return (run.get("status") in jobs.ACTIVE and run.get("pid") is None and not run.get("started_at")
+            and not store.individuals(run["run_id"]))
 
 
 def _check_run_id(run_id: str) -> None:
@@ -298,6 +326,7 @@ def _print_outcome(run: dict, store: Store) -> None:
 
 
 def _print_layers(genome: Genome, input_shape: list[int], num_classes: int) -> None:
+    from .model import layer_table
     for row in layer_table(genome, input_shape, max(num_classes, 2)):
         print(f"    {row['layer']:32} {row['output_shape']:>14} {row['parameters']:>10,}")
 

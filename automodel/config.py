@@ -94,11 +94,16 @@ class Config:
     augment: str = "auto"
     label_smoothing: float = 0.0
     time_limit_s: float = 600.0
-    prune: bool = False               # stop hopeless candidates after their first epoch
+    prune: bool = True                # stop hopeless candidates after their first epoch
     prune_fraction: float = 0.5       # … when below this share of the earlier first-epoch median
     max_params: int = 20_000_000
     device: str = "auto"
     backend: str = "local"
+    # the ray backend (ignored by the local one)
+    ray_address: str | None = None    # None: start a local Ray for the run; "auto" or host:port: join a cluster
+    cpus_per_candidate: float = 1.0   # CPUs each candidate's Ray task reserves (also its torch threads, rounded down)
+    gpus_per_candidate: float | None = None  # GPUs (fractions share one); None: 1 if the device is cuda, else 0
+    retries: int = 1                  # times a candidate whose Ray worker died is tried again
     space: SearchSpace = field(default_factory=SearchSpace)
 
     def validate(self) -> None:
@@ -136,6 +141,21 @@ class Config:
         _check_int("max_params", self.max_params, 1, 10**12)
         _check_choice("device", self.device, DEVICES)
         _check_choice("backend", self.backend, BACKENDS)
+        if self.ray_address is not None:
+            address = self.ray_address
+            if not isinstance(address, str) or not address.strip() or any(ch.isspace() for ch in address):
+                raise ConfigError(f"ray_address = {self.ray_address!r} is not accepted; give auto, host:port or "
+                                  f"ray://host:port, or leave it out to start a local Ray.")
+            if self.backend != "ray":
+                raise ConfigError(f"ray_address is set but backend is {self.backend!r}; add --backend ray or "
+                                  f"leave out --ray-address.")
+        _check_float("cpus_per_candidate", self.cpus_per_candidate, 0.0, 1024.0, low_open=True)
+        if self.gpus_per_candidate is not None:
+            _check_float("gpus_per_candidate", self.gpus_per_candidate, 0.0, 1.0)
+            if self.gpus_per_candidate > 0 and self.device == "cpu":
+                raise ConfigError(f"gpus_per_candidate = {self.gpus_per_candidate!r} asks for GPUs but device is cpu; "
+                                  f"use device auto or cuda, or gpus_per_candidate 0.")
+        _check_int("retries", self.retries, 0, 10)
         if not isinstance(self.space, SearchSpace):
             raise ConfigError("space must be a mapping of search-space settings.")
         self.space.validate()

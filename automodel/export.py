@@ -83,12 +83,13 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> Ca
 
 
 def export_onnx(checkpoint: str | Path, out: str | Path) -> Path:
-    """Write an ONNX file (dynamic batch size) that gives the same logits as the checkpoint."""
+    """Write one self-contained ONNX file (weights inside, dynamic batch size) that gives the
+    same logits as the checkpoint."""
     model = load_model(checkpoint)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     example = torch.rand(2, *model.input_shape)
     batch = torch.export.Dim("batch", min=1, max=65_536)
     torch.onnx.export(model, (example,), str(out), input_names=["images"], output_names=["logits"],
-                      dynamic_shapes={"x": {0: batch}}, dynamo=True, verbose=False)
+                      dynamic_shapes={"x": {0: batch}}, dynamo=True, external_data=False, verbose=False)
     return out

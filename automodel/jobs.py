@@ -12,12 +12,22 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 from .store import Store
 
 ACTIVE = ("running", "stopping")
+
+
+def new_run_id() -> str:
+    return time.strftime("run-%Y%m%d-%H%M%S-") + os.urandom(2).hex()
+
+
+def run_dir_for(store: Store, run_id: str) -> Path:
+    """A run's folder (best model, extracted uploads) sits beside its database."""
+    return store.path.parent / "runs" / run_id
 RESERVATION_GRACE_S = 60.0   # a run claimed by the page but whose process has not yet started
 
 
@@ -93,12 +103,51 @@ def search_command(db: Path, run_id: str, *, resume: bool, config_path: Path | N
     return cmd
 
 
+# Processes this process launched, by pid, so that they are reaped when they end (no zombies
+# left behind by a long-lived page) and so the page can tell a search that died at start-up.
+_CHILDREN: dict[int, subprocess.Popen] = {}
+_CHILDREN_GUARD = threading.Lock()
+
+
 def launch(cmd: list[str], log_path: Path, cwd: Path | None = None) -> subprocess.Popen:
     """Start the search detached in its own session, so a page rerun or exit does not kill it."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
-        return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 cwd=cwd, start_new_session=True)
+    with _CHILDREN_GUARD:
+        _CHILDREN[proc.pid] = proc
+    return proc
+
+
+def child_exit_code(pid: int) -> int | None:
+    """The exit code of a process :func:`launch` started here, or None while it runs (or if unknown)."""
+    with _CHILDREN_GUARD:
+        proc = _CHILDREN.get(pid)
+    return None if proc is None else proc.poll()
+
+
+def reap_children() -> None:
+    """Collect the exit status of launched processes that have ended (cheap; call on redraws)."""
+    with _CHILDREN_GUARD:
+        procs = list(_CHILDREN.values())
+    for proc in procs:
+        proc.poll()
+
+
+def log_tail(path: Path, max_lines: int = 30, max_bytes: int = 16_384) -> str:
+    """The last lines of a search log ("" when it is missing), for showing why a run failed."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            size = handle.tell()
+            handle.seek(max(0, size - max_bytes))
+            text = handle.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+    # Progress bars write carriage returns; keep what a terminal would finally show.
+    lines = [line.rstrip("\r").rsplit("\r", 1)[-1] for line in text.split("\n")]
+    return "\n".join([line for line in lines if line.strip()][-max_lines:])
 
 
 def request_stop(store: Store, run_id: str, timeout_s: float = 10.0, poll_s: float = 0.1) -> dict:

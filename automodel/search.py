@@ -27,6 +27,7 @@ from .evaluator import Evaluator, LocalEvaluator, Task
 from .export import save_checkpoint
 from .genome import Genome, diversity, sample_genome
 from .operators import CROSSOVERS, SELECTIONS, mutate, select_elite
+from .jobs import new_run_id, run_dir_for  # noqa: F401  (re-exported)
 from .store import Store
 from .trainer import DeviceData, TrainResult, TrainSettings, resolve_augment, resolve_device
 
@@ -40,13 +41,10 @@ def derive_seed(seed: int, *parts: object) -> int:
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") >> 1
 
 
-def new_run_id() -> str:
-    return time.strftime("run-%Y%m%d-%H%M%S-") + os.urandom(2).hex()
-
-
-def run_dir_for(store: Store, run_id: str) -> Path:
-    """A run's folder (best model, extracted uploads) sits beside its database."""
-    return store.path.parent / "runs" / run_id
+def _rank(record: dict) -> tuple:
+    """Best first: higher fitness, then the earlier (generation, index) — the order the local back
+    end records in — so the best genome does not depend on the order results arrive in (Ray)."""
+    return record["fitness"], -record["generation"], -record["index"]
 
 
 class Reporter:
@@ -103,7 +101,7 @@ class Search:
         self.space = config.space
         self._cache: dict[str, dict] = {}
         self._best: dict | None = None
-        self._last_progress_write = 0.0
+        self._last_progress_write: dict[str, float] = {}   # by progress worker label
 
     # ------------------------------------------------------------------ entry point
     def run(self) -> str:
@@ -112,7 +110,7 @@ class Search:
         run = self.store.get_run(self.run_id) or {}
         elapsed_before = float(run.get("elapsed_s") or 0.0)
         self.store.update_run(self.run_id, status="running", pid=os.getpid(), host=socket.gethostname(),
-                              stop_requested=False, reason="", started_at=run.get("started_at") or time.time(),
+                              reason="", started_at=run.get("started_at") or time.time(),
                               resumed_at=time.time())
         self._install_signal_handlers()
         evaluator = None
@@ -257,12 +255,12 @@ class Search:
         Only earlier generations count, never this one's running results: the threshold is then
         the same whatever order candidates finish in (local or Ray) and after a resume.
         """
-        if not self.config.prune or generation == 0:
+        if not self.config.prune:
             return None
         scores = [r["first_epoch_fitness"] for r in self.store.individuals(self.run_id)
                   if r["generation"] < generation and r.get("first_epoch_fitness") is not None]
         if len(scores) < self.config.population:
-            return None
+            return 0.0  # too few earlier scores: measure the first epoch, prune nothing yet
         return self.config.prune_fraction * statistics.median(scores)
 
     def _fill_duplicates(self, generation: int, population: list[Genome]) -> None:
@@ -273,13 +271,17 @@ class Search:
                 self._record(generation, index, genome, self._cache[genome.key()], cached=True)
 
     def _on_result(self, task: Task, result: TrainResult) -> None:
-        improves = self._best is None or result.fitness > self._best["fitness"]
+        improves = self._best is None or (result.fitness, -task.generation, -task.index) > _rank(self._best)
         record = self._record(task.generation, task.index, task.genome, {
             "fitness": result.fitness, "status": result.status, "reason": result.reason,
             "params": result.params, "seconds": round(result.seconds, 3), "epochs": result.epochs_done,
             "train_loss": result.train_loss, "first_epoch_fitness": result.first_epoch_fitness}, cached=False)
         if improves and result.state_dict is not None:
             self._save_best(task.genome, result.state_dict, record)
+        if self._last_progress_write.pop(task.worker_label, None) is not None:
+            # A back end that trains several candidates at once (Ray) labels each one's progress
+            # with its task's worker_label; a finished candidate's progress record goes away.
+            self.store.clear_progress(self.run_id, task.worker_label)
 
     def _record(self, generation: int, index: int, genome: Genome, outcome: dict, cached: bool) -> dict:
         record = {
@@ -300,13 +302,14 @@ class Search:
 
     def _on_progress(self, task: Task, info: dict) -> None:
         self.reporter.candidate_progress(task, info)
+        worker = info.get("worker", "main")
         now = time.monotonic()
-        if now - self._last_progress_write >= 0.25 or info.get("batch") == info.get("batches"):
-            self._last_progress_write = now
+        if now - self._last_progress_write.get(worker, 0.0) >= 0.25 or info.get("batch") == info.get("batches"):
+            self._last_progress_write[worker] = now
             self.store.set_progress(self.run_id, {
                 "generation": task.generation, "generations": self.config.generations, "index": task.index,
                 "population": self.config.population, "final": task.final, "summary": task.genome.summary(),
-                **info}, worker=info.get("worker", "main"))
+                **info}, worker=worker)
 
     def _load_cache(self) -> None:
         for record in self.store.individuals(self.run_id):
@@ -315,7 +318,7 @@ class Search:
             self._update_best(record)
 
     def _update_best(self, record: dict) -> None:
-        if self._best is None or record["fitness"] > self._best["fitness"]:
+        if self._best is None or _rank(record) > _rank(self._best):
             self._best = record
             self.store.update_run(self.run_id, best_fitness=record["fitness"], best_key=record["key"],
                                   best_summary=record["summary"], best_genome=record["genome"],

@@ -42,6 +42,10 @@ class TrainSettings:
     warmup_fraction: float = 0.1    # linear warm-up, then linear decay to zero
     eval_batch_size: int = 1024
     progress_every_s: float = 0.25
+    # CPU threads for this training (torch.set_num_threads, restored after); None: the process's
+    # setting. CPU sums, hence losses and sometimes scores, differ in the last bits with the
+    # thread count, so back ends that must agree on CPU set the same number here.
+    threads: int | None = None
 
 
 @dataclass
@@ -164,7 +168,10 @@ def train_candidate(genome: Genome, data: DeviceData, settings: TrainSettings, s
         return TrainResult(TOO_LARGE, 0.0, params=params,
                            reason=f"{params:,} parameters exceed the cap of {settings.max_params:,}")
     model = optimizer = None
+    threads_before = torch.get_num_threads()
     try:
+        if settings.threads is not None and settings.threads != threads_before:
+            torch.set_num_threads(settings.threads)
         torch.manual_seed(seed)
         generator = torch.Generator(device=data.device).manual_seed(seed)
         model = build_model(genome, data.input_shape, data.classes, data.mean, data.std)
@@ -186,6 +193,8 @@ def train_candidate(genome: Genome, data: DeviceData, settings: TrainSettings, s
     finally:
         # Free the candidate's memory before the next one, above all after an OOM on the GPU.
         del model, optimizer
+        if torch.get_num_threads() != threads_before:
+            torch.set_num_threads(threads_before)
         gc.collect()
         if data.device.type == "cuda":
             torch.cuda.empty_cache()

@@ -197,7 +197,7 @@ def test_pruning_threshold_comes_from_earlier_generations_only(tmp_path, config)
     store = Store(tmp_path / "db.json")
     store.create_run("p", config.to_dict())
     search = Search(config, store, "p")
-    assert search.prune_threshold(0) is None
+    assert search.prune_threshold(0) == 0.0  # measure first epochs, prune nothing
     for generation, scores in [(0, [0.2, 0.4, 0.6, 0.8, 0.1, 0.3, 0.5, 0.7]), (1, [0.9] * 8)]:
         for index, score in enumerate(scores):
             store.add_individual({"run_id": "p", "generation": generation, "index": index, "key": f"{generation}-{index}",

@@ -1,0 +1,611 @@
+"""Data shaping for the Streamlit page: tables, charts, status lines and form settings.
+
+Everything here is plain Python, pandas and Altair, so it can be tested and timed without
+Streamlit and without torch. ``app.py`` only lays these out. Generations are stored from 0;
+the page shows them from 1 ("generation 1 of 5"), and this module does that shift in one place
+(:func:`gen_label`).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import statistics
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import altair as alt
+import pandas as pd
+
+from .config import SearchSpace
+
+# ----------------------------------------------------------------------------- colours, labels
+
+CANDIDATE_STATUSES = ("ok", "pruned", "oom", "nan", "timeout", "too_large", "stopped", "error")
+NOT_FAILED = ("ok", "pruned", "stopped")   # pruned: stopped early on purpose, with its partial score
+STATUS_COLORS = {
+    "ok": "#4e79a7",         # blue
+    "pruned": "#76b7b2",     # teal: given up after the first epoch (its partial score is kept)
+    "oom": "#e15759",        # red: out of memory
+    "nan": "#b07aa1",        # purple: loss became NaN
+    "timeout": "#f28e2b",    # orange: time limit
+    "too_large": "#9c755f",  # brown: over the parameter limit
+    "stopped": "#edc948",    # yellow: the run was stopped while it trained
+    "error": "#333333",      # near black: anything else
+}
+STATUS_TEXT = {
+    "ok": "✓ ok",
+    "pruned": "✂ pruned",
+    "oom": "✗ out of memory",
+    "nan": "✗ NaN loss",
+    "timeout": "✗ time limit",
+    "too_large": "✗ too large",
+    "stopped": "■ stopped",
+    "error": "✗ error",
+}
+STAT_COLORS = {"best": "#1a9850", "mean": "#555555", "worst": "#bbbbbb"}
+RUN_BADGES = {
+    "running": ("blue", "running"),
+    "stopping": ("orange", "stopping"),
+    "stopped": ("gray", "stopped"),
+    "completed": ("green", "completed"),
+    "failed": ("red", "failed"),
+    "interrupted": ("orange", "interrupted"),
+    "starting": ("blue", "starting"),
+}
+ACTIVE = ("running", "stopping")
+RESUMABLE = ("stopped", "interrupted", "failed")
+
+
+def gen_label(generation: int) -> int:
+    """Stored generation (from 0) → the number people see (from 1)."""
+    return int(generation) + 1
+
+
+def fmt_duration(seconds: float | None) -> str:
+    """``75`` → ``1:15``; ``3725`` → ``1:02:05``; None or nonsense → ``—``."""
+    if seconds is None or not isinstance(seconds, (int, float)) or not math.isfinite(seconds) or seconds < 0:
+        return "—"
+    total = int(round(seconds))
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def fmt_fitness(value: float | None) -> str:
+    return "—" if value is None else f"{value:.4f}"
+
+
+def run_label(run: Mapping[str, Any]) -> str:
+    """One line naming a run in pickers: its id and dataset.
+
+    Nothing that changes while the run goes on: a browser keeps showing the label a picker had
+    when its option was chosen, so status and progress are shown beside the picker instead.
+    """
+    dataset = dataset_name((run.get("config") or {}).get("dataset"))
+    return f"{run['run_id']} · {dataset}"
+
+
+def runs_table(runs: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """Every run, newest first: status, dataset, progress, best validation and test accuracy."""
+    columns = ["Run", "Status", "Dataset", "Generations", "Candidates", "Best validation", "Test", "Started",
+               "Took"]
+    rows = []
+    for run in reversed(list(runs)):
+        config = run.get("config") or {}
+        total = run.get("total_generations") or config.get("generations") or 0
+        started = run.get("started_at") or run.get("created_at")
+        rows.append({
+            "Run": run["run_id"], "Status": run.get("status", "?"), "Dataset": dataset_name(config.get("dataset")),
+            "Generations": f"{run.get('generations_done', 0)}/{total}", "Candidates": int(run.get("evaluated") or 0),
+            "Best validation": run.get("best_fitness"), "Test": run.get("test_accuracy"),
+            "Started": time.strftime("%Y-%m-%d %H:%M", time.localtime(started)) if started else "",
+            "Took": fmt_duration(run.get("elapsed_s")) if run.get("elapsed_s") else "",
+        })
+    return pd.DataFrame.from_records(rows, columns=columns)
+
+
+def dataset_name(dataset: Any) -> str:
+    text = str(dataset or "?")
+    if "/" in text:  # a folder or an extracted upload: the last part or two say enough
+        parts = [p for p in text.replace("\\", "/").split("/") if p]
+        if parts and parts[-1] == "upload" and len(parts) >= 2:
+            return "uploaded zip"
+        return "…/" + "/".join(parts[-2:]) if len(parts) > 2 else text
+    return text
+
+
+# ----------------------------------------------------------------------------- status line
+
+@dataclass
+class StatusView:
+    """What the page's status area shows for one run."""
+
+    state: str                      # the run status, or "starting"
+    badge: str                      # Streamlit markdown badge
+    headline: str                   # one markdown line
+    bars: list[tuple[float, str]] = field(default_factory=list)  # (fraction 0..1, text) progress bars
+    note: str = ""                  # reason / hint shown under the line
+    note_kind: str = "info"         # info | warning | error | success
+
+    @property
+    def active(self) -> bool:
+        return self.state in ACTIVE or self.state == "starting"
+
+
+def _badge(state: str) -> str:
+    colour, text = RUN_BADGES.get(state, ("gray", state))
+    return f":{colour}-badge[{text}]"
+
+
+def run_elapsed(run: Mapping[str, Any], now: float | None = None) -> float | None:
+    """Seconds the search has run over all its sessions, counting the current one while active.
+
+    The engine adds a session's time to ``elapsed_s`` when the session ends, so while a process
+    runs, ``elapsed_s`` holds the earlier sessions and ``resumed_at`` the start of this one.
+    """
+    now = time.time() if now is None else now
+    before = float(run.get("elapsed_s") or 0.0)
+    since = run.get("resumed_at") or run.get("started_at")
+    if run.get("status") in ACTIVE and run.get("pid") is not None and since:
+        return before + max(0.0, now - float(since))
+    return before or None
+
+
+def estimate_eta(run: Mapping[str, Any], generations: Sequence[Mapping[str, Any]],
+                 progress: Sequence[Mapping[str, Any]], now: float | None = None) -> float | None:
+    """Rough seconds left for the whole run, from the generations timed so far."""
+    now = time.time() if now is None else now
+    config = run.get("config") or {}
+    total = int(run.get("total_generations") or config.get("generations") or 0)
+    done = len(generations)
+    timed = [float(g.get("seconds") or 0.0) for g in generations if g.get("trained")]
+    if not timed:
+        # Nothing timed yet: extrapolate from the running candidate, if there is one.
+        live = [p for p in progress if not p.get("final") and p.get("eta_s") is not None]
+        if not live:
+            return None
+        p = live[0]
+        per_candidate = float(p.get("elapsed_s") or 0.0) + float(p.get("eta_s") or 0.0)
+        population = int(p.get("population") or config.get("population") or 1)
+        left_now = (population - int(p.get("index") or 0)) * per_candidate
+        return left_now + max(0, total - 1) * population * per_candidate
+    per_generation = statistics.fmean(timed)
+    trained = [g for g in generations if g.get("trained")]
+    per_candidate = statistics.fmean(float(g["seconds"]) / max(1, int(g["trained"])) for g in trained)
+    epochs = max(1, int(config.get("epochs") or 1))
+    final_s = per_candidate / epochs * int(config.get("final_epochs") or 0)
+    if run.get("stage") == "final" or any(p.get("final") for p in progress):
+        finals = [p for p in progress if p.get("final") and p.get("eta_s") is not None]
+        return float(finals[0]["eta_s"]) if finals else final_s
+    in_generation = 0.0
+    if generations and run.get("status") in ACTIVE:
+        last = max(float(g.get("recorded_at") or 0.0) for g in generations)
+        since = max(last, float(run.get("resumed_at") or 0.0))
+        in_generation = max(0.0, now - since) if since else 0.0
+    left = max(0.0, (total - done) * per_generation - min(in_generation, per_generation))
+    return left + final_s
+
+
+def status_view(run: Mapping[str, Any], progress: Sequence[Mapping[str, Any]],
+                generations: Sequence[Mapping[str, Any]], now: float | None = None,
+                starting: bool = False) -> StatusView:
+    """The status line for a run: state, generation g/G, candidate i/P, epoch, bars, times."""
+    now = time.time() if now is None else now
+    status = run.get("status") or "?"
+    config = run.get("config") or {}
+    total = int(run.get("total_generations") or config.get("generations") or 0)
+    population = int(config.get("population") or 0)
+    done = int(run.get("generations_done") or len(generations))
+    device = run.get("device") or config.get("device") or "?"
+    elapsed = run_elapsed(run, now)
+
+    if starting and status not in ACTIVE:
+        return StatusView("starting", _badge("starting"),
+                          f"{_badge('starting')} Starting the search process for **{run['run_id']}**…",
+                          bars=[(0.0, "waiting for the search process")])
+
+    if status in ACTIVE:
+        eta = estimate_eta(run, generations, progress, now)
+        parts = [_badge(status), f"**{run['run_id']}**"]
+        bars: list[tuple[float, str]] = []
+        finals = [p for p in progress if p.get("final")]
+        searching = [p for p in progress if not p.get("final")]
+        if run.get("pid") is None and not progress and not generations:
+            parts.append("starting: loading the dataset")
+        elif finals or run.get("stage") == "final":
+            parts.append(f"final training of the best architecture (searched {done}/{total} generations)")
+            for p in finals:
+                bars.append(_batch_bar(p, prefix="final training"))
+        else:
+            searching.sort(key=lambda p: (int(p.get("generation", 0)), int(p.get("index", 0))))
+            current = searching[0] if searching else None
+            generation = int(current["generation"]) if current else min(done, max(total - 1, 0))
+            parts.append(f"generation {gen_label(generation)}/{total}")
+            size = (current or {}).get("population") or population
+            if len(searching) > 1:  # several candidates train at once (the Ray back end)
+                indexes = ", ".join(str(int(p.get("index", 0)) + 1) for p in searching)
+                parts.append(f"candidates {indexes} of {size} training")
+            elif current:
+                parts.append(f"candidate {int(current.get('index', 0)) + 1}/{size}")
+                if current.get("epochs"):
+                    parts.append(f"epoch {current.get('epoch', 0)}/{current['epochs']}")
+            if total and population:
+                finished = done * population + (int(current.get("index", 0)) if current else 0)
+                bars.append((_clip(finished / (total * population)),
+                             f"search: {done} of {total} generations done"))
+            for p in searching:
+                label = f"candidate {int(p.get('index', 0)) + 1}" + (f" ({p['worker']})" if len(searching) > 1 else "")
+                bars.append(_batch_bar(p, prefix=label))
+        parts.append(f"elapsed {fmt_duration(elapsed)}")
+        parts.append(f"ETA ≈ {fmt_duration(eta)}" if eta is not None else "ETA —")
+        parts.append(str(device))
+        note = "Stopping: the current candidate is being abandoned; the run will be marked stopped." \
+            if status == "stopping" else ""
+        return StatusView(status, _badge(status), " ".join(parts[:2]) + " — " + " · ".join(parts[2:]),
+                          bars, note, "warning" if note else "info")
+
+    best, test = run.get("best_fitness"), run.get("test_accuracy")
+    evaluated = int(run.get("evaluated") or 0)
+    base = [_badge(status), f"**{run['run_id']}**"]
+    facts = [f"{done}/{total} generations", f"{evaluated} candidates"]
+    if best is not None:
+        facts.append(f"best validation {best:.4f}")
+    if test is not None:
+        facts.append(f"test {test:.4f}")
+    if elapsed:
+        facts.append(f"took {fmt_duration(elapsed)}")
+    facts.append(str(device))
+    headline = " ".join(base) + " — " + " · ".join(facts)
+    reason = run.get("reason") or ""
+    if status == "completed":
+        return StatusView(status, _badge(status), headline, [(1.0, "search and final training done")],
+                          reason, "info")
+    if status == "stopped":
+        return StatusView(status, _badge(status), headline,
+                          [(_clip(done / total) if total else 0.0, f"stopped after {done} of {total} generations")],
+                          reason or "Stopped. **Resume** continues from the last recorded candidate.", "info")
+    if status == "interrupted":
+        return StatusView(status, _badge(status), headline,
+                          [(_clip(done / total) if total else 0.0, f"interrupted after {done} of {total} generations")],
+                          f"Interrupted: {reason or 'the search process ended without recording a result'}. "
+                          "**Resume** continues from the last recorded candidate.", "warning")
+    if status == "failed":
+        return StatusView(status, _badge(status), headline, [],
+                          f"Failed: {reason or 'the search process ended with an error'}.", "error")
+    return StatusView(status, _badge(status), headline, [], reason, "info")
+
+
+def _batch_bar(p: Mapping[str, Any], prefix: str) -> tuple[float, str]:
+    batches = int(p.get("batches") or 0)
+    batch = int(p.get("batch") or 0)
+    epochs = int(p.get("epochs") or 0)
+    epoch = int(p.get("epoch") or 0)
+    # Progress over all of this candidate's batches, so the bar does not restart every epoch.
+    fraction = ((max(epoch - 1, 0) * batches + batch) / (epochs * batches)) if batches and epochs else 0.0
+    text = f"{prefix} · epoch {epoch}/{epochs} · batch {batch}/{batches}"
+    if p.get("loss") is not None and math.isfinite(float(p["loss"])):
+        text += f" · loss {float(p['loss']):.3f}"
+    if p.get("eta_s") is not None:
+        text += f" · {fmt_duration(float(p['eta_s']))} left"
+    return _clip(fraction), text
+
+
+def _clip(x: float) -> float:
+    return 0.0 if not math.isfinite(x) else min(1.0, max(0.0, x))
+
+
+# ----------------------------------------------------------------------------- tables
+
+INDIVIDUAL_COLUMNS = ["generation", "index", "summary", "fitness", "status", "reason", "params", "seconds",
+                      "epochs", "train_loss", "cached", "key"]
+
+
+def individuals_frame(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
+    """All candidates of a run as one frame, plus the display generation ``gen``."""
+    frame = pd.DataFrame.from_records(
+        [{c: r.get(c) for c in INDIVIDUAL_COLUMNS} for r in records], columns=INDIVIDUAL_COLUMNS)
+    if frame.empty:
+        frame["gen"] = pd.Series(dtype="int64")
+        return frame
+    frame["fitness"] = pd.to_numeric(frame["fitness"], errors="coerce").fillna(0.0)
+    frame["params"] = pd.to_numeric(frame["params"], errors="coerce").fillna(0).astype("int64")
+    frame["seconds"] = pd.to_numeric(frame["seconds"], errors="coerce").fillna(0.0)
+    frame["status"] = frame["status"].fillna("error").astype(str)
+    frame["reason"] = frame["reason"].fillna("").astype(str)
+    frame["cached"] = frame["cached"].fillna(False).astype(bool)
+    frame["gen"] = frame["generation"].astype("int64") + 1
+    return frame
+
+
+def population_table(frame: pd.DataFrame, generation: int | None = None) -> pd.DataFrame:
+    """One generation's candidates for people: best first, with readable status words.
+
+    ``generation`` is the stored number (from 0); None means the latest present.
+    """
+    columns = ["Candidate", "Fitness", "Status", "Architecture", "Parameters", "Seconds", "Reason", "Reused"]
+    if frame.empty:
+        return pd.DataFrame(columns=columns)
+    if generation is None:
+        generation = int(frame["generation"].max())
+    rows = frame[frame["generation"] == generation]
+    table = pd.DataFrame({
+        "Candidate": rows["index"].astype("int64") + 1,
+        "Fitness": rows["fitness"],
+        "Status": rows["status"].map(lambda s: STATUS_TEXT.get(s, s)),
+        "Architecture": rows["summary"],
+        "Parameters": rows["params"],
+        "Seconds": rows["seconds"].round(2),
+        "Reason": rows["reason"],
+        "Reused": rows["cached"],
+    }, columns=columns)
+    return table.sort_values(["Fitness", "Candidate"], ascending=[False, True]).reset_index(drop=True)
+
+
+def failures_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Every candidate that did not train to the end, across the run."""
+    columns = ["Generation", "Candidate", "Status", "Reason", "Architecture", "Parameters"]
+    if frame.empty:
+        return pd.DataFrame(columns=columns)
+    bad = frame[~frame["status"].isin(NOT_FAILED)]
+    return pd.DataFrame({
+        "Generation": bad["gen"],
+        "Candidate": bad["index"].astype("int64") + 1,
+        "Status": bad["status"].map(lambda s: STATUS_TEXT.get(s, s)),
+        "Reason": bad["reason"],
+        "Architecture": bad["summary"],
+        "Parameters": bad["params"],
+    }).reset_index(drop=True)
+
+
+def status_counts(frame: pd.DataFrame) -> dict[str, int]:
+    """Candidates per status, e.g. {"ok": 38, "oom": 2}."""
+    if frame.empty:
+        return {}
+    counts = frame["status"].value_counts()
+    return {str(k): int(v) for k, v in counts.items()}
+
+
+def chart_caption(frame: pd.DataFrame) -> str:
+    """What the chart shows, in words: how many candidates, pruned and failed (by cause)."""
+    counts = status_counts(frame)
+    pruned = counts.get("pruned", 0)
+    failed = {k: v for k, v in counts.items() if k not in NOT_FAILED}
+    text = f"{len(frame)} candidates evaluated"
+    if pruned:
+        text += f" · {pruned} pruned after their first epoch"
+    text += f" · {sum(failed.values())} failed"
+    if failed:
+        text += " (" + ", ".join(f"{v} {STATUS_TEXT.get(k, '✗ ' + k)[2:]}" for k, v in failed.items()) + ")"
+    return text + (". Each dot is one candidate (hover for its architecture); lines are each generation's best, "
+                   "mean and worst.")
+
+
+def layer_frame(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """``automodel.model.layer_table`` rows → a table with a total row at the end."""
+    frame = pd.DataFrame.from_records(
+        [{"Layer": r["layer"], "Output shape": r["output_shape"], "Parameters": int(r["parameters"])} for r in rows],
+        columns=["Layer", "Output shape", "Parameters"])
+    if not frame.empty:
+        total = pd.DataFrame([{"Layer": "Total", "Output shape": "",
+                               "Parameters": int(frame["Parameters"].sum())}])
+        frame = pd.concat([frame, total], ignore_index=True)
+    return frame
+
+
+def records_csv(records: Iterable[Mapping[str, Any]]) -> bytes:
+    """The run's candidate records as CSV (the genome as a JSON column), generation from 0."""
+    columns = ["run_id", "generation", "index", "key", "summary", "fitness", "status", "reason", "params",
+               "seconds", "epochs", "train_loss", "cached", "recorded_at", "genome"]
+    rows = []
+    for r in records:
+        row = {c: r.get(c) for c in columns}
+        row["genome"] = json.dumps(r.get("genome"), sort_keys=True, separators=(",", ":"))
+        rows.append(row)
+    buffer = io.StringIO()
+    pd.DataFrame.from_records(rows, columns=columns).to_csv(buffer, index=False)
+    return buffer.getvalue().encode("utf-8")
+
+
+def dataset_caption(run: Mapping[str, Any]) -> str:
+    """"10 classes · 1×8×8 · train 1222 / validation 216 / test 359", with skipped files."""
+    if not run.get("input_shape"):
+        return ""
+    classes = run.get("classes") or []
+    shown = ", ".join(map(str, classes[:10])) + (" …" if len(classes) > 10 else "")
+    text = (f"{len(classes)} classes ({shown}) · images {'×'.join(map(str, run['input_shape']))} · "
+            f"train {run.get('train_size', 0):,} / validation {run.get('val_size', 0):,} / "
+            f"test {run.get('test_size', 0):,}")
+    extra = []
+    if run.get("skipped_images"):
+        extra.append(f"{run['skipped_images']} images could not be decoded and were skipped")
+    if run.get("ignored_files"):
+        extra.append(f"{run['ignored_files']} files that are not images were ignored")
+    return text + ("; " + "; ".join(extra) if extra else "")
+
+
+# ----------------------------------------------------------------------------- charts
+
+def generations_long(generations: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """Generation records → long rows (Generation, Statistic, Fitness) for line charts."""
+    rows = [{"Generation": gen_label(g["generation"]), "Statistic": stat, "Fitness": float(g[stat])}
+            for g in generations for stat in ("best", "mean", "worst") if g.get(stat) is not None]
+    return pd.DataFrame.from_records(rows, columns=["Generation", "Statistic", "Fitness"])
+
+
+def candidate_points(frame: pd.DataFrame, population: int | None = None) -> pd.DataFrame:
+    """One row per candidate, spread a little sideways within its generation so none hide."""
+    columns = ["x", "Generation", "Candidate", "Fitness", "Status", "Architecture", "Parameters", "Seconds",
+               "Reason", "Reused"]
+    if frame.empty:
+        return pd.DataFrame(columns=columns)
+    size = max(int(population or 0), int(frame["index"].max()) + 1, 1)
+    offset = (frame["index"].astype(float) + 0.5) / size * 0.5 - 0.25
+    return pd.DataFrame({
+        "x": frame["gen"] + offset,
+        "Generation": frame["gen"],
+        "Candidate": frame["index"].astype("int64") + 1,
+        "Fitness": frame["fitness"],
+        "Status": frame["status"],
+        "Architecture": frame["summary"],
+        "Parameters": frame["params"],
+        "Seconds": frame["seconds"],
+        "Reason": frame["reason"],
+        "Reused": frame["cached"],
+    })
+
+
+def _x_axis(max_generation: int) -> alt.X:
+    return alt.X("x:Q", title="Generation",
+                 scale=alt.Scale(domain=[0.5, max(max_generation, 1) + 0.5], nice=False),
+                 axis=alt.Axis(tickMinStep=1, format="d", values=list(range(1, max(max_generation, 1) + 1))
+                               if max_generation <= 30 else alt.Undefined))
+
+
+def fitness_chart(generations: Sequence[Mapping[str, Any]], frame: pd.DataFrame,
+                  total_generations: int | None = None, population: int | None = None,
+                  height: int = 340) -> alt.LayerChart:
+    """Best / mean / worst validation accuracy per generation, with every candidate as a point."""
+    lines = generations_long(generations).rename(columns={"Generation": "x"})
+    points = candidate_points(frame, population)
+    max_gen = max([int(total_generations or 0)] + [int(v) for v in points["Generation"]] +
+                  [int(v) for v in lines["x"]] + [1])
+    y = alt.Y("Fitness:Q", title="Validation accuracy", scale=alt.Scale(zero=False, nice=True))
+    # The legend lists the statuses present ("ok" always), in a fixed order with fixed colours.
+    present = set(points["Status"]) | {"ok"}
+    statuses = [s for s in CANDIDATE_STATUSES if s in present] + sorted(present - set(CANDIDATE_STATUSES))
+    status_scale = alt.Scale(domain=statuses, range=[STATUS_COLORS.get(s, "#888888") for s in statuses])
+    point_layer = alt.Chart(points).mark_circle(size=46, opacity=0.6).encode(
+        x=_x_axis(max_gen),
+        y=y,
+        color=alt.Color("Status:N", scale=status_scale, title="Candidate",
+                        legend=alt.Legend(orient="right", symbolOpacity=0.8)),
+        tooltip=[alt.Tooltip("Generation:Q"), alt.Tooltip("Candidate:Q"),
+                 alt.Tooltip("Fitness:Q", format=".4f"), alt.Tooltip("Status:N"),
+                 alt.Tooltip("Architecture:N"), alt.Tooltip("Parameters:Q", format=","),
+                 alt.Tooltip("Seconds:Q", format=".1f"), alt.Tooltip("Reused:N"), alt.Tooltip("Reason:N")],
+    )
+    stats = ["best", "mean", "worst"]
+    line_layer = alt.Chart(lines).mark_line(point=alt.OverlayMarkDef(size=36, filled=True), strokeWidth=2.5).encode(
+        x=_x_axis(max_gen),
+        y=y,
+        color=alt.Color("Statistic:N", scale=alt.Scale(domain=stats, range=[STAT_COLORS[s] for s in stats]),
+                        sort=stats, title="Per generation",
+                        legend=alt.Legend(orient="right", symbolType="stroke", symbolStrokeWidth=3)),
+        tooltip=[alt.Tooltip("x:Q", title="Generation"), alt.Tooltip("Statistic:N"),
+                 alt.Tooltip("Fitness:Q", format=".4f")],
+    )
+    return (alt.layer(point_layer, line_layer)
+            .resolve_scale(color="independent")
+            .properties(height=height))
+
+
+def compare_frame(curves: Mapping[str, Sequence[Mapping[str, Any]]]) -> pd.DataFrame:
+    """{run label: generation records} → long rows (Run, Generation, Statistic, Fitness)."""
+    frames = []
+    for label, generations in curves.items():
+        long = generations_long(generations)
+        long = long[long["Statistic"].isin(["best", "mean"])]
+        long.insert(0, "Run", label)
+        frames.append(long)
+    if not frames:
+        return pd.DataFrame(columns=["Run", "Generation", "Statistic", "Fitness"])
+    return pd.concat(frames, ignore_index=True)
+
+
+def compare_chart(curves: Mapping[str, Sequence[Mapping[str, Any]]], height: int = 300) -> alt.Chart:
+    """Best (solid) and mean (dashed) fitness per generation of several runs on one chart."""
+    data = compare_frame(curves)
+    return alt.Chart(data).mark_line(point=True, strokeWidth=2.2).encode(
+        x=alt.X("Generation:Q", axis=alt.Axis(tickMinStep=1, format="d")),
+        y=alt.Y("Fitness:Q", title="Validation accuracy", scale=alt.Scale(zero=False, nice=True)),
+        color=alt.Color("Run:N", scale=alt.Scale(scheme="tableau10"),
+                        legend=alt.Legend(orient="right", labelLimit=320)),
+        strokeDash=alt.StrokeDash("Statistic:N", scale=alt.Scale(domain=["best", "mean"], range=[[1, 0], [5, 4]]),
+                                  legend=None),  # the page says "solid: best, dashed: mean" beneath
+        tooltip=["Run:N", "Generation:Q", "Statistic:N", alt.Tooltip("Fitness:Q", format=".4f")],
+    ).properties(height=height)
+
+
+# ----------------------------------------------------------------------------- the form
+
+DATASET_CHOICES = {
+    "Digits (bundled, offline)": "digits",
+    "CIFAR-10": "cifar10",
+    "CIFAR-100": "cifar100",
+    "MNIST": "mnist",
+    "Fashion-MNIST": "fashion-mnist",
+    "Image folder on this server": None,
+    "Upload a .zip of an image folder": None,
+}
+FOLDER_CHOICE = "Image folder on this server"
+UPLOAD_CHOICE = "Upload a .zip of an image folder"
+
+# Settings the form edits, by Config field (the search space lives under "space").
+def _config_fields() -> set[str]:
+    from .config import Config
+    return set(Config.__dataclass_fields__)
+
+
+FORM_FIELDS = tuple(f for f in (
+    "population", "generations", "selection", "tournament_size", "truncation_fraction", "crossover",
+    "crossover_rate", "mutation_rate", "elitism", "seed", "epochs", "final_epochs", "time_limit_s", "device",
+    "batch_size", "val_fraction", "augment", "label_smoothing", "max_params", "target_fitness", "time_budget_s",
+    "prune", "prune_fraction", "backend", "ray_address", "cpus_per_candidate", "gpus_per_candidate", "retries",
+) if f in _config_fields())
+SPACE_FIELDS = tuple(f for f in SearchSpace.__dataclass_fields__)
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # Bundled data on the CPU: about half a minute on two cores, a minute on a busy machine.
+    "Quick demo": {"dataset": "digits", "population": 8, "generations": 5, "epochs": 2, "final_epochs": 10,
+                   "device": "cpu", "batch_size": 32},
+    # Sized for one GPU: 200 candidates of 5 epochs, then 30 epochs for the winner.
+    "CIFAR-10": {"dataset": "cifar10", "population": 10, "generations": 20, "epochs": 5, "final_epochs": 30,
+                 "device": "auto", "batch_size": 256},
+}
+
+
+def preset_config(name: str) -> dict[str, Any]:
+    """A full config dict (defaults + the preset's values, default search space)."""
+    from .config import Config  # torch-free
+    base = Config().to_dict()
+    base.update(PRESETS[name])
+    return base
+
+
+def dataset_choice_for(dataset: str) -> str:
+    """The dataset selectbox option that shows ``dataset``."""
+    for label, name in DATASET_CHOICES.items():
+        if name == dataset:
+            return label
+    return FOLDER_CHOICE
+
+
+def form_config(values: Mapping[str, Any], dataset: str) -> dict[str, Any]:
+    """Form values (keyed by Config field; search space under "space") → a Config dict to validate.
+
+    Numbers arrive from number inputs as int or float already; whole floats for int fields are
+    turned into ints so that validation judges the value, not its type.
+    """
+    from .config import Config
+    template = Config()
+    config: dict[str, Any] = {"dataset": dataset}
+    for name in FORM_FIELDS:
+        if name not in values:
+            continue
+        value = values[name]
+        default = getattr(template, name)
+        if isinstance(default, int) and not isinstance(default, bool) and isinstance(value, float) \
+                and value.is_integer():
+            value = int(value)
+        if isinstance(value, str):
+            value = value.strip()
+            if not value and default is None:  # an empty optional text box means "not set"
+                value = None
+        config[name] = value
+    space = dict(values.get("space") or {})
+    config["space"] = {k: list(v) if isinstance(v, (tuple, list)) else v for k, v in space.items()}
+    return config

@@ -1,0 +1,166 @@
+"""Benchmark: the page's redraw with 5,000 candidates in the store (target: under 1 s per redraw).
+
+Times, separately, what one redraw of the live view does — the store reads (runs, progress,
+generations, all individuals) and the data shaping in automodel.views (frames, tables, the
+Altair chart serialised to a Vega-Lite dict) — in two cases: a quiet store (files unchanged since
+the last redraw, so the store reuses its parse) and a busy one (a candidate was recorded since,
+so the individuals file is parsed again). Then a whole page run under Streamlit's AppTest, which
+adds Streamlit's own work (widgets, Arrow serialisation of the tables and chart data).
+
+    python bench/bench_page.py [--candidates 5000] [--population 50] [--repeat 7]
+
+Prints the figures; writes nothing but a temporary database.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from automodel import jobs, views  # noqa: E402
+from automodel.config import Config  # noqa: E402
+from automodel.store import Store  # noqa: E402
+
+STATUSES = ["ok"] * 46 + ["oom", "nan", "timeout", "too_large"]
+
+
+def fill(store: Store, run_id: str, candidates: int, population: int, seed: int = 0) -> None:
+    """A finished-looking run with ``candidates`` individuals in generations of ``population``."""
+    rng = random.Random(seed)
+    generations = candidates // population
+    config = Config(population=population, generations=generations + 1).to_dict()
+    store.create_run(run_id, config, total_generations=generations + 1, pid=None)
+    genome = {"conv": [{"filters": 32, "kernel": 3, "activation": "relu", "pooling": "max", "batch_norm": True}] * 3,
+              "dense": [{"units": 128, "activation": "relu"}], "dropout": 0.2, "optimizer": "adam",
+              "learning_rate": 0.001, "weight_decay": 0.0001}
+    for g in range(generations):
+        records = []
+        for i in range(population):
+            status = rng.choice(STATUSES)
+            fitness = min(1.0, 0.5 + 0.4 * g / generations + rng.random() * 0.1) if status == "ok" else 0.0
+            records.append({"run_id": run_id, "generation": g, "index": i, "key": f"{g:04d}{i:04d}{rng.random()}",
+                            "genome": genome, "summary": "C32k3relu/max·bn C32k3relu/max·bn C32k3relu/max·bn → "
+                                                         "D128relu | drop 0.2 | adam 1e-03 wd 0.0001",
+                            "fitness": fitness, "status": status, "reason": "" if status == "ok" else f"{status}",
+                            "params": rng.randint(10_000, 2_000_000), "seconds": rng.random() * 30, "epochs": 5,
+                            "train_loss": rng.random(), "cached": rng.random() < 0.1, "recorded_at": time.time()})
+        store.add_individuals(records)
+        fit = [r["fitness"] for r in records]
+        store.add_generation({"run_id": run_id, "generation": g, "best": max(fit), "mean": statistics.fmean(fit),
+                              "worst": min(fit), "diversity": 0.4, "failed": sum(r["status"] != "ok" for r in records),
+                              "trained": population, "seconds": 60.0, "recorded_at": time.time()})
+    # A live run on another host: the page trusts it is alive and draws the live view for it.
+    store.update_run(run_id, status="running", pid=os.getpid(), host="bench-elsewhere", generations_done=generations,
+                     evaluated=generations * population, best_fitness=0.99, best_genome=genome,
+                     best_summary="C32k3relu/max·bn ×3", best_generation=generations - 1, best_index=0,
+                     input_shape=[3, 32, 32], classes=[str(c) for c in range(10)], device="cpu",
+                     resumed_at=time.time())
+    store.set_progress(run_id, {"generation": generations, "generations": generations + 1, "index": 3,
+                                "population": population, "final": False, "summary": "x", "epoch": 2, "epochs": 5,
+                                "batch": 40, "batches": 100, "loss": 0.5, "elapsed_s": 4.0, "eta_s": 9.0})
+
+
+def redraw(store: Store, run_id: str, population: int) -> dict[str, float]:
+    """What run_panel does per redraw, timed by step (seconds)."""
+    t = {}
+    start = time.perf_counter()
+    runs = jobs.reconcile(store)
+    run = next(r for r in runs if r["run_id"] == run_id)
+    progress = store.progress(run_id)
+    generations = store.generations(run_id)
+    t["store: runs, progress, generations"] = time.perf_counter() - start
+    mark = time.perf_counter()
+    records = store.individuals(run_id)
+    t["store: individuals"] = time.perf_counter() - mark
+    mark = time.perf_counter()
+    view = views.status_view(run, progress, generations)
+    frame = views.individuals_frame(records)
+    table = views.population_table(frame)
+    failures = views.failures_table(frame)
+    views.status_counts(frame)
+    t["views: status, frames, tables"] = time.perf_counter() - mark
+    mark = time.perf_counter()
+    spec = views.fitness_chart(generations, frame, total_generations=run["total_generations"],
+                               population=population).to_dict()
+    t["views: chart spec (to_dict)"] = time.perf_counter() - mark
+    t["total"] = time.perf_counter() - start
+    assert view.headline and len(table) and spec and failures is not None
+    return t
+
+
+def timed(fn, repeat: int) -> dict[str, float]:
+    runs = [fn() for _ in range(repeat)]
+    return {key: statistics.median(r[key] for r in runs) for key in runs[0]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--candidates", type=int, default=5000)
+    parser.add_argument("--population", type=int, default=50)
+    parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--no-apptest", action="store_true")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        db = Path(tmp) / "bench.json"
+        started = time.perf_counter()
+        store = Store(db)
+        fill(store, "bench-run", args.candidates, args.population)
+        sizes = {p.name: p.stat().st_size for p in Path(tmp).glob("*.json")}
+        print(f"store with {args.candidates} candidates in {time.perf_counter() - started:.1f} s: "
+              + ", ".join(f"{name} {size / 1e6:.1f} MB" for name, size in sorted(sizes.items())))
+
+        reader = Store(db)  # the page's own instance
+        redraw(reader, "bench-run", args.population)  # first parse
+        quiet = timed(lambda: redraw(reader, "bench-run", args.population), args.repeat)
+        counter = iter(range(10**6))
+
+        def busy() -> dict[str, float]:
+            i = next(counter)
+            store.add_individual({"run_id": "other", "generation": 0, "index": i, "fitness": 0.5, "status": "ok"})
+            return redraw(reader, "bench-run", args.population)
+
+        changed = timed(busy, args.repeat)
+        print(f"\nredraw of the live view, median of {args.repeat} (seconds):")
+        print(f"  {'step':38} {'quiet store':>12} {'new candidate':>14}")
+        for key in quiet:
+            print(f"  {key:38} {quiet[key]:12.3f} {changed[key]:14.3f}")
+
+        if not args.no_apptest:
+            apptest(db, args.repeat)
+
+
+def apptest(db: Path, repeat: int) -> None:
+    """A whole page run in AppTest (Streamlit's script run, widgets and serialisation included)."""
+    os.environ["AUTOMODEL_DB"] = str(db)
+    import logging
+    logging.getLogger("streamlit").setLevel(logging.ERROR)
+    from streamlit.testing.v1 import AppTest
+
+    import automodel.model  # noqa: F401 - torch import, paid once per server, not per redraw
+
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60)
+    started = time.perf_counter()
+    at.run()
+    first = time.perf_counter() - started
+    assert not at.exception, at.exception
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        at.run()
+        times.append(time.perf_counter() - started)
+    print(f"\nwhole page in AppTest: first run {first:.3f} s, then median {statistics.median(times):.3f} s "
+          f"(min {min(times):.3f}, max {max(times):.3f}) over {repeat} runs")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,418 @@
+"""The Streamlit page under streamlit.testing.v1.AppTest: form, presets, validation, buttons, runs.
+
+Each test gets its own database through AUTOMODEL_DB. Launching the search is replaced by a
+recorder except in one test that runs a tiny real search to the end; the live view itself is
+covered by tests/test_browser.py (AppTest does not simulate ``run_every``).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import socket
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from automodel import jobs
+from automodel.config import Config, ConfigError
+from automodel.store import Store
+
+REPO = Path(__file__).resolve().parent.parent
+APP = str(REPO / "app.py")
+
+
+@pytest.fixture
+def db(tmp_path, monkeypatch) -> Path:
+    path = tmp_path / "db" / "automodel.json"
+    monkeypatch.setenv("AUTOMODEL_DB", str(path))
+    return path
+
+
+@pytest.fixture
+def launched(monkeypatch) -> list[list[str]]:
+    """Record search launches instead of starting processes."""
+    calls: list[list[str]] = []
+
+    class FakeProcess:
+        pid = 2 ** 22 + 17  # not a live process; never signalled
+
+        def poll(self):
+            return None
+
+    def fake_launch(cmd, log_path, cwd=None):
+        calls.append(list(cmd))
+        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+        return FakeProcess()
+
+    monkeypatch.setattr(jobs, "launch", fake_launch)
+    return calls
+
+
+def page() -> AppTest:
+    return AppTest.from_file(APP, default_timeout=30).run()
+
+
+def texts(elements) -> list[str]:
+    return [e.value for e in elements]
+
+
+def quick_config(**changes) -> dict:
+    config = Config(dataset="digits", population=4, generations=2, epochs=1, final_epochs=1, device="cpu")
+    data = config.to_dict()
+    data.update(changes)
+    return data
+
+
+def add_finished_run(store: Store, run_id: str, created_at: float, best: float, population: int = 3,
+                     generations: int = 2, status: str = "completed") -> None:
+    """A run as the engine leaves it, without training anything."""
+    genome = {"conv": [{"filters": 8, "kernel": 3, "activation": "relu", "pooling": "max", "batch_norm": True}],
+              "dense": [], "dropout": 0.1, "optimizer": "adam", "learning_rate": 0.001, "weight_decay": 0.0}
+    store.create_run(run_id, quick_config(population=population, generations=generations),
+                     total_generations=generations)
+    records = []
+    for g in range(generations):
+        for i in range(population):
+            fitness = round(best - 0.1 * (population - 1 - i) - 0.05 * (generations - 1 - g), 4)
+            failed = (g, i) == (0, 0)
+            records.append({"run_id": run_id, "generation": g, "index": i, "key": f"{run_id}-{g}-{i}",
+                            "genome": genome, "summary": f"C8k3relu/max·bn #{g}.{i}",
+                            "fitness": 0.0 if failed else fitness, "status": "oom" if failed else "ok",
+                            "reason": "CUDA out of memory" if failed else "", "params": 1000 + i,
+                            "seconds": 0.5, "epochs": 1, "train_loss": 0.3, "cached": False,
+                            "recorded_at": created_at + g})
+        store.add_generation({"run_id": run_id, "generation": g, "best": best - 0.05 * (generations - 1 - g),
+                              "mean": best - 0.2, "worst": 0.0, "diversity": 0.5, "failed": 1 if g == 0 else 0,
+                              "trained": population, "seconds": 2.0, "recorded_at": created_at + g})
+    store.add_individuals(records)
+    store.update_run(run_id, status=status, pid=None, created_at=created_at, ended_at=created_at + 10,
+                     elapsed_s=10.0, generations_done=generations, evaluated=len(records), best_fitness=best,
+                     best_genome=genome, best_summary="C8k3relu/max·bn | drop 0.1 | adam 1e-03",
+                     best_generation=generations - 1, best_index=population - 1, classes=[str(c) for c in range(10)],
+                     input_shape=[1, 8, 8], train_size=1222, val_size=216, test_size=359, device="cpu",
+                     test_accuracy=best - 0.01 if status == "completed" else None,
+                     stage="done" if status == "completed" else None)
+
+
+# ----------------------------------------------------------------------------- the form
+
+def test_defaults_are_the_quick_demo_and_start_is_ready(db):
+    at = page()
+    assert not at.exception
+    assert at.sidebar.selectbox(key="dataset_choice").value == "Digits (bundled, offline)"
+    assert at.sidebar.number_input(key="cfg_population").value == 8
+    assert at.sidebar.selectbox(key="cfg_device").value == "cpu"
+    assert texts(at.sidebar.error) == []
+    start = at.sidebar.button(key="start")
+    assert start.label == "Start" and not start.disabled
+    assert any("No runs in this database yet" in text for text in texts(at.info))
+
+
+def test_every_ga_setting_is_offered(db):
+    at = page()
+    assert at.sidebar.selectbox(key="cfg_selection").options == ["roulette wheel (fitness-proportional)",
+                                                                  "tournament", "rank-based",
+                                                                  "truncation (best fraction)",
+                                                                  "stochastic universal sampling"]
+    assert at.sidebar.selectbox(key="cfg_crossover").options == ["one point", "two point", "uniform"]
+    for key in ("cfg_tournament_size", "cfg_mutation_rate", "cfg_elitism", "cfg_seed", "cfg_epochs",
+                "cfg_final_epochs", "cfg_time_limit_s"):
+        at.sidebar.number_input(key=key)  # raises if missing
+    assert at.sidebar.selectbox(key="cfg_device").options == ["auto", "cpu", "cuda"]
+    assert set(at.sidebar.selectbox(key="dataset_choice").options) >= {
+        "Digits (bundled, offline)", "CIFAR-10", "CIFAR-100", "MNIST", "Fashion-MNIST",
+        "Image folder on this server", "Upload a .zip of an image folder"}
+
+
+def test_presets_fill_the_form(db):
+    at = page()
+    at.sidebar.button(key="preset_cifar").click().run()
+    assert at.sidebar.selectbox(key="dataset_choice").value == "CIFAR-10"
+    values = {key: at.sidebar.number_input(key=f"cfg_{key}").value
+              for key in ("population", "generations", "epochs", "final_epochs", "batch_size")}
+    assert values == {"population": 10, "generations": 20, "epochs": 5, "final_epochs": 30, "batch_size": 256}
+    assert at.sidebar.selectbox(key="cfg_device").value == "auto"
+    assert texts(at.sidebar.error) == []
+    at.sidebar.button(key="preset_quick").click().run()
+    assert at.sidebar.selectbox(key="dataset_choice").value == "Digits (bundled, offline)"
+    assert at.sidebar.number_input(key="cfg_population").value == 8
+    assert at.sidebar.selectbox(key="cfg_device").value == "cpu"
+
+
+def _cli_message(**changes) -> str:
+    data = quick_config()
+    data.update(changes)
+    with pytest.raises(ConfigError) as info:
+        Config.from_dict(data)
+    return str(info.value)
+
+
+@pytest.mark.parametrize("key, value, change", [
+    ("cfg_population", 1, {"population": 1}),
+    ("cfg_generations", 0, {"generations": 0}),
+    ("cfg_elitism", 8, {"population": 8, "elitism": 8}),
+    ("cfg_mutation_rate", 1.5, {"mutation_rate": 1.5}),
+    ("cfg_epochs", 0, {"epochs": 0}),
+    ("cfg_time_limit_s", 0.0, {"time_limit_s": 0.0}),
+])
+def test_bad_values_show_the_cli_sentence_and_block_start(db, key, value, change):
+    at = page()
+    at.sidebar.number_input(key=key).set_value(value).run()
+    assert texts(at.sidebar.error) == [_cli_message(**change)]
+    assert at.sidebar.button(key="start").disabled
+
+
+def test_pruning_and_back_end_settings(db):
+    at = page()
+    if "prune" in Config.__dataclass_fields__:
+        assert at.sidebar.checkbox(key="cfg_prune").value == Config().prune
+        at.sidebar.number_input(key="cfg_prune_fraction").set_value(1.5).run()
+        assert texts(at.sidebar.error) == [_cli_message(prune_fraction=1.5)]
+        at.sidebar.number_input(key="cfg_prune_fraction").set_value(0.5).run()
+    if "gpus_per_candidate" not in Config.__dataclass_fields__:
+        pytest.skip("this engine has no Ray settings")
+    assert at.sidebar.number_input(key="cfg_cpus_per_candidate").disabled
+    at.sidebar.selectbox(key="cfg_backend").set_value("ray").run()
+    assert texts(at.sidebar.error) == [] and not at.sidebar.number_input(key="cfg_cpus_per_candidate").disabled
+    at.sidebar.number_input(key="cfg_gpus_per_candidate").set_value(0.5).run()  # with device cpu
+    assert texts(at.sidebar.error) == [_cli_message(backend="ray", gpus_per_candidate=0.5, device="cpu")]
+
+
+def test_an_empty_search_space_choice_is_refused(db):
+    at = page()
+    at.sidebar.multiselect(key="space_filters").set_value([]).run()
+    assert texts(at.sidebar.error) == [_cli_message(space={"filters": []})]
+    assert at.sidebar.button(key="start").disabled
+
+
+def test_folder_dataset_must_exist(db, tmp_path):
+    at = page()
+    at.sidebar.selectbox(key="dataset_choice").set_value("Image folder on this server").run()
+    assert "folder path is empty" in texts(at.sidebar.error)[0]
+    missing = tmp_path / "no-such-folder"
+    at.sidebar.text_input(key="folder_path").set_value(str(missing)).run()
+    assert texts(at.sidebar.error) == [f"dataset path {missing} does not exist; give digits, cifar10, cifar100, "
+                                       "mnist, fashion-mnist, or a path to an image folder or .zip of one."]
+    missing.mkdir()
+    at.sidebar.text_input(key="folder_path").set_value(str(missing)).run()
+    assert texts(at.sidebar.error) == []
+
+
+# ----------------------------------------------------------------------------- Start
+
+def test_start_claims_the_run_and_launches_the_search(db, launched):
+    at = page()
+    at.sidebar.button(key="start").click().run()
+    assert not at.exception
+    store = Store(db)
+    (run,) = store.list_runs()
+    assert run["status"] == "running" and run.get("pid") is None  # the search process adopts it
+    assert run["total_generations"] == 5 and run["config"]["dataset"] == "digits"
+    (cmd,) = launched
+    run_dir = db.parent / "runs" / run["run_id"]
+    assert cmd[1:5] == ["-m", "automodel", "run", "--run-id"] and cmd[5] == run["run_id"]
+    assert cmd[cmd.index("--db") + 1] == str(db.resolve())
+    assert Path(cmd[cmd.index("--config") + 1]) == run_dir.resolve() / "config.json"
+    assert json.loads((run_dir / "config.json").read_text()) == run["config"]
+    assert f"Started {run['run_id']}." in texts(at.sidebar.success)
+    assert at.selectbox(key="run_pick").value == run["run_id"]
+    assert "Starting the search process" in at.markdown[0].value or "starting" in at.markdown[0].value
+
+
+def test_start_is_refused_while_a_run_is_active(db, launched):
+    store = Store(db)
+    store.claim_run_slot("busy-run", quick_config(), jobs.is_alive, total_generations=2)  # just claimed: active
+    at = page()
+    at.sidebar.button(key="start").click().run()
+    assert texts(at.sidebar.error) == ["Run 'busy-run' is still running; stop it or wait for it to finish before "
+                                       "starting another."]
+    assert [r["run_id"] for r in store.list_runs()] == ["busy-run"]
+    assert launched == []
+
+
+# ----------------------------------------------------------------------------- uploads
+
+def _zip(entries: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in entries.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def _png() -> bytes:
+    from PIL import Image
+    out = io.BytesIO()
+    Image.new("RGB", (4, 4), (200, 10, 10)).save(out, format="PNG")
+    return out.getvalue()
+
+
+def _choose_upload(at: AppTest, name: str, data: bytes) -> AppTest:
+    at.sidebar.selectbox(key="dataset_choice").set_value("Upload a .zip of an image folder").run()
+    assert texts(at.sidebar.error) == ["Choose a .zip file of an image folder to upload."]
+    at.sidebar.file_uploader(key="upload").upload(name, data, "application/zip").run()
+    assert texts(at.sidebar.error) == []
+    return at
+
+
+def test_an_upload_is_unpacked_inside_its_run_folder(db, launched):
+    at = _choose_upload(page(), "pets.zip", _zip({"pets/cat/a.png": _png(), "pets/dog/b.png": _png(),
+                                                  "pets/notes.txt": b"not an image"}))
+    at.sidebar.button(key="start").click().run()
+    (run,) = Store(db).list_runs()
+    run_dir = (db.parent / "runs" / run["run_id"]).resolve()
+    assert run["status"] == "running" and run["config"]["dataset"] == str(run_dir / "upload")
+    assert (run_dir / "upload" / "pets" / "cat" / "a.png").is_file()
+    assert not (run_dir / "upload.zip").exists()
+    assert len(launched) == 1
+
+
+@pytest.mark.parametrize("entries, words", [
+    ({"../evil.png": b"x"}, "unsafe entry name"),
+    ({"/abs/evil.png": b"x"}, "unsafe entry name"),
+    ({f"many/{i}.png": b"x" for i in range(5)}, "more than the limit of 3"),
+])
+def test_unsafe_uploads_are_refused_with_one_sentence(db, launched, tmp_path, entries, words):
+    at = _choose_upload(page(), "bad.zip", _zip(entries))
+    at.sidebar.number_input(key="limit_files").set_value(3).run()
+    at.sidebar.button(key="start").click().run()
+    (message,) = texts(at.sidebar.error)
+    assert words in message
+    (run,) = Store(db).list_runs()
+    assert run["status"] == "failed" and words in run["reason"]
+    assert launched == []
+    assert not (tmp_path / "evil.png").exists() and not Path("/abs/evil.png").exists()
+    run_dir = db.parent / "runs" / run["run_id"]
+    assert not (run_dir / "upload").exists() or not any((run_dir / "upload").rglob("*.png"))
+    at.run()
+    assert any(words in text for text in texts(at.error))  # the run view says why it failed
+
+
+# ----------------------------------------------------------------------------- runs
+
+def test_past_runs_can_be_picked_viewed_and_compared(db):
+    store = Store(db)
+    add_finished_run(store, "run-old", created_at=1_700_000_000.0, best=0.9)
+    add_finished_run(store, "run-new", created_at=1_700_000_100.0, best=0.95, population=4, status="stopped")
+    at = page()
+    assert not at.exception
+    picker = at.selectbox(key="run_pick")
+    assert picker.options[0].startswith("run-new") and picker.value == "run-new"
+    assert "stopped" in at.markdown[0].value and "run-new" in at.markdown[0].value
+    assert not at.button(key="resume").disabled and at.button(key="stop").disabled
+    picker.set_value("run-old").run()
+    assert "completed" in at.markdown[0].value and "test 0.8900" in at.markdown[0].value
+    population, failures, layers, all_runs = at.dataframe
+    assert len(population.value) == 3 and population.value["Fitness"].iloc[0] == pytest.approx(0.9)
+    assert all_runs.value["Run"].tolist() == ["run-new", "run-old"]
+    assert all_runs.value["Status"].tolist() == ["stopped", "completed"]
+    assert failures.value["Reason"].tolist() == ["CUDA out of memory"]
+    assert layers.value["Layer"].iloc[-1] == "Total"
+    assert at.button(key="resume").disabled  # completed runs do not resume
+    assert len(at.get("vega_lite_chart")) == 1
+    at.selectbox(key="pop_gen_run-old").set_value(0).run()
+    assert at.dataframe[0].value["Status"].tolist()[-1] == "✗ out of memory"
+    at.multiselect(key="compare").set_value(["run-new", "run-old"]).run()
+    charts = at.get("vega_lite_chart")
+    assert len(charts) == 2
+    compared = charts[1].proto.SerializeToString()  # the data travels as Arrow beside the spec
+    assert b"run-new" in compared and b"run-old" in compared and b'"Run"' in charts[1].proto.spec.encode()
+    assert [b.label for b in at.get("download_button")] == ["Best model (.pt, final model)", "ONNX export",
+                                                            "Candidates (.csv)"]
+
+
+def test_a_corrupt_database_is_reported_and_left_untouched(db, tmp_path):
+    db.parent.mkdir(parents=True)
+    db.write_bytes(b"{ this is not json")
+    at = page()
+    assert not at.exception
+    (message,) = texts(at.error)
+    assert str(db.resolve()) in message and "is not a valid AutoModel database" in message
+    assert at.sidebar.button(key="start").disabled
+    assert db.read_bytes() == b"{ this is not json"
+    at.sidebar.text_input(key="db_path").set_value(str(tmp_path / "other.json")).run()
+    assert texts(at.error) == []
+    assert not at.sidebar.button(key="start").disabled
+    assert db.read_bytes() == b"{ this is not json"
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_a_run_whose_process_died_shows_interrupted_and_resumes(db, launched):
+    store = Store(db)
+    add_finished_run(store, "run-dead", created_at=time.time() - 3600, best=0.8, status="running")
+    store.update_run("run-dead", pid=_dead_pid(), host=socket.gethostname(), stage=None, test_accuracy=None)
+    at = page()
+    assert store.get_run("run-dead")["status"] == "interrupted"
+    assert "interrupted" in at.markdown[0].value
+    assert any("Resume" in text for text in texts(at.warning))
+    at.button(key="resume").click().run()
+    (cmd,) = launched
+    assert cmd[3:5] == ["resume", "run-dead"] and "--data-dir" in cmd
+    assert "Starting the search process" in at.markdown[0].value
+
+
+def test_resume_is_refused_while_another_run_is_active(db, launched):
+    store = Store(db)
+    add_finished_run(store, "run-stopped", created_at=1_700_000_000.0, best=0.8, status="stopped")
+    store.claim_run_slot("run-busy", quick_config(), jobs.is_alive, total_generations=2)
+    at = page()
+    at.selectbox(key="run_pick").set_value("run-stopped").run()
+    at.button(key="resume").click().run()
+    assert any("Run run-busy is active" in text and "stop it before resuming another" in text
+               for text in texts(at.error))
+    assert launched == []
+
+
+def test_stop_ends_the_run_within_five_seconds(db):
+    # A stand-in for the search: a process whose command line names automodel, in its own group.
+    stand_in = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "automodel-stand-in"],
+                                start_new_session=True)
+    try:
+        store = Store(db)
+        store.create_run("run-live", quick_config(), total_generations=2, pid=stand_in.pid,
+                         host=socket.gethostname(), started_at=time.time(), resumed_at=time.time())
+        at = page()
+        assert "running" in at.markdown[0].value
+        assert not at.button(key="stop").disabled and at.button(key="resume").disabled
+        started = time.monotonic()
+        at.button(key="stop").click().run()
+        assert time.monotonic() - started < 6
+        assert store.get_run("run-live")["status"] == "stopped"
+        assert stand_in.poll() is not None  # SIGTERM reached the process group
+        assert "Run run-live stopped." in texts(at.success)
+        assert "stopped" in at.markdown[0].value
+    finally:
+        if stand_in.poll() is None:
+            stand_in.kill()
+        stand_in.wait()
+
+
+def test_a_tiny_real_search_runs_to_the_end(db, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    at = page()
+    for key, value in (("cfg_population", 2), ("cfg_generations", 1), ("cfg_epochs", 1), ("cfg_final_epochs", 1)):
+        at.sidebar.number_input(key=key).set_value(value).run()
+    at.sidebar.button(key="start").click().run()
+    store = Store(db)
+    (run,) = store.list_runs()
+    deadline = time.monotonic() + 90
+    while store.get_run(run["run_id"])["status"] in ("running", "stopping") and time.monotonic() < deadline:
+        time.sleep(0.5)
+    final = store.get_run(run["run_id"])
+    assert final["status"] == "completed", final.get("reason")
+    at.run()
+    assert "completed" in at.markdown[0].value
+    assert not at.download_button(key="download_pt").disabled
+    assert Path(final["best_model_path"]).is_file()
+    assert len(at.dataframe[0].value) == 2

@@ -1,0 +1,222 @@
+"""The page in a real browser: Start the Quick demo, watch it live, Stop, Resume, download the model.
+
+Drives Debian's Chromium (``/usr/bin/chromium``) with Playwright for Python against
+``streamlit run app.py`` on a free local port with a temporary database. Screenshots are saved in
+the test's temporary folder (their paths are printed). Skipped with a reason when Chromium or
+Playwright is missing, unless AUTOMODEL_REQUIRE_BROWSER=1 (CI), where that is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import warnings
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync"]
+SERVER_START_S = 60
+FIRST_GENERATION_S = 90
+STOP_S = 15
+COMPLETE_S = 150
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("AUTOMODEL_REQUIRE_BROWSER") == "1":
+        pytest.fail(f"AUTOMODEL_REQUIRE_BROWSER=1 but {reason}")
+    # A warning shows in pytest's summary even without -rs, so the skip is not missed.
+    warnings.warn(f"the browser test is skipped: {reason}", stacklevel=2)
+    pytest.skip(reason)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_healthy(url: str, server: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + SERVER_START_S
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            pytest.fail(f"streamlit exited with {server.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                if response.read().strip() == b"ok":
+                    return
+        except OSError:
+            pass
+        time.sleep(0.3)
+    pytest.fail(f"streamlit did not answer within {SERVER_START_S} s:\n{log.read_text()[-3000:]}")
+
+
+def _stop_group(proc: subprocess.Popen) -> None:
+    """End a process started in its own session, and everything in its group."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=10)
+    except (ProcessLookupError, PermissionError):
+        pass
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
+def _stop_searches(db: Path) -> None:
+    """A failed test must not leave the search it started running (it has its own process group)."""
+    if not db.exists():
+        return
+    from automodel import jobs
+    from automodel.store import Store
+    store = Store(db)
+    for run in store.list_runs():
+        if run.get("status") in jobs.ACTIVE and run.get("pid"):
+            jobs.request_stop(store, run["run_id"], timeout_s=5)
+
+
+def test_start_watch_stop_resume_and_download(tmp_path):
+    try:
+        from playwright.sync_api import expect, sync_playwright
+    except ImportError:
+        _unavailable("Playwright for Python is not installed (pip install playwright)")
+    if not Path(CHROMIUM).exists():
+        _unavailable(f"{CHROMIUM} is missing (apt-get install chromium)")
+
+    db = tmp_path / "db" / "automodel.json"
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = tmp_path / "streamlit.log"
+    env = {**os.environ, "AUTOMODEL_DB": str(db), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    env.pop("AUTOMODEL_REQUIRE_BROWSER", None)
+    shots: list[Path] = []
+    with open(log, "wb") as log_file:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+             "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false",
+             "--server.fileWatcherType", "none"],
+            cwd=REPO, env=env, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True)
+    try:
+        _wait_healthy(url, server, log)
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+            try:
+                page = browser.new_page(viewport={"width": 1440, "height": 1000}, accept_downloads=True)
+
+                def shot(name: str) -> None:
+                    # Streamlit scrolls inside its own container: grow the window to get the whole page.
+                    height = page.evaluate(
+                        "() => Math.max(...[...document.querySelectorAll('section, div')]"
+                        ".map(e => e.scrollHeight))")
+                    page.set_viewport_size({"width": 1440, "height": min(max(int(height), 1000), 4000)})
+                    path = tmp_path / f"{len(shots) + 1:02d}-{name}.png"
+                    page.screenshot(path=path, full_page=True)
+                    page.set_viewport_size({"width": 1440, "height": 1000})
+                    shots.append(path)
+                    print(f"screenshot: {path}")
+
+                status = page.locator(".st-key-status")
+                # Streamlit's own header has a "Stop" (script) button while the page redraws: look in our areas.
+                main = page.get_by_test_id("stMain")
+                sidebar = page.get_by_test_id("stSidebar")
+                page.goto(url)
+                start = sidebar.get_by_role("button", name="Start", exact=True)
+                expect(start).to_be_enabled(timeout=SERVER_START_S * 1000)
+                sidebar.get_by_role("button", name="Quick demo", exact=True).click()
+                expect(page.get_by_text("Loaded the Quick demo preset")).to_be_visible(timeout=10_000)
+                start.click()
+
+                # Live: the first generation appears in the chart (its best/mean/worst points) and the table.
+                chart = page.locator('[data-testid="stVegaLiteChart"]').first
+                expect(chart.locator('[aria-label*="Statistic: best"]').first).to_be_attached(
+                    timeout=FIRST_GENERATION_S * 1000)
+                table = page.locator(".st-key-population_table [role=gridcell]")
+                expect(table.filter(has_text="✓ ok").first).to_be_attached(timeout=10_000)
+                expect(status).to_contain_text("running")
+                expect(status).to_contain_text(re.compile(r"generation \d+/5"))
+                shot("running")
+
+                # Stop: the run ends within seconds and is marked stopped.
+                stop_clicked = time.monotonic()
+                main.get_by_role("button", name="Stop", exact=True).click()
+                expect(status).to_contain_text("stopped after", timeout=STOP_S * 1000)
+                stop_seconds = time.monotonic() - stop_clicked
+                print(f"stopped {stop_seconds:.1f} s after the click")
+                assert stop_seconds < 10
+                resume = main.get_by_role("button", name="Resume", exact=True)
+                expect(resume).to_be_enabled(timeout=10_000)
+                shot("stopped")
+
+                # Resume: it continues to the end, final training included.
+                resume.click()
+                expect(status).to_contain_text("search and final training done", timeout=COMPLETE_S * 1000)
+                expect(page.get_by_text("Test accuracy").first).to_be_visible()
+                expect(page.locator(".st-key-layer_table [role=gridcell]").filter(has_text="Total").first).to_be_attached()
+                shot("completed")
+
+                # Download the best model and load it.
+                button = main.get_by_role("button", name=re.compile(r"Best model \(\.pt"))
+                expect(button).to_be_enabled()
+                with page.expect_download(timeout=30_000) as download_info:
+                    button.click()
+                model_file = tmp_path / "downloaded-best.pt"
+                download_info.value.save_as(model_file)
+
+                # The records as CSV and the ONNX export (made on click) come the same way.
+                with page.expect_download(timeout=30_000) as csv_info:
+                    main.get_by_role("button", name="Candidates (.csv)").click()
+                csv_file = tmp_path / "candidates.csv"
+                csv_info.value.save_as(csv_file)
+                with page.expect_download(timeout=90_000) as onnx_info:
+                    main.get_by_role("button", name="ONNX export").click()
+                onnx_file = tmp_path / "best.onnx"
+                onnx_info.value.save_as(onnx_file)
+            finally:
+                browser.close()
+
+        import torch
+
+        from automodel import load_model
+        from automodel.store import Store
+
+        model = load_model(model_file)
+        channels, height, width = model.input_shape
+        with torch.no_grad():
+            logits = model(torch.rand(2, channels, height, width))
+        assert logits.shape == (2, len(model.classes))
+        store = Store(db)
+        (run,) = store.list_runs()
+        assert run["status"] == "completed" and run["test_accuracy"] is not None
+        assert model_file.read_bytes() == Path(run["best_model_path"]).read_bytes()
+
+        import pandas as pd
+        records = pd.read_csv(csv_file)
+        assert len(records) == len(store.individuals(run["run_id"])) == 40
+        assert set(records["generation"]) == set(range(5))
+        try:
+            import onnxruntime
+        except ImportError:
+            assert onnx_file.stat().st_size > 0
+        else:
+            session = onnxruntime.InferenceSession(str(onnx_file))
+            images = torch.rand(3, channels, height, width)
+            (onnx_logits,) = session.run(None, {"images": images.numpy()})
+            with torch.no_grad():
+                assert torch.allclose(torch.from_numpy(onnx_logits), model(images), atol=1e-4)
+    finally:
+        _stop_group(server)
+        _stop_searches(db)
+        for path in shots:
+            print(f"screenshot: {path}")
