@@ -67,21 +67,23 @@ class StopSignal:
     poll_every_s: float = 1.0
 
     def __post_init__(self):
-        self._flag = threading.Event()
+        # A plain flag, not a threading.Event: set() runs in a signal handler, and an Event's
+        # internal lock could already be held by the interrupted main thread (a deadlock).
+        self._stopped = False
         self._last_poll = 0.0
 
     def set(self) -> None:
-        self._flag.set()
+        self._stopped = True
 
     def __call__(self) -> bool:
-        if self._flag.is_set():
+        if self._stopped:
             return True
         now = time.monotonic()
         if now - self._last_poll >= self.poll_every_s:
             self._last_poll = now
             if self.store.stop_requested(self.run_id):
-                self._flag.set()
-        return self._flag.is_set()
+                self._stopped = True
+        return self._stopped
 
 
 class Search:

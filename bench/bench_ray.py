@@ -1,0 +1,115 @@
+"""One generation's wall time: the local back end against Ray with 1, 2, … workers.
+
+The generation is generation 0 of a search (seed 0 by default): its candidates are trained
+with the local back end (in this process, one after another) and then with a local Ray
+instance of N workers (N candidates at a time, each reserving ``--cpus-per-candidate`` CPUs and
+``--gpus-per-candidate`` GPUs). For Ray three figures are given: starting the instance, the
+first generation (cold: worker processes start and read the dataset once each), and the same
+generation again (warm workers, the steady state of a long search). Every Ray result is
+checked against the local one trained with one thread (the thread count Ray's tasks use with
+one CPU each); the last column says whether all fitness values are equal.
+
+    python bench/bench_ray.py [--dataset digits] [--population 8] [--epochs 2] [--workers 1,2]
+    python bench/bench_ray.py --device cuda --gpus-per-candidate 0.25 --workers 1,4   # GPU sharing
+
+Needs Ray: pip install -r requirements-ray.txt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from automodel.config import Config  # noqa: E402
+from automodel.data import load_dataset  # noqa: E402
+from automodel.evaluator import LocalEvaluator, Task  # noqa: E402
+from automodel.search import Search, derive_seed  # noqa: E402
+from automodel.store import Store  # noqa: E402
+from automodel.trainer import DeviceData, TrainSettings, resolve_augment, resolve_device  # noqa: E402
+
+
+def generation_tasks(config: Config, generation: int = 0) -> list[Task]:
+    with tempfile.TemporaryDirectory() as folder:
+        population = Search(config, Store(Path(folder) / "db.json"), "bench").population(0)
+    return [Task(generation, i, g, derive_seed(config.seed, "train", 0, i)) for i, g in enumerate(population)]
+
+
+def run(evaluator, tasks: list[Task]) -> tuple[float, dict[int, float]]:
+    fitness: dict[int, float] = {}
+    started = time.perf_counter()
+    evaluator.evaluate(tasks, lambda t, r: fitness.__setitem__(t.index, r.fitness), lambda t, i: None, lambda: False)
+    return time.perf_counter() - started, fitness
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", default="digits")
+    parser.add_argument("--population", type=int, default=8)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
+    parser.add_argument("--workers", default="1,2", help="comma-separated numbers of Ray workers")
+    parser.add_argument("--cpus-per-candidate", type=float, default=1.0)
+    parser.add_argument("--gpus-per-candidate", type=float, default=None)
+    args = parser.parse_args()
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")   # a private, short-lived local instance
+    import ray
+
+    from automodel.ray_evaluator import RayEvaluator   # here, so that --help works without Ray
+    config = Config(dataset=args.dataset, population=args.population, epochs=args.epochs, seed=args.seed,
+                    device=args.device)
+    data = load_dataset(config.dataset, "data", val_fraction=config.val_fraction, seed=config.seed)
+    device = resolve_device(config.device)
+    settings = TrainSettings(epochs=config.epochs, batch_size=config.batch_size, device=str(device),
+                             augment=resolve_augment(config.augment, data.name))
+    tasks = generation_tasks(config)
+    again = generation_tasks(config, generation=1)   # the same candidates, labelled as a second generation
+    print(f"machine: {platform.platform()}, {os.cpu_count()} CPU cores"
+          + (f", {torch.cuda.get_device_name()}" if device.type == "cuda" else "")
+          + f"; torch {torch.__version__} ({torch.get_num_threads()} threads by default), Ray {ray.__version__}")
+    print(f"one generation: {len(tasks)} candidates of {config.dataset} ({len(data.train_x)} training images), "
+          f"{config.epochs} epochs each, batch {config.batch_size}, device {device}\n")
+
+    rows = []
+    local_data = DeviceData(data, device)
+    seconds, _ = run(LocalEvaluator(local_data, settings), tasks)
+    rows.append((f"local ({torch.get_num_threads()} threads)", "-", seconds, None, "-", "-"))
+    seconds, reference = run(LocalEvaluator(local_data, replace(settings, threads=1)), tasks)
+    rows.append(("local (1 thread)", "-", seconds, None, "-", "-"))
+
+    for workers in [int(w) for w in args.workers.split(",")]:
+        started = time.perf_counter()
+        evaluator = RayEvaluator(data, settings, device=config.device, cpus_per_candidate=args.cpus_per_candidate,
+                                 gpus_per_candidate=args.gpus_per_candidate,
+                                 num_cpus=max(1, int(workers * args.cpus_per_candidate)))
+        startup = time.perf_counter() - started
+        try:
+            cold, first = run(evaluator, tasks)
+            warm, second = run(evaluator, again)
+            loads = len(evaluator.data_loads())
+        finally:
+            evaluator.close()
+        same = "yes" if first == reference == second else "no" if device.type == "cpu" else "n/a (GPU)"
+        rows.append((f"ray, {workers} worker{'s' if workers > 1 else ''}", f"{startup:.1f}", cold, warm,
+                     str(loads), same))
+
+    print(f"{'back end':24} {'start s':>8} {'generation s':>13} {'again (warm) s':>15} {'data reads':>11}  "
+          f"same fitness")
+    for name, startup, cold, warm, loads, same in rows:
+        warm_text = "-" if warm is None else f"{warm:.1f}"
+        print(f"{name:24} {startup:>8} {cold:>13.1f} {warm_text:>15} {loads:>11}  {same}")
+
+
+if __name__ == "__main__":
+    main()
