@@ -1,0 +1,59 @@
+"""Page sessions come and go; the search does not: server restarts and two sessions at once."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from streamlit.testing.v1 import AppTest
+
+from automodel import jobs
+from automodel.store import Store
+from test_app import APP, db, launched, page, texts  # noqa: F401  (fixtures)
+
+
+def test_two_sessions_pressing_start_together_start_exactly_one_run(db, launched):
+    first, second = page(), page()
+    barrier = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def press(at: AppTest) -> None:
+        try:
+            barrier.wait(timeout=10)
+            at.sidebar.button(key="start").click().run()
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=press, args=(at,)) for at in (first, second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not errors, errors
+    assert len(Store(db).list_runs()) == 1 and len(launched) == 1
+    refusals = [text for at in (first, second) for text in texts(at.sidebar.error) if "is still running" in text]
+    assert len(refusals) == 1
+
+
+def test_a_page_server_restart_leaves_the_search_running_and_the_new_page_shows_it(db, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    at = page()
+    for key, value in (("cfg_population", 3), ("cfg_generations", 2), ("cfg_epochs", 2), ("cfg_final_epochs", 1)):
+        at.sidebar.number_input(key=key).set_value(value).run()
+    at.sidebar.button(key="start").click().run()
+    store = Store(db)
+    (run,) = store.list_runs()
+    del at  # the page's server goes away; the search runs in its own session
+    deadline = time.monotonic() + 60
+    while not store.individuals(run["run_id"]) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    fresh = page()  # a new server and a new browser tab
+    assert run["run_id"] in fresh.markdown[0].value and "running" in fresh.markdown[0].value
+    pid = store.get_run(run["run_id"])["pid"]
+    assert pid and jobs.pid_is_search(pid)
+    deadline = time.monotonic() + 120
+    while store.get_run(run["run_id"])["status"] in jobs.ACTIVE and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert store.get_run(run["run_id"])["status"] == "completed"
+    fresh.run()
+    assert "completed" in fresh.markdown[0].value
