@@ -470,15 +470,10 @@ def _stop(store: Store, run_id: str) -> None:
 
 
 def _resume(store: Store, run_id: str, runs: list[dict]) -> None:
-    active = next((r for r in runs if r.get("status") in views.ACTIVE and r["run_id"] != run_id), None)
-    if active is None:
-        active = jobs.active_run(store)
-        active = active if active and active["run_id"] != run_id else None
-    run = store.get_run(run_id) or {}
-    if active is not None:
-        _flash("error", f"Run {active['run_id']} is active in {store.path}; stop it before resuming another.")
-    elif run.get("status") not in views.RESUMABLE:
-        _flash("error", f"Run {run_id} is {run.get('status')}; only stopped, interrupted or failed runs resume.")
+    try:
+        jobs.claim_resume(store, run_id)  # atomic: a second tab or terminal cannot resume it too
+    except StoreError as exc:
+        _flash("error", _sentence(str(exc)))
     else:
         run_dir = _run_dir(store, run_id)
         since = time.time()
@@ -486,6 +481,10 @@ def _resume(store: Store, run_id: str, runs: list[dict]) -> None:
                            log_path=run_dir / "search.log", cwd=REPO)
         st.session_state["launching"] = {"run_id": run_id, "pid": proc.pid, "since": since}
     st.rerun()
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:]
 
 
 def _population_block(frame, run_id: str) -> None:

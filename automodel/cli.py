@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     resume = sub.add_parser("resume", help="continue a stopped or interrupted search")
     common(resume)
     resume.add_argument("run_id")
-    resume.add_argument("--data-dir", type=Path, default=Path("data"))
+    resume.add_argument("--data-dir", type=Path, default=None, help="default: the folder the run started with")
     resume.add_argument("--quiet", action="store_true")
 
     stop = sub.add_parser("stop", help="ask a running search to stop")
@@ -110,6 +110,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     store = Store(args.db)
     run_id = args.run_id or new_run_id()
     _check_run_id(run_id)
+    from .data import is_builtin_dataset
+    if not is_builtin_dataset(config.dataset) and Path(config.dataset).expanduser().exists():
+        config.dataset = str(Path(config.dataset).expanduser().resolve())  # resume finds it from any folder
     with store.locked():
         existing = store.get_run(run_id)
         if existing is None:
@@ -126,22 +129,21 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_resume(args: argparse.Namespace) -> int:
     store = Store(args.db)
-    run = _get_run(store, args.run_id)
-    jobs.reconcile(store)
-    run = store.get_run(args.run_id)
-    if run["status"] == "completed":
-        raise UserError(f"run {args.run_id} has already completed; nothing to resume.")
-    if run["status"] in jobs.ACTIVE:
-        raise UserError(f"run {args.run_id} is still {run['status']} (pid {run.get('pid')}); stop it first.")
-    active = jobs.active_run(store)
-    if active is not None:
-        raise UserError(f"run {active['run_id']} is active in {store.path}; stop it before resuming another.")
-    config = Config.from_dict(run["config"])
-    store.update_run(args.run_id, status="running", pid=None, stop_requested=False)
-    return _execute(store, args.run_id, config, args)
+    with store.locked():
+        run = _get_run(store, args.run_id)
+        if not jobs.is_claim(run):           # the page claims before launching; a terminal does not
+            run = jobs.claim_resume(store, args.run_id)
+        if run.get("stop_requested"):          # Stop was pressed before this process started
+            store.update_run(args.run_id, status="stopped", ended_at=time.time())
+            print(f"run {args.run_id}: stopped before it resumed")
+            return EXIT_OK
+    if args.data_dir is None:
+        args.data_dir = Path(run.get("data_dir") or "data")
+    return _execute(store, args.run_id, Config.from_dict(run["config"]), args)
 
 
 def _execute(store: Store, run_id: str, config: Config, args: argparse.Namespace) -> int:
+    store.update_run(run_id, data_dir=str(Path(args.data_dir).resolve()))
     reporter = None
     if not args.quiet:
         from .progress import BarReporter
@@ -256,13 +258,16 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise UserError(f"run {args.run_id} has no saved best model yet; wait for its first candidate to finish.")
     from .export import export_onnx, read_checkpoint
     read_checkpoint(source)
-    if args.format == "pt":
-        out = args.out or Path(source)
-        if Path(out).resolve() != Path(source).resolve():
-            Path(out).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source, out)
-    else:
-        out = export_onnx(source, args.out or run_dir_for(store, args.run_id) / "best.onnx")
+    try:
+        if args.format == "pt":
+            out = args.out or Path(source)
+            if Path(out).resolve() != Path(source).resolve():
+                Path(out).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source, out)
+        else:
+            out = export_onnx(source, args.out or run_dir_for(store, args.run_id) / "best.onnx")
+    except OSError as exc:
+        raise UserError(f"cannot write {args.out}: {exc.strerror or exc}; give a writable file path.") from None
     print(out)
     return EXIT_OK
 

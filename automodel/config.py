@@ -129,7 +129,7 @@ class Config:
         if self.time_budget_s is not None:
             _check_float("time_budget_s", self.time_budget_s, 0.0, math.inf, low_open=True)
         _check_int("epochs", self.epochs, 1, 10_000)
-        _check_int("final_epochs", self.final_epochs, 0, 10_000)
+        _check_int("final_epochs", self.final_epochs, 1, 10_000)
         _check_int("batch_size", self.batch_size, 1, 65_536)
         _check_float("val_fraction", self.val_fraction, 0.0, 0.9, low_open=True)
         _check_choice("augment", self.augment, AUGMENTATIONS)

@@ -96,6 +96,12 @@ class ImageData:
         return len(self.classes)
 
 
+def is_builtin_dataset(source: str) -> bool:
+    """Whether ``source`` names a built-in dataset (which wins over a folder of the same name)."""
+    text = str(source).strip().lower()
+    return _ALIASES.get(text, text) in DATASET_NAMES
+
+
 def load_dataset(source: str, data_dir: str | Path = "data", *, val_fraction: float = 0.15,
                  seed: int = 0, work_dir: str | Path | None = None, download: bool = True,
                  limits: ExtractLimits | None = None, max_side: int = 64) -> ImageData:

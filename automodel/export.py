@@ -90,6 +90,13 @@ def export_onnx(checkpoint: str | Path, out: str | Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     example = torch.rand(2, *model.input_shape)
     batch = torch.export.Dim("batch", min=1, max=65_536)
-    torch.onnx.export(model, (example,), str(out), input_names=["images"], output_names=["logits"],
-                      dynamic_shapes={"x": {0: batch}}, dynamo=True, external_data=False, verbose=False)
+    # Written aside and renamed: two exports at once (page and CLI) never serve a half file.
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".onnx", dir=out.parent)
+    os.close(fd)
+    try:
+        torch.onnx.export(model, (example,), tmp, input_names=["images"], output_names=["logits"],
+                          dynamic_shapes={"x": {0: batch}}, dynamo=True, external_data=False, verbose=False)
+        os.replace(tmp, out)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
     return out

@@ -16,7 +16,7 @@ import threading
 import time
 from pathlib import Path
 
-from .store import Store
+from .store import RunActiveError, Store, StoreError
 
 ACTIVE = ("running", "stopping")
 
@@ -58,10 +58,15 @@ def _is_zombie(pid: int) -> bool:
 
 
 def is_alive(run: dict) -> bool:
-    """Whether the run's process is still there (runs on other hosts are assumed alive)."""
+    """Whether the run's process is still there (runs on other hosts are assumed alive).
+
+    A run claimed by Start or Resume but whose process has not written its pid yet counts as
+    alive for a grace period after the claim.
+    """
     host, pid = run.get("host"), run.get("pid")
     if pid is None:
-        return time.time() - float(run.get("created_at") or 0) < RESERVATION_GRACE_S
+        claimed = run.get("claimed_at") or run.get("created_at") or 0
+        return time.time() - float(claimed) < RESERVATION_GRACE_S
     if host and host != socket.gethostname():
         return True
     return pid_is_search(int(pid))
@@ -73,10 +78,42 @@ def reconcile(store: Store) -> list[dict]:
     changed = False
     for run in runs:
         if run.get("status") in ACTIVE and not is_alive(run):
-            store.update_run(run["run_id"], status="interrupted", pid=None,
-                             reason="the search process ended without recording a result")
-            changed = True
+            with store.locked():
+                # Look again under the lock: the search may have just finished and written its status.
+                fresh = store.get_run(run["run_id"]) or {}
+                if fresh.get("status") in ACTIVE and fresh.get("pid") == run.get("pid") and not is_alive(fresh):
+                    store.update_run(run["run_id"], status="interrupted", pid=None,
+                                     reason="the search process ended without recording a result")
+                    changed = True
     return store.list_runs() if changed else runs
+
+
+def claim_resume(store: Store, run_id: str) -> dict:
+    """Atomically mark a stopped, interrupted or failed run as resuming (no process yet).
+
+    Raises :class:`StoreError` with one sentence when the run cannot resume: unknown, already
+    completed, still active, or another run is active in this database.
+    """
+    with store.locked():
+        runs = {r["run_id"]: r for r in reconcile(store)}
+        run = runs.get(run_id)
+        if run is None:
+            raise StoreError(f"no run {run_id!r} in {store.path}; `automodel list` shows the runs there.")
+        if run.get("status") == "completed":
+            raise StoreError(f"run {run_id} has already completed; nothing to resume.")
+        if run.get("status") in ACTIVE:
+            raise StoreError(f"run {run_id} is still {run['status']}; stop it first.")
+        other = next((r for r in runs.values() if r.get("status") in ACTIVE), None)
+        if other is not None:
+            raise RunActiveError(f"run {other['run_id']} is active in {store.path}; stop it before resuming another.",
+                                 other["run_id"])
+        return store.update_run(run_id, status="running", pid=None, host=None, stop_requested=False,
+                                claimed_at=time.time(), reason="")
+
+
+def is_claim(run: dict) -> bool:
+    """A run claimed by Start or Resume whose search process has not taken it over yet."""
+    return run.get("status") in ACTIVE and run.get("pid") is None and is_alive(run)
 
 
 def active_run(store: Store) -> dict | None:
@@ -90,14 +127,10 @@ def search_command(db: Path, run_id: str, *, resume: bool, config_path: Path | N
                    data_dir: Path | None = None) -> list[str]:
     """Argument list for the search process (never a shell string)."""
     cmd = [sys.executable, "-m", "automodel"]
-    if resume:
-        cmd += ["resume", run_id, "--db", str(db)]
-    else:
-        cmd += ["run", "--run-id", run_id, "--db", str(db), "--quiet"]
-        if config_path is not None:
-            cmd += ["--config", str(config_path)]
-    if resume:
-        cmd += ["--quiet"]
+    cmd += ["resume", run_id] if resume else ["run", "--run-id", run_id]
+    cmd += ["--db", str(db), "--quiet"]
+    if config_path is not None and not resume:
+        cmd += ["--config", str(config_path)]
     if data_dir is not None:
         cmd += ["--data-dir", str(data_dir)]
     return cmd
@@ -171,7 +204,8 @@ def request_stop(store: Store, run_id: str, timeout_s: float = 10.0, poll_s: flo
         if not is_alive(run):
             break
         time.sleep(poll_s)
-    run = store.get_run(run_id) or {}
-    if run.get("status") in ACTIVE and not is_alive(run):
-        run = store.update_run(run_id, status="stopped", pid=None, ended_at=time.time())
+    with store.locked():
+        run = store.get_run(run_id) or {}
+        if run.get("status") in ACTIVE and not is_alive(run):
+            run = store.update_run(run_id, status="stopped", pid=None, ended_at=time.time())
     return run

@@ -110,7 +110,7 @@ class Search:
         """Run (or continue) the search to its end; returns the run's final status."""
         started = time.monotonic()
         run = self.store.get_run(self.run_id) or {}
-        elapsed_before = float(run.get("elapsed_s") or 0.0)
+        self._started, self._elapsed_before = started, float(run.get("elapsed_s") or 0.0)
         self.store.update_run(self.run_id, status="running", pid=os.getpid(), host=socket.gethostname(),
                               reason="", started_at=run.get("started_at") or time.time(),
                               resumed_at=time.time())
@@ -125,10 +125,13 @@ class Search:
                                   val_size=len(data.val_x), test_size=len(data.test_x),
                                   skipped_images=data.skipped, ignored_files=data.ignored)
             self.data = data
-            evaluator = (self.evaluator_factory(data, settings) if self.evaluator_factory else
-                         LocalEvaluator(DeviceData(data, resolve_device(settings.device)), settings))
-            self._load_cache()
-            status = self._evolve(evaluator, started, elapsed_before)
+            status = "stopped"  # a stop during set-up (a download, starting Ray) is obeyed here
+            if not self.stop():
+                evaluator = (self.evaluator_factory(data, settings) if self.evaluator_factory else
+                             LocalEvaluator(DeviceData(data, resolve_device(settings.device)), settings))
+            if not self.stop():
+                self._load_cache()
+                status = self._evolve(evaluator)
             if status == "searched":
                 status = self._final_training(evaluator)
         finally:
@@ -137,8 +140,12 @@ class Search:
             self.store.clear_progress(self.run_id)
             self.reporter.close()
         self.store.update_run(self.run_id, status=status, ended_at=time.time(), pid=None,
-                              elapsed_s=elapsed_before + time.monotonic() - started)
+                              elapsed_s=self._elapsed())
         return status
+
+    def _elapsed(self) -> float:
+        """Seconds this run has been searching, over all its sessions (the time budget's clock)."""
+        return self._elapsed_before + time.monotonic() - self._started
 
     def _train_settings(self, data: ImageData) -> TrainSettings:
         c = self.config
@@ -153,7 +160,7 @@ class Search:
             signal.signal(sig, lambda *_: self.stop.set())
 
     # ------------------------------------------------------------------ generations
-    def _evolve(self, evaluator: Evaluator, started: float, elapsed_before: float) -> str:
+    def _evolve(self, evaluator: Evaluator) -> str:
         c = self.config
         recorded = {g["generation"] for g in self.store.generations(self.run_id)}
         for generation in range(c.generations):
@@ -167,22 +174,26 @@ class Search:
             evaluator.evaluate(tasks, self._on_result, self._on_progress, self._should_stop)
             if self.stop():
                 return "stopped"
-            if self._budget_spent(started, elapsed_before):
+            if not all(task.genome.key() in self._cache for task in tasks):  # cut short by the budget
                 self.reporter.message("time budget spent; ending the search with the best so far")
                 return "searched"
             self._fill_duplicates(generation, population)
             record = self._record_generation(generation, time.monotonic() - gen_started)
+            if self._budget_spent():
+                self.reporter.message("time budget spent; ending the search with the best so far")
+                return "searched"
             if c.target_fitness is not None and record["best"] >= c.target_fitness:
                 self.reporter.message(f"target fitness {c.target_fitness:g} reached")
                 return "searched"
         return "searched"
 
     def _should_stop(self) -> bool:
-        return self.stop()
+        """Training stops on a stop request, or when the time budget is spent."""
+        return self.stop() or self._budget_spent()
 
-    def _budget_spent(self, started: float, elapsed_before: float) -> bool:
+    def _budget_spent(self) -> bool:
         budget = self.config.time_budget_s
-        return budget is not None and elapsed_before + time.monotonic() - started >= budget
+        return budget is not None and self._elapsed() >= budget
 
     def population(self, generation: int) -> list[Genome]:
         """The genomes of a generation: sampled for the first, bred from the records after."""
@@ -273,13 +284,19 @@ class Search:
                 self._record(generation, index, genome, self._cache[genome.key()], cached=True)
 
     def _on_result(self, task: Task, result: TrainResult) -> None:
-        improves = self._best is None or (result.fitness, -task.generation, -task.index) > _rank(self._best)
-        record = self._record(task.generation, task.index, task.genome, {
+        improves = result.status == "ok" and (
+            self._best is None or (result.fitness, -task.generation, -task.index) > _rank(self._best))
+        if improves and result.state_dict is not None:
+            # The weights go to disk before the record names this candidate the best, so the
+            # run never points at a model file that holds another candidate.
+            path = self._save_model(task.genome, result.state_dict, {
+                "stage": "search", "val_accuracy": result.fitness, "generation": task.generation,
+                "index": task.index})
+            self.store.update_run(self.run_id, best_model_path=str(path))
+        self._record(task.generation, task.index, task.genome, {
             "fitness": result.fitness, "status": result.status, "reason": result.reason,
             "params": result.params, "seconds": round(result.seconds, 3), "epochs": result.epochs_done,
             "train_loss": result.train_loss, "first_epoch_fitness": result.first_epoch_fitness}, cached=False)
-        if improves and result.state_dict is not None:
-            self._save_best(task.genome, result.state_dict, record)
         if self._last_progress_write.pop(task.worker_label, None) is not None:
             # A back end that trains several candidates at once (Ray) labels each one's progress
             # with its task's worker_label; a finished candidate's progress record goes away.
@@ -320,18 +337,16 @@ class Search:
             self._update_best(record)
 
     def _update_best(self, record: dict) -> None:
-        if self._best is None or _rank(record) > _rank(self._best):
+        """The best is the fittest fully trained candidate (a pruned one's partial score does not count)."""
+        if record["status"] == "ok" and (self._best is None or _rank(record) > _rank(self._best)):
             self._best = record
             self.store.update_run(self.run_id, best_fitness=record["fitness"], best_key=record["key"],
                                   best_summary=record["summary"], best_genome=record["genome"],
                                   best_generation=record["generation"], best_index=record["index"])
 
-    def _save_best(self, genome: Genome, state_dict: dict, record: dict) -> None:
-        path = save_checkpoint(self.run_dir / "best.pt", genome, state_dict, input_shape=self.data.input_shape,
-                               classes=self.data.classes, mean=self.data.mean, std=self.data.std,
-                               metrics={"stage": "search", "val_accuracy": record["fitness"],
-                                        "generation": record["generation"], "index": record["index"]})
-        self.store.update_run(self.run_id, best_model_path=str(path))
+    def _save_model(self, genome: Genome, state_dict: dict, metrics: dict) -> Path:
+        return save_checkpoint(self.run_dir / "best.pt", genome, state_dict, input_shape=self.data.input_shape,
+                               classes=self.data.classes, mean=self.data.mean, std=self.data.std, metrics=metrics)
 
     def _record_generation(self, generation: int, seconds: float) -> dict:
         rows = self.store.individuals(self.run_id, generation)
@@ -363,18 +378,17 @@ class Search:
         task = Task(FINAL_GENERATION, 0, genome, derive_seed(self.config.seed, "final"), final=True,
                     epochs=self.config.final_epochs)
         results: list[TrainResult] = []
-        evaluator.evaluate([task], lambda _t, r: results.append(r), self._on_progress, self._should_stop)
+        # Only a stop request ends the final training: the time budget is for the search.
+        evaluator.evaluate([task], lambda _t, r: results.append(r), self._on_progress, self.stop)
         if self.stop():
             return "stopped"
         result = results[0]
         if result.status != "ok" or result.state_dict is None:
             self.store.update_run(self.run_id, reason=f"final training failed: {result.status} {result.reason}")
             return "failed"
-        path = save_checkpoint(self.run_dir / "best.pt", genome, result.state_dict,
-                               input_shape=self.data.input_shape, classes=self.data.classes,
-                               mean=self.data.mean, std=self.data.std,
-                               metrics={"stage": "final", "val_accuracy": best["fitness"],
-                                        "test_accuracy": result.fitness, "final_epochs": self.config.final_epochs})
+        path = self._save_model(genome, result.state_dict, {
+            "stage": "final", "val_accuracy": best["fitness"], "test_accuracy": result.fitness,
+            "final_epochs": self.config.final_epochs})
         self.store.update_run(self.run_id, test_accuracy=result.fitness, best_model_path=str(path), stage="done",
                               final_seconds=round(result.seconds, 3))
         self.reporter.message(f"test accuracy of the final model: {result.fitness:.4f}")

@@ -214,7 +214,7 @@ def status_view(run: Mapping[str, Any], progress: Sequence[Mapping[str, Any]],
         bars: list[tuple[float, str]] = []
         finals = [p for p in progress if p.get("final")]
         searching = [p for p in progress if not p.get("final")]
-        if run.get("pid") is None and not progress and not generations:
+        if run.get("pid") is None and not progress:  # claimed by Start or Resume, process not up yet
             parts.append("starting: loading the dataset")
         elif finals or run.get("stage") == "final":
             parts.append(f"final training of the best architecture (searched {done}/{total} generations)")

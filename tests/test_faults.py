@@ -73,7 +73,14 @@ def test_full_disk_while_writing_the_store_keeps_the_previous_file(tmp_path, mon
 
 def test_search_fails_with_a_clear_reason_when_the_disk_fills(tmp_path, monkeypatch, capsys):
     db = tmp_path / "db.json"
-    monkeypatch.setattr("automodel.search.save_checkpoint", disk_full)
+    real_save = export.save_checkpoint
+
+    def full_at_the_final_model(path, *args, metrics=None, **kwargs):
+        if metrics and metrics.get("stage") == "final":
+            disk_full()
+        return real_save(path, *args, metrics=metrics, **kwargs)
+
+    monkeypatch.setattr("automodel.search.save_checkpoint", full_at_the_final_model)
     code = cli.main(["run", "--dataset", "digits", "--population", "2", "--generations", "1", "--epochs", "1",
                      "--final-epochs", "1", "--run-id", "full", "--db", str(db), "--quiet"])
     assert code == 1
@@ -81,7 +88,8 @@ def test_search_fails_with_a_clear_reason_when_the_disk_fills(tmp_path, monkeypa
     assert len(err) == 1 and "No space left" in err[0] and "full" in err[0]
     run = Store(db).get_run("full")
     assert run["status"] == "failed" and "No space left" in run["reason"]
-    assert len(Store(db).individuals("full")) == 1, "the candidate finished before the failure stays recorded"
+    assert len(Store(db).individuals("full")) == 2, "the candidates finished before the failure stay recorded"
+    assert read_checkpoint(run["best_model_path"])["metrics"]["stage"] == "search", "the previous model survives"
 
 
 def test_a_checkpoint_that_carries_code_is_refused_without_running_it(tmp_path):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from automodel.config import Config
@@ -206,3 +208,43 @@ def test_pruning_threshold_comes_from_earlier_generations_only(tmp_path, config)
     assert search.prune_threshold(2) == pytest.approx(0.5 * 0.85)
     config.prune = False
     assert search.prune_threshold(2) is None
+
+
+def test_time_budget_ends_the_search_with_its_last_generation_recorded(tmp_path, config):
+    class SlowEvaluator(FakeEvaluator):
+        def evaluate(self, tasks, on_result, on_progress, should_stop):
+            for task in tasks:
+                if not task.final:
+                    time.sleep(0.05)
+                super().evaluate([task], on_result, on_progress, should_stop)
+
+    config.time_budget_s = 1.0
+    store = Store(tmp_path / "db.json")
+    store.create_run("t", config.to_dict())
+    status = Search(config, store, "t", evaluator_factory=lambda d, s: SlowEvaluator(d, s)).run()
+    assert status == "completed"
+    run = store.get_run("t")
+    assert run.get("generations_done", 0) < config.generations
+    recorded = {g["generation"] for g in store.generations("t")}
+    complete = {g for g in recorded if len(store.individuals("t", g)) == config.population}
+    assert recorded == complete, "every recorded generation is complete"
+    assert run["elapsed_s"] >= 1.0
+    assert run["test_accuracy"] is not None, "the final training is not cut by the search's budget"
+
+
+def test_a_pruned_candidate_never_becomes_the_best(tmp_path, config):
+    class PrunedHigh(FakeEvaluator):
+        def evaluate(self, tasks, on_result, on_progress, should_stop):
+            for task in tasks:
+                if task.final:
+                    super().evaluate([task], on_result, on_progress, should_stop)
+                    continue
+                status = "pruned" if task.index == 0 else "ok"
+                on_result(task, TrainResult(status, 0.99 if status == "pruned" else 0.5, params=1))
+
+    config.generations = 1
+    store = Store(tmp_path / "db.json")
+    store.create_run("q", config.to_dict())
+    assert Search(config, store, "q", evaluator_factory=lambda d, s: PrunedHigh(d, s)).run() == "completed"
+    run = store.get_run("q")
+    assert run["best_fitness"] == 0.5 and run["best_index"] == 1
