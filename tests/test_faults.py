@@ -196,3 +196,43 @@ def test_twenty_sigkills_at_random_moments_lose_nothing(tmp_path):
            {p: (r["key"], r["fitness"]) for p, r in reference.items()}
     assert Store(db).get_run("k")["best_fitness"] == Store(reference_db).get_run("k")["best_fitness"]
     assert Store(db).get_run("k")["status"] == "completed"
+
+
+# ------------------------------------------------------------------------ hostile images
+
+
+def _png(path: Path, colour=(200, 30, 30), size=(8, 8), mode="RGB") -> None:
+    from PIL import Image
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new(mode, size, colour if mode != "L" else 128).save(path)
+
+
+def _decompression_bomb_png(path: Path) -> None:
+    """A valid small PNG whose header claims 60,000 × 60,000 pixels."""
+    import struct
+    import zlib
+    _png(path)
+    raw = bytearray(path.read_bytes())
+    struct.pack_into(">II", raw, 16, 60_000, 60_000)                  # IHDR width, height
+    struct.pack_into(">I", raw, 29, zlib.crc32(bytes(raw[12:29])))  # IHDR checksum
+    path.write_bytes(bytes(raw))
+
+
+def test_thousands_of_empty_files_a_bomb_image_and_a_nested_archive_are_survived(tmp_path):
+    from automodel.data import load_dataset
+    root = tmp_path / "photos"
+    for i in range(4):
+        _png(root / "red" / f"{i}.png", (200, 30, 30))
+        _png(root / "grey" / f"{i}.png", mode="L")
+    _png(root / "blue" / "only.png", (20, 30, 200), size=(13, 9))    # a class with one image, odd size
+    for i in range(2000):
+        (root / "red" / f"empty{i}.png").write_bytes(b"")
+    _decompression_bomb_png(root / "grey" / "bomb.png")
+    with zipfile.ZipFile(root / "red" / "inner.zip", "w") as zf:
+        zf.writestr("x/1.png", b"nested")
+    data = load_dataset(str(root))
+    assert data.classes == ["blue", "grey", "red"]
+    assert data.skipped == 2001 and data.ignored == 1      # 2,000 empty files + the bomb; the nested zip
+    assert data.input_shape[0] == 3                        # grey converted to RGB beside colour images
+    assert 2 in set(data.train_y.tolist()) and 0 in set(data.train_y.tolist())
+    assert not (root / "red" / "x").exists(), "a nested archive is never extracted"
