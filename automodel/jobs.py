@@ -16,9 +16,9 @@ import threading
 import time
 from pathlib import Path
 
-from .store import RunActiveError, Store, StoreError
+from .store import ACTIVE_STATUSES, RunActiveError, Store, StoreError
 
-ACTIVE = ("running", "stopping")
+ACTIVE = ACTIVE_STATUSES
 
 
 def new_run_id() -> str:

@@ -21,6 +21,7 @@ import altair as alt
 import pandas as pd
 
 from .config import SearchSpace
+from .store import ACTIVE_STATUSES
 
 # ----------------------------------------------------------------------------- colours, labels
 
@@ -56,7 +57,7 @@ RUN_BADGES = {
     "interrupted": ("orange", "interrupted"),
     "starting": ("blue", "starting"),
 }
-ACTIVE = ("running", "stopping")
+ACTIVE = ACTIVE_STATUSES
 RESUMABLE = ("stopped", "interrupted", "failed")
 
 
