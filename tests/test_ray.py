@@ -36,6 +36,7 @@ from automodel.evaluator import LocalEvaluator, Task  # noqa: E402
 from automodel.genome import sample_genome  # noqa: E402
 from automodel.search import Search  # noqa: E402
 from automodel.store import Store  # noqa: E402
+from test_cli import wait_for  # noqa: E402  (shared bounded polling helper)
 from automodel.trainer import DeviceData, TrainResult, TrainSettings, train_candidate  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,16 +59,6 @@ def automodel(*args: str, timeout: float = 300, env: dict | None = None) -> subp
 def spawn(*args: str, **kw) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "automodel", *args], cwd=ROOT, env=_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
-
-
-def wait_for(condition, timeout: float, what: str, interval: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def ray_processes() -> set[int]:
