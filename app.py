@@ -20,8 +20,8 @@ from typing import Any
 import streamlit as st
 
 from automodel import jobs, views
-from automodel.config import (ACTIVATIONS, AUGMENTATIONS, BACKENDS, CROSSOVER_METHODS, DEVICES, OPTIMIZERS,
-                              POOLING, SELECTION_METHODS, Config, ConfigError)
+from automodel.config import (ACTIVATIONS, AUGMENTATIONS, BACKENDS, BLOCK_KINDS, CROSSOVER_METHODS, DEVICES,
+                              DOWNSAMPLING, HEADS, OPTIMIZERS, SELECTION_METHODS, Config, ConfigError)
 from automodel.store import Store, StoreError, default_db_path
 
 REPO = Path(__file__).resolve().parent
@@ -33,14 +33,18 @@ SPACE_OPTIONS: dict[str, list[Any]] = {
     "filters": [4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512],
     "kernel_sizes": [1, 3, 5, 7, 9, 11],
     "activations": list(ACTIVATIONS),
-    "pooling": list(POOLING),
+    "block_kinds": list(BLOCK_KINDS),
+    "downsampling": list(DOWNSAMPLING),
+    "heads": list(HEADS),
     "batch_norm": [True, False],
     "dense_units": [16, 32, 64, 128, 256, 512, 1024, 2048],
     "dropout": [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7],
     "optimizers": list(OPTIMIZERS),
-    "learning_rates": [1.0, 3e-1, 1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 3e-5, 1e-5, 1e-6],
     "weight_decays": [0.0, 1e-6, 1e-5, 1e-4, 5e-4, 1e-3, 1e-2],
 }
+BLOCK_HELP = {"plain": "plain (conv, BN, activation)", "residual": "residual (two convs + skip)",
+              "separable": "depthwise-separable"}
+HEAD_HELP = {"flatten": "flatten (map ≤ 4×4)", "avgmax": "global average + max pool", "gap": "global average pool"}
 SELECTION_HELP = {"roulette": "roulette wheel (fitness-proportional)", "tournament": "tournament",
                   "rank": "rank-based", "truncation": "truncation (best fraction)",
                   "sus": "stochastic universal sampling"}
@@ -75,11 +79,19 @@ def _apply_config(config: dict[str, Any]) -> None:
         value = config[name]
         st.session_state[f"cfg_{name}"] = "" if value is None and name == "ray_address" else value
     for name, value in config["space"].items():
+        if name == "learning_rates":
+            for optimizer in OPTIMIZERS:
+                low, high = value.get(optimizer, value.get("sgd"))
+                st.session_state[f"space_lr_{optimizer}_low"] = float(low)
+                st.session_state[f"space_lr_{optimizer}_high"] = float(high)
+            continue
         st.session_state[f"space_{name}"] = tuple(value) if name in ("conv_blocks", "dense_layers") else list(value)
 
 
 def _apply_preset(name: str) -> None:
     _apply_config(views.preset_config(name))
+    if name == "Your own images":
+        st.session_state["dataset_choice"] = views.UPLOAD_CHOICE
     st.session_state["preset_note"] = name
 
 
@@ -133,9 +145,12 @@ def sidebar_form(store: Store | None) -> None:
     """The settings form, presets and the Start button."""
     st.header("New search")
     st.caption("Presets")
-    left, right = st.columns(2)
+    left, middle, right = st.columns(3)
     left.button("Quick demo", key="preset_quick", on_click=_apply_preset, args=("Quick demo",), width="stretch",
-                help="Bundled digits on the CPU: about a minute, no network, no GPU.")
+                help="Bundled digits on the CPU: under a minute, no network, no GPU.")
+    middle.button("Your own images", key="preset_own", on_click=_apply_preset, args=("Your own images",),
+                  width="stretch", help="Upload a .zip of your image folder: a few minutes for a few thousand "
+                                        "small images on a CPU.")
     right.button("CIFAR-10", key="preset_cifar", on_click=_apply_preset, args=("CIFAR-10",), width="stretch",
                  help="CIFAR-10 sized for one GPU (downloads the data on first use).")
     # Parts drawn only for some choices sit in containers of their own, so that the elements after
@@ -179,18 +194,30 @@ def sidebar_form(store: Store | None) -> None:
 
     st.subheader("Training budget")
     a, b = st.columns(2)
-    a.number_input("Epochs per candidate", step=1, key="cfg_epochs")
+    a.number_input("Epochs per candidate", step=1, key="cfg_epochs", help="The full budget of a candidate.")
     b.number_input("Final epochs", step=1, key="cfg_final_epochs", help="Training of the best architecture at the end.")
+    a, b = st.columns(2)
+    a.number_input("First rung (epochs)", step=1, key="cfg_min_epochs",
+                   help="Successive halving: every new candidate trains this many epochs first; equal to the "
+                        "epochs per candidate turns it off.")
+    b.number_input("Keep 1 in", step=1, key="cfg_reduction_factor",
+                   help="The best 1 in this many of each rung trains on to the next (epochs × this factor).")
     a, b = st.columns(2)
     a.number_input("Time limit per candidate (s)", step=30.0, format="%.1f", key="cfg_time_limit_s")
     b.selectbox("Device", DEVICES, key="cfg_device")
     with st.expander("More training settings"):
-        st.number_input("Batch size", step=1, key="cfg_batch_size")
+        st.number_input("Batch size", value=None, step=1, key="cfg_batch_size", placeholder="auto",
+                        help="Empty: chosen from the training set's size (16 to 256).")
         st.number_input("Validation fraction", step=0.05, format="%.2f", key="cfg_val_fraction",
                         help="Share of the training data held out to measure fitness.")
         st.selectbox("Augmentation", AUGMENTATIONS, key="cfg_augment")
         st.number_input("Label smoothing", step=0.05, format="%.2f", key="cfg_label_smoothing")
+        st.number_input("Gradient clipping (norm)", step=1.0, format="%.1f", key="cfg_clip_grad_norm",
+                        help="0 turns clipping off.")
         st.number_input("Largest model (parameters)", step=1_000_000, key="cfg_max_params")
+        st.number_input("Most multiply-accumulates per image", value=None, step=1_000_000, key="cfg_max_macs",
+                        placeholder="auto: 40,000 × pixels",
+                        help="Genomes above it are repaired (more downsampling, fewer filters) before training.")
         st.number_input("Stop at validation accuracy", value=None, step=0.01, format="%.2f",
                         key="cfg_target_fitness", placeholder="none")
         st.number_input("Time budget for the search (s)", value=None, step=60.0, format="%.0f",
@@ -225,16 +252,24 @@ def sidebar_form(store: Store | None) -> None:
         st.slider("Convolution blocks", 1, 12, key="space_conv_blocks")
         st.multiselect("Filters", SPACE_OPTIONS["filters"], key="space_filters")
         st.multiselect("Kernel sizes", SPACE_OPTIONS["kernel_sizes"], key="space_kernel_sizes")
+        st.multiselect("Block kinds", SPACE_OPTIONS["block_kinds"], key="space_block_kinds",
+                       format_func=lambda v: BLOCK_HELP.get(v, v))
         st.multiselect("Activations", SPACE_OPTIONS["activations"], key="space_activations")
-        st.multiselect("Pooling", SPACE_OPTIONS["pooling"], key="space_pooling")
+        st.multiselect("Downsampling", SPACE_OPTIONS["downsampling"], key="space_downsampling",
+                       help="max or avg: 2×2 pooling after a block; stride: its first convolution has stride 2.")
+        st.multiselect("Heads", SPACE_OPTIONS["heads"], key="space_heads", format_func=lambda v: HEAD_HELP.get(v, v))
         st.multiselect("Batch norm", SPACE_OPTIONS["batch_norm"], key="space_batch_norm",
                        format_func=lambda v: "with" if v else "without")
         st.slider("Dense layers", 0, 12, key="space_dense_layers")
         st.multiselect("Dense units", SPACE_OPTIONS["dense_units"], key="space_dense_units")
         st.multiselect("Dropout", SPACE_OPTIONS["dropout"], key="space_dropout", format_func=lambda v: f"{v:g}")
         st.multiselect("Optimizers", SPACE_OPTIONS["optimizers"], key="space_optimizers")
-        st.multiselect("Learning rates", SPACE_OPTIONS["learning_rates"], key="space_learning_rates",
-                       format_func=lambda v: f"{v:g}")
+        st.caption("Learning rates: drawn on a log scale between these bounds, given for a batch of 64 and "
+                   "scaled with the batch size.")
+        for optimizer in OPTIMIZERS:
+            a, b = st.columns(2)
+            a.number_input(f"{optimizer} from", min_value=0.0, format="%.1e", step=None, key=f"space_lr_{optimizer}_low")
+            b.number_input(f"{optimizer} to", min_value=0.0, format="%.1e", step=None, key=f"space_lr_{optimizer}_high")
         st.multiselect("Weight decays", SPACE_OPTIONS["weight_decays"], key="space_weight_decays",
                        format_func=lambda v: f"{v:g}")
 
@@ -252,7 +287,11 @@ def sidebar_form(store: Store | None) -> None:
 def _form_config(choice: str, upload) -> tuple[dict[str, Any], str | None]:
     """The form as a validated config dict, or the one sentence saying what is wrong."""
     values = {name: st.session_state.get(f"cfg_{name}") for name in views.FORM_FIELDS}
-    values["space"] = {name: st.session_state.get(f"space_{name}") for name in views.SPACE_FIELDS}
+    values["space"] = {name: st.session_state.get(f"space_{name}") for name in views.SPACE_FIELDS
+                       if name != "learning_rates"}
+    values["space"]["learning_rates"] = {optimizer: [st.session_state.get(f"space_lr_{optimizer}_low"),
+                                                     st.session_state.get(f"space_lr_{optimizer}_high")]
+                                         for optimizer in OPTIMIZERS}
     dataset = views.DATASET_CHOICES.get(choice)
     problem = None
     if choice == views.FOLDER_CHOICE:

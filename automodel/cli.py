@@ -25,9 +25,10 @@ EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
 # Flags of `run` that override the config file; each maps to the Config field of the same name.
 RUN_OVERRIDES = {
-    "dataset": str, "population": int, "generations": int, "epochs": int, "final_epochs": int,
-    "seed": int, "selection": str, "tournament_size": int, "crossover": str, "mutation_rate": float,
-    "elitism": int, "batch_size": int, "device": str, "backend": str, "time_limit_s": float,
+    "dataset": str, "population": int, "generations": int, "epochs": int, "min_epochs": int,
+    "reduction_factor": int, "final_epochs": int, "seed": int, "selection": str, "tournament_size": int,
+    "crossover": str, "mutation_rate": float, "elitism": int, "batch_size": int, "label_smoothing": float,
+    "max_macs": int, "device": str, "backend": str, "time_limit_s": float,
     "target_fitness": float, "time_budget_s": float,
     "ray_address": str, "cpus_per_candidate": float, "gpus_per_candidate": float, "retries": int,
 }
@@ -75,10 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("run_id")
     show.add_argument("--json", action="store_true")
 
-    export = sub.add_parser("export", help="write the best model as .pt or ONNX")
+    export = sub.add_parser("export", help="write the best model as .pt or ONNX, or the candidate records as CSV")
     common(export)
     export.add_argument("run_id")
-    export.add_argument("--format", choices=("pt", "onnx"), default="pt")
+    export.add_argument("--format", choices=("pt", "onnx", "csv"), default="pt")
     export.add_argument("--out", type=Path)
     return parser
 
@@ -253,6 +254,8 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     store = Store(args.db)
     run = _get_run(store, args.run_id)
+    if args.format == "csv":
+        return _export_csv(store, args)
     source = run.get("best_model_path")
     if not source or not Path(source).is_file():
         raise UserError(f"run {args.run_id} has no saved best model yet; wait for its first candidate to finish.")
@@ -269,6 +272,22 @@ def cmd_export(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise UserError(f"cannot write {args.out}: {exc.strerror or exc}; give a writable file path.") from None
     print(out)
+    return EXIT_OK
+
+
+def _export_csv(store: Store, args: argparse.Namespace) -> int:
+    """The run's candidate records: the same CSV as the page's download; to stdout without --out."""
+    from .views import records_csv
+    data = records_csv(store.individuals(args.run_id))
+    if args.out is None:
+        sys.stdout.write(data.decode("utf-8"))
+        return EXIT_OK
+    try:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_bytes(data)
+    except OSError as exc:
+        raise UserError(f"cannot write {args.out}: {exc.strerror or exc}; give a writable file path.") from None
+    print(args.out)
     return EXIT_OK
 
 

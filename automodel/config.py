@@ -18,7 +18,9 @@ from typing import Any
 SELECTION_METHODS = ("roulette", "tournament", "rank", "truncation", "sus")
 CROSSOVER_METHODS = ("one_point", "two_point", "uniform")
 ACTIVATIONS = ("relu", "leaky_relu", "elu", "gelu", "silu", "tanh")
-POOLING = ("max", "avg", "none")
+BLOCK_KINDS = ("plain", "residual", "separable")
+DOWNSAMPLING = ("max", "avg", "stride", "none")
+HEADS = ("flatten", "avgmax", "gap")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 DEVICES = ("auto", "cpu", "cuda")
 BACKENDS = ("local", "ray")
@@ -29,22 +31,52 @@ class ConfigError(ValueError):
     """A setting a person gave is not acceptable; the message is one sentence for them."""
 
 
+# Learning rates that train, per optimizer, at the reference batch size of 64 (the trainer scales
+# them with the batch size): measured by bench/bench_priors.py on the harder sets of bench/.
+DEFAULT_LEARNING_RATES = {"sgd": [0.01, 0.05], "adam": [7e-4, 3e-3], "adamw": [7e-4, 3e-3]}
+
+
 @dataclass
 class SearchSpace:
-    """The values each gene may take. Ranges are inclusive ``[low, high]`` pairs."""
+    """The values each gene may take. Ranges are inclusive ``[low, high]`` pairs; a learning rate
+    is drawn on a log scale from its optimizer's range."""
 
-    conv_blocks: list[int] = field(default_factory=lambda: [1, 6])
-    filters: list[int] = field(default_factory=lambda: [8, 16, 32, 64, 128])
-    kernel_sizes: list[int] = field(default_factory=lambda: [1, 3, 5, 7])
+    conv_blocks: list[int] = field(default_factory=lambda: [3, 5])
+    filters: list[int] = field(default_factory=lambda: [16, 32, 64, 128])
+    kernel_sizes: list[int] = field(default_factory=lambda: [3, 5])
+    block_kinds: list[str] = field(default_factory=lambda: list(BLOCK_KINDS))
     activations: list[str] = field(default_factory=lambda: ["relu", "leaky_relu", "elu", "gelu", "silu"])
-    pooling: list[str] = field(default_factory=lambda: ["max", "avg", "none"])
-    batch_norm: list[bool] = field(default_factory=lambda: [True, False])
-    dense_layers: list[int] = field(default_factory=lambda: [0, 2])
-    dense_units: list[int] = field(default_factory=lambda: [32, 64, 128, 256, 512])
-    dropout: list[float] = field(default_factory=lambda: [0.0, 0.1, 0.2, 0.3, 0.4, 0.5])
-    optimizers: list[str] = field(default_factory=lambda: ["adam", "adamw", "sgd"])
-    learning_rates: list[float] = field(default_factory=lambda: [1e-1, 1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 1e-5, 1e-6])
-    weight_decays: list[float] = field(default_factory=lambda: [0.0, 1e-5, 1e-4, 5e-4, 1e-3])
+    downsampling: list[str] = field(default_factory=lambda: list(DOWNSAMPLING))
+    batch_norm: list[bool] = field(default_factory=lambda: [True])
+    heads: list[str] = field(default_factory=lambda: ["flatten"])
+    dense_layers: list[int] = field(default_factory=lambda: [0, 1])
+    dense_units: list[int] = field(default_factory=lambda: [128, 256, 512])
+    dropout: list[float] = field(default_factory=lambda: [0.0, 0.1, 0.2, 0.3])
+    optimizers: list[str] = field(default_factory=lambda: ["sgd", "adam", "adamw"])
+    learning_rates: dict[str, list[float]] = field(
+        default_factory=lambda: {name: list(pair) for name, pair in DEFAULT_LEARNING_RATES.items()})
+    weight_decays: list[float] = field(default_factory=lambda: [0.0, 1e-5, 1e-4, 5e-4])
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "SearchSpace":
+        """Build a space from JSON-like data; spaces saved by earlier versions are translated:
+        ``pooling`` became ``downsampling``, and a list of learning rates becomes, for every
+        optimizer, the range from its smallest to its largest value."""
+        data = dict(data)
+        if "pooling" in data and "downsampling" not in data:
+            data["downsampling"] = data.pop("pooling")
+        rates = data.get("learning_rates")
+        if isinstance(rates, list) and rates and all(_is_num(v) for v in rates):
+            data["learning_rates"] = {name: [min(rates), max(rates)] for name in OPTIMIZERS}
+        elif isinstance(rates, dict):
+            # A partial mapping narrows some optimizers; the others keep their default range.
+            data["learning_rates"] = {**{k: list(v) for k, v in DEFAULT_LEARNING_RATES.items()}, **rates}
+        _refuse_unknown(data, cls, "search space setting")
+        return cls(**data)
+
+    def learning_rate_range(self, optimizer: str) -> tuple[float, float]:
+        low, high = self.learning_rates.get(optimizer) or DEFAULT_LEARNING_RATES[optimizer]
+        return float(low), float(high)
 
     def validate(self) -> None:
         for name in ("conv_blocks", "dense_layers"):
@@ -57,15 +89,32 @@ class SearchSpace:
         _check_choices("filters", self.filters, lambda v: _is_int(v) and 1 <= v <= 1024, "whole numbers from 1 to 1024")
         _check_choices("kernel_sizes", self.kernel_sizes, lambda v: _is_int(v) and v >= 1 and v % 2 == 1 and v <= 11,
                        "odd whole numbers from 1 to 11")
+        _check_choices("block_kinds", self.block_kinds, lambda v: v in BLOCK_KINDS, f"any of {', '.join(BLOCK_KINDS)}")
         _check_choices("activations", self.activations, lambda v: v in ACTIVATIONS, f"any of {', '.join(ACTIVATIONS)}")
-        _check_choices("pooling", self.pooling, lambda v: v in POOLING, f"any of {', '.join(POOLING)}")
+        _check_choices("downsampling", self.downsampling, lambda v: v in DOWNSAMPLING,
+                       f"any of {', '.join(DOWNSAMPLING)}")
         _check_choices("batch_norm", self.batch_norm, lambda v: isinstance(v, bool), "true and/or false")
+        _check_choices("heads", self.heads, lambda v: v in HEADS, f"any of {', '.join(HEADS)}")
         _check_choices("dense_units", self.dense_units, lambda v: _is_int(v) and 1 <= v <= 16384, "whole numbers from 1 to 16384")
         _check_choices("dropout", self.dropout, lambda v: _is_num(v) and 0 <= v < 1, "numbers from 0 up to (not including) 1")
         _check_choices("optimizers", self.optimizers, lambda v: v in OPTIMIZERS, f"any of {', '.join(OPTIMIZERS)}")
-        _check_choices("learning_rates", self.learning_rates, lambda v: _is_num(v) and 0 < v <= 10,
-                       "numbers above 0 and at most 10")
+        self._validate_learning_rates()
         _check_choices("weight_decays", self.weight_decays, lambda v: _is_num(v) and 0 <= v <= 1, "numbers from 0 to 1")
+
+    def _validate_learning_rates(self) -> None:
+        rates = self.learning_rates
+        accepted = ('a mapping from optimizer to [low, high], e.g. {"sgd": [0.01, 0.2], "adam": [0.0003, 0.003]}, '
+                    "with 0 < low <= high <= 10")
+        if not isinstance(rates, dict):
+            raise ConfigError(f"search space learning_rates = {rates!r} is not accepted; give {accepted}.")
+        for name, pair in rates.items():
+            if name not in OPTIMIZERS:
+                raise ConfigError(f"search space learning_rates names {name!r}, which is not an optimizer; "
+                                  f"use {', '.join(OPTIMIZERS)}.")
+            if (not isinstance(pair, list) or len(pair) != 2 or not all(_is_num(v) for v in pair)
+                    or not 0 < pair[0] <= pair[1] <= 10):
+                raise ConfigError(f"search space learning_rates[{name!r}] = {pair!r} is not accepted; give "
+                                  f"[low, high] with 0 < low <= high <= 10.")
 
 
 @dataclass
@@ -87,16 +136,20 @@ class Config:
     target_fitness: float | None = None
     time_budget_s: float | None = None
     # training of each candidate
-    epochs: int = 2
-    final_epochs: int = 10
-    batch_size: int = 32
+    epochs: int = 3                   # the full budget of a candidate (the top rung)
+    min_epochs: int = 1               # successive halving: every new candidate first trains this many
+    reduction_factor: int = 3         # … and the best 1/reduction_factor of each rung goes on to the next
+    final_epochs: int = 15
+    batch_size: int | None = None     # None: from the training set's size (see resolve_batch_size)
     val_fraction: float = 0.15
     augment: str = "auto"
-    label_smoothing: float = 0.0
-    time_limit_s: float = 600.0
-    prune: bool = True                # stop hopeless candidates after their first epoch
+    label_smoothing: float = 0.1
+    clip_grad_norm: float = 5.0       # 0 turns gradient clipping off
+    time_limit_s: float = 600.0       # with a time budget, at most a quarter of it
+    prune: bool = False               # stop hopeless candidates after their first epoch
     prune_fraction: float = 0.5       # … when below this share of the earlier first-epoch median
     max_params: int = 20_000_000
+    max_macs: int | None = None       # multiply-accumulates per image; None: MACS_PER_PIXEL × height × width
     device: str = "auto"
     backend: str = "local"
     # the ray backend (ignored by the local one)
@@ -129,16 +182,22 @@ class Config:
         if self.time_budget_s is not None:
             _check_float("time_budget_s", self.time_budget_s, 0.0, math.inf, low_open=True)
         _check_int("epochs", self.epochs, 1, 10_000)
+        _check_int("min_epochs", self.min_epochs, 1, 10_000)
+        _check_int("reduction_factor", self.reduction_factor, 2, 100)
         _check_int("final_epochs", self.final_epochs, 1, 10_000)
-        _check_int("batch_size", self.batch_size, 1, 65_536)
+        if self.batch_size is not None:
+            _check_int("batch_size", self.batch_size, 1, 65_536)
         _check_float("val_fraction", self.val_fraction, 0.0, 0.9, low_open=True)
         _check_choice("augment", self.augment, AUGMENTATIONS)
         _check_float("label_smoothing", self.label_smoothing, 0.0, 0.5)
+        _check_float("clip_grad_norm", self.clip_grad_norm, 0.0, 1e6)
         _check_float("time_limit_s", self.time_limit_s, 0.0, math.inf, low_open=True)
         if not isinstance(self.prune, bool):
             raise ConfigError(f"prune = {self.prune!r} is not accepted; use true or false.")
         _check_float("prune_fraction", self.prune_fraction, 0.0, 1.0, low_open=True)
         _check_int("max_params", self.max_params, 1, 10**12)
+        if self.max_macs is not None:
+            _check_int("max_macs", self.max_macs, 1, 10**15)
         _check_choice("device", self.device, DEVICES)
         _check_choice("backend", self.backend, BACKENDS)
         if self.ray_address is not None:
@@ -163,6 +222,30 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def fidelities(self, steps_per_epoch: int | None = None) -> list[int]:
+        """The epochs of each successive-halving rung, from ``min_epochs`` up to ``epochs``, growing
+        by ``reduction_factor`` (e.g. 1, 3, 9 for 9 epochs); one rung when halving is off.
+
+        Given ``steps_per_epoch``, the first rung is at least ``MIN_RUNG_STEPS`` steps long: scores
+        taken earlier mostly measure noise (few networks are above chance by then on the harder
+        sets of bench/), so ranking on them would promote at random. On a small dataset this can
+        leave a single rung: every candidate gets the full budget.
+        """
+        start = min(self.min_epochs, self.epochs)
+        if steps_per_epoch:
+            start = max(start, math.ceil(MIN_RUNG_STEPS / steps_per_epoch))
+        rungs, epochs = [], min(start, self.epochs)
+        while epochs < self.epochs:
+            rungs.append(epochs)
+            epochs *= self.reduction_factor
+        return rungs + [self.epochs]
+
+    def candidate_time_limit(self) -> float:
+        """A candidate's time limit: ``time_limit_s``, and at most a quarter of a time budget."""
+        if self.time_budget_s is None:
+            return self.time_limit_s
+        return min(self.time_limit_s, max(1.0, self.time_budget_s / 4))
+
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
@@ -178,8 +261,7 @@ class Config:
         if not isinstance(space_data, dict):
             raise ConfigError("space must be a JSON object of search-space settings.")
         _refuse_unknown(data, cls, "setting")
-        _refuse_unknown(space_data, SearchSpace, "search space setting")
-        config = cls(**data, space=SearchSpace(**space_data))
+        config = cls(**data, space=SearchSpace.from_dict(space_data))
         config.validate()
         return config
 
@@ -199,6 +281,31 @@ class Config:
         except json.JSONDecodeError as exc:
             raise ConfigError(f"config file {path} is not valid JSON (line {exc.lineno}: {exc.msg}).") from None
         return cls.from_dict(data)
+
+
+MIN_RUNG_STEPS = 300      # the shortest first rung of successive halving, in optimizer steps
+MACS_PER_PIXEL = 40_000   # the default max_macs per input pixel: about 4× a plain 3-block CNN
+
+
+def resolve_max_macs(max_macs: int | None, input_shape) -> int:
+    """``max_macs``, or its default for images of ``input_shape`` (C, H, W)."""
+    return int(max_macs) if max_macs is not None else MACS_PER_PIXEL * int(input_shape[1]) * int(input_shape[2])
+
+
+STEPS_PER_EPOCH = 128     # the automatic batch size gives at least this many steps per epoch, where it can
+
+
+def resolve_batch_size(batch_size: int | None, train_size: int) -> int:
+    """``batch_size``, or by default the largest power of two from 16 to 256 that still gives
+    ``STEPS_PER_EPOCH`` steps per epoch: small datasets get small batches, so that a candidate
+    trained for a few epochs takes enough steps to learn; large ones get batches that keep a GPU
+    busy."""
+    if batch_size is not None:
+        return int(batch_size)
+    size = 16
+    while size < 256 and train_size / (size * 2) >= STEPS_PER_EPOCH:
+        size *= 2
+    return size
 
 
 def _refuse_unknown(data: dict, cls: type, what: str) -> None:

@@ -7,11 +7,11 @@ Back ends share one interface, :class:`Evaluator`; the search never knows which 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from .genome import Genome
-from .trainer import DeviceData, TrainResult, TrainSettings, train_candidate
+from .trainer import Checkpoint, DeviceData, TrainResult, TrainSettings, train_candidate
 
 
 @dataclass(frozen=True)
@@ -25,10 +25,22 @@ class Task:
     final: bool = False            # train on train + validation, score on the test split
     epochs: int | None = None      # overrides the settings' epochs (the final training's budget)
     prune_below: float | None = None  # first-epoch accuracy under which training stops (pruning)
+    pause_after: int | None = None    # a successive-halving rung: stop after this many epochs
+    resume: Checkpoint | None = field(default=None, compare=False, repr=False)  # go on from a paused rung
 
     @property
     def worker_label(self) -> str:
         return "final" if self.final else f"g{self.generation}-i{self.index}"
+
+
+def run_task(task: Task, data: DeviceData, settings: TrainSettings, on_progress: Callable[[dict], None] | None = None,
+             should_stop: Callable[[], bool] | None = None) -> TrainResult:
+    """Train one task: what every back end runs for a candidate, wherever it runs."""
+    if task.epochs is not None:
+        settings = replace(settings, epochs=task.epochs)
+    return train_candidate(task.genome, data, settings, task.seed, final=task.final, keep_weights=True,
+                           prune_below=task.prune_below, pause_after=task.pause_after, resume=task.resume,
+                           on_progress=on_progress, should_stop=should_stop)
 
 
 ResultCallback = Callable[[Task, TrainResult], None]
@@ -59,10 +71,8 @@ class LocalEvaluator:
         for task in tasks:
             if should_stop():
                 return
-            settings = self.settings if task.epochs is None else replace(self.settings, epochs=task.epochs)
-            result = train_candidate(task.genome, self.data, settings, task.seed, final=task.final,
-                                     keep_weights=True, prune_below=task.prune_below, should_stop=should_stop,
-                                     on_progress=lambda info, task=task: on_progress(task, info))
+            result = run_task(task, self.data, self.settings, should_stop=should_stop,
+                              on_progress=lambda info, task=task: on_progress(task, info))
             if result.status == "stopped":
                 return
             on_result(task, result)

@@ -15,9 +15,10 @@ from typing import Any
 import torch
 
 from .genome import Genome
-from .model import CandidateNet, build_model
+from .model import CandidateNet, build_model, plan_conv_blocks
 
-FORMAT = "automodel-checkpoint-v1"
+FORMAT = "automodel-checkpoint-v2"
+FORMAT_V1 = "automodel-checkpoint-v1"   # written by earlier versions; read and upgraded on load
 
 
 class CheckpointError(ValueError):
@@ -63,9 +64,43 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     except Exception as exc:  # unpickling refusal, truncated file, not a torch file
         raise CheckpointError(f"model file {path} cannot be loaded safely ({type(exc).__name__}); only AutoModel "
                               f"checkpoints holding plain tensors and data are accepted.") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+    if not isinstance(payload, dict) or payload.get("format") not in (FORMAT, FORMAT_V1):
         raise CheckpointError(f"model file {path} is not an AutoModel checkpoint ({FORMAT}).")
+    if payload["format"] == FORMAT_V1:
+        payload = {**payload, "format": FORMAT, "state_dict": upgrade_v1_state_dict(payload)}
     return payload
+
+
+def upgrade_v1_state_dict(payload: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The weights of a checkpoint written by an earlier version, renamed for today's modules.
+
+    Earlier networks (plain blocks, flatten head) kept their layers in two flat sequences:
+    ``features`` = per block conv, batch norm (if any), activation, pooling (if any), then an
+    adaptive pool when the map was larger than 4×4; ``classifier`` = flatten, (dropout, linear,
+    activation) per dense layer, dropout, linear. Today each block is one module
+    (``features.B.conv``, ``features.B.norm``) and the adaptive pool opens the classifier.
+    """
+    genome = Genome.from_dict(payload["genome"])
+    state = payload["state_dict"]
+    renamed: dict[str, torch.Tensor] = {}
+    old = 0
+    for b, (block, plan) in enumerate(zip(genome.conv, plan_conv_blocks(genome, payload["input_shape"]))):
+        for name in ("weight", "bias"):
+            if f"features.{old}.{name}" in state:
+                renamed[f"features.{b}.conv.{name}"] = state[f"features.{old}.{name}"]
+        if block.batch_norm:
+            for name in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked"):
+                renamed[f"features.{b}.norm.{name}"] = state[f"features.{old + 1}.{name}"]
+        old += 1 + int(block.batch_norm) + 1 + int(plan.pool is not None)
+    side = plan_conv_blocks(genome, payload["input_shape"])[-1].out_hw if genome.conv else payload["input_shape"][1:]
+    shift = 1 if max(side) > 4 else 0    # today's classifier starts with the adaptive pool
+    for key, value in state.items():
+        if key.startswith("classifier."):
+            _, index, name = key.split(".", 2)
+            renamed[f"classifier.{int(index) + shift}.{name}"] = value
+        elif not key.startswith("features."):
+            renamed[key] = value   # mean, std
+    return renamed
 
 
 def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> CandidateNet:

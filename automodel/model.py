@@ -1,24 +1,32 @@
-"""Genome → ``torch.nn.Module`` that runs on the dataset's image size.
+"""Genome → ``torch.nn.Module`` that runs on the dataset's image size, and what it costs.
 
-The genome says what to build; this module fits it to the input: a pooling layer that would
-take a side below 1 pixel pools only the sides that can shrink (or is skipped), and a kernel
-larger than its feature map is clipped to the largest odd size that fits. Convolutions use
-"same" padding. Before the classifier, an adaptive average pool caps the feature map at 4×4,
-so a shallow network on large images does not produce an enormous first dense layer.
+The genome says what to build; this module fits it to the input: downsampling that would take a
+side below 1 pixel halves only the sides that can shrink (or is skipped), and a kernel larger
+than its feature map is clipped to the largest odd size that fits. Convolutions use "same"
+padding. The ``flatten`` head averages the feature map down to at most 4×4 before flattening it,
+so a shallow network on large images does not get an enormous first dense layer; the ``gap``
+head averages each channel over the whole map, and ``avgmax`` takes both the average and the
+maximum of each channel.
 
 The model takes float images in [0, 1] (N×C×H×W) and normalises them itself, so an exported
 model needs nothing but its file to be used.
+
+Cost: :func:`count_macs` counts the multiply–accumulates of one image's forward pass from the
+layers of the built model (convolutions and linear layers; batch norm, activations, pooling and
+additions are a few per value and left out, as is usual). :func:`fit_to_budget` repairs a genome
+that is over a MACs or parameter budget, deterministically, or says it cannot.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
 
-from .genome import Genome
+from .genome import ConvBlock, Genome
 
 MAX_FEATURE_SIDE = 4
 
@@ -36,32 +44,124 @@ def activation_layer(name: str) -> nn.Module:
 
 @dataclass(frozen=True)
 class ConvPlan:
-    """How one conv block is realised on a feature map of a given size."""
+    """How one block is realised on a feature map of a given size."""
 
     in_channels: int
     out_channels: int
     kernel: int
-    pool: tuple[int, int] | None
+    stride: tuple[int, int]          # of the block's first convolution
+    pool: tuple[int, int] | None     # 2×2 (or 2×1, 1×2) pooling after the block
+    in_hw: tuple[int, int]
     out_hw: tuple[int, int]
 
 
 def plan_conv_blocks(genome: Genome, input_shape: Sequence[int]) -> list[ConvPlan]:
-    """Kernel sizes and pooling each block really gets on this input size."""
-    channels, h, w = input_shape
+    """Kernel sizes, strides and pooling each block really gets on this input size."""
+    channels, h, w = (int(v) for v in input_shape)
     plans = []
     for block in genome.conv:
         kernel = min(block.kernel, _largest_odd_at_most(min(h, w)))
-        pool = None
-        if block.pooling != "none" and (h >= 2 or w >= 2):
-            pool = (2 if h >= 2 else 1, 2 if w >= 2 else 1)
-            h, w = h // pool[0], w // pool[1]
-        plans.append(ConvPlan(channels, block.filters, kernel, pool, (h, w)))
-        channels = block.filters
+        halve = (2 if h >= 2 else 1, 2 if w >= 2 else 1)
+        can_halve = halve != (1, 1)
+        stride = halve if block.downsample == "stride" and can_halve else (1, 1)
+        pool = halve if block.downsample in ("max", "avg") and can_halve else None
+        out_h, out_w = -(-h // stride[0]), -(-w // stride[1])       # "same" padding with a stride: ceil
+        if pool is not None:
+            out_h, out_w = out_h // pool[0], out_w // pool[1]
+        plans.append(ConvPlan(channels, block.filters, kernel, stride, pool, (h, w), (out_h, out_w)))
+        channels, h, w = block.filters, out_h, out_w
     return plans
 
 
 def _largest_odd_at_most(n: int) -> int:
     return max(1, n if n % 2 == 1 else n - 1)
+
+
+def _conv(in_channels: int, out_channels: int, kernel: int, stride=(1, 1), groups: int = 1,
+          bias: bool = True) -> nn.Conv2d:
+    return nn.Conv2d(in_channels, out_channels, kernel, stride=stride, padding=kernel // 2, groups=groups, bias=bias)
+
+
+def _norm(channels: int, on: bool) -> nn.Module:
+    return nn.BatchNorm2d(channels) if on else nn.Identity()
+
+
+def _pool(block: ConvBlock, plan: ConvPlan) -> nn.Module:
+    if plan.pool is None:
+        return nn.Identity()
+    return (nn.MaxPool2d if block.downsample == "max" else nn.AvgPool2d)(plan.pool, plan.pool)
+
+
+class PlainBlock(nn.Module):
+    """Convolution → batch norm → activation → pooling."""
+
+    def __init__(self, block: ConvBlock, plan: ConvPlan):
+        super().__init__()
+        self.conv = _conv(plan.in_channels, plan.out_channels, plan.kernel, plan.stride, bias=not block.batch_norm)
+        self.norm = _norm(plan.out_channels, block.batch_norm)
+        self.act = activation_layer(block.activation)
+        self.pool = _pool(block, plan)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.act(self.norm(self.conv(x))))
+
+
+class ResidualBlock(nn.Module):
+    """Two convolutions with a skip connection (He et al. 2016): act(main(x) + skip(x)), then pooling.
+    The skip is the identity, or a strided 1×1 convolution where channels or size change."""
+
+    def __init__(self, block: ConvBlock, plan: ConvPlan):
+        super().__init__()
+        bias = not block.batch_norm
+        self.conv1 = _conv(plan.in_channels, plan.out_channels, plan.kernel, plan.stride, bias=bias)
+        self.norm1 = _norm(plan.out_channels, block.batch_norm)
+        self.act1 = activation_layer(block.activation)
+        self.conv2 = _conv(plan.out_channels, plan.out_channels, plan.kernel, bias=bias)
+        self.norm2 = _norm(plan.out_channels, block.batch_norm)
+        if plan.in_channels != plan.out_channels or plan.stride != (1, 1):
+            self.skip = nn.Sequential(_conv(plan.in_channels, plan.out_channels, 1, plan.stride, bias=bias),
+                                      _norm(plan.out_channels, block.batch_norm))
+        else:
+            self.skip = nn.Identity()
+        self.act = activation_layer(block.activation)
+        self.pool = _pool(block, plan)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        main = self.norm2(self.conv2(self.act1(self.norm1(self.conv1(x)))))
+        return self.pool(self.act(main + self.skip(x)))
+
+
+class SeparableBlock(nn.Module):
+    """Depthwise-separable convolution (as in MobileNet): a depthwise k×k convolution, then a
+    pointwise 1×1 one, each with batch norm and activation; then pooling."""
+
+    def __init__(self, block: ConvBlock, plan: ConvPlan):
+        super().__init__()
+        bias = not block.batch_norm
+        self.depthwise = _conv(plan.in_channels, plan.in_channels, plan.kernel, plan.stride,
+                               groups=plan.in_channels, bias=bias)
+        self.norm1 = _norm(plan.in_channels, block.batch_norm)
+        self.act1 = activation_layer(block.activation)
+        self.pointwise = _conv(plan.in_channels, plan.out_channels, 1, bias=bias)
+        self.norm2 = _norm(plan.out_channels, block.batch_norm)
+        self.act = activation_layer(block.activation)
+        self.pool = _pool(block, plan)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.act1(self.norm1(self.depthwise(x)))
+        return self.pool(self.act(self.norm2(self.pointwise(x))))
+
+
+BLOCKS = {"plain": PlainBlock, "residual": ResidualBlock, "separable": SeparableBlock}
+
+
+class GlobalAvgMaxPool(nn.Module):
+    """Global average and global max pooling side by side (2 × channels features): the maximum
+    tells whether a feature is anywhere in the image, which a network learns from in far fewer
+    steps than from the average alone (bench/RESULTS.md §6)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([x.mean((2, 3)), x.amax((2, 3))], dim=1)
 
 
 class CandidateNet(nn.Module):
@@ -77,27 +177,30 @@ class CandidateNet(nn.Module):
         self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, channels, 1, 1))
         self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, channels, 1, 1))
 
-        layers: list[nn.Module] = []
-        h, w = self.input_shape[1:]
-        for block, plan in zip(genome.conv, plan_conv_blocks(genome, self.input_shape)):
-            layers.append(nn.Conv2d(plan.in_channels, plan.out_channels, plan.kernel,
-                                    padding=plan.kernel // 2, bias=not block.batch_norm))
-            if block.batch_norm:
-                layers.append(nn.BatchNorm2d(plan.out_channels))
-            layers.append(activation_layer(block.activation))
-            if plan.pool is not None:
-                pool_cls = nn.MaxPool2d if block.pooling == "max" else nn.AvgPool2d
-                layers.append(pool_cls(plan.pool, plan.pool))
-            channels, (h, w) = plan.out_channels, plan.out_hw
-        if h > MAX_FEATURE_SIDE or w > MAX_FEATURE_SIDE:
-            h, w = min(h, MAX_FEATURE_SIDE), min(w, MAX_FEATURE_SIDE)
-            layers.append(nn.AdaptiveAvgPool2d((h, w)))
-        self.features = nn.Sequential(*layers)
+        plans = plan_conv_blocks(genome, self.input_shape)
+        self.plans = plans
+        self.features = nn.Sequential(*(BLOCKS[block.kind](block, plan) for block, plan in zip(genome.conv, plans)))
+        h, w = plans[-1].out_hw if plans else self.input_shape[1:]
+        channels = plans[-1].out_channels if plans else channels
 
-        head: list[nn.Module] = [nn.Flatten()]
-        width = channels * h * w
+        head: list[nn.Module] = []
+        if genome.head == "gap":
+            head += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+            width = channels
+        elif genome.head == "avgmax":
+            head.append(GlobalAvgMaxPool())
+            width = 2 * channels
+        else:
+            if h > MAX_FEATURE_SIDE or w > MAX_FEATURE_SIDE:
+                h, w = min(h, MAX_FEATURE_SIDE), min(w, MAX_FEATURE_SIDE)
+                head.append(nn.AdaptiveAvgPool2d((h, w)))
+            head.append(nn.Flatten())
+            width = channels * h * w
         for dense in genome.dense:
-            head += [nn.Dropout(genome.dropout), nn.Linear(width, dense.units), activation_layer(dense.activation)]
+            head += [nn.Dropout(genome.dropout), nn.Linear(width, dense.units, bias=not dense.batch_norm)]
+            if dense.batch_norm:
+                head.append(nn.BatchNorm1d(dense.units))
+            head.append(activation_layer(dense.activation))
             width = dense.units
         head += [nn.Dropout(genome.dropout), nn.Linear(width, len(self.classes))]
         self.classifier = nn.Sequential(*head)
@@ -115,43 +218,195 @@ def build_model(genome: Genome, input_shape: Sequence[int], classes: Sequence[st
                         std if std is not None else [0.25] * channels)
 
 
+def _meta_model(genome: Genome, input_shape: Sequence[int], num_classes: int) -> CandidateNet:
+    """The model's structure without weights (built on the meta device: no memory, no time)."""
+    with torch.device("meta"):
+        return build_model(genome, input_shape, [str(i) for i in range(num_classes)])
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
 def estimate_parameters(genome: Genome, input_shape: Sequence[int], num_classes: int) -> int:
     """Parameter count without allocating weights (built on the meta device)."""
-    with torch.device("meta"):
-        model = build_model(genome, input_shape, [str(i) for i in range(num_classes)])
-    return count_parameters(model)
+    return count_parameters(_meta_model(genome, input_shape, num_classes))
 
+
+# ---------------------------------------------------------------------------------- cost
+
+def _conv_macs(conv: nn.Conv2d, out_hw: tuple[int, int]) -> int:
+    k_h, k_w = conv.kernel_size
+    return out_hw[0] * out_hw[1] * conv.out_channels * (conv.in_channels // conv.groups) * k_h * k_w
+
+
+def block_macs(block: nn.Module, plan: ConvPlan) -> int:
+    """Multiply–accumulates of one block of a built model for one image."""
+    h, w = plan.in_hw
+    conv_hw = (-(-h // plan.stride[0]), -(-w // plan.stride[1]))   # where the convolutions run
+    return sum(_conv_macs(m, conv_hw) for m in block.modules() if isinstance(m, nn.Conv2d))
+
+
+def model_macs(model: CandidateNet) -> list[int]:
+    """Per block, then the head as the last entry."""
+    per_block = [block_macs(block, plan) for block, plan in zip(model.features, model.plans)]
+    head = sum(m.in_features * m.out_features for m in model.classifier if isinstance(m, nn.Linear))
+    return per_block + [head]
+
+
+def count_macs(genome: Genome, input_shape: Sequence[int], num_classes: int) -> int:
+    """Multiply–accumulates of one forward pass of one image, counted on the built model's layers."""
+    return sum(model_macs(_meta_model(genome, input_shape, num_classes)))
+
+
+@dataclass(frozen=True)
+class Cost:
+    params: int
+    macs: int
+
+
+def measure_cost(genome: Genome, input_shape: Sequence[int], num_classes: int) -> Cost:
+    model = _meta_model(genome, input_shape, num_classes)
+    return Cost(count_parameters(model), sum(model_macs(model)))
+
+
+MIN_DOWNSAMPLED_SIDE = 4   # new genomes do not downsample maps below this side (see fit_to_image)
+
+
+def fit_to_image(genome: Genome, input_shape: Sequence[int]) -> Genome:
+    """The genome with its downsampling turned off where a block's input is already at most
+    ``MIN_DOWNSAMPLED_SIDE`` pixels on its smaller side: maps of 1 or 2 pixels leave later blocks
+    little to work with, and networks that shrank to them rarely learned within a few epochs
+    (bench/bench_priors.py). Networks from earlier versions are never changed by this (it applies
+    to new genomes only, in the search)."""
+    conv = list(genome.conv)
+    for i, plan in enumerate(plan_conv_blocks(genome, input_shape)):
+        if conv[i].downsample != "none" and min(plan.in_hw) <= MIN_DOWNSAMPLED_SIDE:
+            conv[i] = replace(conv[i], downsample="none")
+    return genome if conv == list(genome.conv) else replace(genome, conv=tuple(conv))
+
+
+def fit_to_budget(genome: Genome, input_shape: Sequence[int], num_classes: int, *, max_macs: int,
+                  max_params: int, min_filters: int = 8, min_blocks: int = 1, max_steps: int = 64) -> Genome | None:
+    """The genome itself when it is within both budgets, else a repaired copy, or None.
+
+    Repairs, one at a time and re-measured after each, aimed at the costliest block:
+    downsampling is added before it (the block that feeds it gets 2×2 max pooling, so the costly
+    block runs on a quarter of the pixels: this keeps the full-resolution layers cheap), then its
+    filters are halved, then its kernel shrinks to 3, then the block is dropped. The head is
+    switched from flatten to global pooling when it is the part over the parameter cap. Deterministic, so the same
+    genome is always repaired the same way.
+    """
+    for _ in range(max_steps):
+        model = _meta_model(genome, input_shape, num_classes)
+        params, macs = count_parameters(model), model_macs(model)
+        if params <= max_params and sum(macs) <= max_macs:
+            return genome
+        repaired = _repair_once(genome, model, macs, over_macs=sum(macs) > max_macs, min_filters=min_filters,
+                                min_blocks=min_blocks)
+        if repaired is None or repaired == genome:
+            return None
+        genome = repaired
+    return None
+
+
+def _repair_once(genome: Genome, model: CandidateNet, macs: list[int], *, over_macs: bool, min_filters: int,
+                 min_blocks: int) -> Genome | None:
+    conv = list(genome.conv)
+    if not conv:
+        return None
+    if not over_macs:   # over the parameter cap: the head's first dense layer is the usual culprit
+        head_params = sum(count_parameters(m) for m in model.classifier)
+        if genome.head == "flatten" and head_params * 2 > count_parameters(model):
+            return replace(genome, head="avgmax")
+        costliest = max(range(len(conv)), key=lambda i: (count_parameters(model.features[i]), i))
+    else:
+        costliest = max(range(len(conv)), key=lambda i: (macs[i], i))
+    block, plan = conv[costliest], model.plans[costliest]
+    # 1. Run the costly block on fewer pixels: the nearest earlier block that keeps its size pools.
+    if over_macs and plan.in_hw != (1, 1):
+        for i in range(costliest - 1, -1, -1):
+            if conv[i].downsample == "none" and model.plans[i].out_hw != (1, 1):
+                conv[i] = replace(conv[i], downsample="max")
+                return replace(genome, conv=tuple(conv))
+    # 2. Fewer filters.
+    if block.filters > min_filters:
+        conv[costliest] = replace(block, filters=max(min_filters, block.filters // 2))
+        return replace(genome, conv=tuple(conv))
+    # 3. A smaller kernel.
+    if block.kernel > 3:
+        conv[costliest] = replace(block, kernel=3)
+        return replace(genome, conv=tuple(conv))
+    # 4. The costly block itself downsamples, if it did not.
+    if over_macs and block.downsample == "none" and plan.in_hw != (1, 1):
+        conv[costliest] = replace(block, downsample="stride")
+        return replace(genome, conv=tuple(conv))
+    # 5. One block fewer.
+    if len(conv) > min_blocks:
+        del conv[costliest]
+        return replace(genome, conv=tuple(conv))
+    if genome.dense:
+        return replace(genome, dense=genome.dense[:-1])
+    return None
+
+
+# ---------------------------------------------------------------------------------- for people
 
 def layer_table(genome: Genome, input_shape: Sequence[int], num_classes: int) -> list[dict]:
-    """The architecture as rows of layer, output shape and parameters (for people to read)."""
-    with torch.device("meta"):
-        model = build_model(genome, input_shape, [str(i) for i in range(num_classes)]).eval()
-        rows: list[dict] = [{"layer": "Input (normalised)", "output_shape": "×".join(map(str, input_shape)),
-                             "parameters": 0}]
-        x = torch.empty(1, *input_shape)
-        for module in list(model.features) + list(model.classifier):
-            x = module(x)
-            if isinstance(module, nn.Dropout) and module.p == 0:
+    """The architecture as rows of layer, output shape, parameters and MACs (for people to read).
+
+    One row per block of the body (its kind, convolutions, downsampling and skip) and one per
+    layer of the head.
+    """
+    model = _meta_model(genome, input_shape, num_classes)
+    macs = model_macs(model)
+    rows: list[dict] = [{"layer": "Input (normalised)", "output_shape": "×".join(map(str, input_shape)),
+                         "parameters": 0, "macs": 0}]
+    for i, (block, module, plan) in enumerate(zip(genome.conv, model.features, model.plans)):
+        rows.append({"layer": describe_block(block, plan), "output_shape": f"{plan.out_channels}×{plan.out_hw[0]}"
+                     f"×{plan.out_hw[1]}", "parameters": count_parameters(module), "macs": macs[i],
+                     "kind": block.kind, "skip": block.kind == "residual"})
+    c, h, w = (model.plans[-1].out_channels, *model.plans[-1].out_hw) if model.plans else tuple(input_shape)
+    shape: tuple[int, ...] = (c, h, w)
+    for module in model.classifier:
+        if isinstance(module, nn.AdaptiveAvgPool2d):
+            size = module.output_size if isinstance(module.output_size, tuple) else (module.output_size,) * 2
+            shape = (shape[0], *size)
+            name = "Global average pool" if size == (1, 1) else f"Adaptive average pool to {size[0]}×{size[1]}"
+        elif isinstance(module, nn.Flatten):
+            shape = (math.prod(shape),)
+            name = "Flatten"
+        elif isinstance(module, GlobalAvgMaxPool):
+            shape = (2 * shape[0],)
+            name = "Global average and max pool"
+        elif isinstance(module, nn.Linear):
+            shape = (module.out_features,)
+            name = f"Linear {module.out_features}"
+        elif isinstance(module, nn.Dropout):
+            if module.p == 0:
                 continue
-            rows.append({"layer": _describe(module), "output_shape": "×".join(map(str, x.shape[1:])),
-                         "parameters": count_parameters(module)})
+            name = f"Dropout {module.p:g}"
+        elif isinstance(module, nn.BatchNorm1d):
+            name = "BatchNorm1d"
+        else:
+            name = type(module).__name__
+        rows.append({"layer": name, "output_shape": "×".join(map(str, shape)), "parameters": count_parameters(module),
+                     "macs": module.in_features * module.out_features if isinstance(module, nn.Linear) else 0})
     return rows
 
 
-def _describe(module: nn.Module) -> str:
-    if isinstance(module, nn.Conv2d):
-        return f"Conv2d {module.out_channels} filters {module.kernel_size[0]}×{module.kernel_size[1]}"
-    if isinstance(module, (nn.MaxPool2d, nn.AvgPool2d)):
-        k = module.kernel_size if isinstance(module.kernel_size, tuple) else (module.kernel_size,) * 2
-        return f"{type(module).__name__} {k[0]}×{k[1]}"
-    if isinstance(module, nn.Linear):
-        return f"Linear {module.out_features}"
-    if isinstance(module, nn.Dropout):
-        return f"Dropout {module.p:g}"
-    if isinstance(module, nn.AdaptiveAvgPool2d):
-        return "AdaptiveAvgPool2d"
-    return type(module).__name__
+def describe_block(block: ConvBlock, plan: ConvPlan) -> str:
+    """E.g. ``Residual 64 filters 3×3, stride 2, relu, batch norm, skip 1×1`` (what the block really is
+    on this input: the kernel and downsampling after fitting)."""
+    parts = [f"{block.kind.capitalize()} {plan.out_channels} filters {plan.kernel}×{plan.kernel}"]
+    if plan.stride != (1, 1):
+        parts.append(f"stride {plan.stride[0]}×{plan.stride[1]}" if plan.stride[0] != plan.stride[1] else "stride 2")
+    parts.append(block.activation)
+    if block.batch_norm:
+        parts.append("batch norm")
+    if plan.pool is not None:
+        parts.append(f"{block.downsample} pool {plan.pool[0]}×{plan.pool[1]}")
+    if block.kind == "residual":
+        projected = plan.in_channels != plan.out_channels or plan.stride != (1, 1)
+        parts.append("skip via 1×1 conv" if projected else "identity skip")
+    return ", ".join(parts)

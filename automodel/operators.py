@@ -16,8 +16,8 @@ from collections.abc import Callable, Sequence
 from itertools import accumulate
 
 from .config import SearchSpace
-from .genome import (SCALAR_GENES, ConvBlock, DenseLayer, Genome, from_slots, gene_slots,
-                     sample_conv_block, sample_dense_layer, sample_scalar)
+from .genome import (SCALAR_GENES, ConvBlock, DenseLayer, Genome, from_slots, gene_slots, perturb_learning_rate,
+                     sample_conv_block, sample_dense_layer, sample_scalar, scalar_value, with_scalars)
 
 # ---------------------------------------------------------------------------------- selection
 
@@ -101,6 +101,26 @@ def select_elite(fitness: Sequence[float], k: int) -> list[int]:
     return sorted(range(len(fitness)), key=lambda i: (-fitness[i], i))[:k]
 
 
+def equal_fidelity_fitness(fitness: Sequence[float], epochs: Sequence[int]) -> list[float]:
+    """Fitness values that compare candidates trained for different numbers of epochs (successive
+    halving) the way Hyperband does: by the highest rung reached first, then by the score there.
+
+    A candidate's value is its fitness, capped just below the lowest value of any candidate that
+    trained for more epochs, so every selection method (including the proportional ones, and the
+    tie-breaks of the others) ranks a candidate that went further above one that stopped earlier,
+    and the values stay accuracies.
+    """
+    values = list(fitness)
+    floor = math.inf   # the lowest value among the rungs above the one being valued
+    for rung in sorted(set(epochs), reverse=True):
+        members = [i for i, e in enumerate(epochs) if e == rung]
+        for i in members:
+            if fitness[i] >= floor:
+                values[i] = max(0.0, math.nextafter(floor, -math.inf))
+        floor = min([floor, *(values[i] for i in members)])
+    return values
+
+
 def _non_negative(fitness: Sequence[float]) -> list[float]:
     return [f if f > 0 and math.isfinite(f) else 0.0 for f in fitness]
 
@@ -155,8 +175,7 @@ def _within_bounds(child: Genome, parent: Genome, space: SearchSpace) -> Genome:
     lo_d, hi_d = space.dense_layers
     conv = child.conv if lo_c <= len(child.conv) <= hi_c else parent.conv
     dense = child.dense if lo_d <= len(child.dense) <= hi_d else parent.dense
-    return Genome(conv=conv, dense=dense, dropout=child.dropout, optimizer=child.optimizer,
-                  learning_rate=child.learning_rate, weight_decay=child.weight_decay)
+    return with_scalars(conv, dense, {name: scalar_value(child, name) for name in SCALAR_GENES})
 
 # ----------------------------------------------------------------------------------- mutation
 
@@ -165,27 +184,49 @@ def mutate(genome: Genome, space: SearchSpace, rate: float, rng: random.Random) 
     """Per-gene mutation: every gene is redrawn from the search space with probability ``rate``.
 
     Structure mutates at the same rate: a conv block or a dense layer may be inserted at a
-    random position or removed, within the space's bounds.
+    random position or removed, within the space's bounds. The learning rate moves by a step on
+    the log scale (see :func:`_mutate_training`) rather than jumping anywhere in its range.
     """
     conv = [_mutate_conv(block, space, rate, rng) for block in genome.conv]
     dense = [_mutate_dense(layer, space, rate, rng) for layer in genome.dense]
     _mutate_length(conv, space.conv_blocks, lambda: sample_conv_block(space, rng), rate, rng)
     _mutate_length(dense, space.dense_layers, lambda: sample_dense_layer(space, rng), rate, rng)
-    scalars = {name: (sample_scalar(name, space, rng) if rng.random() < rate else getattr(genome, name))
-               for name in SCALAR_GENES}
-    return Genome(conv=tuple(conv), dense=tuple(dense), **scalars)
+    scalars = {}
+    for name in SCALAR_GENES:
+        if name == "training":
+            scalars[name] = _mutate_training(genome, space, rate, rng)
+        else:
+            scalars[name] = sample_scalar(name, space, rng) if rng.random() < rate else scalar_value(genome, name)
+    return with_scalars(conv, dense, scalars)
+
+
+def _mutate_training(genome: Genome, space: SearchSpace, rate: float, rng: random.Random) -> tuple[str, float]:
+    """The optimizer and its learning rate: with probability ``rate`` either a new optimizer (with a
+    learning rate drawn from its range) or, half the time, the same one with its rate stepped by up
+    to a factor 2. An optimizer the space no longer offers is always redrawn."""
+    if genome.optimizer not in space.optimizers:
+        return sample_scalar("training", space, rng)
+    if rng.random() >= rate:
+        return genome.optimizer, genome.learning_rate
+    if len(space.optimizers) > 1 and rng.random() < 0.5:
+        return sample_scalar("training", space, rng)
+    return genome.optimizer, perturb_learning_rate(genome.optimizer, genome.learning_rate, space, rng)
+
+
+CONV_GENES = ("filters", "kernel", "activation", "downsample", "batch_norm", "kind")
 
 
 def _mutate_conv(block: ConvBlock, space: SearchSpace, rate: float, rng: random.Random) -> ConvBlock:
     fresh = sample_conv_block(space, rng)
     return ConvBlock(**{name: (getattr(fresh, name) if rng.random() < rate else getattr(block, name))
-                        for name in ("filters", "kernel", "activation", "pooling", "batch_norm")})
+                        for name in CONV_GENES})
 
 
 def _mutate_dense(layer: DenseLayer, space: SearchSpace, rate: float, rng: random.Random) -> DenseLayer:
     fresh = sample_dense_layer(space, rng)
     return DenseLayer(units=fresh.units if rng.random() < rate else layer.units,
-                      activation=fresh.activation if rng.random() < rate else layer.activation)
+                      activation=fresh.activation if rng.random() < rate else layer.activation,
+                      batch_norm=layer.batch_norm)
 
 
 def _mutate_length(layers: list, bounds: list[int], new_layer: Callable, rate: float, rng: random.Random) -> None:

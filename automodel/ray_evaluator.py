@@ -84,8 +84,8 @@ import torch
 
 from .config import Config, ConfigError
 from .data import ImageData
-from .evaluator import ProgressCallback, ResultCallback, Task
-from .trainer import ERROR, OOM, DeviceData, TrainResult, TrainSettings, train_candidate
+from .evaluator import ProgressCallback, ResultCallback, Task, run_task
+from .trainer import ERROR, OOM, DeviceData, TrainResult, TrainSettings
 
 POLL_S = 0.25                 # longest wait between checks for progress and stop requests
 HEAD_START_TIMEOUT_S = 180.0  # a slow machine needs a while to start Ray's processes
@@ -169,8 +169,7 @@ def _train_task(box: list, task: Task, settings: TrainSettings, board, crash: st
         _crash_now(crash)
     data = _worker_data(box, settings.device, board)
     label = task.worker_label
-    return train_candidate(task.genome, data, settings, task.seed, final=task.final, keep_weights=True,
-                           prune_below=task.prune_below, on_progress=lambda info: board.push.remote(label, info))
+    return run_task(task, data, settings, on_progress=lambda info: board.push.remote(label, info))
 
 
 # ---------------------------------------------------------------------------------- driver side
@@ -316,10 +315,9 @@ class RayEvaluator:
 
     # -------------------------------------------------------------- helpers
     def _submit(self, task: Task) -> ray.ObjectRef:
-        settings = self.settings if task.epochs is None else replace(self.settings, epochs=task.epochs)
         options = {"num_cpus": self.cpus, "num_gpus": self.gpus, "max_retries": self.retries,
                    "retry_exceptions": False, "name": f"automodel-{task.worker_label}"}
-        return _train_task.options(**options).remote([self._data_ref], task, settings, self._board,
+        return _train_task.options(**options).remote([self._data_ref], task, self.settings, self._board,
                                                       self._crash_for(task))
 
     def _collect(self, ref: ray.ObjectRef) -> TrainResult:

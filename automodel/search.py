@@ -10,6 +10,7 @@ missing — a resumed run reproduces an uninterrupted one.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import random
 import signal
@@ -21,18 +22,36 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import Config
+from .config import Config, resolve_batch_size, resolve_max_macs
 from .data import ImageData, load_dataset
 from .evaluator import Evaluator, LocalEvaluator, Task
 from .export import save_checkpoint
 from .genome import Genome, diversity, sample_genome
-from .operators import CROSSOVERS, SELECTIONS, mutate, select_elite
-from .jobs import new_run_id, run_dir_for  # noqa: F401  (re-exported)
+from .jobs import run_dir_for
+from .model import fit_to_budget, fit_to_image, measure_cost
+from .operators import CROSSOVERS, SELECTIONS, equal_fidelity_fitness, mutate, select_elite
 from .store import Store
-from .trainer import DeviceData, TrainResult, TrainSettings, resolve_augment, resolve_device
+from .trainer import (OK, PRUNED, TOO_LARGE, Checkpoint, DeviceData, TrainResult, TrainSettings, resolve_augment,
+                      resolve_device)
 
 FINAL_GENERATION = -1   # the final training's progress is labelled with this generation
 NOVELTY_TRIES = 5       # redraws of a child that repeats an already evaluated genome
+PARTIAL = "partial"     # trained to a lower rung; waits for the rest of its rung to be ranked
+CONTINUABLE = (OK, PARTIAL, PRUNED)   # statuses whose score at a rung means something (failures score 0)
+
+
+def score_at(record: dict, epochs: int) -> float | None:
+    """The candidate's validation accuracy after ``epochs`` epochs, if it is known; 0 for a candidate
+    that failed (it never gets better by training more)."""
+    if record["status"] not in CONTINUABLE:
+        return 0.0
+    for point in record.get("history") or ():
+        if point.get("epoch") == epochs and point.get("val_accuracy") is not None:
+            return point["val_accuracy"]
+    trained = record.get("epochs") or 0
+    if trained == epochs or (trained > epochs and not record.get("history")):
+        return record["fitness"]   # a record without a learning curve (older versions): its final score
+    return None
 
 
 def derive_seed(seed: int, *parts: object) -> int:
@@ -101,8 +120,12 @@ class Search:
         self.evaluator_factory = evaluator_factory
         self.stop = StopSignal(store, run_id)
         self.space = config.space
-        self._cache: dict[str, dict] = {}
+        self._cache: dict[str, dict] = {}             # genome key → its record at the highest rung reached
+        self._checkpoints: dict[str, Checkpoint] = {}  # genome key → its training paused at a lower rung
+        self._costs: dict[str, tuple[int, int]] = {}  # genome key → (parameters, MACs)
+        self._finished: set[tuple[int, int]] = set()   # (generation, index) of tasks whose result came in
         self._best: dict | None = None
+        self.data: ImageData | None = None
         self._last_progress_write: dict[str, float] = {}   # by progress worker label
 
     # ------------------------------------------------------------------ entry point
@@ -149,9 +172,42 @@ class Search:
 
     def _train_settings(self, data: ImageData) -> TrainSettings:
         c = self.config
-        return TrainSettings(epochs=c.epochs, batch_size=c.batch_size, device=str(resolve_device(c.device)),
-                             time_limit_s=c.time_limit_s, max_params=c.max_params,
-                             augment=resolve_augment(c.augment, data.name), label_smoothing=c.label_smoothing)
+        return TrainSettings(epochs=c.epochs, batch_size=resolve_batch_size(c.batch_size, len(data.train_x)),
+                             device=str(resolve_device(c.device)),
+                             time_limit_s=c.candidate_time_limit(), max_params=c.max_params,
+                             augment=resolve_augment(c.augment, data.name), label_smoothing=c.label_smoothing,
+                             clip_grad_norm=c.clip_grad_norm)
+
+    def fidelities(self) -> list[int]:
+        """The run's successive-halving rungs, in epochs, for its training set and batch size."""
+        if self.data is None:
+            return self.config.fidelities()
+        batch = resolve_batch_size(self.config.batch_size, len(self.data.train_x))
+        return self.config.fidelities(steps_per_epoch=max(1, len(self.data.train_x) // batch))
+
+    def max_macs(self) -> int:
+        return resolve_max_macs(self.config.max_macs, self.data.input_shape)
+
+    def fit(self, genome: Genome) -> Genome:
+        """The genome fitted to the run's images and repaired to its MACs and parameter budgets (see
+        ``model.fit_to_image`` and ``model.fit_to_budget``);
+        as it is when it cannot be repaired (it is then refused before training) or before the data,
+        and so the image size, is known."""
+        if self.data is None:
+            return genome
+        genome = fit_to_image(genome, self.data.input_shape)
+        fitted = fit_to_budget(genome, self.data.input_shape, len(self.data.classes), max_macs=self.max_macs(),
+                               max_params=self.config.max_params, min_filters=min(self.space.filters),
+                               min_blocks=self.space.conv_blocks[0])
+        return fitted if fitted is not None else genome
+
+    def cost(self, genome: Genome) -> tuple[int, int]:
+        """(parameters, MACs per image) of the genome on this run's images."""
+        key = genome.key()
+        if key not in self._costs:
+            cost = measure_cost(genome, self.data.input_shape, len(self.data.classes))
+            self._costs[key] = (cost.params, cost.macs)
+        return self._costs[key]
 
     def _install_signal_handlers(self) -> None:
         if threading.current_thread() is not threading.main_thread():
@@ -169,15 +225,14 @@ class Search:
             population = self.population(generation)
             gen_started = time.monotonic()
             done = {r["index"] for r in self.store.individuals(self.run_id, generation)}
-            tasks = self._plan(generation, population, done)
-            self.reporter.generation_started(generation, c.generations, len(tasks), len(population))
-            evaluator.evaluate(tasks, self._on_result, self._on_progress, self._should_stop)
-            if self.stop():
+            self.reporter.generation_started(generation, c.generations, len(population) - len(done), len(population))
+            outcome = self._run_generation(generation, population, evaluator)
+            self._checkpoints.clear()
+            if outcome == "stopped":
                 return "stopped"
-            if not all(task.genome.key() in self._cache for task in tasks):  # cut short by the budget
+            if outcome == "budget":   # cut short by the time budget
                 self.reporter.message("time budget spent; ending the search with the best so far")
                 return "searched"
-            self._fill_duplicates(generation, population)
             record = self._record_generation(generation, time.monotonic() - gen_started)
             if self._budget_spent():
                 self.reporter.message("time budget spent; ending the search with the best so far")
@@ -186,6 +241,25 @@ class Search:
                 self.reporter.message(f"target fitness {c.target_fitness:g} reached")
                 return "searched"
         return "searched"
+
+    def _run_generation(self, generation: int, population: list[Genome], evaluator: Evaluator) -> str:
+        """Successive halving inside the generation: every candidate trains for the first rung's
+        epochs, the best 1/reduction_factor of them (compared at that same number of epochs) go on
+        to the next rung, and so on up to ``epochs``. Returns done, stopped or budget."""
+        fidelities = self.fidelities()
+        contenders = list(range(len(population)))
+        for rung, fidelity in enumerate(fidelities):
+            tasks = self._plan(generation, population, contenders, fidelity)
+            if tasks:
+                evaluator.evaluate(tasks, self._on_result, self._on_progress, self._should_stop)
+                if self.stop():
+                    return "stopped"
+                if not all((task.generation, task.index) in self._finished for task in tasks):
+                    return "budget"
+            self._copy_duplicates(generation, population, contenders, fidelity)
+            if rung < len(fidelities) - 1:
+                contenders = self._promote(generation, population, contenders, fidelity)
+        return "done"
 
     def _should_stop(self) -> bool:
         """Training stops on a stop request, or when the time budget is spent."""
@@ -202,19 +276,23 @@ class Search:
             rng = random.Random(derive_seed(c.seed, "initial"))
             population: list[Genome] = []
             for _ in range(c.population):
-                genome = sample_genome(self.space, rng)
+                genome = self.fit(sample_genome(self.space, rng))
                 for _ in range(NOVELTY_TRIES):
                     if genome not in population:
                         break
-                    genome = sample_genome(self.space, rng)
+                    genome = self.fit(sample_genome(self.space, rng))
                 population.append(genome)
             return population
         earlier = [r for r in self.store.individuals(self.run_id) if r["generation"] < generation]
         parents = [r for r in earlier if r["generation"] == generation - 1]
         if len(parents) != c.population:
             raise RuntimeError(f"generation {generation - 1} is incomplete in the store")
-        return self.breed([Genome.from_dict(r["genome"]) for r in parents], [r["fitness"] for r in parents],
-                          random.Random(derive_seed(c.seed, "breed", generation)), {r["key"] for r in earlier})
+        # Candidates are compared at equal fidelity: one that reached a higher rung ranks above every
+        # one that stopped lower (successive halving already found it better there).
+        fitness = equal_fidelity_fitness([r["fitness"] for r in parents], [r.get("epochs") or 0 for r in parents])
+        return self.breed([Genome.from_dict(r["genome"]) for r in parents], fitness,
+                          random.Random(derive_seed(c.seed, "breed", generation)),
+                          {Genome.from_dict(r["genome"]).key() for r in earlier})
 
     def breed(self, genomes: list[Genome], fitness: list[float], rng: random.Random,
               known: set[str]) -> list[Genome]:
@@ -236,31 +314,92 @@ class Search:
             if rng.random() < c.crossover_rate:
                 a, b = cross(a, b, self.space, rng)
             for child in (a, b):
-                child = mutate(child, self.space, c.mutation_rate, rng)
+                child = self.fit(mutate(child, self.space, c.mutation_rate, rng))
                 for _ in range(NOVELTY_TRIES):
                     if child.key() not in known and child not in nxt:
                         break
-                    child = mutate(child, self.space, max(c.mutation_rate, 0.2), rng)
+                    child = self.fit(mutate(child, self.space, max(c.mutation_rate, 0.2), rng))
                 if len(nxt) < c.population:
                     nxt.append(child)
         return nxt
 
     # ------------------------------------------------------------------ candidates
-    def _plan(self, generation: int, population: list[Genome], done: set[int]) -> list[Task]:
-        """Tasks for the candidates not yet recorded; known genomes are recorded from the cache."""
+    def _plan(self, generation: int, population: list[Genome], contenders: list[int], fidelity: int) -> list[Task]:
+        """Tasks that bring the contenders to ``fidelity`` epochs. A genome already known at that
+        rung (an elite, a repeat) is recorded from the cache; one over the MACs or parameter budget
+        is refused without training; a genome twice in the generation trains once."""
+        rows = {r["index"]: r for r in self.store.individuals(self.run_id, generation)}
         tasks, planned = [], set()
         prune_below = self.prune_threshold(generation)
-        for index, genome in enumerate(population):
-            if index in done:
-                continue
+        pause_after = fidelity if fidelity < self.config.epochs else None
+        for index in contenders:
+            genome = population[index]
             key = genome.key()
-            if key in self._cache:
-                self._record(generation, index, genome, self._cache[key], cached=True)
-            elif key not in planned:
-                planned.add(key)
-                tasks.append(Task(generation, index, genome, derive_seed(self.config.seed, "train", generation, index),
-                                  prune_below=prune_below))
+            row = rows.get(index)
+            if row is not None and score_at(row, fidelity) is not None:
+                continue
+            known = self._cache.get(key)
+            if known is not None and score_at(known, fidelity) is not None:
+                if row is None or row.get("cached"):
+                    self._record(generation, index, genome, known, cached=True)
+                continue
+            if key in planned:
+                continue
+            refusal = self._over_budget(genome)
+            if refusal is not None:
+                params, macs = self.cost(genome)
+                self._record(generation, index, genome, {"fitness": 0.0, "status": TOO_LARGE, "reason": refusal,
+                                                         "params": params, "macs": macs}, cached=False)
+                continue
+            planned.add(key)
+            tasks.append(Task(generation, index, genome, self.training_seed(genome), prune_below=prune_below,
+                              pause_after=pause_after, resume=self._checkpoints.pop(key, None)))
         return tasks
+
+    def training_seed(self, genome: Genome) -> int:
+        """A candidate's training seed follows from the run seed and the genome alone, so a genome
+        trains the same wherever and whenever it appears (and a paused rung replays exactly)."""
+        return derive_seed(self.config.seed, "train", genome.key())
+
+    def _over_budget(self, genome: Genome) -> str | None:
+        params, macs = self.cost(genome)
+        if macs > self.max_macs():
+            return f"{macs:,} multiply-accumulates per image exceed the budget of {self.max_macs():,} (max_macs)"
+        if params > self.config.max_params:
+            return f"{params:,} parameters exceed the cap of {self.config.max_params:,}"
+        return None
+
+    def _copy_duplicates(self, generation: int, population: list[Genome], contenders: list[int],
+                         fidelity: int) -> None:
+        """A genome that appeared twice in one generation was trained once; record the copies."""
+        rows = {r["index"]: r for r in self.store.individuals(self.run_id, generation)}
+        for index in contenders:
+            row = rows.get(index)
+            if row is None or (row.get("cached") and score_at(row, fidelity) is None):
+                self._record(generation, index, population[index], self._cache[population[index].key()], cached=True)
+
+    def _promote(self, generation: int, population: list[Genome], contenders: list[int], fidelity: int) -> list[int]:
+        """The contenders that go on from the rung at ``fidelity`` epochs: the best
+        ceil(n / reduction_factor) distinct genomes by their score at that rung (earlier index wins a
+        tie). The others are recorded as pruned, with their score at the rung as fitness."""
+        rows = {r["index"]: r for r in self.store.individuals(self.run_id, generation)}
+        first_index: dict[str, int] = {}
+        for index in contenders:
+            first_index.setdefault(population[index].key(), index)
+        scores = {key: score_at(rows[i], fidelity) for key, i in first_index.items()}
+        keep = math.ceil(len(first_index) / self.config.reduction_factor)
+        ranked = sorted((key for key, i in first_index.items() if rows[i]["status"] in (OK, PARTIAL)),
+                        key=lambda key: (-(scores[key] or 0.0), first_index[key]))
+        promoted = set(ranked[:keep])
+        for index in contenders:
+            row = rows[index]
+            if population[index].key() not in promoted and row["status"] == PARTIAL:
+                row = {**row, "status": PRUNED, "reason": f"successive halving: after {fidelity} epoch"
+                       f"{'s' if fidelity != 1 else ''} not among the best {keep} of {len(first_index)}"}
+                self.store.add_individual(row)
+                if not row.get("cached"):
+                    self._cache[row["key"]] = row
+        return [index for index in contenders if population[index].key() in promoted]
 
     def prune_threshold(self, generation: int) -> float | None:
         """``prune_fraction`` × the median first-epoch accuracy of earlier generations' candidates.
@@ -276,15 +415,20 @@ class Search:
             return 0.0  # too few earlier scores: measure the first epoch, prune nothing yet
         return self.config.prune_fraction * statistics.median(scores)
 
-    def _fill_duplicates(self, generation: int, population: list[Genome]) -> None:
-        """A genome that appeared twice in one generation was trained once; record the copies."""
-        done = {r["index"] for r in self.store.individuals(self.run_id, generation)}
-        for index, genome in enumerate(population):
-            if index not in done:
-                self._record(generation, index, genome, self._cache[genome.key()], cached=True)
-
     def _on_result(self, task: Task, result: TrainResult) -> None:
-        improves = result.status == "ok" and (
+        self._finished.add((task.generation, task.index))
+        status, epochs = result.status, result.epochs_done
+        if status == OK:
+            epochs = task.pause_after or self.config.epochs
+            if task.pause_after is not None:
+                status = PARTIAL
+        if result.checkpoint is not None:
+            self._checkpoints[task.genome.key()] = result.checkpoint
+        previous = next((r for r in self.store.individuals(self.run_id, task.generation)
+                         if r["index"] == task.index and not r.get("cached")), None)
+        start_epoch = task.resume.epoch if task.resume is not None else 0
+        trained = (previous or {}).get("trained_epochs", 0) + max(0, result.epochs_done - start_epoch)
+        improves = status == OK and (
             self._best is None or (result.fitness, -task.generation, -task.index) > _rank(self._best))
         if improves and result.state_dict is not None:
             # The weights go to disk before the record names this candidate the best, so the
@@ -293,10 +437,12 @@ class Search:
                 "stage": "search", "val_accuracy": result.fitness, "generation": task.generation,
                 "index": task.index})
             self.store.update_run(self.run_id, best_model_path=str(path))
+        params, macs = self.cost(task.genome)
         self._record(task.generation, task.index, task.genome, {
-            "fitness": result.fitness, "status": result.status, "reason": result.reason,
-            "params": result.params, "seconds": round(result.seconds, 3), "epochs": result.epochs_done,
-            "train_loss": result.train_loss, "first_epoch_fitness": result.first_epoch_fitness}, cached=False)
+            "fitness": result.fitness, "status": status, "reason": result.reason,
+            "params": result.params or params, "macs": macs, "seconds": round(result.seconds, 3), "epochs": epochs,
+            "trained_epochs": trained, "history": result.history, "train_loss": result.train_loss,
+            "first_epoch_fitness": result.first_epoch_fitness}, cached=False)
         if self._last_progress_write.pop(task.worker_label, None) is not None:
             # A back end that trains several candidates at once (Ray) labels each one's progress
             # with its task's worker_label; a finished candidate's progress record goes away.
@@ -307,8 +453,10 @@ class Search:
             "run_id": self.run_id, "generation": generation, "index": index, "key": genome.key(),
             "genome": genome.to_dict(), "summary": genome.summary(),
             "fitness": outcome["fitness"], "status": outcome["status"], "reason": outcome.get("reason", ""),
-            "params": outcome.get("params", 0), "seconds": 0.0 if cached else outcome.get("seconds", 0.0),
-            "epochs": outcome.get("epochs", 0), "train_loss": outcome.get("train_loss"),
+            "params": outcome.get("params", 0), "macs": outcome.get("macs"),
+            "seconds": 0.0 if cached else outcome.get("seconds", 0.0),
+            "epochs": outcome.get("epochs", 0), "trained_epochs": 0 if cached else outcome.get("trained_epochs", 0),
+            "history": outcome.get("history") or [], "train_loss": outcome.get("train_loss"),
             "first_epoch_fitness": outcome.get("first_epoch_fitness"),
             "cached": cached, "recorded_at": time.time(),
         }
@@ -333,7 +481,8 @@ class Search:
     def _load_cache(self) -> None:
         for record in self.store.individuals(self.run_id):
             if not record.get("cached"):
-                self._cache[record["key"]] = record
+                # Keys are computed again: a genome recorded by an earlier version may hash differently now.
+                self._cache[Genome.from_dict(record["genome"]).key()] = record
             self._update_best(record)
 
     def _update_best(self, record: dict) -> None:
@@ -352,10 +501,12 @@ class Search:
         rows = self.store.individuals(self.run_id, generation)
         fitness = [r["fitness"] for r in rows]
         record = {
+            "full_fidelity": sum(r["status"] == OK for r in rows),
+            "trained_epochs": sum(r.get("trained_epochs", 0) for r in rows if not r.get("cached")),
             "run_id": self.run_id, "generation": generation, "best": max(fitness), "mean": statistics.fmean(fitness),
             "worst": min(fitness), "diversity": round(diversity([Genome.from_dict(r["genome"]) for r in rows],
                                                                self.space), 4),
-            "failed": sum(r["status"] not in ("ok", "pruned") for r in rows),
+            "failed": sum(r["status"] not in (OK, PRUNED) for r in rows),
             "pruned": sum(r["status"] == "pruned" for r in rows), "trained": sum(not r["cached"] for r in rows),
             "seconds": round(seconds, 3), "recorded_at": time.time(),
         }

@@ -24,28 +24,48 @@ from .data import ImageData
 from .genome import Genome
 from .model import build_model, count_parameters, estimate_parameters
 
-OK, OOM, NAN, TIMEOUT, TOO_LARGE, ERROR, STOPPED, PRUNED = (
-    "ok", "oom", "nan", "timeout", "too_large", "error", "stopped", "pruned")
+OK, OOM, NAN, TIMEOUT, TOO_LARGE, ERROR, STOPPED, PRUNED, STALLED = (
+    "ok", "oom", "nan", "timeout", "too_large", "error", "stopped", "pruned", "stalled")
+
+REFERENCE_BATCH_SIZE = 64   # the batch size the search space's learning rates are given for
 
 
 @dataclass
 class TrainSettings:
-    """The training budget and tricks for one candidate (gathered from the search config)."""
+    """The training budget and recipe for one candidate (gathered from the search config)."""
 
-    epochs: int = 2
-    batch_size: int = 32
+    epochs: int = 3
+    batch_size: int = 64
     device: str = "cpu"
     time_limit_s: float = 600.0
     max_params: int = 20_000_000
     augment: str = "none"           # none | crop | flip_crop (already resolved from "auto")
-    label_smoothing: float = 0.0
+    label_smoothing: float = 0.1
+    clip_grad_norm: float = 5.0     # 0: no clipping
     warmup_fraction: float = 0.1    # linear warm-up, then linear decay to zero
+    # A candidate whose training loss is still at the loss of guessing after this many steps (checked
+    # at the end of the epoch that passes it, if more epochs follow) is stopped as not learning.
+    stall_after_steps: int = 300
     eval_batch_size: int = 1024
     progress_every_s: float = 0.25
     # CPU threads for this training (torch.set_num_threads, restored after); None: the process's
     # setting. CPU sums, hence losses and sometimes scores, differ in the last bits with the
     # thread count, so back ends that must agree on CPU set the same number here.
     threads: int | None = None
+
+
+@dataclass
+class Checkpoint:
+    """A training paused after ``epoch`` epochs: all it needs to go on exactly as if never paused
+    (weights, optimizer, the batch-order generator and torch's generator for dropout)."""
+
+    epoch: int
+    model: dict[str, torch.Tensor]
+    optimizer: dict
+    generator: torch.Tensor
+    torch_rng: torch.Tensor
+    history: list[dict]
+    seconds: float
 
 
 @dataclass
@@ -58,7 +78,9 @@ class TrainResult:
     train_loss: float | None = None
     first_epoch_fitness: float | None = None   # measured only when pruning is on
     reason: str = ""
+    history: list[dict] = field(default_factory=list)   # per epoch: train_loss, val_accuracy, seconds
     state_dict: dict[str, torch.Tensor] | None = field(default=None, repr=False)
+    checkpoint: Checkpoint | None = field(default=None, repr=False)   # set when paused before the last epoch
 
 
 class DeviceData:
@@ -118,14 +140,21 @@ def augment_batch(x: torch.Tensor, mode: str, generator: torch.Generator) -> tor
     return x
 
 
-def make_optimizer(genome: Genome, model: nn.Module) -> torch.optim.Optimizer:
+def scaled_learning_rate(genome: Genome, batch_size: int) -> float:
+    """The genome's learning rate (given for a batch of 64) at ``batch_size``: linearly for SGD
+    (Goyal et al. 2017), by the square root for Adam and AdamW."""
+    ratio = batch_size / REFERENCE_BATCH_SIZE
+    return genome.learning_rate * (ratio if genome.optimizer == "sgd" else math.sqrt(ratio))
+
+
+def make_optimizer(genome: Genome, model: nn.Module, batch_size: int = REFERENCE_BATCH_SIZE) -> torch.optim.Optimizer:
     params = model.parameters()
+    lr = scaled_learning_rate(genome, batch_size)
     if genome.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=genome.learning_rate, momentum=0.9, nesterov=True,
-                               weight_decay=genome.weight_decay)
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=genome.weight_decay)
     if genome.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=genome.learning_rate, weight_decay=genome.weight_decay)
-    return torch.optim.Adam(params, lr=genome.learning_rate, weight_decay=genome.weight_decay)
+        return torch.optim.AdamW(params, lr=lr, weight_decay=genome.weight_decay)
+    return torch.optim.Adam(params, lr=lr, weight_decay=genome.weight_decay)
 
 
 def warmup_linear_decay(total_steps: int, warmup_fraction: float) -> Callable[[int], float]:
@@ -138,6 +167,14 @@ def warmup_linear_decay(total_steps: int, warmup_fraction: float) -> Callable[[i
             return (step + 1) / warmup
         return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
     return factor
+
+
+def chance_loss(labels: torch.Tensor, num_classes: int) -> float:
+    """The cross-entropy of always answering the class frequencies: a network whose training loss
+    is not below it has learned nothing about the images."""
+    counts = torch.bincount(labels.cpu(), minlength=num_classes).float()
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * p.log()).sum())
 
 
 @torch.inference_mode()
@@ -154,9 +191,17 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
 
 def train_candidate(genome: Genome, data: DeviceData, settings: TrainSettings, seed: int, *,
                     final: bool = False, keep_weights: bool = False, prune_below: float | None = None,
+                    pause_after: int | None = None, resume: Checkpoint | None = None,
                     on_progress: Callable[[dict], None] | None = None,
                     should_stop: Callable[[], bool] | None = None) -> TrainResult:
     """Train ``genome`` and score it. Never raises for a candidate's own failure.
+
+    The schedule (warm-up, decay) always spans ``settings.epochs``. With ``pause_after`` the
+    training stops after that many epochs and returns its score there with a :class:`Checkpoint`;
+    passing that checkpoint back as ``resume`` goes on exactly as an unpaused training would (on
+    the CPU, bit for bit). Without the checkpoint (e.g. after a restart) the same result comes
+    from training again from the start: the training is a function of genome, data, settings and
+    seed.
 
     With ``prune_below``, the candidate is scored after its first epoch and, if that score is
     below the threshold, stops there as ``pruned`` with the partial score as its fitness.
@@ -176,9 +221,15 @@ def train_candidate(genome: Genome, data: DeviceData, settings: TrainSettings, s
         generator = torch.Generator(device=data.device).manual_seed(seed)
         model = build_model(genome, data.input_shape, data.classes, data.mean, data.std)
         model = model.to(data.device, memory_format=torch.channels_last)
-        optimizer = make_optimizer(genome, model)
-        return _fit(model, optimizer, genome, data, settings, generator, started, final, keep_weights,
-                    prune_below, on_progress, should_stop)
+        optimizer = make_optimizer(genome, model, settings.batch_size)
+        if resume is not None:
+            model.load_state_dict(resume.model)
+            optimizer.load_state_dict(resume.optimizer)
+            generator.set_state(resume.generator)
+            _set_torch_rng(resume.torch_rng, data.device)
+        run = _Run(model, optimizer, genome, data, settings, generator, started, final, keep_weights, prune_below,
+                   pause_after, resume, on_progress, should_stop)
+        return run.fit()
     except torch.cuda.OutOfMemoryError as exc:
         return TrainResult(OOM, 0.0, params=params, seconds=time.monotonic() - started,
                            reason=f"out of GPU memory: {str(exc).splitlines()[0][:200]}")
@@ -200,71 +251,135 @@ def train_candidate(genome: Genome, data: DeviceData, settings: TrainSettings, s
             torch.cuda.empty_cache()
 
 
-def _fit(model, optimizer, genome, data, settings, generator, started, final, keep_weights,
-         prune_below, on_progress, should_stop) -> TrainResult:
-    train_x, train_y, eval_x, eval_y = data.splits(final)
-    n = len(train_x)
-    batches = math.ceil(n / settings.batch_size)
-    if n % settings.batch_size == 1 and batches > 1:
-        batches -= 1  # a last batch of one image breaks batch norm; skip it
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, warmup_linear_decay(settings.epochs * batches, settings.warmup_fraction))
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=settings.label_smoothing)
-    if data.device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-    params = count_parameters(model)
-    last_report, epoch_loss, first_epoch = 0.0, None, None
-    for epoch in range(settings.epochs):
-        model.train()
-        order = torch.randperm(n, device=data.device, generator=generator)
-        loss_sum = torch.zeros((), device=data.device)
-        for batch in range(batches):
-            if should_stop is not None and should_stop():
-                return TrainResult(STOPPED, 0.0, params=params, seconds=time.monotonic() - started,
-                                   epochs_done=epoch, reason="stop requested")
-            elapsed = time.monotonic() - started
-            if elapsed > settings.time_limit_s:
-                return TrainResult(TIMEOUT, 0.0, params=params, seconds=elapsed, epochs_done=epoch,
-                                   reason=f"time limit of {settings.time_limit_s:g} s reached in epoch {epoch + 1}")
-            index = order[batch * settings.batch_size:(batch + 1) * settings.batch_size]
-            xb = augment_batch(train_x[index].float().div_(255), settings.augment, generator)
-            xb = xb.contiguous(memory_format=torch.channels_last)
-            with _autocast(data.device):
-                loss = loss_fn(model(xb), train_y[index])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            loss_sum += loss.detach()
-            now = time.monotonic()
-            if on_progress is not None and (now - last_report >= settings.progress_every_s or batch == batches - 1):
-                last_report = now
-                loss_value = loss.item()
-                if not math.isfinite(loss_value):
-                    return _nan_result(params, started, epoch)
-                done = epoch * batches + batch + 1
-                on_progress({"epoch": epoch + 1, "epochs": settings.epochs, "batch": batch + 1,
-                             "batches": batches, "loss": loss_value, "elapsed_s": now - started,
-                             "eta_s": (now - started) / done * (settings.epochs * batches - done)})
-        epoch_loss = (loss_sum / batches).item()
-        if not math.isfinite(epoch_loss):
-            return _nan_result(params, started, epoch)
-        if epoch == 0 and prune_below is not None and settings.epochs > 1:
-            first_epoch = accuracy(model, eval_x, eval_y, settings.eval_batch_size)
-            if first_epoch < prune_below:
-                return TrainResult(PRUNED, first_epoch, params=params, seconds=time.monotonic() - started,
-                                   epochs_done=1, train_loss=epoch_loss, first_epoch_fitness=first_epoch,
-                                   reason=f"first-epoch accuracy {first_epoch:.3f} below {prune_below:.3f}")
-    fitness = accuracy(model, eval_x, eval_y, settings.eval_batch_size)
-    state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()} if keep_weights else None
-    return TrainResult(OK, fitness, params=params, seconds=time.monotonic() - started,
-                       epochs_done=settings.epochs, train_loss=epoch_loss, first_epoch_fitness=first_epoch,
-                       state_dict=state)
+class _Run:
+    """One call of :func:`train_candidate`: the loop and the bookkeeping around it."""
+
+    def __init__(self, model, optimizer, genome, data, settings, generator, started, final, keep_weights,
+                 prune_below, pause_after, resume, on_progress, should_stop):
+        self.model, self.optimizer, self.data, self.settings = model, optimizer, data, settings
+        self.generator, self.final, self.keep_weights = generator, final, keep_weights
+        self.prune_below, self.on_progress, self.should_stop = prune_below, on_progress, should_stop
+        self.first_epoch = resume.epoch if resume is not None else 0
+        self.stop_epoch = settings.epochs if pause_after is None else min(settings.epochs, pause_after)
+        self.history = list(resume.history) if resume is not None else []
+        # Seconds of the epochs trained before a pause count towards the candidate's time and limit.
+        self.started = started - (resume.seconds if resume is not None else 0.0)
+        self.params = count_parameters(model)
+        self.base_lr = scaled_learning_rate(genome, settings.batch_size)
+
+    def result(self, status: str, fitness: float, reason: str = "", **extra) -> TrainResult:
+        return TrainResult(status, fitness, params=self.params, seconds=time.monotonic() - self.started,
+                           epochs_done=len(self.history), reason=reason, history=list(self.history),
+                           train_loss=self.history[-1]["train_loss"] if self.history else None, **extra)
+
+    def fit(self) -> TrainResult:
+        s, data = self.settings, self.data
+        train_x, train_y, eval_x, eval_y = data.splits(self.final)
+        n = len(train_x)
+        batches = math.ceil(n / s.batch_size)
+        if n % s.batch_size == 1 and batches > 1:
+            batches -= 1  # a last batch of one image breaks batch norm; skip it
+        schedule = warmup_linear_decay(s.epochs * batches, s.warmup_fraction)
+        loss_fn = nn.CrossEntropyLoss(label_smoothing=s.label_smoothing)
+        chance = chance_loss(train_y, len(data.classes))
+        if data.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        last_report, first_epoch_fitness, call_started = 0.0, None, time.monotonic()
+        for epoch in range(self.first_epoch, self.stop_epoch):
+            epoch_started = time.monotonic()
+            self.model.train()
+            order = torch.randperm(n, device=data.device, generator=self.generator)
+            losses = torch.zeros(batches, device=data.device)
+            for batch in range(batches):
+                if self.should_stop is not None and self.should_stop():
+                    return self.result(STOPPED, 0.0, "stop requested")
+                elapsed = time.monotonic() - self.started
+                if elapsed > s.time_limit_s:
+                    return self.result(TIMEOUT, 0.0, f"time limit of {s.time_limit_s:g} s reached in epoch {epoch + 1}")
+                index = order[batch * s.batch_size:(batch + 1) * s.batch_size]
+                xb = augment_batch(train_x[index].float().div_(255), s.augment, self.generator)
+                xb = xb.contiguous(memory_format=torch.channels_last)
+                with _autocast(data.device):
+                    loss = loss_fn(self.model(xb), train_y[index])
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if s.clip_grad_norm > 0:
+                    nn.utils.clip_grad_norm_(self.model.parameters(), s.clip_grad_norm)
+                lr = self.base_lr * schedule(epoch * batches + batch)
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr
+                self.optimizer.step()
+                losses[batch] = loss.detach()
+                now = time.monotonic()
+                if self.on_progress is not None and (now - last_report >= s.progress_every_s or batch == batches - 1):
+                    last_report = now
+                    loss_value = loss.item()
+                    if not math.isfinite(loss_value):
+                        return self._nan(epoch)
+                    done = (epoch - self.first_epoch) * batches + batch + 1
+                    todo = (self.stop_epoch - self.first_epoch) * batches - done
+                    self.on_progress({"epoch": epoch + 1, "epochs": s.epochs, "batch": batch + 1,
+                                      "batches": batches, "loss": loss_value, "elapsed_s": now - self.started,
+                                      "eta_s": (now - call_started) / done * todo})
+            epoch_loss = losses.mean().item()
+            if not math.isfinite(epoch_loss):
+                return self._nan(epoch)
+            # Validation accuracy after every epoch (the learning curve; successive halving reads it).
+            # The final training never looks at its test split before the end.
+            last = epoch == self.stop_epoch - 1
+            val = None if self.final and not last else accuracy(self.model, eval_x, eval_y, s.eval_batch_size)
+            self.history.append({"epoch": epoch + 1, "train_loss": round(epoch_loss, 6),
+                                 "val_accuracy": None if self.final else val,
+                                 "seconds": round(time.monotonic() - epoch_started, 3)})
+            steps = (epoch + 1) * batches
+            if not self.final and steps >= s.stall_after_steps > epoch * batches and epoch + 1 < s.epochs:
+                recent = losses[-max(1, batches // 4):].mean().item()
+                if recent >= 0.99 * chance:
+                    return self.result(STALLED, val, f"not learning: training loss {recent:.3f} after {steps} "
+                                                     f"steps is not below the {chance:.3f} of guessing by class "
+                                                     f"frequency")
+            if epoch == 0 and self.prune_below is not None and s.epochs > 1:
+                first_epoch_fitness = val
+                if val < self.prune_below:
+                    return self.result(PRUNED, val, f"first-epoch accuracy {val:.3f} below {self.prune_below:.3f}",
+                                       first_epoch_fitness=val)
+        fitness = self.history[-1]["val_accuracy"] if not self.final else val
+        paused = self.stop_epoch < s.epochs
+        checkpoint = self._checkpoint() if paused else None
+        state = None
+        if self.keep_weights and not paused:
+            state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in self.model.state_dict().items()}
+        return self.result(OK, fitness, first_epoch_fitness=first_epoch_fitness, state_dict=state,
+                           checkpoint=checkpoint)
+
+    def _checkpoint(self) -> Checkpoint:
+        def cpu(tree):
+            if isinstance(tree, torch.Tensor):
+                return tree.detach().to("cpu", copy=True)
+            if isinstance(tree, dict):
+                return {k: cpu(v) for k, v in tree.items()}
+            if isinstance(tree, list):
+                return [cpu(v) for v in tree]
+            return tree
+        return Checkpoint(epoch=self.stop_epoch, model=cpu(self.model.state_dict()),
+                          optimizer=cpu(self.optimizer.state_dict()), generator=self.generator.get_state(),
+                          torch_rng=_get_torch_rng(self.data.device), history=list(self.history),
+                          seconds=time.monotonic() - self.started)
+
+    def _nan(self, epoch: int) -> TrainResult:
+        return self.result(NAN, 0.0, f"loss became NaN or infinite in epoch {epoch + 1}")
 
 
-def _nan_result(params: int, started: float, epoch: int) -> TrainResult:
-    return TrainResult(NAN, 0.0, params=params, seconds=time.monotonic() - started, epochs_done=epoch,
-                       reason=f"loss became NaN or infinite in epoch {epoch + 1}")
+def _get_torch_rng(device: torch.device) -> torch.Tensor:
+    """The state of the generator dropout draws from on ``device``."""
+    return torch.cuda.get_rng_state(device) if device.type == "cuda" else torch.get_rng_state()
+
+
+def _set_torch_rng(state: torch.Tensor, device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.set_rng_state(state, device)
+    else:
+        torch.set_rng_state(state)
 
 
 def _to_float(x: torch.Tensor) -> torch.Tensor:

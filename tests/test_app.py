@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from automodel import jobs
+from automodel import jobs, views
 from automodel.config import Config, ConfigError
 from automodel.store import Store
 
@@ -108,6 +108,7 @@ def test_defaults_are_the_quick_demo_and_start_is_ready(db):
     assert at.sidebar.selectbox(key="dataset_choice").value == "Digits (bundled, offline)"
     assert at.sidebar.number_input(key="cfg_population").value == 8
     assert at.sidebar.selectbox(key="cfg_device").value == "cpu"
+    assert at.sidebar.number_input(key="cfg_batch_size").value is None    # automatic
     assert texts(at.sidebar.error) == []
     start = at.sidebar.button(key="start")
     assert start.label == "Start" and not start.disabled
@@ -136,13 +137,18 @@ def test_presets_fill_the_form(db):
     assert at.sidebar.selectbox(key="dataset_choice").value == "CIFAR-10"
     values = {key: at.sidebar.number_input(key=f"cfg_{key}").value
               for key in ("population", "generations", "epochs", "final_epochs", "batch_size")}
-    assert values == {"population": 10, "generations": 20, "epochs": 5, "final_epochs": 30, "batch_size": 256}
+    assert values == {"population": 10, "generations": 20, "epochs": 6, "final_epochs": 30, "batch_size": 256}
+    assert at.sidebar.number_input(key="cfg_min_epochs").value == 2
     assert at.sidebar.selectbox(key="cfg_device").value == "auto"
     assert texts(at.sidebar.error) == []
     at.sidebar.button(key="preset_quick").click().run()
     assert at.sidebar.selectbox(key="dataset_choice").value == "Digits (bundled, offline)"
     assert at.sidebar.number_input(key="cfg_population").value == 8
     assert at.sidebar.selectbox(key="cfg_device").value == "cpu"
+    assert at.sidebar.number_input(key="cfg_batch_size").value is None    # automatic
+    at.sidebar.button(key="preset_own").click().run()
+    assert at.sidebar.selectbox(key="dataset_choice").value == views.UPLOAD_CHOICE
+    assert at.sidebar.number_input(key="cfg_final_epochs").value == 15
 
 
 def _cli_message(**changes) -> str:
@@ -172,8 +178,9 @@ def test_pruning_and_back_end_settings(db):
     at = page()
     if "prune" in Config.__dataclass_fields__:
         assert at.sidebar.checkbox(key="cfg_prune").value == Config().prune
+        at.sidebar.checkbox(key="cfg_prune").check().run()
         at.sidebar.number_input(key="cfg_prune_fraction").set_value(1.5).run()
-        assert texts(at.sidebar.error) == [_cli_message(prune_fraction=1.5)]
+        assert texts(at.sidebar.error) == [_cli_message(prune=True, prune_fraction=1.5)]
         at.sidebar.number_input(key="cfg_prune_fraction").set_value(0.5).run()
     if "gpus_per_candidate" not in Config.__dataclass_fields__:
         pytest.skip("this engine has no Ray settings")
@@ -213,7 +220,8 @@ def test_start_claims_the_run_and_launches_the_search(db, launched):
     store = Store(db)
     (run,) = store.list_runs()
     assert run["status"] == "running" and run.get("pid") is None  # the search process adopts it
-    assert run["total_generations"] == 5 and run["config"]["dataset"] == "digits"
+    assert run["total_generations"] == views.PRESETS["Quick demo"]["generations"]
+    assert run["config"]["dataset"] == "digits"
     (cmd,) = launched
     run_dir = db.parent / "runs" / run["run_id"]
     assert cmd[1:5] == ["-m", "automodel", "run", "--run-id"] and cmd[5] == run["run_id"]

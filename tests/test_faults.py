@@ -24,7 +24,7 @@ from automodel.store import Store, StoreError
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-TINY = ["--dataset", "digits", "--population", "4", "--generations", "3", "--epochs", "1", "--final-epochs", "1",
+TINY = ["--dataset", "digits", "--population", "4", "--generations", "3", "--epochs", "3", "--final-epochs", "1",
         "--seed", "1"]
 GENOME = Genome(conv=(ConvBlock(8, 3, "relu", "max", False),), dense=(), dropout=0.0, optimizer="adam",
                 learning_rate=1e-3, weight_decay=0.0)

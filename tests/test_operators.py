@@ -5,16 +5,35 @@ from __future__ import annotations
 import math
 import random
 from collections import Counter
+from dataclasses import fields, replace
 
 import pytest
 
-from automodel.config import SearchSpace
-from automodel.genome import (SCALAR_GENES, ConvBlock, DenseLayer, Genome, gene_slots, sample_genome)
-from automodel.operators import (CROSSOVERS, SELECTIONS, crossover_one_point, crossover_two_point,
-                                 crossover_uniform, mutate, select_elite, select_rank, select_roulette,
-                                 select_sus, select_tournament, select_truncation)
+from automodel.config import BLOCK_KINDS, DOWNSAMPLING, HEADS, OPTIMIZERS, SearchSpace
+from automodel.genome import (SCALAR_GENES, ConvBlock, DenseLayer, Genome, from_slots, gene_slots, sample_genome,
+                              scalar_value)
+from automodel.operators import (CONV_GENES, CROSSOVERS, SELECTIONS, _mutate_training, crossover_one_point,
+                                 crossover_two_point, crossover_uniform, equal_fidelity_fitness, mutate,
+                                 select_elite, select_rank, select_roulette, select_sus, select_tournament,
+                                 select_truncation)
 
-SPACE = SearchSpace()
+
+def make_space(**changes) -> SearchSpace:
+    """A fixed search space with ``changes``: the tests do not lean on the package's default space,
+    whose values are retuned from benchmarks over time."""
+    settings = dict(conv_blocks=[1, 6], filters=[16, 32, 64, 128], kernel_sizes=[3, 5], block_kinds=list(BLOCK_KINDS),
+                    activations=["relu", "leaky_relu", "elu", "gelu", "silu"], downsampling=list(DOWNSAMPLING),
+                    batch_norm=[True], heads=list(HEADS), dense_layers=[0, 2], dense_units=[64, 128, 256, 512],
+                    dropout=[0.0, 0.1, 0.2, 0.3, 0.4, 0.5], optimizers=list(OPTIMIZERS),
+                    learning_rates={"sgd": [0.01, 0.2], "adam": [3e-4, 3e-3], "adamw": [3e-4, 3e-3]},
+                    weight_decays=[0.0, 1e-5, 1e-4, 5e-4])
+    settings.update(changes)
+    space = SearchSpace(**settings)
+    space.validate()
+    return space
+
+
+SPACE = make_space()
 
 
 def frequencies(picks: list[int], n: int) -> list[float]:
@@ -173,21 +192,96 @@ def test_same_seed_same_picks(name):
     assert first != select(fitness, 500, random.Random(15))
 
 
+# --------------------------------------------------------------------- equal-fidelity fitness
+
+
+JUST_BELOW = {v: math.nextafter(v, -math.inf) for v in (0.1, 0.5, 0.6, 0.8)}
+
+
+def test_equal_fidelity_fitness_by_hand():
+    """A capped value lies just below the lowest higher-rung fitness, so it never ties with it."""
+    assert equal_fidelity_fitness([0.9, 0.5, 0.7], [1, 3, 3]) == [JUST_BELOW[0.5], 0.5, 0.7]
+    # three rungs: only the 1-epoch candidate that beat a 3-epoch one is capped
+    assert equal_fidelity_fitness([0.65, 0.6, 0.2, 0.8, 0.7], [1, 3, 1, 9, 3]) == [JUST_BELOW[0.6], 0.6, 0.2, 0.8,
+                                                                                    0.7]
+    # a 3-epoch candidate above the 9-epoch one is capped too, and the 1-epoch one just below that
+    assert equal_fidelity_fitness([0.9, 0.85, 0.8], [1, 3, 9]) == [
+        math.nextafter(JUST_BELOW[0.8], -math.inf), JUST_BELOW[0.8], 0.8]
+    assert equal_fidelity_fitness([0.3, 0.6, 0.2, 0.8, 0.7], [1, 3, 1, 9, 3]) == [0.3, 0.6, 0.2, 0.8, 0.7]
+    assert equal_fidelity_fitness([], []) == []
+    fitness = [0.9, 0.1]
+    assert equal_fidelity_fitness(fitness, [1, 3]) == [JUST_BELOW[0.1], 0.1] and fitness == [0.9, 0.1]  # untouched
+    assert equal_fidelity_fitness([0.3, 0.0], [1, 3]) == [0.0, 0.0]   # never below zero
+
+
+def test_equal_fidelity_fitness_with_equal_epochs_is_unchanged():
+    rng = random.Random(16)
+    for _ in range(200):
+        n = rng.randint(1, 12)
+        fitness = [round(rng.random(), 2) for _ in range(n)]
+        epochs = [rng.choice([1, 3, 9])] * n
+        assert equal_fidelity_fitness(fitness, epochs) == fitness
+
+
+def random_rungs(rng: random.Random) -> tuple[list[float], list[int]]:
+    n = rng.randint(2, 14)
+    return [round(rng.random(), 3) for _ in range(n)], [rng.choice([1, 3, 9, 27]) for _ in range(n)]
+
+
+def test_equal_fidelity_values_never_rank_a_higher_rung_lower():
+    rng = random.Random(17)
+    capped = 0
+    for _ in range(500):
+        fitness, epochs = random_rungs(rng)
+        values = equal_fidelity_fitness(fitness, epochs)
+        assert len(values) == len(fitness)
+        top = max(epochs)
+        for i, (f, e, v) in enumerate(zip(fitness, epochs, values)):
+            assert v <= f  # values stay accuracies, only ever lowered
+            higher = [w for w, d in zip(values, epochs) if d > e]   # the values of the rungs above
+            if higher and f >= min(higher):
+                assert v == max(0.0, math.nextafter(min(higher), -math.inf))
+            else:
+                assert v == f
+            if e == top:
+                assert v == f
+            for j in range(len(fitness)):
+                if e > epochs[j]:
+                    assert v >= values[j], (fitness, epochs, values)
+        capped += values != fitness
+    # (selection methods read only these values, so a proportional or rank method gives a higher-rung
+    # candidate at least the chance of a lower-rung one, and a tie-break never favours the lower one)
+    assert capped > 200
+
+
+def test_select_elite_never_ranks_a_higher_rung_below_a_lower_one():
+    cases = [([0.9, 0.5, 0.7], [1, 3, 3])]
+    rng = random.Random(19)
+    cases += [random_rungs(rng) for _ in range(300)]
+    for fitness, epochs in cases:
+        order = select_elite(equal_fidelity_fitness(fitness, epochs), len(fitness))
+        ranked_epochs = [epochs[i] for i in order]
+        assert ranked_epochs == sorted(ranked_epochs, reverse=True), (fitness, epochs, order)
+
+
 # ---------------------------------------------------------------------------------- crossover
 
 
-def block(filters: int, kernel: int = 3, activation: str = "relu", pooling: str = "max", bn: bool = True) -> ConvBlock:
-    return ConvBlock(filters=filters, kernel=kernel, activation=activation, pooling=pooling, batch_norm=bn)
+def block(filters: int, kernel: int = 3, activation: str = "relu", downsample: str = "max", bn: bool = True,
+          kind: str = "plain") -> ConvBlock:
+    return ConvBlock(filters=filters, kernel=kernel, activation=activation, downsample=downsample, batch_norm=bn,
+                     kind=kind)
 
 
-SHALLOW = Genome(conv=(block(8, 1, "relu", "none", False),), dense=(), dropout=0.0, optimizer="sgd",
-                 learning_rate=0.1, weight_decay=0.0)
-DEEP = Genome(conv=tuple(block(f, 7, "gelu", "avg", True) for f in (16, 32, 64, 128, 64, 32)),
-              dense=(DenseLayer(512, "elu"), DenseLayer(32, "silu")), dropout=0.5, optimizer="adamw",
-              learning_rate=1e-4, weight_decay=5e-4)
-MIDDLE = Genome(conv=(block(32, 5, "leaky_relu"), block(64, 3, "silu", "none", False), block(128)),
+SHALLOW = Genome(conv=(block(16, 3, "relu", "none", True, "separable"),), dense=(), dropout=0.0, optimizer="sgd",
+                 learning_rate=0.1, weight_decay=0.0, head="gap")
+DEEP = Genome(conv=tuple(block(f, 5, "gelu", "avg", True, "residual") for f in (16, 32, 64, 128, 64, 32)),
+              dense=(DenseLayer(512, "elu"), DenseLayer(64, "silu")), dropout=0.5, optimizer="adamw",
+              learning_rate=1e-3, weight_decay=5e-4, head="avgmax")
+MIDDLE = Genome(conv=(block(32, 5, "leaky_relu", "stride"), block(64, 3, "silu", "none", True, "separable"),
+                      block(128, kind="residual")),
                 dense=(DenseLayer(128, "relu"),), dropout=0.2, optimizer="adam", learning_rate=3e-3,
-                weight_decay=1e-5)
+                weight_decay=1e-5, head="flatten")
 HAND_BUILT = [SHALLOW, DEEP, MIDDLE]
 
 
@@ -197,7 +291,9 @@ def assert_child_of(child: Genome, a: Genome, b: Genome, space: SearchSpace) -> 
     for layer in child.dense:
         assert layer in a.dense or layer in b.dense, f"dense layer {layer} in neither parent"
     for name in SCALAR_GENES:
-        assert getattr(child, name) in (getattr(a, name), getattr(b, name)), name
+        assert scalar_value(child, name) in (scalar_value(a, name), scalar_value(b, name)), name
+    # the optimizer keeps its own learning rate
+    assert (child.optimizer, child.learning_rate) in ((a.optimizer, a.learning_rate), (b.optimizer, b.learning_rate))
     assert space.conv_blocks[0] <= len(child.conv) <= space.conv_blocks[1]
     assert space.dense_layers[0] <= len(child.dense) <= space.dense_layers[1]
 
@@ -207,8 +303,8 @@ def assert_genes_conserved(c1: Genome, c2: Genome, a: Genome, b: Genome) -> None
     assert Counter(c1.conv + c2.conv) == Counter(a.conv + b.conv)
     assert Counter(c1.dense + c2.dense) == Counter(a.dense + b.dense)
     for name in SCALAR_GENES:  # scalar slots never move, so they are complementary
-        assert sorted(map(repr, (getattr(c1, name), getattr(c2, name)))) == \
-            sorted(map(repr, (getattr(a, name), getattr(b, name)))), name
+        assert sorted(map(repr, (scalar_value(c1, name), scalar_value(c2, name)))) == \
+            sorted(map(repr, (scalar_value(a, name), scalar_value(b, name)))), name
 
 
 def slots_complementary(c1: Genome, c2: Genome, a: Genome, b: Genome, space: SearchSpace) -> bool:
@@ -228,8 +324,19 @@ def random_pairs(count: int, seed: int, space: SearchSpace = SPACE):
 
 def test_hand_built_parents_have_different_lengths_and_are_in_the_space():
     assert len({len(g.conv) for g in HAND_BUILT}) == 3 and len({len(g.dense) for g in HAND_BUILT}) == 3
+    assert len({g.head for g in HAND_BUILT}) == 3 and len({g.optimizer for g in HAND_BUILT}) == 3
     for g in HAND_BUILT:
         assert_in_space(g, SPACE)
+
+
+def test_scalar_genes_and_slots():
+    assert SCALAR_GENES == ("head", "dropout", "training", "weight_decay")
+    slots = gene_slots(MIDDLE, SPACE)
+    assert len(slots) == SPACE.conv_blocks[1] + SPACE.dense_layers[1] + len(SCALAR_GENES)
+    assert slots[:3] == list(MIDDLE.conv) and slots[3:6] == [None] * 3
+    assert slots[6:8] == [MIDDLE.dense[0], None]
+    assert slots[8:] == ["flatten", 0.2, ("adam", 3e-3), 1e-5]
+    assert from_slots(slots, SPACE) == MIDDLE
 
 
 @pytest.mark.parametrize("name", sorted(CROSSOVERS))
@@ -261,8 +368,32 @@ def test_crossover_of_all_hand_built_pairs(name):
 
 
 @pytest.mark.parametrize("name", sorted(CROSSOVERS))
+def test_crossover_keeps_each_optimizer_with_its_own_learning_rate(name):
+    """Parents that differ in both optimizer and rate: a child never pairs one parent's optimizer with the
+    other's rate; and the training gene really is exchanged (both pairs turn up in first children)."""
+    cross = CROSSOVERS[name]
+    rng = random.Random(33)
+    seen = Counter()
+    same_optimizer = 0
+    for _ in range(600):
+        a, b = sample_genome(SPACE, rng), sample_genome(SPACE, rng)
+        if rng.random() < 0.3:  # same optimizer, different rates
+            b = replace(b, optimizer=a.optimizer, learning_rate=a.learning_rate * 1.5)
+            same_optimizer += 1
+        pairs = {(a.optimizer, a.learning_rate), (b.optimizer, b.learning_rate)}
+        c1, c2 = cross(a, b, SPACE, rng)
+        assert {(c.optimizer, c.learning_rate) for c in (c1, c2)} == pairs or a.learning_rate == b.learning_rate
+        for c in (c1, c2):
+            assert (c.optimizer, c.learning_rate) in pairs, (a, b, c)
+        seen["a" if (c1.optimizer, c1.learning_rate) == (a.optimizer, a.learning_rate) else "b"] += 1
+    assert same_optimizer > 100
+    assert seen["a"] > 30 and seen["b"] > 30  # point crossovers swap the (second-last) training slot less often
+
+
+@pytest.mark.parametrize("name", sorted(CROSSOVERS))
 def test_crossover_in_a_narrow_space(name):
-    space = SearchSpace(conv_blocks=[2, 4], dense_layers=[1, 3], filters=[4, 8], kernel_sizes=[1, 3])
+    space = make_space(conv_blocks=[2, 4], dense_layers=[1, 3], filters=[4, 8], kernel_sizes=[1, 3],
+                        block_kinds=["residual", "separable"], heads=["gap", "avgmax"])
     cross = CROSSOVERS[name]
     rng = random.Random(23)
     for a, b in random_pairs(1_000, seed=24, space=space):
@@ -289,7 +420,6 @@ def test_point_crossover_slots_are_complementary_for_equal_lengths(cross):
 @pytest.mark.parametrize("cross", [crossover_one_point, crossover_two_point], ids=["one_point", "two_point"])
 def test_point_crossover_is_a_cut_of_the_aligned_slots(cross):
     """Different lengths: each child is a cut-and-swap of the aligned parent slots (absent slots dropped)."""
-    from automodel.genome import from_slots
     rng = random.Random(27)
     for a, b in random_pairs(600, seed=28):
         sa, sb = gene_slots(a, SPACE), gene_slots(b, SPACE)
@@ -305,9 +435,9 @@ def test_point_crossover_is_a_cut_of_the_aligned_slots(cross):
 
 def test_uniform_crossover_mixes_roughly_half():
     rng = random.Random(29)
-    a, b = DEEP, Genome(conv=tuple(block(8, 1, "relu", "none", False) for _ in range(6)),
+    a, b = DEEP, Genome(conv=tuple(block(8, 1, "relu", "none", False, "separable") for _ in range(6)),
                         dense=(DenseLayer(64, "relu"), DenseLayer(128, "relu")), dropout=0.1,
-                        optimizer="sgd", learning_rate=0.01, weight_decay=0.0)
+                        optimizer="sgd", learning_rate=0.01, weight_decay=0.0, head="flatten")
     from_a = total = 0
     for _ in range(2_000):
         c1, _ = crossover_uniform(a, b, SPACE, rng)
@@ -340,12 +470,18 @@ def assert_in_space(g: Genome, space: SearchSpace) -> None:
     assert space.dense_layers[0] <= len(g.dense) <= space.dense_layers[1], len(g.dense)
     for cb in g.conv:
         assert cb.filters in space.filters and cb.kernel in space.kernel_sizes
-        assert cb.activation in space.activations and cb.pooling in space.pooling
-        assert cb.batch_norm in space.batch_norm
+        assert cb.activation in space.activations and cb.downsample in space.downsampling
+        assert cb.batch_norm in space.batch_norm and cb.kind in space.block_kinds
     for layer in g.dense:
         assert layer.units in space.dense_units and layer.activation in space.activations
-    assert g.dropout in space.dropout and g.optimizer in space.optimizers
-    assert g.learning_rate in space.learning_rates and g.weight_decay in space.weight_decays
+    assert g.head in space.heads and g.dropout in space.dropout and g.weight_decay in space.weight_decays
+    assert g.optimizer in space.optimizers
+    low, high = space.learning_rate_range(g.optimizer)
+    assert low <= g.learning_rate <= high, (g.optimizer, g.learning_rate)
+
+
+def test_conv_genes_are_every_block_field():
+    assert set(CONV_GENES) == {f.name for f in fields(ConvBlock)}
 
 
 def test_rate_zero_changes_nothing():
@@ -356,7 +492,7 @@ def test_rate_zero_changes_nothing():
 
 def test_rate_one_resamples_every_gene():
     # Fixed lengths, so no layer is inserted or removed and positions line up.
-    space = SearchSpace(conv_blocks=[3, 3], dense_layers=[1, 1])
+    space = make_space(conv_blocks=[3, 3], dense_layers=[1, 1], batch_norm=[True, False])
     rng = random.Random(41)
     parent = sample_genome(space, rng)
     changed: Counter = Counter()
@@ -365,39 +501,120 @@ def test_rate_one_resamples_every_gene():
         child = mutate(parent, space, 1.0, rng)
         assert len(child.conv) == 3 and len(child.dense) == 1
         for old, new in zip(parent.conv, child.conv):
-            for name in ("filters", "kernel", "activation", "pooling", "batch_norm"):
+            for name in CONV_GENES:
                 changed[name] += getattr(old, name) != getattr(new, name)
         changed["units"] += parent.dense[0].units != child.dense[0].units
         changed["dense_activation"] += parent.dense[0].activation != child.dense[0].activation
-        for name in SCALAR_GENES:
+        for name in ("head", "dropout", "weight_decay", "optimizer"):
             changed[name] += getattr(parent, name) != getattr(child, name)
     choices = {"filters": space.filters, "kernel": space.kernel_sizes, "activation": space.activations,
-               "pooling": space.pooling, "batch_norm": space.batch_norm, "units": space.dense_units,
-               "dense_activation": space.activations, "dropout": space.dropout, "optimizer": space.optimizers,
-               "learning_rate": space.learning_rates, "weight_decay": space.weight_decays}
-    samples = {name: draws * (3 if name in ("filters", "kernel", "activation", "pooling", "batch_norm") else 1)
-               for name in choices}
-    for name, options in choices.items():
-        expected = 1 - 1 / len(options)
-        observed = changed[name] / samples[name]
-        assert abs(observed - expected) < 0.035, (name, observed, expected)
+               "downsample": space.downsampling, "batch_norm": space.batch_norm, "kind": space.block_kinds,
+               "units": space.dense_units, "dense_activation": space.activations, "head": space.heads,
+               "dropout": space.dropout, "weight_decay": space.weight_decays}
+    expected = {name: 1 - 1 / len(options) for name, options in choices.items()}
+    # The optimizer is redrawn half the time a training gene mutates (else its rate steps): 1/2 × 2/3.
+    # The learning rate is left out here: how often a step changes it depends on where the rate sits in
+    # its range (at the top, half the steps are clipped back); see test_training_gene_* below.
+    expected["optimizer"] = 0.5 * (1 - 1 / len(space.optimizers))
+    assert set(expected) == set(CONV_GENES) | {"units", "dense_activation", "head", "dropout", "weight_decay",
+                                               "optimizer"}
+    for name, share in expected.items():
+        samples = draws * (3 if name in CONV_GENES else 1)
+        observed = changed[name] / samples
+        assert abs(observed - share) < 0.035, (name, observed, share)
 
 
 def test_rate_half_changes_about_half_as_often():
-    space = SearchSpace(conv_blocks=[2, 2], dense_layers=[0, 0])
+    space = make_space(conv_blocks=[2, 2], dense_layers=[0, 0])
     rng = random.Random(42)
-    parent = sample_genome(space, rng)
-    changed = draws = 0
+    parent = replace(sample_genome(space, rng), optimizer="sgd", learning_rate=0.045)
+    training = optimizer = kind = draws = 0
     for _ in range(4_000):
         child = mutate(parent, space, 0.5, rng)
-        changed += child.learning_rate != parent.learning_rate
+        training += (child.optimizer, child.learning_rate) != (parent.optimizer, parent.learning_rate)
+        optimizer += child.optimizer != parent.optimizer
+        kind += child.conv[0].kind != parent.conv[0].kind
         draws += 1
-    expected = 0.5 * (1 - 1 / len(space.learning_rates))
-    assert abs(changed / draws - expected) < 0.03
+    # A mutated training gene almost always changes: a step rounds back to 0.045 about 1.6 % of the time.
+    assert abs(training / draws - 0.5 * 0.99) < 0.025
+    assert abs(optimizer / draws - 0.5 * 0.5 * (1 - 1 / len(space.optimizers))) < 0.02
+    assert abs(kind / draws - 0.5 * (1 - 1 / len(space.block_kinds))) < 0.025
 
 
-@pytest.mark.parametrize("space", [SPACE, SearchSpace(conv_blocks=[2, 4], dense_layers=[1, 3], filters=[4, 8],
-                                                      learning_rates=[0.01])], ids=["default", "narrow"])
+def test_training_gene_steps_the_rate_when_the_optimizer_is_the_only_one():
+    space = make_space(optimizers=["sgd"])
+    rng = random.Random(47)
+    parent = replace(HAND_BUILT[0], optimizer="sgd", learning_rate=0.045)
+    ratios = []
+    for _ in range(2_000):
+        optimizer, rate = _mutate_training(parent, space, 1.0, rng)
+        assert optimizer == "sgd" and 0.01 <= rate <= 0.2
+        ratios.append(rate / 0.045)
+    assert all(0.5 / 1.03 <= r <= 2 * 1.03 for r in ratios)  # a step of up to ×2 either way (2-digit rounding)
+    assert abs(sum(r > 1 for r in ratios) / len(ratios) - 0.5) < 0.04
+    assert min(ratios) < 0.55 and max(ratios) > 1.8
+    assert abs(sum(math.log(r) for r in ratios) / len(ratios)) < 0.03  # no drift on the log scale
+    # at the top of the range a step never leaves it
+    top = [_mutate_training(replace(parent, learning_rate=0.2), space, 1.0, rng)[1] for _ in range(500)]
+    assert max(top) == 0.2 and 0.35 < top.count(0.2) / len(top) < 0.65
+
+
+def test_training_gene_redraws_a_new_optimizer_with_a_rate_from_its_own_range():
+    rng = random.Random(48)
+    parent = replace(HAND_BUILT[0], optimizer="adam", learning_rate=1e-3)
+    children = [_mutate_training(parent, SPACE, 1.0, rng) for _ in range(3_000)]
+    for optimizer, rate in children:
+        low, high = SPACE.learning_rate_range(optimizer)
+        assert low <= rate <= high, (optimizer, rate)
+    switched = sum(o != "adam" for o, _ in children) / len(children)
+    assert abs(switched - 0.5 * 2 / 3) < 0.03
+    assert {o for o, _ in children} == set(OPTIMIZERS)
+    # sgd's range [0.01, 0.2] does not overlap adam's: a switch to sgd always draws a new rate
+    assert all(r >= 0.01 for o, r in children if o == "sgd")
+    # redraws that keep adam land anywhere in its range, not only within a factor 2
+    far = sum(o == "adam" and not 0.5 / 1.03 <= r / 1e-3 <= 2 * 1.03 for o, r in children) / len(children)
+    assert 0.03 < far < 0.11  # ≈ 1/2 × 1/3 × 0.4
+    assert [_mutate_training(parent, SPACE, 0.0, rng) for _ in range(100)] == [("adam", 1e-3)] * 100
+
+
+def test_an_optimizer_no_longer_in_the_space_is_always_redrawn():
+    space = SearchSpace.from_dict({"optimizers": ["sgd", "adamw"], "learning_rates": {"sgd": [0.05, 0.1]}})
+    space.validate()
+    rng = random.Random(49)
+    parent = replace(MIDDLE, optimizer="adam", learning_rate=3e-3)
+    seen = set()
+    for rate in (0.0, 0.3, 1.0):
+        for _ in range(300):
+            optimizer, lr = _mutate_training(parent, space, rate, rng)
+            assert optimizer in ("sgd", "adamw")
+            low, high = space.learning_rate_range(optimizer)
+            assert low <= lr <= high
+            seen.add(optimizer)
+    assert seen == {"sgd", "adamw"}
+    child = mutate(parent, space, 0.0, rng)  # nothing else changes at rate 0
+    assert child.optimizer in ("sgd", "adamw")
+    assert replace(child, optimizer="adam", learning_rate=3e-3) == parent
+
+
+def test_mutation_chains_keep_each_rate_in_its_optimizer_range():
+    space = SearchSpace.from_dict({"learning_rates": {"sgd": [0.1, 0.3], "adam": [1e-4, 2e-4],
+                                                      "adamw": [0.002, 0.002]}})
+    space.validate()
+    rng = random.Random(50)
+    steps = 0
+    for start in range(5):
+        g = sample_genome(space, rng)
+        for _ in range(400):
+            g = mutate(g, space, 0.4, rng)
+            low, high = space.learning_rate_range(g.optimizer)
+            assert low <= g.learning_rate <= high, (g.optimizer, g.learning_rate)
+            steps += 1
+    assert steps == 2_000
+
+
+@pytest.mark.parametrize("space", [SPACE, SearchSpace.from_dict({"conv_blocks": [2, 4], "dense_layers": [1, 3],
+                                                                 "filters": [4, 8], "learning_rates": [0.01]})],
+                         ids=["default", "narrow"])
 def test_mutation_changes_length_within_bounds(space):
     rng = random.Random(43)
     g = sample_genome(space, rng)
@@ -418,18 +635,32 @@ def test_mutation_changes_length_within_bounds(space):
 
 
 def test_mutated_genes_stay_in_the_space():
-    space = SearchSpace(filters=[4, 12], kernel_sizes=[3, 9], activations=["tanh", "relu"], pooling=["avg"],
-                        batch_norm=[False], dense_units=[7], dropout=[0.15], optimizers=["sgd"],
-                        learning_rates=[0.5], weight_decays=[0.01], conv_blocks=[1, 3], dense_layers=[0, 1])
+    # an old-format space: "pooling" and a list of learning rates
+    space = SearchSpace.from_dict({
+        "filters": [4, 12], "kernel_sizes": [3, 9], "activations": ["tanh", "relu"], "pooling": ["avg"],
+        "block_kinds": ["separable"], "heads": ["gap"], "batch_norm": [False], "dense_units": [7],
+        "dropout": [0.15], "optimizers": ["sgd"], "learning_rates": [0.5], "weight_decays": [0.01],
+        "conv_blocks": [1, 3], "dense_layers": [0, 1]})
+    space.validate()
     rng = random.Random(44)
     for _ in range(1_000):
         g = sample_genome(space, rng)
+        assert_in_space(g, space)
+        assert g.learning_rate == 0.5
         for rate in (0.2, 1.0):
-            assert_in_space(mutate(g, space, rate, rng), space)
+            child = mutate(g, space, rate, rng)
+            assert_in_space(child, space)
+            assert child.learning_rate == 0.5
+    # a default-space genome mutated at rate one lands wholly in this space (its lengths are trimmed too)
+    for g in HAND_BUILT:
+        for _ in range(20):
+            child = mutate(g, space, 1.0, rng)
+            assert_in_space(child, space)
+            assert child.head == "gap" and child.optimizer == "sgd" and child.learning_rate == 0.5
 
 
 def test_mutation_brings_a_wider_genome_into_the_space():
-    space = SearchSpace(conv_blocks=[1, 4], dense_layers=[0, 1])
+    space = make_space(conv_blocks=[1, 4], dense_layers=[0, 1])
     child = mutate(DEEP, space, 0.0, random.Random(45))
     assert len(child.conv) == 4 and len(child.dense) == 1
     assert child.conv == DEEP.conv[:4]
@@ -438,3 +669,4 @@ def test_mutation_brings_a_wider_genome_into_the_space():
 def test_mutation_same_seed_same_child():
     for g in HAND_BUILT:
         assert mutate(g, SPACE, 0.5, random.Random(46)) == mutate(g, SPACE, 0.5, random.Random(46))
+    assert len({mutate(MIDDLE, SPACE, 0.5, random.Random(seed)) for seed in range(20)}) > 15

@@ -193,7 +193,7 @@ def test_a_sigkilled_search_takes_its_local_ray_with_it(tmp_path):
 
 def _tasks(generation: int, count: int, rng: random.Random) -> list[Task]:
     space = SearchSpace(conv_blocks=[1, 2], filters=[8, 16], dense_layers=[0, 1], dense_units=[32],
-                        learning_rates=[1e-2, 3e-3])
+                        learning_rates={"sgd": [3e-3, 1e-2], "adam": [3e-3, 1e-2], "adamw": [3e-3, 1e-2]})
     return [Task(generation, i, sample_genome(space, rng), 1000 * generation + i) for i in range(count)]
 
 

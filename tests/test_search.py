@@ -22,7 +22,7 @@ def fake_fitness(genome: Genome) -> float:
 
 
 class FakeEvaluator:
-    """Scores genomes without training; records every genome it was asked to train."""
+    """Scores genomes without training; records every (genome, rung epochs) it was asked to train."""
 
     def __init__(self, data, settings, fail_when=None, die_after=None):
         self.data = data
@@ -37,7 +37,7 @@ class FakeEvaluator:
             if self.die_after is not None and len(self.trained) >= self.die_after:
                 raise SystemExit("killed")
             if not task.final:  # the final model is trained again on purpose
-                self.trained.append(task.genome.key())
+                self.trained.append((task.genome.key(), task.pause_after or 3))
             on_progress(task, {"epoch": 1, "epochs": 1, "batch": 1, "batches": 1, "loss": 1.0, "eta_s": 0.0})
             model = build_model(task.genome, self.data.input_shape, self.data.classes, self.data.mean, self.data.std)
             if self.fail_when is not None and self.fail_when(task):
@@ -90,7 +90,7 @@ def test_search_completes_and_records_everything(tmp_path, config):
 
 def test_no_genome_is_trained_twice(tmp_path, config):
     _, store, evaluator = run_search(tmp_path, config)
-    assert len(evaluator.trained) == len(set(evaluator.trained))
+    assert len(evaluator.trained) == len(set(evaluator.trained)), "a genome trained twice at one rung"
     cached = [r for r in store.individuals("r1") if r["cached"]]
     assert cached, "elites should have come from the cache"
     assert all(r["seconds"] == 0.0 for r in cached)
@@ -144,15 +144,17 @@ def test_killed_search_resumes_to_the_same_result(tmp_path, config):
         run_search(tmp_path / "kill", config, die_after=13)
     store = Store(tmp_path / "kill" / "db.json")
     recorded_before = {(r["generation"], r["index"]): r["fitness"] for r in store.individuals("r1")}
+    rungs_before = {(r["key"], r["epochs"]) for r in store.individuals("r1") if not r["cached"]}
     assert 0 < len(recorded_before) < 40
     status, store, evaluator = run_search(tmp_path / "kill", config, store=store)
     assert status == "completed"
     assert genomes_by_generation(store, "r1") == genomes_by_generation(reference, "r1")
     assert store.get_run("r1")["best_fitness"] == reference.get_run("r1")["best_fitness"]
-    recorded_keys = {r["key"] for r in store.individuals("r1") if (r["generation"], r["index"]) in recorded_before}
-    assert not recorded_keys & set(evaluator.trained), "a candidate completed before the kill was trained again"
+    assert not rungs_before & set(evaluator.trained), "a rung completed before the kill was trained again"
     after = {(r["generation"], r["index"]): r["fitness"] for r in store.individuals("r1")}
     assert all(after[key] == fitness for key, fitness in recorded_before.items())
+    assert [(r["status"], r["epochs"]) for r in store.individuals("r1")] == [
+        (r["status"], r["epochs"]) for r in reference.individuals("r1")]
 
 
 def test_stop_request_from_the_store_stops_the_search(tmp_path, config):

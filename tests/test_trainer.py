@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -10,8 +11,8 @@ import torch
 from automodel.data import load_dataset
 from automodel.genome import ConvBlock, DenseLayer, Genome
 from automodel.model import CandidateNet
-from automodel.trainer import (DeviceData, TrainSettings, augment_batch, resolve_augment,
-                               train_candidate, warmup_linear_decay)
+from automodel.trainer import (DeviceData, TrainSettings, augment_batch, chance_loss, resolve_augment,
+                               scaled_learning_rate, train_candidate, warmup_linear_decay)
 
 SMALL = Genome(conv=(ConvBlock(16, 3, "relu", "max", True),), dense=(DenseLayer(32, "relu"),), dropout=0.1,
                optimizer="adam", learning_rate=3e-3, weight_decay=0.0)
@@ -36,12 +37,60 @@ def test_same_seed_same_fitness_on_cpu(digits):
     assert first.fitness == second.fitness and first.train_loss == second.train_loss
 
 
-def test_nan_loss_is_a_result_not_an_exception(digits):
-    wild = dataclasses.replace(SMALL, conv=(ConvBlock(8, 3, "relu", "none", False),), dense=(),
-                               optimizer="sgd", learning_rate=1000.0)
-    result = train_candidate(wild, digits, TrainSettings(epochs=1), seed=0, on_progress=lambda info: None)
+def test_nan_loss_is_a_result_not_an_exception(digits, monkeypatch):
+    forward = CandidateNet.forward
+    monkeypatch.setattr(CandidateNet, "forward", lambda self, x: forward(self, x) * float("nan"))
+    result = train_candidate(SMALL, digits, TrainSettings(epochs=1), seed=0, on_progress=lambda info: None)
     assert result.status == "nan" and result.fitness == 0.0
     assert "NaN" in result.reason
+
+
+def test_a_huge_learning_rate_is_clipped_and_reported_as_not_learning(digits):
+    """Gradient clipping keeps SGD at a learning rate of 1,000 finite; the candidate does not learn,
+    and is stopped after its first epoch with that reason instead of training on."""
+    wild = dataclasses.replace(SMALL, conv=(ConvBlock(8, 3, "relu", "none", False),), dense=(),
+                               optimizer="sgd", learning_rate=1000.0)
+    result = train_candidate(wild, digits, TrainSettings(epochs=3, stall_after_steps=30), seed=0)
+    assert result.status == "stalled" and result.epochs_done < 3
+    assert "not learning" in result.reason and result.fitness < 0.3
+
+
+def test_pause_and_resume_equal_an_unpaused_training(digits):
+    settings = TrainSettings(epochs=3, augment="crop")
+    whole = train_candidate(SMALL, digits, settings, seed=3, keep_weights=True)
+    paused = train_candidate(SMALL, digits, settings, seed=3, pause_after=1)
+    assert paused.status == "ok" and paused.epochs_done == 1 and paused.checkpoint is not None
+    assert paused.fitness == whole.history[0]["val_accuracy"]
+    assert paused.state_dict is None   # weights travel in the checkpoint until the training ends
+    resumed = train_candidate(SMALL, digits, settings, seed=3, resume=paused.checkpoint, keep_weights=True)
+    assert resumed.epochs_done == 3 and resumed.checkpoint is None
+    assert resumed.fitness == whole.fitness and resumed.history == [
+        {**h, "seconds": r["seconds"]} for h, r in zip(whole.history, resumed.history)]
+    assert all(torch.equal(resumed.state_dict[k], whole.state_dict[k]) for k in whole.state_dict)
+    # Without its checkpoint, a paused training is replayed from the start: the same result.
+    again = train_candidate(SMALL, digits, settings, seed=3, pause_after=1)
+    assert again.fitness == paused.fitness
+
+
+def test_every_epoch_records_its_validation_accuracy(digits):
+    result = train_candidate(SMALL, digits, TrainSettings(epochs=2), seed=0)
+    assert [h["epoch"] for h in result.history] == [1, 2]
+    assert result.history[-1]["val_accuracy"] == result.fitness
+    assert all(h["train_loss"] > 0 for h in result.history)
+    final = train_candidate(SMALL, digits, TrainSettings(epochs=2), seed=0, final=True)
+    assert all(h["val_accuracy"] is None for h in final.history)   # the test split is looked at once
+
+
+def test_learning_rate_scales_with_the_batch_size():
+    sgd = dataclasses.replace(SMALL, optimizer="sgd", learning_rate=0.1)
+    assert scaled_learning_rate(sgd, 64) == pytest.approx(0.1)
+    assert scaled_learning_rate(sgd, 256) == pytest.approx(0.4)
+    assert scaled_learning_rate(SMALL, 256) == pytest.approx(3e-3 * 2)   # adam: square root
+
+
+def test_chance_loss_is_the_entropy_of_the_labels():
+    assert chance_loss(torch.tensor([0, 1, 2, 3]), 4) == pytest.approx(math.log(4))
+    assert chance_loss(torch.tensor([0, 0, 0, 0]), 4) == pytest.approx(0.0)
 
 
 def test_time_limit(digits):

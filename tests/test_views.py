@@ -168,8 +168,8 @@ def test_population_table_is_one_generation_best_first():
     frame = views.individuals_frame(population())
     table = views.population_table(frame)  # latest generation by default
     assert list(table["Candidate"]) == [1, 3, 2]
-    assert list(table.columns) == ["Candidate", "Fitness", "Status", "Architecture", "Parameters", "Seconds",
-                                   "Reason", "Reused"]
+    assert list(table.columns) == ["Candidate", "Fitness", "Epochs", "Status", "Architecture", "Parameters",
+                                   "MMACs", "Seconds", "Reason", "Reused"]
     assert list(table["Status"]) == ["✓ ok", "✓ ok", "✗ NaN loss"]
     assert list(table["Reused"]) == [False, True, False]
     first = views.population_table(frame, 0)
@@ -199,8 +199,19 @@ def test_pruned_candidates_are_not_failures():
     assert list(views.failures_table(frame)["Status"]) == ["✗ out of memory", "✗ NaN loss"]
     assert "✂ pruned" in list(views.population_table(frame)["Status"])
     caption = views.chart_caption(frame)
-    assert caption.startswith("8 candidates evaluated · 1 pruned after their first epoch · 2 failed "
+    assert caption.startswith("8 candidates evaluated · 1 stopped early by successive halving or pruning · 2 failed "
                               "(1 out of memory, 1 NaN loss)")
+
+
+def test_population_table_ranks_by_epochs_trained_then_fitness():
+    """Successive halving: a candidate that went on to more epochs ranks above one stopped earlier,
+    whatever their scores (they are not comparable); the table says how many epochs each had."""
+    records = [make_individual(0, 0, 0.6, "pruned"), make_individual(0, 1, 0.4), make_individual(0, 2, 0.5)]
+    for record, epochs, macs in zip(records, (1, 3, 3), (2_500_000, 1_000_000, 7_000_000)):
+        record["epochs"], record["macs"] = epochs, macs
+    table = views.population_table(views.individuals_frame(records))
+    assert list(table["Candidate"]) == [3, 2, 1]
+    assert list(table["Epochs"]) == [3, 3, 1] and list(table["MMACs"]) == [7.0, 1.0, 2.5]
 
 
 def test_chart_caption_without_failures():
@@ -305,7 +316,10 @@ def test_presets_are_valid_configs():
     assert (quick.dataset, quick.device) == ("digits", "cpu")
     cifar = Config.from_dict(views.preset_config("CIFAR-10"))
     assert (cifar.dataset, cifar.population, cifar.generations, cifar.epochs, cifar.final_epochs, cifar.device,
-            cifar.batch_size) == ("cifar10", 10, 20, 5, 30, "auto", 256)
+            cifar.batch_size) == ("cifar10", 10, 20, 6, 30, "auto", 256)
+    assert cifar.fidelities() == [2, 6] and "avgmax" in cifar.space.heads
+    own = Config.from_dict({**views.preset_config("Your own images"), "dataset": "/some/folder"})
+    assert (own.epochs, own.final_epochs, own.batch_size) == (3, 15, None)
 
 
 def test_form_config_turns_whole_floats_into_ints_and_keeps_the_space():
