@@ -28,7 +28,8 @@ RUN_OVERRIDES = {
     "dataset": str, "population": int, "generations": int, "epochs": int, "min_epochs": int,
     "reduction_factor": int, "final_epochs": int, "seed": int, "selection": str, "tournament_size": int,
     "crossover": str, "mutation_rate": float, "elitism": int, "batch_size": int, "label_smoothing": float,
-    "max_macs": int, "device": str, "backend": str, "time_limit_s": float,
+    "max_macs": int, "device": str, "backend": str, "workers": lambda v: v if v == "auto" else _whole(v, "--workers"),
+    "time_limit_s": float,
     "target_fitness": float, "time_budget_s": float,
     "ray_address": str, "cpus_per_candidate": float, "gpus_per_candidate": float, "retries": int,
 }
@@ -36,6 +37,13 @@ RUN_OVERRIDES = {
 
 class UserError(Exception):
     """Bad input a person caused: printed as one line, exit code 2."""
+
+
+def _whole(text: str, flag: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{flag} takes auto or a whole number, not {text!r}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:

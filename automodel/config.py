@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -129,8 +130,8 @@ class Config:
     tournament_size: int = 3          # clipped to the population size
     truncation_fraction: float = 0.5
     crossover: str = "uniform"
-    crossover_rate: float = 0.9
-    mutation_rate: float = 0.2
+    crossover_rate: float = 0.5
+    mutation_rate: float = 0.1
     elitism: int = 1
     seed: int = 0
     target_fitness: float | None = None
@@ -152,6 +153,7 @@ class Config:
     max_macs: int | None = None       # multiply-accumulates per image; None: MACS_PER_PIXEL × height × width
     device: str = "auto"
     backend: str = "local"
+    workers: int | str = "auto"       # candidates trained at once by the local back end; auto: see resolve_workers
     # the ray backend (ignored by the local one)
     ray_address: str | None = None    # None: start a local Ray for the run; "auto" or host:port: join a cluster
     cpus_per_candidate: float = 1.0   # CPUs each candidate's Ray task reserves (also its torch threads, rounded down)
@@ -200,6 +202,10 @@ class Config:
             _check_int("max_macs", self.max_macs, 1, 10**15)
         _check_choice("device", self.device, DEVICES)
         _check_choice("backend", self.backend, BACKENDS)
+        if self.workers != "auto":
+            if not _is_int(self.workers) or not 1 <= self.workers <= 1024:
+                raise ConfigError(f"workers = {self.workers!r} is not accepted; use auto or a whole number from 1 "
+                                  f"to 1024.")
         if self.ray_address is not None:
             address = self.ray_address
             if not isinstance(address, str) or not address.strip() or any(ch.isspace() for ch in address):
@@ -306,6 +312,33 @@ def resolve_batch_size(batch_size: int | None, train_size: int) -> int:
     while size < 256 and train_size / (size * 2) >= STEPS_PER_EPOCH:
         size *= 2
     return size
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:   # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+GPU_WORKERS = 4   # candidates per GPU with workers auto: small CNNs leave a large GPU mostly idle one at a time
+
+
+def resolve_workers(workers: int | str, device: str, population: int, cpus: int | None = None) -> tuple[int, int]:
+    """(worker processes, torch threads each) for the local back end.
+
+    ``auto``: on the CPU one worker per CPU with one thread each (for the small networks of a search,
+    two trainings side by side use two cores far better than one training with two threads), at most
+    one per candidate of a generation; on a GPU ``GPU_WORKERS``. A number: that many workers, sharing
+    the CPUs. One worker trains in the search process itself.
+    """
+    cpus = cpus or available_cpus()
+    if workers == "auto":
+        workers = GPU_WORKERS if device == "cuda" else cpus
+        workers = max(1, min(workers, population))
+    workers = int(workers)
+    return workers, max(1, cpus // workers)
 
 
 def _refuse_unknown(data: dict, cls: type, what: str) -> None:

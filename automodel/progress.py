@@ -11,11 +11,15 @@ from .search import Reporter
 
 
 class BarReporter(Reporter):
-    """Three stacked tqdm bars, like a training script's, on stderr."""
+    """Stacked tqdm bars, like a training script's, on stderr: the generations, the generation's
+    candidates, and one line per candidate in training (several with workers), each in a fixed
+    place so that nothing jumps."""
 
     def __init__(self, stream=sys.stderr):
         self.stream = stream
-        self.generations = self.candidates = self.batches = None
+        self.generations = self.candidates = None
+        self.batches: dict[str, tqdm] = {}   # by the candidate's worker label
+        self.positions: dict[str, int] = {}
 
     def generation_started(self, generation: int, generations: int, todo: int, population: int) -> None:
         if self.generations is None:
@@ -23,22 +27,31 @@ class BarReporter(Reporter):
                                     dynamic_ncols=True)
         self.generations.n = generation
         self.generations.refresh()
-        self._close(("candidates", "batches"))
+        self._close_batches()
+        self._close(("candidates",))
         self.candidates = tqdm(total=population, initial=population - todo, desc=f"gen {generation} candidates",
                                position=1, leave=False, file=self.stream, dynamic_ncols=True)
 
     def candidate_progress(self, task: Task, info: dict) -> None:
         total = info["epochs"] * info["batches"]
-        label = "final model" if task.final else f"candidate {task.index}"
-        if self.batches is None or self.batches.total != total or getattr(self.batches, "_task", None) != task:
-            self._close(("batches",))
-            self.batches = tqdm(total=total, desc=label, position=2, leave=False, file=self.stream,
-                                dynamic_ncols=True, unit="batch")
-            self.batches._task = task
-        self.batches.n = (info["epoch"] - 1) * info["batches"] + info["batch"]
-        self.batches.set_postfix(epoch=f"{info['epoch']}/{info['epochs']}", loss=f"{info['loss']:.4f}", refresh=True)
+        key = task.worker_label
+        bar = self.batches.get(key)
+        if bar is None or bar.total != total:
+            if bar is not None:
+                bar.close()
+            taken = {self.positions[k] for k in self.batches if k != key}
+            position = self.positions[key] = next(p for p in range(2, 3 + len(self.batches)) if p not in taken)
+            label = "final model" if task.final else f"candidate {task.index}"
+            bar = self.batches[key] = tqdm(total=total, desc=label, position=position, leave=False, file=self.stream,
+                                           dynamic_ncols=True, unit="batch")
+        bar.n = (info["epoch"] - 1) * info["batches"] + info["batch"]
+        bar.set_postfix(epoch=f"{info['epoch']}/{info['epochs']}", loss=f"{info['loss']:.4f}", refresh=True)
 
     def candidate_done(self, task: Task, record: dict) -> None:
+        bar = self.batches.pop(task.worker_label, None)
+        self.positions.pop(task.worker_label, None)
+        if bar is not None:
+            bar.close()
         if self.candidates is not None:
             self.candidates.update(1)
             self.candidates.set_postfix(last=f"{record['fitness']:.3f}", status=record["status"])
@@ -54,7 +67,13 @@ class BarReporter(Reporter):
         tqdm.write(text, file=self.stream)
 
     def close(self) -> None:
-        self._close(("batches", "candidates", "generations"))
+        self._close_batches()
+        self._close(("candidates", "generations"))
+
+    def _close_batches(self) -> None:
+        for bar in self.batches.values():
+            bar.close()
+        self.batches, self.positions = {}, {}
 
     def _close(self, names) -> None:
         for name in names:

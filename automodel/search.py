@@ -19,10 +19,10 @@ import statistics
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .config import Config, resolve_batch_size, resolve_max_macs
+from .config import Config, resolve_batch_size, resolve_max_macs, resolve_workers
 from .data import ImageData, load_dataset
 from .evaluator import Evaluator, LocalEvaluator, Task
 from .export import save_checkpoint
@@ -151,7 +151,7 @@ class Search:
             status = "stopped"  # a stop during set-up (a download, starting Ray) is obeyed here
             if not self.stop():
                 evaluator = (self.evaluator_factory(data, settings) if self.evaluator_factory else
-                             LocalEvaluator(DeviceData(data, resolve_device(settings.device)), settings))
+                             self._local_evaluator(data, settings))
             if not self.stop():
                 self._load_cache()
                 status = self._evolve(evaluator)
@@ -165,6 +165,16 @@ class Search:
         self.store.update_run(self.run_id, status=status, ended_at=time.time(), pid=None,
                               elapsed_s=self._elapsed())
         return status
+
+    def _local_evaluator(self, data: ImageData, settings: TrainSettings) -> Evaluator:
+        """One candidate at a time in this process, or several at once in worker processes."""
+        workers, threads = resolve_workers(self.config.workers, settings.device, self.config.population)
+        self.store.update_run(self.run_id, workers=workers, threads_per_worker=threads if workers > 1 else None)
+        device_data = DeviceData(data, resolve_device(settings.device))
+        if workers == 1:
+            return LocalEvaluator(device_data, settings)
+        from .worker_pool import WorkerPoolEvaluator
+        return WorkerPoolEvaluator(device_data, replace(settings, threads=threads), workers)
 
     def _elapsed(self) -> float:
         """Seconds this run has been searching, over all its sessions (the time budget's clock)."""

@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import torch  # noqa: E402
 
-from automodel.config import Config  # noqa: E402
+from automodel.config import Config, resolve_batch_size  # noqa: E402
 from automodel.data import load_dataset  # noqa: E402
 from automodel.genome import ConvBlock, Genome  # noqa: E402
 from automodel.search import Search  # noqa: E402
@@ -78,11 +78,14 @@ def hand_designed(config: Config) -> tuple[float, float]:
     """(seconds, test accuracy) of the hand-designed CNN: data loading and 15 epochs."""
     started = time.perf_counter()
     data = load_dataset(config.dataset, ROOT / "data", val_fraction=config.val_fraction, seed=config.seed)
-    settings = TrainSettings(epochs=config.final_epochs, batch_size=config.batch_size,
+    settings = TrainSettings(epochs=config.final_epochs, batch_size=resolve_batch_size(config.batch_size,
+                                                                                       len(data.train_x)),
                              augment=resolve_augment(config.augment, data.name),
                              label_smoothing=config.label_smoothing, clip_grad_norm=config.clip_grad_norm)
     result = train_candidate(HAND_DESIGNED, DeviceData(data, torch.device("cpu")), settings,
                              seed=config.seed, final=True)
+    if result.status != "ok":
+        raise SystemExit(f"the hand-designed CNN did not train: {result.status} {result.reason}")
     return time.perf_counter() - started, result.fitness
 
 

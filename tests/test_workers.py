@@ -1,0 +1,168 @@
+"""Several candidates at once in worker processes: same search, same results, stop, kill and resume,
+per-worker progress, and a worker that dies failing only its candidate."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from automodel.config import Config, resolve_workers
+from automodel.search import Reporter, Search
+from automodel.store import Store
+
+ROOT = Path(__file__).resolve().parent.parent
+SMALL = {"dataset": "digits", "population": 4, "generations": 2, "epochs": 1, "final_epochs": 1, "seed": 5,
+         "device": "cpu"}
+
+
+def bounded_wait(condition, timeout: float, what: str, interval: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def run_in_process(tmp_path: Path, workers, reporter: Reporter | None = None, **changes) -> Store:
+    config = Config.from_dict({**SMALL, "workers": workers, **changes})
+    store = Store(tmp_path / "db.json")
+    store.create_run("w", config.to_dict())
+    assert Search(config, store, "w", reporter=reporter).run() == "completed"
+    return store
+
+
+def outcomes(store: Store) -> list[tuple]:
+    return [(r["generation"], r["index"], r["key"], r["fitness"], r["status"]) for r in store.individuals("w")]
+
+
+def test_auto_workers_fill_the_cpus_with_one_thread_each():
+    assert resolve_workers("auto", "cpu", population=8, cpus=2) == (2, 1)
+    assert resolve_workers("auto", "cpu", population=8, cpus=16) == (8, 2)   # never more than a generation
+    assert resolve_workers("auto", "cuda", population=8, cpus=16) == (4, 4)
+    assert resolve_workers(1, "cpu", population=8, cpus=2) == (1, 2)
+    assert resolve_workers(3, "cpu", population=8, cpus=12) == (3, 4)
+
+
+def test_two_workers_give_the_same_search_as_one_with_equal_threads(tmp_path):
+    """Same genomes, same fitness values: a candidate trains with one thread either way."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        one = run_in_process(tmp_path / "one", 1)
+    finally:
+        torch.set_num_threads(before)
+    two = run_in_process(tmp_path / "two", 2)
+    assert outcomes(two) == outcomes(one)
+    assert two.get_run("w")["workers"] == 2 and two.get_run("w")["threads_per_worker"] >= 1
+    assert two.get_run("w")["best_fitness"] == one.get_run("w")["best_fitness"]
+
+
+class Timeline(Reporter):
+    def __init__(self):
+        self.seen: dict[str, list[float]] = {}
+
+    def candidate_progress(self, task, info):
+        self.seen.setdefault(task.worker_label, []).append(time.monotonic())
+
+
+def test_workers_train_side_by_side_and_report_each_candidate(tmp_path):
+    timeline = Timeline()
+    run_in_process(tmp_path, 2, reporter=timeline, epochs=3, generations=1)
+    spans = {label: (min(t), max(t)) for label, t in timeline.seen.items() if label.startswith("g0")}
+    assert len(spans) == 4
+    overlapping = sum(1 for a in spans.values() for b in spans.values() if a < b and a[1] > b[0])
+    assert overlapping >= 1, f"no two candidates trained at the same time: {spans}"
+
+
+def test_a_worker_that_dies_fails_only_its_candidate(tmp_path, monkeypatch):
+    monkeypatch.setenv("AUTOMODEL_TEST_KILL_WORKER", "g0-i1")   # that candidate's worker kills itself
+    store = run_in_process(tmp_path, 2, generations=1)
+    rows = store.individuals("w", 0)
+    assert [r["status"] for r in rows] == ["ok", "error", "ok", "ok"]
+    assert "worker process died" in rows[1]["reason"]
+    assert store.get_run("w")["test_accuracy"] is not None
+
+
+# ------------------------------------------------------------------------ real processes
+
+def cli(*args: str, **kw) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, "-m", "automodel", *args], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kw)
+
+
+def children_of(pid: int) -> set[int]:
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.add(int(stat.parent.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+ARGS = ["--dataset", "digits", "--population", "4", "--generations", "3", "--epochs", "3", "--final-epochs", "1",
+        "--seed", "2", "--workers", "2", "--device", "cpu", "--quiet"]
+
+
+def test_stop_sigkill_and_resume_with_two_workers(tmp_path):
+    """Stop takes effect within seconds; a SIGKILLed search leaves no worker behind; resume ends
+    where an uninterrupted run ends."""
+    reference = cli("run", *ARGS, "--run-id", "r", "--db", str(tmp_path / "ref.json"))
+    assert reference.wait(timeout=300) == 0, reference.stderr.read()[-2000:]
+
+    db = tmp_path / "db.json"
+    search = cli("run", *ARGS, "--run-id", "r", "--db", str(db))
+    bounded_wait(lambda: db.exists() and Store(db).individuals("r"), 120, "the first candidate")
+    workers = bounded_wait(lambda: children_of(search.pid), 30, "the worker processes")
+    stop_asked = time.monotonic()
+    assert cli("stop", "r", "--db", str(db)).wait(timeout=60) == 0
+    search.wait(timeout=60)
+    assert time.monotonic() - stop_asked < 15
+    assert Store(db).get_run("r")["status"] == "stopped"
+    bounded_wait(lambda: not any(alive(p) for p in workers), 30, "the workers to end after a stop")
+
+    resumed = cli("resume", "r", "--db", str(db), "--quiet")
+    bounded_wait(lambda: len(Store(db).individuals("r")) >= 6, 120, "more candidates after resuming")
+    workers = bounded_wait(lambda: children_of(resumed.pid), 30, "the worker processes")
+    os.kill(resumed.pid, signal.SIGKILL)
+    resumed.wait(timeout=30)
+    bounded_wait(lambda: not any(alive(p) for p in workers), 30, "the workers to die with the search")
+
+    final = cli("resume", "r", "--db", str(db), "--quiet")
+    assert final.wait(timeout=300) == 0, final.stderr.read()[-2000:]
+    got, want = Store(db), Store(tmp_path / "ref.json")
+    assert [(r["key"], r["fitness"]) for r in got.individuals("r")] == \
+           [(r["key"], r["fitness"]) for r in want.individuals("r")]
+    assert got.get_run("r")["best_fitness"] == want.get_run("r")["best_fitness"]
+    show = json.loads(subprocess.run([sys.executable, "-m", "automodel", "show", "r", "--json", "--db", str(db)],
+                                     cwd=ROOT, capture_output=True, text=True, check=True).stdout)
+    assert show["status"] == "completed"
+
+
+@pytest.mark.parametrize("value", ["0", "many", "-2"])
+def test_bad_workers_value_is_one_sentence(tmp_path, value):
+    result = subprocess.run([sys.executable, "-m", "automodel", "run", "--dataset", "digits", "--workers", value,
+                             "--db", str(tmp_path / "db.json")], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "workers" in result.stderr and ("auto" in result.stderr)
