@@ -44,6 +44,7 @@ SPACE_OPTIONS: dict[str, list[Any]] = {
 }
 BLOCK_HELP = {"plain": "plain (conv, BN, activation)", "residual": "residual (two convs + skip)",
               "separable": "depthwise-separable"}
+WORKER_CHOICES = ["auto", 1, 2, 3, 4, 6, 8, 12, 16]
 HEAD_HELP = {"flatten": "flatten (map ≤ 4×4)", "avgmax": "global average + max pool", "gap": "global average pool"}
 SELECTION_HELP = {"roulette": "roulette wheel (fitness-proportional)", "tournament": "tournament",
                   "rank": "rank-based", "truncation": "truncation (best fraction)",
@@ -232,8 +233,12 @@ def sidebar_form(store: Store | None) -> None:
     if "backend" in views.FORM_FIELDS:
         with st.expander("Where candidates train"):
             backend = st.selectbox("Back end", BACKENDS, key="cfg_backend",
-                                   format_func=lambda b: {"local": "this machine, one at a time",
-                                                          "ray": "Ray (several at once, or a cluster)"}.get(b, b))
+                                   format_func=lambda b: {"local": "this machine",
+                                                          "ray": "Ray (a cluster, or this machine)"}.get(b, b))
+            st.selectbox("Candidates at once (this machine)", WORKER_CHOICES, key="cfg_workers",
+                         disabled=backend != "local",
+                         help="auto: one per CPU core with one thread each (4 per GPU); 1: one at a time with "
+                              "all threads.")
             off = backend != "ray"
             if "ray_address" in views.FORM_FIELDS:
                 st.text_input("Ray address", key="cfg_ray_address", disabled=off, placeholder="start a local Ray",

@@ -28,7 +28,8 @@ RUN_OVERRIDES = {
     "dataset": str, "population": int, "generations": int, "epochs": int, "min_epochs": int,
     "reduction_factor": int, "final_epochs": int, "seed": int, "selection": str, "tournament_size": int,
     "crossover": str, "mutation_rate": float, "elitism": int, "batch_size": int, "label_smoothing": float,
-    "max_macs": int, "device": str, "backend": str, "workers": lambda v: v if v == "auto" else _whole(v, "--workers"),
+    "max_macs": int, "max_latency_ms": float, "objectives": lambda v: [o.strip() for o in v.split(",") if o.strip()],
+    "device": str, "backend": str, "workers": lambda v: v if v == "auto" else _whole(v, "--workers"),
     "time_limit_s": float,
     "target_fitness": float, "time_budget_s": float,
     "ray_address": str, "cpus_per_candidate": float, "gpus_per_candidate": float, "retries": int,
@@ -87,8 +88,14 @@ def build_parser() -> argparse.ArgumentParser:
     export = sub.add_parser("export", help="write the best model as .pt or ONNX, or the candidate records as CSV")
     common(export)
     export.add_argument("run_id")
+    export.add_argument("--candidate", metavar="KEY", help="a finalized candidate instead of the run's best")
     export.add_argument("--format", choices=("pt", "onnx", "csv"), default="pt")
     export.add_argument("--out", type=Path)
+    finalize = sub.add_parser("finalize", help="train a chosen candidate on train + validation and test it")
+    common(finalize)
+    finalize.add_argument("run_id")
+    finalize.add_argument("--candidate", metavar="KEY", required=True, help="the candidate's key (show --json)")
+    finalize.add_argument("--data-dir", type=Path, default=None, help="default: the folder the run started with")
     return parser
 
 
@@ -108,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
 def _user_error_types() -> tuple[type[Exception], ...]:
     """Errors a person caused. A module not yet imported cannot have raised its error."""
     types: list[type[Exception]] = [UserError, ConfigError, StoreError]
-    for module, name in (("automodel.data", "DatasetError"), ("automodel.export", "CheckpointError")):
+    for module, name in (("automodel.data", "DatasetError"), ("automodel.export", "CheckpointError"),
+                         ("automodel.finalize", "FinalizeError")):
         if module in sys.modules:
             types.append(getattr(sys.modules[module], name))
     return tuple(types)
@@ -240,6 +248,11 @@ def cmd_show(args: argparse.Namespace) -> int:
     summary["config"] = run.get("config")
     summary["best_genome"] = run.get("best_genome")
     summary["reason"] = run.get("reason", "")
+    objectives = (run.get("config") or {}).get("objectives") or ["accuracy"]
+    if len(objectives) > 1:
+        summary["objectives"] = objectives
+        summary["pareto"] = pareto_members(store.individuals(args.run_id), objectives)
+        summary["finalized"] = run.get("finalized") or {}
     if args.json:
         print(json.dumps(summary, indent=2))
         return EXIT_OK
@@ -264,7 +277,14 @@ def cmd_export(args: argparse.Namespace) -> int:
     run = _get_run(store, args.run_id)
     if args.format == "csv":
         return _export_csv(store, args)
-    source = run.get("best_model_path")
+    if args.candidate:
+        entry = (run.get("finalized") or {}).get(args.candidate)
+        if not entry or not Path(entry["path"]).is_file():
+            raise UserError(f"candidate {args.candidate} of run {args.run_id} is not finalized yet; run "
+                            f"`automodel finalize {args.run_id} --candidate {args.candidate}` first.")
+        source = entry["path"]
+    else:
+        source = run.get("best_model_path")
     if not source or not Path(source).is_file():
         raise UserError(f"run {args.run_id} has no saved best model yet; wait for its first candidate to finish.")
     from .export import export_onnx, read_checkpoint
@@ -276,7 +296,7 @@ def cmd_export(args: argparse.Namespace) -> int:
                 Path(out).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(source, out)
         else:
-            out = export_onnx(source, args.out or run_dir_for(store, args.run_id) / "best.onnx")
+            out = export_onnx(source, args.out or Path(source).with_suffix(".onnx"))
     except OSError as exc:
         raise UserError(f"cannot write {args.out}: {exc.strerror or exc}; give a writable file path.") from None
     print(out)
@@ -299,8 +319,22 @@ def _export_csv(store: Store, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_finalize(args: argparse.Namespace) -> int:
+    from .finalize import finalize_candidate
+    store = Store(args.db)
+    _get_run(store, args.run_id)
+    outcome = finalize_candidate(store, args.run_id, args.candidate, data_dir=args.data_dir)
+    if outcome["status"] == "stopped":
+        print(f"run {args.run_id}: finalizing {args.candidate} stopped")
+        return EXIT_OK
+    verb = {"done": "already finalized", "waited": "finalized by another process", "finalized": "finalized"}
+    print(f"candidate {outcome['key']}: {verb[outcome['status']]}; test accuracy {outcome['test_accuracy']:.4f}")
+    print(f"model: {outcome['path']}")
+    return EXIT_OK
+
+
 COMMANDS = {"run": cmd_run, "resume": cmd_resume, "stop": cmd_stop, "list": cmd_list, "show": cmd_show,
-            "export": cmd_export}
+            "export": cmd_export, "finalize": cmd_finalize}
 
 # ---------------------------------------------------------------------------------- helpers
 
@@ -312,6 +346,14 @@ def load_config(args: argparse.Namespace) -> Config:
         if value is not None:
             base[name] = value
     return Config.from_dict(base)
+
+
+def pareto_members(records: list[dict], objectives: list[str]) -> list[dict]:
+    """The run's Pareto front as `show --json` gives it."""
+    from .pareto import pareto_front
+    return [{"key": r["key"], "fitness": r["fitness"], "params": r.get("params"), "macs": r.get("macs"),
+             "latency_ms": r.get("latency_ms"), "summary": r.get("summary"), "generation": r["generation"],
+             "index": r["index"]} for r in pareto_front(records, objectives)]
 
 
 def run_summary(run: dict) -> dict:

@@ -146,11 +146,14 @@ class Config:
     augment: str = "auto"
     label_smoothing: float = 0.1
     clip_grad_norm: float = 5.0       # 0 turns gradient clipping off
+    compile: bool = False             # torch.compile each candidate (GPU; pays seconds of compiling per network)
     time_limit_s: float = 600.0       # with a time budget, at most a quarter of it
     prune: bool = False               # stop hopeless candidates after their first epoch
     prune_fraction: float = 0.5       # … when below this share of the earlier first-epoch median
     max_params: int = 20_000_000
     max_macs: int | None = None       # multiply-accumulates per image; None: MACS_PER_PIXEL × height × width
+    max_latency_ms: float | None = None  # inference time per image at batch 1 on the search's device; None: no limit
+    objectives: list[str] = field(default_factory=lambda: ["accuracy"])  # accuracy, then any of params, macs, latency
     device: str = "auto"
     backend: str = "local"
     workers: int | str = "auto"       # candidates trained at once by the local back end; auto: see resolve_workers
@@ -194,12 +197,21 @@ class Config:
         _check_float("label_smoothing", self.label_smoothing, 0.0, 0.5)
         _check_float("clip_grad_norm", self.clip_grad_norm, 0.0, 1e6)
         _check_float("time_limit_s", self.time_limit_s, 0.0, math.inf, low_open=True)
+        if not isinstance(self.compile, bool):
+            raise ConfigError(f"compile = {self.compile!r} is not accepted; use true or false.")
         if not isinstance(self.prune, bool):
             raise ConfigError(f"prune = {self.prune!r} is not accepted; use true or false.")
         _check_float("prune_fraction", self.prune_fraction, 0.0, 1.0, low_open=True)
         _check_int("max_params", self.max_params, 1, 10**12)
         if self.max_macs is not None:
             _check_int("max_macs", self.max_macs, 1, 10**15)
+        if self.max_latency_ms is not None:
+            _check_float("max_latency_ms", self.max_latency_ms, 0.0, math.inf, low_open=True)
+        costs = ("params", "macs", "latency")
+        if (not isinstance(self.objectives, list) or not self.objectives or self.objectives[0] != "accuracy"
+                or any(o not in costs for o in self.objectives[1:]) or len(set(self.objectives)) != len(self.objectives)):
+            raise ConfigError(f"objectives = {self.objectives!r} is not accepted; give accuracy first, then any of "
+                              f"{', '.join(costs)} once each (e.g. accuracy,params).")
         _check_choice("device", self.device, DEVICES)
         _check_choice("backend", self.backend, BACKENDS)
         if self.workers != "auto":
@@ -245,6 +257,9 @@ class Config:
             rungs.append(epochs)
             epochs *= self.reduction_factor
         return rungs + [self.epochs]
+
+    def measures_latency(self) -> bool:
+        return "latency" in self.objectives or self.max_latency_ms is not None
 
     def candidate_time_limit(self) -> float:
         """A candidate's time limit: ``time_limit_s``, and at most a quarter of a time budget."""

@@ -96,6 +96,19 @@ SELECTIONS: dict[str, Callable[..., list[int]]] = {
 }
 
 
+def select_nsga2(ranks: Sequence[tuple[int, float]], k: int, rng: random.Random, tournament_size: int = 2) -> list[int]:
+    """NSGA-II's crowded tournament selection (Deb et al. 2002): each pick is the best of
+    ``tournament_size`` entrants by (front number, then larger crowding distance). ``ranks`` comes
+    from :func:`automodel.pareto.nsga2_ranks` (smaller is better)."""
+    size = max(1, min(tournament_size, len(ranks)))
+    return [min(rng.sample(range(len(ranks)), size), key=lambda i: (ranks[i], i)) for _ in range(k)]
+
+
+def select_nsga2_elite(ranks: Sequence[tuple[int, float]], k: int) -> list[int]:
+    """Elitism over the front: the ``k`` best by (front number, larger crowding distance), best first."""
+    return sorted(range(len(ranks)), key=lambda i: (ranks[i], i))[:k]
+
+
 def select_elite(fitness: Sequence[float], k: int) -> list[int]:
     """Elitism: indices of the ``k`` best (earlier index wins a tie), best first."""
     return sorted(range(len(fitness)), key=lambda i: (-fitness[i], i))[:k]

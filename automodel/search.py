@@ -29,7 +29,9 @@ from .export import save_checkpoint
 from .genome import Genome, diversity, sample_genome
 from .jobs import run_dir_for
 from .model import fit_to_budget, fit_to_image, measure_cost
-from .operators import CROSSOVERS, SELECTIONS, equal_fidelity_fitness, mutate, select_elite
+from .operators import (CROSSOVERS, SELECTIONS, equal_fidelity_fitness, mutate, select_elite, select_nsga2,
+                        select_nsga2_elite)
+from .pareto import nsga2_ranks, objective_point
 from .store import Store
 from .trainer import (OK, PRUNED, TOO_LARGE, Checkpoint, DeviceData, TrainResult, TrainSettings, resolve_augment,
                       resolve_device)
@@ -186,7 +188,8 @@ class Search:
                              device=str(resolve_device(c.device)),
                              time_limit_s=c.candidate_time_limit(), max_params=c.max_params,
                              augment=resolve_augment(c.augment, data.name), label_smoothing=c.label_smoothing,
-                             clip_grad_norm=c.clip_grad_norm)
+                             clip_grad_norm=c.clip_grad_norm, compile=c.compile,
+                             measure_latency=c.measures_latency(), max_latency_ms=c.max_latency_ms)
 
     def fidelities(self) -> list[int]:
         """The run's successive-halving rungs, in epochs, for its training set and batch size."""
@@ -300,26 +303,40 @@ class Search:
         # Candidates are compared at equal fidelity: one that reached a higher rung ranks above every
         # one that stopped lower (successive halving already found it better there).
         fitness = equal_fidelity_fitness([r["fitness"] for r in parents], [r.get("epochs") or 0 for r in parents])
+        ranks = None
+        if len(c.objectives) > 1:
+            # NSGA-II: accuracy (at equal fidelity) against the costs; a failed candidate is worst in all.
+            points = [objective_point(r, c.objectives, accuracy=f) if r["status"] in CONTINUABLE
+                      else (math.inf,) * len(c.objectives) for r, f in zip(parents, fitness)]
+            ranks = nsga2_ranks(points)
         return self.breed([Genome.from_dict(r["genome"]) for r in parents], fitness,
                           random.Random(derive_seed(c.seed, "breed", generation)),
-                          {Genome.from_dict(r["genome"]).key() for r in earlier})
+                          {Genome.from_dict(r["genome"]).key() for r in earlier}, ranks=ranks)
 
     def breed(self, genomes: list[Genome], fitness: list[float], rng: random.Random,
-              known: set[str]) -> list[Genome]:
+              known: set[str], ranks: list[tuple[int, float]] | None = None) -> list[Genome]:
         """Elites pass unchanged; the rest are children of selected parents, crossed and mutated.
 
+        With several objectives, ``ranks`` (NSGA-II's front number and crowding) replace the
+        fitness in both: the elites are the best of the front, parents win crowded tournaments.
         A child that repeats a genome in ``known`` (those of earlier generations) is mutated
         again a few times. ``known`` must depend only on earlier generations, never on what is
         already trained of this one, or a resumed run would breed differently.
         """
         c = self.config
-        select = SELECTIONS[c.selection]
-        options = {"tournament": {"tournament_size": c.tournament_size},
-                   "truncation": {"truncation_fraction": c.truncation_fraction}}.get(c.selection, {})
+        if ranks is not None:
+            elites = select_nsga2_elite(ranks, c.elitism)
+            pick = lambda: select_nsga2(ranks, 2, rng)   # noqa: E731
+        else:
+            select = SELECTIONS[c.selection]
+            options = {"tournament": {"tournament_size": c.tournament_size},
+                       "truncation": {"truncation_fraction": c.truncation_fraction}}.get(c.selection, {})
+            elites = select_elite(fitness, c.elitism)
+            pick = lambda: select(fitness, 2, rng, **options)   # noqa: E731
         cross = CROSSOVERS[c.crossover]
-        nxt = [genomes[i] for i in select_elite(fitness, c.elitism)]
+        nxt = [genomes[i] for i in elites]
         while len(nxt) < c.population:
-            i, j = select(fitness, 2, rng, **options)
+            i, j = pick()
             a, b = genomes[i], genomes[j]
             if rng.random() < c.crossover_rate:
                 a, b = cross(a, b, self.space, rng)
@@ -450,7 +467,8 @@ class Search:
         params, macs = self.cost(task.genome)
         self._record(task.generation, task.index, task.genome, {
             "fitness": result.fitness, "status": status, "reason": result.reason,
-            "params": result.params or params, "macs": macs, "seconds": round(result.seconds, 3), "epochs": epochs,
+            "params": result.params or params, "macs": macs, "latency_ms": result.latency_ms,
+            "seconds": round(result.seconds, 3), "epochs": epochs,
             "trained_epochs": trained, "history": result.history, "train_loss": result.train_loss,
             "first_epoch_fitness": result.first_epoch_fitness}, cached=False)
         if self._last_progress_write.pop(task.worker_label, None) is not None:
@@ -463,7 +481,7 @@ class Search:
             "run_id": self.run_id, "generation": generation, "index": index, "key": genome.key(),
             "genome": genome.to_dict(), "summary": genome.summary(),
             "fitness": outcome["fitness"], "status": outcome["status"], "reason": outcome.get("reason", ""),
-            "params": outcome.get("params", 0), "macs": outcome.get("macs"),
+            "params": outcome.get("params", 0), "macs": outcome.get("macs"), "latency_ms": outcome.get("latency_ms"),
             "seconds": 0.0 if cached else outcome.get("seconds", 0.0),
             "epochs": outcome.get("epochs", 0), "trained_epochs": 0 if cached else outcome.get("trained_epochs", 0),
             "history": outcome.get("history") or [], "train_loss": outcome.get("train_loss"),

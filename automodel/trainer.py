@@ -24,8 +24,8 @@ from .data import ImageData
 from .genome import Genome
 from .model import build_model, count_parameters, estimate_parameters
 
-OK, OOM, NAN, TIMEOUT, TOO_LARGE, ERROR, STOPPED, PRUNED, STALLED = (
-    "ok", "oom", "nan", "timeout", "too_large", "error", "stopped", "pruned", "stalled")
+OK, OOM, NAN, TIMEOUT, TOO_LARGE, TOO_SLOW, ERROR, STOPPED, PRUNED, STALLED = (
+    "ok", "oom", "nan", "timeout", "too_large", "too_slow", "error", "stopped", "pruned", "stalled")
 
 REFERENCE_BATCH_SIZE = 64   # the batch size the search space's learning rates are given for
 
@@ -46,6 +46,9 @@ class TrainSettings:
     # A candidate whose training loss is still at the loss of guessing after this many steps (checked
     # at the end of the epoch that passes it, if more epochs follow) is stopped as not learning.
     stall_after_steps: int = 300
+    compile: bool = False           # torch.compile the network (the weights are saved without the wrapper)
+    measure_latency: bool = False   # time inference at batch 1 before training (a latency objective or limit)
+    max_latency_ms: float | None = None   # refuse, before training, a network slower than this per image
     eval_batch_size: int = 1024
     progress_every_s: float = 0.25
     # CPU threads for this training (torch.set_num_threads, restored after); None: the process's
@@ -78,6 +81,7 @@ class TrainResult:
     train_loss: float | None = None
     first_epoch_fitness: float | None = None   # measured only when pruning is on
     reason: str = ""
+    latency_ms: float | None = None   # inference per image at batch 1 on the training device (when measured)
     history: list[dict] = field(default_factory=list)   # per epoch: train_loss, val_accuracy, seconds
     state_dict: dict[str, torch.Tensor] | None = field(default=None, repr=False)
     checkpoint: Checkpoint | None = field(default=None, repr=False)   # set when paused before the last epoch
@@ -169,6 +173,27 @@ def warmup_linear_decay(total_steps: int, warmup_fraction: float) -> Callable[[i
     return factor
 
 
+@torch.inference_mode()
+def measure_latency(model: nn.Module, input_shape, device: torch.device, repeats: int = 15) -> float:
+    """Median milliseconds of one forward pass of one image (batch 1, eval mode) on ``device``,
+    after a few warm-up passes; the model is left in the mode it was in."""
+    was_training = model.training
+    model.eval()
+    x = torch.rand(1, *input_shape, device=device).contiguous(memory_format=torch.channels_last)
+    times = []
+    for i in range(repeats + 3):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        started = time.perf_counter()
+        model(x)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        if i >= 3:
+            times.append((time.perf_counter() - started) * 1000)
+    model.train(was_training)
+    return sorted(times)[len(times) // 2]
+
+
 def chance_loss(labels: torch.Tensor, num_classes: int) -> float:
     """The cross-entropy of always answering the class frequencies: a network whose training loss
     is not below it has learned nothing about the images."""
@@ -222,14 +247,27 @@ def train_candidate(genome: Genome, data: DeviceData, settings: TrainSettings, s
         model = build_model(genome, data.input_shape, data.classes, data.mean, data.std)
         model = model.to(data.device, memory_format=torch.channels_last)
         optimizer = make_optimizer(genome, model, settings.batch_size)
+        latency = None
+        if settings.measure_latency:
+            # The weights do not change the time, so an untrained network measures the trained one,
+            # and a network over the limit is refused before it trains.
+            latency = measure_latency(model, data.input_shape, data.device)
+            if settings.max_latency_ms is not None and latency > settings.max_latency_ms:
+                return TrainResult(TOO_SLOW, 0.0, params=params, latency_ms=latency, seconds=time.monotonic() - started,
+                                   reason=f"inference takes {latency:.2f} ms per image, over the limit of "
+                                          f"{settings.max_latency_ms:g} ms")
         if resume is not None:
             model.load_state_dict(resume.model)
             optimizer.load_state_dict(resume.optimizer)
             generator.set_state(resume.generator)
             _set_torch_rng(resume.torch_rng, data.device)
+        if settings.compile:
+            model = _Compiled(model)
         run = _Run(model, optimizer, genome, data, settings, generator, started, final, keep_weights, prune_below,
                    pause_after, resume, on_progress, should_stop)
-        return run.fit()
+        result = run.fit()
+        result.latency_ms = latency
+        return result
     except torch.cuda.OutOfMemoryError as exc:
         return TrainResult(OOM, 0.0, params=params, seconds=time.monotonic() - started,
                            reason=f"out of GPU memory: {str(exc).splitlines()[0][:200]}")
@@ -249,6 +287,24 @@ def train_candidate(genome: Genome, data: DeviceData, settings: TrainSettings, s
         gc.collect()
         if data.device.type == "cuda":
             torch.cuda.empty_cache()
+
+
+class _Compiled(nn.Module):
+    """A network run through ``torch.compile`` whose weights keep the network's own names."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.inner = model
+        self.compiled = torch.compile(model)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.compiled(x)
+
+    def state_dict(self, *args, **kwargs):
+        return self.inner.state_dict(*args, **kwargs)
+
+    def load_state_dict(self, *args, **kwargs):
+        return self.inner.load_state_dict(*args, **kwargs)
 
 
 class _Run:

@@ -411,7 +411,7 @@ def layer_frame(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
 def records_csv(records: Iterable[Mapping[str, Any]]) -> bytes:
     """The run's candidate records as CSV (the genome as a JSON column), generation from 0."""
     columns = ["run_id", "generation", "index", "key", "summary", "fitness", "status", "reason", "params", "macs",
-               "seconds", "epochs", "trained_epochs", "train_loss", "cached", "recorded_at", "genome"]
+               "latency_ms", "seconds", "epochs", "trained_epochs", "train_loss", "cached", "recorded_at", "genome"]
     rows = []
     for r in records:
         row = {c: r.get(c) for c in columns}
@@ -567,7 +567,7 @@ FORM_FIELDS = tuple(f for f in (
     "crossover_rate", "mutation_rate", "elitism", "seed", "epochs", "min_epochs", "reduction_factor", "final_epochs",
     "time_limit_s", "device", "batch_size", "val_fraction", "augment", "label_smoothing", "clip_grad_norm",
     "max_params", "max_macs", "target_fitness", "time_budget_s",
-    "prune", "prune_fraction", "backend", "ray_address", "cpus_per_candidate", "gpus_per_candidate", "retries",
+    "prune", "prune_fraction", "backend", "workers", "ray_address", "cpus_per_candidate", "gpus_per_candidate", "retries",
 ) if f in _config_fields())
 SPACE_FIELDS = tuple(f for f in SearchSpace.__dataclass_fields__)
 

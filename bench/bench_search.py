@@ -2,7 +2,7 @@
 
 Presets:
   quick      the Quick demo: bundled digits, population 8, 3 generations, 2 epochs (CPU is fine)
-  cifar      10 candidates × 20 generations × 5 epochs on CIFAR-10-sized data (50,000 + 10,000
+  cifar      10 candidates × 20 generations × 6 epochs (halving from 2) on CIFAR-10-sized data (50,000 + 10,000
              images of 3×32×32). With ``--synthetic`` the images are random and written in the
              real CIFAR-10 file format first (for machines that cannot download CIFAR-10): the
              time is real, the accuracy meaningless. Without it, real CIFAR-10 is read from (or
@@ -33,7 +33,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 PRESETS = {
     "quick": ["--dataset", "digits", "--population", "8", "--generations", "3", "--epochs", "2", "--seed", "0"],
-    "cifar": ["--dataset", "cifar10", "--population", "10", "--generations", "20", "--epochs", "5",
+    "cifar": ["--dataset", "cifar10", "--population", "10", "--generations", "20", "--epochs", "6", "--min-epochs", "2",
               "--final-epochs", "30", "--batch-size", "256", "--seed", "0"],
 }
 
