@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import threading
 import time
 from pathlib import Path
@@ -146,12 +147,12 @@ def sidebar_form(store: Store | None) -> None:
     """The settings form, presets and the Start button."""
     st.header("New search")
     st.caption("Presets")
-    left, middle, right = st.columns(3)
+    left, right = st.columns(2)
     left.button("Quick demo", key="preset_quick", on_click=_apply_preset, args=("Quick demo",), width="stretch",
                 help="Bundled digits on the CPU: under a minute, no network, no GPU.")
-    middle.button("Your own images", key="preset_own", on_click=_apply_preset, args=("Your own images",),
-                  width="stretch", help="Upload a .zip of your image folder: a few minutes for a few thousand "
-                                        "small images on a CPU.")
+    st.button("Your own images", key="preset_own", on_click=_apply_preset, args=("Your own images",),
+              width="stretch", help="Upload a .zip of your image folder: a few minutes for a few thousand "
+                                    "small images on a CPU.")
     right.button("CIFAR-10", key="preset_cifar", on_click=_apply_preset, args=("CIFAR-10",), width="stretch",
                  help="CIFAR-10 sized for one GPU (downloads the data on first use).")
     # Parts drawn only for some choices sit in containers of their own, so that the elements after
@@ -437,8 +438,8 @@ def run_panel(db_path: str, run_id: str, live: bool) -> None:
             problem_slot.warning(f"Run {run_id} is no longer in {store.path}.")
             return
         starting = _settle_launch(store, run)
-        if live and not starting and run.get("status") not in views.ACTIVE:
-            st.rerun()  # the run has ended: redraw the whole page once, without the timer
+        if live and not starting and not _busy(run):
+            st.rerun()  # the run (or a finalization) has ended: redraw the whole page once, without the timer
         progress = store.progress(run_id) if run.get("status") in views.ACTIVE else []
         generations = store.generations(run_id)
         records = store.individuals(run_id)
@@ -469,6 +470,8 @@ def run_panel(db_path: str, run_id: str, live: bool) -> None:
         _population_block(frame, run_id)
     with st.container():
         _failures_block(frame)
+    with st.container():
+        _pareto_block(store, run, records)
     left, right = st.columns([3, 2], gap="large")
     with left:
         _best_block(run)
@@ -575,6 +578,66 @@ def _failures_block(frame) -> None:
                                 "Architecture": st.column_config.TextColumn(width="large")})
 
 
+def _pareto_block(store: Store, run: dict, records: list[dict]) -> None:
+    """With several objectives: accuracy against a cost, the front highlighted; any member can be
+    finalized (in its own process) and then downloaded."""
+    objectives = (run.get("config") or {}).get("objectives") or ["accuracy"]
+    if len(objectives) < 2:
+        return
+    run_id = run["run_id"]
+    st.subheader("Pareto front")
+    frame = views.pareto_frame(records, objectives)
+    if frame.empty:
+        st.caption("Appears when the first candidate has trained fully.")
+        return
+    cost = st.selectbox("Cost", objectives[1:], key=f"pareto_cost_{run_id}",
+                        format_func=lambda c: views.COST_LABELS[c][1])
+    st.altair_chart(views.pareto_chart(frame, cost), key=f"pareto_chart_{run_id}_{cost}")
+    members = frame[frame["On the front"]].sort_values("Accuracy", ascending=False)
+    labels = {row.key: f"{row.Accuracy:.4f} · {int(row.params or 0):,} parameters · "
+                       f"{(row.macs or 0) / 1e6:.1f} M MACs"
+                       + (f" · {row.latency_ms:.2f} ms" if row.latency_ms == row.latency_ms and row.latency_ms else "")
+                       + f" · {row.Architecture}" for row in members.itertuples()}
+    st.caption(f"{len(members)} of {len(frame)} fully trained candidates are on the front: no other is both more "
+               "accurate and cheaper. Choose one to train it on train + validation and test it.")
+    key = st.selectbox("Member of the front", list(labels), format_func=labels.get, key=f"pareto_member_{run_id}")
+    done = (run.get("finalized") or {}).get(key)
+    claim = _finalizing(run).get(key)
+    if done and Path(done["path"]).is_file():
+        a, b = st.columns(2)
+        a.metric("Test accuracy (finalized)", views.fmt_fitness(done["test_accuracy"]))
+        b.metric("Validation accuracy", views.fmt_fitness(done["val_accuracy"]))
+        left, right = st.columns(2)
+        left.download_button("This model (.pt)", data=_read_bytes(done["path"]), file_name=f"{run_id}-{key}.pt",
+                             mime="application/octet-stream", key=f"download_member_pt_{key}", on_click="ignore",
+                             width="stretch")
+        right.download_button("This model (ONNX)", data=_onnx_bytes(done["path"]), file_name=f"{run_id}-{key}.onnx",
+                              mime="application/octet-stream", key=f"download_member_onnx_{key}", on_click="ignore",
+                              width="stretch")
+    elif claim:
+        progress = [p for p in store.progress(run_id) if p.get("worker") == f"finalize-{key}"]
+        where = (f" · epoch {progress[0].get('epoch')}/{progress[0].get('epochs')}" if progress else "")
+        st.info(f"Finalizing this candidate{where}…")
+        if st.button("Stop finalizing", key=f"stop_finalize_{key}"):
+            try:
+                os.killpg(claim["pid"], signal.SIGTERM)
+            except (ProcessLookupError, PermissionError):
+                pass
+            st.rerun()
+    elif st.button("Finalize this candidate", key=f"finalize_{key}", type="primary",
+                   disabled=run.get("status") in views.ACTIVE,
+                   help="Trains it for the final epochs on train + validation and scores it once on the test "
+                        "split, in its own process (it goes on if you close the tab)."
+                        + (" Available when the search has ended." if run.get("status") in views.ACTIVE else "")):
+        jobs.launch(jobs.finalize_command(store.path, run_id, key), _run_dir(store, run_id) / f"finalize-{key}.log",
+                    cwd=REPO)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and key not in _finalizing(store.get_run(run_id) or {}) \
+                and key not in ((store.get_run(run_id) or {}).get("finalized") or {}):
+            time.sleep(0.2)
+        st.rerun(scope="app")
+
+
 def _best_block(run: dict) -> None:
     st.subheader("Best architecture")
     with st.container():
@@ -672,7 +735,17 @@ def _watch_for_changes(db_path: str, signature: tuple) -> None:
 
 
 def _signature(runs: list[dict]) -> tuple:
-    return tuple((r["run_id"], r.get("status"), r.get("generations_done"), r.get("stage")) for r in runs)
+    return tuple((r["run_id"], r.get("status"), r.get("generations_done"), r.get("stage"),
+                  tuple(sorted(r.get("finalizing") or {})), tuple(sorted(r.get("finalized") or {}))) for r in runs)
+
+
+def _finalizing(run: dict) -> dict:
+    """The candidates of the run being finalized now, by key, with their process ids."""
+    return {key: claim for key, claim in (run.get("finalizing") or {}).items() if jobs.pid_is_search(claim["pid"])}
+
+
+def _busy(run: dict) -> bool:
+    return run.get("status") in views.ACTIVE or bool(_finalizing(run))
 
 
 def runs_block(store: Store, runs: list[dict]) -> None:
@@ -755,7 +828,7 @@ def main() -> None:
                       on_click=lambda rid=active["run_id"]: st.session_state.update(run_pick=rid))
 
     run = by_id[run_id]
-    live = run.get("status") in views.ACTIVE or _launching_for(run_id) is not None
+    live = _busy(run) or _launching_for(run_id) is not None
     # Always a fragment, so the panel keeps its shape when a run goes live or ends; only the timer
     # differs. Idle, a cheap watcher redraws the page when a run starts or ends elsewhere.
     with panel_slot:

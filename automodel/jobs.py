@@ -136,6 +136,11 @@ def search_command(db: Path, run_id: str, *, resume: bool, config_path: Path | N
     return cmd
 
 
+def finalize_command(db: Path, run_id: str, key: str) -> list[str]:
+    """Argument list for finalizing one candidate of a run in its own process."""
+    return [sys.executable, "-m", "automodel", "finalize", run_id, "--candidate", key, "--db", str(db)]
+
+
 # Processes this process launched, by pid, so that they are reaped when they end (no zombies
 # left behind by a long-lived page) and so the page can tell a search that died at start-up.
 _CHILDREN: dict[int, subprocess.Popen] = {}

@@ -515,6 +515,50 @@ def fitness_chart(generations: Sequence[Mapping[str, Any]], frame: pd.DataFrame,
             .properties(height=height))
 
 
+COST_LABELS = {"params": ("params", "Parameters"), "macs": ("macs", "Multiply-accumulates per image"),
+               "latency": ("latency_ms", "Latency per image (ms)")}
+
+
+def pareto_frame(records: Iterable[Mapping[str, Any]], objectives: Sequence[str]) -> pd.DataFrame:
+    """The fully trained candidates (one per genome) with their costs and whether they are on the
+    run's Pareto front."""
+    from .pareto import pareto_front
+    records = list(records)
+    front = {r["key"] for r in pareto_front(records, objectives)}
+    seen, rows = set(), []
+    for r in records:
+        if r.get("status") != "ok" or r.get("cached") or r["key"] in seen:
+            continue
+        seen.add(r["key"])
+        rows.append({"key": r["key"], "Accuracy": float(r["fitness"]), "params": r.get("params"),
+                     "macs": r.get("macs"), "latency_ms": r.get("latency_ms"), "Architecture": r.get("summary", ""),
+                     "Generation": gen_label(r["generation"]), "Candidate": int(r["index"]) + 1,
+                     "On the front": r["key"] in front})
+    return pd.DataFrame.from_records(rows, columns=["key", "Accuracy", "params", "macs", "latency_ms", "Architecture",
+                                                    "Generation", "Candidate", "On the front"])
+
+
+def pareto_chart(frame: pd.DataFrame, cost: str, height: int = 320) -> alt.LayerChart:
+    """Validation accuracy against a cost (log scale), every fully trained candidate a point, the
+    Pareto front highlighted and joined as a staircase."""
+    field, title = COST_LABELS[cost]
+    data = frame[frame[field].notna() & (frame[field] > 0)] if not frame.empty else frame
+    x = alt.X(f"{field}:Q", title=title, scale=alt.Scale(type="log"))
+    y = alt.Y("Accuracy:Q", title="Validation accuracy", scale=alt.Scale(zero=False))
+    tooltip = [alt.Tooltip("Architecture:N"), alt.Tooltip("Accuracy:Q", format=".4f"),
+               alt.Tooltip("params:Q", title="Parameters", format=","),
+               alt.Tooltip("macs:Q", title="MACs", format=","), alt.Tooltip("latency_ms:Q", title="ms", format=".3f"),
+               alt.Tooltip("Generation:Q"), alt.Tooltip("Candidate:Q"), alt.Tooltip("key:N")]
+    points = alt.Chart(data).mark_circle(size=70).encode(
+        x=x, y=y, tooltip=tooltip,
+        color=alt.Color("On the front:N", scale=alt.Scale(domain=[True, False], range=["#e15759", "#9db4cf"]),
+                        legend=alt.Legend(title="Pareto front", orient="right")),
+        opacity=alt.condition("datum['On the front']", alt.value(1.0), alt.value(0.5)))
+    front = data[data["On the front"]].sort_values(field) if not data.empty else data
+    line = alt.Chart(front).mark_line(interpolate="step-after", color="#e15759", strokeWidth=2).encode(x=x, y=y)
+    return alt.layer(line, points).properties(height=height)
+
+
 def compare_frame(curves: Mapping[str, Sequence[Mapping[str, Any]]]) -> pd.DataFrame:
     """{run label: generation records} → long rows (Run, Generation, Statistic, Fitness)."""
     frames = []

@@ -220,3 +220,59 @@ def test_start_watch_stop_resume_and_download(tmp_path):
         _stop_searches(db)
         for path in shots:
             print(f"screenshot: {path}")
+
+
+def test_the_pareto_front_is_shown_and_a_member_is_finalized(tmp_path):
+    """A finished run with two objectives: the page draws accuracy against parameters with the
+    front, finalizes the chosen member in its own process, and then offers its downloads."""
+    try:
+        from playwright.sync_api import expect, sync_playwright
+    except ImportError:
+        _unavailable("Playwright for Python is not installed (pip install playwright)")
+    if not Path(CHROMIUM).exists():
+        _unavailable(f"{CHROMIUM} is missing (apt-get install chromium)")
+    db = tmp_path / "db" / "automodel.json"
+    done = subprocess.run([sys.executable, "-m", "automodel", "run", "--dataset", "digits", "--population", "4",
+                           "--generations", "2", "--epochs", "1", "--final-epochs", "1", "--seed", "1",
+                           "--objectives", "accuracy,params", "--run-id", "mo", "--db", str(db), "--quiet",
+                           "--workers", "1"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = tmp_path / "streamlit.log"
+    env = {**os.environ, "AUTOMODEL_DB": str(db), "OMP_NUM_THREADS": "1"}
+    with open(log, "wb") as log_file:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+             "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false",
+             "--server.fileWatcherType", "none"],
+            cwd=REPO, env=env, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True)
+    try:
+        _wait_healthy(url, server, log)
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+            try:
+                page = browser.new_page(viewport={"width": 1440, "height": 1400})
+                page.goto(url)
+                main = page.get_by_test_id("stMain")
+                expect(main.get_by_text("Pareto front", exact=True)).to_be_visible(timeout=SERVER_START_S * 1000)
+                chart = page.locator(".stVegaLiteChart, [data-testid='stVegaLiteChart']").nth(1)
+                expect(chart).to_be_attached(timeout=20_000)
+                expect(main.get_by_text("are on the front")).to_be_visible()
+                page.screenshot(path=tmp_path / "pareto.png", full_page=True)
+                main.get_by_role("button", name="Finalize this candidate").click()
+                expect(main.get_by_text("Test accuracy (finalized)")).to_be_visible(timeout=COMPLETE_S * 1000)
+                expect(main.get_by_role("button", name="This model (.pt)")).to_be_enabled()
+                page.screenshot(path=tmp_path / "pareto-finalized.png", full_page=True)
+                print(f"screenshots: {tmp_path / 'pareto.png'}, {tmp_path / 'pareto-finalized.png'}")
+            finally:
+                browser.close()
+        from automodel import load_model
+        from automodel.store import Store
+        finalized = Store(db).get_run("mo")["finalized"]
+        assert len(finalized) == 1
+        (entry,) = finalized.values()
+        assert load_model(entry["path"]).metrics["test_accuracy"] == entry["test_accuracy"]
+    finally:
+        _stop_group(server)
