@@ -79,6 +79,8 @@ def _apply_config(config: dict[str, Any]) -> None:
         st.session_state["folder_path"] = config["dataset"]
     for name in views.FORM_FIELDS:
         value = config[name]
+        if name == "objectives":
+            value = [v for v in value if v != "accuracy"]
         st.session_state[f"cfg_{name}"] = "" if value is None and name == "ray_address" else value
     for name, value in config["space"].items():
         if name == "learning_rates":
@@ -216,6 +218,14 @@ def sidebar_form(store: Store | None) -> None:
         st.number_input("Label smoothing", step=0.05, format="%.2f", key="cfg_label_smoothing")
         st.number_input("Gradient clipping (norm)", step=1.0, format="%.1f", key="cfg_clip_grad_norm",
                         help="0 turns clipping off.")
+        st.multiselect("Trade accuracy against", ["params", "macs", "latency"], key="cfg_objectives",
+                       format_func=lambda c: views.COST_LABELS[c][1],
+                       help="Several objectives: the search looks for the Pareto front (NSGA-II) and you pick "
+                            "a member to finalize.")
+        st.number_input("Slowest model (ms per image)", value=None, step=0.5, format="%.2f",
+                        key="cfg_max_latency_ms", placeholder="no limit",
+                        help="Inference at batch 1 on the search's device; slower networks are refused before "
+                             "training.")
         st.number_input("Largest model (parameters)", step=1_000_000, key="cfg_max_params")
         st.number_input("Most multiply-accumulates per image", value=None, step=1_000_000, key="cfg_max_macs",
                         placeholder="auto: 40,000 × pixels",

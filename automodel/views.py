@@ -610,7 +610,7 @@ FORM_FIELDS = tuple(f for f in (
     "population", "generations", "selection", "tournament_size", "truncation_fraction", "crossover",
     "crossover_rate", "mutation_rate", "elitism", "seed", "epochs", "min_epochs", "reduction_factor", "final_epochs",
     "time_limit_s", "device", "batch_size", "val_fraction", "augment", "label_smoothing", "clip_grad_norm",
-    "max_params", "max_macs", "target_fitness", "time_budget_s",
+    "max_params", "max_macs", "max_latency_ms", "objectives", "target_fitness", "time_budget_s",
     "prune", "prune_fraction", "backend", "workers", "ray_address", "cpus_per_candidate", "gpus_per_candidate", "retries",
 ) if f in _config_fields())
 SPACE_FIELDS = tuple(f for f in SearchSpace.__dataclass_fields__)
@@ -666,6 +666,8 @@ def form_config(values: Mapping[str, Any], dataset: str) -> dict[str, Any]:
         if isinstance(default, int) and not isinstance(default, bool) and isinstance(value, float) \
                 and value.is_integer():
             value = int(value)
+        if name == "objectives":   # the form offers the costs; accuracy always comes first
+            value = ["accuracy", *[v for v in (value or []) if v != "accuracy"]]
         if isinstance(value, str):
             value = value.strip()
             if not value and default is None:  # an empty optional text box means "not set"

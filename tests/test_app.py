@@ -233,6 +233,30 @@ def test_start_claims_the_run_and_launches_the_search(db, launched):
     assert "starting" in at.markdown[0].value
 
 
+def test_the_form_starts_a_search_with_the_chosen_objectives_workers_and_space(db, launched):
+    at = page()
+    at.sidebar.multiselect(key="cfg_objectives").set_value(["params", "latency"]).run()
+    at.sidebar.number_input(key="cfg_max_latency_ms").set_value(5.0).run()
+    at.sidebar.selectbox(key="cfg_workers").set_value(2).run()
+    at.sidebar.multiselect(key="space_heads").set_value(["flatten", "gap"]).run()
+    at.sidebar.number_input(key="space_lr_sgd_high").set_value(0.08).run()
+    assert texts(at.sidebar.error) == []
+    at.sidebar.button(key="start").click().run()
+    (run,) = Store(db).list_runs()
+    config = Config.from_dict(run["config"])
+    assert config.objectives == ["accuracy", "params", "latency"] and config.max_latency_ms == 5.0
+    assert config.workers == 2 and config.space.heads == ["flatten", "gap"]
+    assert config.space.learning_rates["sgd"] == [Config().space.learning_rates["sgd"][0], 0.08]
+
+
+def test_a_learning_rate_range_upside_down_is_one_sentence(db):
+    at = page()
+    at.sidebar.number_input(key="space_lr_adam_low").set_value(0.5).run()
+    assert texts(at.sidebar.error) == [_cli_message(space={"learning_rates": {
+        **Config().space.learning_rates, "adam": [0.5, Config().space.learning_rates["adam"][1]]}})]
+    assert at.sidebar.button(key="start").disabled
+
+
 def test_start_is_refused_while_a_run_is_active(db, launched):
     store = Store(db)
     store.claim_run_slot("busy-run", quick_config(), jobs.is_alive, total_generations=2)  # just claimed: active
