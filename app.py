@@ -482,6 +482,14 @@ def run_panel(db_path: str, run_id: str, live: bool) -> None:
         _failures_block(frame)
     with st.container():
         _pareto_block(store, run, records)
+    with st.container():
+        _architecture_block(run, records)
+    with st.container():
+        _genes_block(records, generations)
+    with st.container():
+        _test_results_block(run)
+    with st.container():
+        _try_block(run)
     left, right = st.columns([3, 2], gap="large")
     with left:
         _best_block(run)
@@ -646,6 +654,123 @@ def _pareto_block(store: Store, run: dict, records: list[dict]) -> None:
                 and key not in ((store.get_run(run_id) or {}).get("finalized") or {}):
             time.sleep(0.2)
         st.rerun(scope="app")
+
+
+def _architecture_block(run: dict, records: list[dict]) -> None:
+    """The best network, or a candidate of the generation shown in the population table, drawn as a
+    diagram, with its learning curve."""
+    st.subheader("Architecture")
+    if not run.get("best_genome") or not run.get("input_shape"):
+        st.caption("Appears when the first candidate has trained fully.")
+        return
+    run_id = run["run_id"]
+    trained = [r for r in records if not r.get("cached") and r.get("genome")]
+    present = sorted({r["generation"] for r in trained})
+    generation = st.session_state.get(f"pop_gen_{run_id}")
+    generation = present[-1] if generation is None and present else generation
+    choices = {"best": None} | {f"{r['generation']}-{r['index']}": r for r in trained if r["generation"] == generation}
+    best = next((r for r in records if r["key"] == run.get("best_key") and not r.get("cached")), None)
+
+    def label(choice: str) -> str:
+        if choice == "best":
+            return f"The best · {run.get('best_summary')}"
+        r = choices[choice]
+        return f"Gen {r['generation'] + 1} · #{r['index'] + 1} · {r['fitness']:.4f} · {r['summary']}"
+    key = f"arch_pick_{run_id}"
+    if st.session_state.get(key) not in choices:
+        st.session_state.pop(key, None)
+    choice = st.selectbox("Network", list(choices), format_func=label, key=key,
+                          help="The best, or any candidate of the generation chosen in the population table.")
+    record = best if choice == "best" else choices[choice]
+    genome = run["best_genome"] if choice == "best" else record["genome"]
+    rows = _layer_rows(json.dumps(genome, sort_keys=True), tuple(run["input_shape"]), len(run.get("classes") or []))
+    left, right = st.columns([1, 1], gap="large")
+    with left:
+        st.graphviz_chart(views.architecture_dot(rows), width="stretch")
+    with right:
+        shown = [r for r in (record, best) if r is not None]
+        shown = list({id(r): r for r in shown}.values())
+        curves = views.learning_curves(shown, ["this network" if r is record else "the best" for r in shown])
+        if curves.empty:
+            st.caption("No learning curve recorded for this candidate.")
+        else:
+            st.caption("Learning curve: validation accuracy and training loss after each epoch.")
+            accuracy, loss = views.learning_curve_charts(curves)
+            st.altair_chart(accuracy, key=f"curves_acc_{run_id}")
+            st.altair_chart(loss, key=f"curves_loss_{run_id}")
+
+
+def _genes_block(records: list[dict], generations: list[dict]) -> None:
+    st.subheader("Which genes matter")
+    frame = views.gene_frame(records)
+    if len(frame) < 3:
+        st.caption("Appears when a few candidates have trained.")
+        return
+    gene = st.selectbox("Gene", list(views.GENES), format_func=lambda g: views.GENES[g][0], key="gene_pick")
+    st.altair_chart(views.gene_chart(frame, gene), key="gene_chart")
+    st.caption("Validation accuracy of every candidate trained to the run's full budget, by the value of the chosen "
+               "gene; red ticks are medians. Below: how varied each generation was (0: all alike).")
+    if generations:
+        st.altair_chart(views.diversity_chart(generations), key="diversity_chart")
+
+
+def _test_results_block(run: dict) -> None:
+    st.subheader("Test results")
+    report = run.get("test_report")
+    if not report:
+        st.caption("Appears when the final model has been trained and scored once on the test split.")
+        return
+    st.caption(f"The final model on the {sum(c['count'] for c in report['per_class'])} test images: "
+               f"accuracy {views.fmt_fitness(report.get('accuracy'))}, {report.get('misclassified_total', 0)} "
+               "misclassified.")
+    left, right = st.columns([2, 3], gap="large")
+    with left:
+        st.dataframe(views.per_class_frame(report), hide_index=True, key="per_class",
+                     height=_table_height(len(report["per_class"]), limit=12),
+                     column_config={"Accuracy": st.column_config.ProgressColumn("Accuracy", min_value=0.0,
+                                                                                max_value=1.0, format="%.3f")})
+    with right:
+        st.altair_chart(views.confusion_chart(report), key="confusion_chart")
+    gallery = [m for m in report.get("misclassified", []) if m.get("path") and Path(m["path"]).is_file()]
+    if gallery:
+        st.caption("Misclassified test images the model was surest about (true → predicted, confidence):")
+        columns = st.columns(8)
+        for n, item in enumerate(gallery[:24]):
+            columns[n % 8].image(item["path"], caption=f"{item['true']} → {item['predicted']} "
+                                                       f"({item['confidence']:.0%})", width=72)
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _model_for(path: str, mtime: float):
+    from automodel import load_model
+    return load_model(path)
+
+
+def _try_block(run: dict) -> None:
+    st.subheader("Try the model")
+    path = run.get("best_model_path")
+    if not path or not Path(path).is_file():
+        st.caption("Appears when the first candidate has trained fully.")
+        return
+    which = "the final model" if run.get("stage") == "done" else "the best model so far"
+    files = st.file_uploader(f"Images to classify with {which}", accept_multiple_files=True,
+                             key=f"try_{run['run_id']}", help="Each image is converted and resized as the "
+                             "training images were.")
+    if not files:
+        return
+    from automodel.report import ImageInputError, image_tensor, top_predictions
+    model = _model_for(path, Path(path).stat().st_mtime)
+    for upload in files:
+        try:
+            x = image_tensor(upload.getvalue(), model.input_shape, name=upload.name)
+        except ImageInputError as exc:
+            st.error(str(exc))
+            continue
+        top = top_predictions(model, x)
+        left, right = st.columns([1, 5])
+        left.image(upload.getvalue(), width=72)
+        right.markdown(f"**{upload.name}** — Prediction: " + " · ".join(f"**{c}** {p:.1%}" if i == 0 else f"{c} {p:.1%}"
+                                                                     for i, (c, p) in enumerate(top)))
 
 
 def _best_block(run: dict) -> None:

@@ -121,7 +121,9 @@ def _train_and_keep(store: Store, run_id: str, run: dict, record: dict, data_dir
                     mean=data.mean, std=data.std, metrics={
                         "stage": "final", "candidate": key, "val_accuracy": record["fitness"],
                         "test_accuracy": result.fitness, "final_epochs": config.final_epochs})
+    report = search.test_report(genome, result.state_dict, path.parent / f"{key}-misclassified")
     entry = {"key": key, "path": str(path), "test_accuracy": result.fitness, "val_accuracy": record["fitness"],
+             "test_report": report,
              "params": record.get("params"), "macs": record.get("macs"), "latency_ms": record.get("latency_ms"),
              "summary": record.get("summary"), "seconds": round(result.seconds, 3), "finalized_at": time.time()}
     with store.locked():

@@ -521,6 +521,14 @@ class Search:
                                   best_summary=record["summary"], best_genome=record["genome"],
                                   best_generation=record["generation"], best_index=record["index"])
 
+    def test_report(self, genome: Genome, state_dict: dict, gallery_dir: Path) -> dict:
+        """Per-class accuracy, confusion matrix and misclassified examples of a final model (on the CPU)."""
+        from .model import build_model
+        from .report import test_report
+        model = build_model(genome, self.data.input_shape, self.data.classes, self.data.mean, self.data.std)
+        model.load_state_dict(state_dict)
+        return test_report(model, self.data.test_x, self.data.test_y, self.data.classes, gallery_dir)
+
     def _save_model(self, genome: Genome, state_dict: dict, metrics: dict) -> Path:
         return save_checkpoint(self.run_dir / "best.pt", genome, state_dict, input_shape=self.data.input_shape,
                                classes=self.data.classes, mean=self.data.mean, std=self.data.std, metrics=metrics)
@@ -568,8 +576,10 @@ class Search:
         path = self._save_model(genome, result.state_dict, {
             "stage": "final", "val_accuracy": best["fitness"], "test_accuracy": result.fitness,
             "final_epochs": self.config.final_epochs})
+        report = self.test_report(genome, result.state_dict, self.run_dir / "misclassified")
         self.store.update_run(self.run_id, test_accuracy=result.fitness, best_model_path=str(path), stage="done",
-                              final_seconds=round(result.seconds, 3))
+                              final_seconds=round(result.seconds, 3), test_report=report,
+                              final_history=result.history)
         self.reporter.message(f"test accuracy of the final model: {result.fitness:.4f}")
         return "completed"
 

@@ -449,3 +449,44 @@ def test_a_tiny_real_search_runs_to_the_end(db, monkeypatch):
     assert not at.download_button(key="download_pt").disabled
     assert Path(final["best_model_path"]).is_file()
     assert len(at.dataframe[0].value) == 2
+
+
+@pytest.fixture(scope="module")
+def finished_db(tmp_path_factory) -> Path:
+    """A completed tiny search, recorded by the real command line."""
+    db = tmp_path_factory.mktemp("finished") / "automodel.json"
+    done = subprocess.run([sys.executable, "-m", "automodel", "run", "--dataset", "digits", "--population", "4",
+                           "--generations", "2", "--epochs", "2", "--final-epochs", "1", "--seed", "4",
+                           "--run-id", "done", "--db", str(db), "--quiet", "--workers", "1"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return db
+
+
+def test_a_finished_run_shows_its_network_test_results_and_genes(finished_db, monkeypatch):
+    monkeypatch.setenv("AUTOMODEL_DB", str(finished_db))
+    at = page()
+    assert not at.exception
+    headings = [h.value for h in at.subheader]
+    for heading in ("Fitness per generation", "Architecture", "Which genes matter", "Test results", "Try the model"):
+        assert heading in headings
+    diagram = at.get("graphviz_chart")
+    assert diagram and "digraph architecture" in diagram[0].proto.spec
+    run = Store(finished_db).get_run("done")
+    report = run["test_report"]
+    assert sum(sum(row) for row in report["confusion"]) == run["test_size"]
+    assert report["accuracy"] == pytest.approx(run["test_accuracy"])
+    assert any("misclassified" in c.value for c in at.caption)
+
+
+def test_try_the_model_predicts_an_uploaded_image_and_refuses_other_files(finished_db, monkeypatch):
+    monkeypatch.setenv("AUTOMODEL_DB", str(finished_db))
+    at = page()
+    image = io.BytesIO()
+    from PIL import Image
+    Image.new("L", (8, 8), 30).save(image, format="PNG")
+    uploader = at.get("file_uploader")[-1]
+    uploader.set_value([("digit.png", image.getvalue(), "image/png"), ("notes.txt", b"hello", "text/plain")]).run()
+    shown = " ".join(m.value for m in at.markdown)
+    assert "digit.png" in shown and "Prediction:" in shown
+    assert any("notes.txt is not an image" in e.value for e in at.error)

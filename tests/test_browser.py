@@ -164,6 +164,15 @@ def test_start_watch_stop_resume_and_download(tmp_path):
                 expect(status).to_contain_text("search and final training done", timeout=COMPLETE_S * 1000)
                 expect(page.get_by_text("Test accuracy").first).to_be_visible()
                 expect(page.locator(".st-key-layer_table [role=gridcell]").filter(has_text="Total").first).to_be_attached()
+                # The network as a diagram, the confusion matrix, and a prediction for an uploaded image.
+                expect(page.get_by_test_id("stGraphVizChart").locator("svg").first).to_be_visible(timeout=20_000)
+                expect(main.get_by_text("Test results", exact=True)).to_be_visible()
+                expect(page.locator('[aria-label*="Predicted"]').first).to_be_attached(timeout=20_000)
+                from PIL import Image
+                Image.new("L", (8, 8), 40).save(tmp_path / "my-digit.png")
+                page.locator('[data-testid="stFileUploaderDropzoneInput"]').last.set_input_files(
+                    str(tmp_path / "my-digit.png"))
+                expect(main.get_by_text(re.compile(r"my-digit\.png.*Prediction"))).to_be_visible(timeout=30_000)
                 shot("completed")
 
                 # Download the best model and load it.
