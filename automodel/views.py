@@ -387,6 +387,8 @@ def chart_caption(frame: pd.DataFrame) -> str:
     pruned = counts.get("pruned", 0)
     failed = {k: v for k, v in counts.items() if k not in NOT_FAILED}
     text = f"{len(frame)} candidates evaluated"
+    if len(frame) > MAX_CHART_POINTS:
+        text += f" (the chart shows {MAX_CHART_POINTS:,} of them: each generation's best and worst, and an even sample)"
     if pruned:
         text += f" · {pruned} stopped early by successive halving or pruning"
     text += f" · {sum(failed.values())} failed"
@@ -448,12 +450,28 @@ def generations_long(generations: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame.from_records(rows, columns=["Generation", "Statistic", "Fitness"])
 
 
+MAX_CHART_POINTS = 2_000   # a browser draws more points slowly; the lines keep every generation's statistics
+
+
+def thin_points(frame: pd.DataFrame, limit: int = MAX_CHART_POINTS) -> pd.DataFrame:
+    """At most ``limit`` candidates for the chart: every generation's best and worst, and an even
+    sample of the rest (the same sample on every redraw)."""
+    by_gen = frame.groupby("generation")["fitness"]
+    keep = frame.index.isin(by_gen.idxmax()) | frame.index.isin(by_gen.idxmin())
+    rest = frame[~keep]
+    room = max(0, limit - int(keep.sum()))
+    step = max(1, -(-len(rest) // max(1, room)))
+    return pd.concat([frame[keep], rest.iloc[::step]]).sort_index()
+
+
 def candidate_points(frame: pd.DataFrame, population: int | None = None) -> pd.DataFrame:
     """One row per candidate, spread a little sideways within its generation so none hide."""
     columns = ["x", "Generation", "Candidate", "Fitness", "Status", "Architecture", "Parameters", "Seconds",
                "Reason", "Reused"]
     if frame.empty:
         return pd.DataFrame(columns=columns)
+    if len(frame) > MAX_CHART_POINTS:
+        frame = thin_points(frame)
     size = max(int(population or 0), int(frame["index"].max()) + 1, 1)
     offset = (frame["index"].astype(float) + 0.5) / size * 0.5 - 0.25
     return pd.DataFrame({

@@ -351,3 +351,83 @@ def test_dataset_choice_for_names_and_paths():
     assert views.dataset_choice_for("cifar10") == "CIFAR-10"
     assert views.dataset_choice_for("/some/folder") == views.FOLDER_CHOICE
     assert set(views.DATASET_CHOICES.values()) >= {"digits", "cifar10", "cifar100", "mnist", "fashion-mnist"}
+
+
+# ----------------------------------------------------------------------------- insight
+
+def test_architecture_diagram_has_every_layer_and_the_skips():
+    from automodel.genome import ConvBlock, Genome
+    from automodel.model import layer_table
+    genome = Genome(conv=(ConvBlock(16, 3, "relu", "max", True, "residual"), ConvBlock(16, 3, "relu", "none", True,
+                                                                                        "residual")),
+                    dense=(), dropout=0.0, optimizer="sgd", learning_rate=0.05, weight_decay=0.0)
+    rows = layer_table(genome, (1, 8, 8), 3)
+    dot = views.architecture_dot(rows, title="best")
+    assert dot.startswith("digraph architecture {") and dot.rstrip().endswith("}")
+    assert dot.count("[label=") == len(rows)
+    assert dot.count("->") == (len(rows) - 1) + 2            # the chain, plus one skip per residual block
+    assert 'label="skip (1×1 conv)"' in dot and 'label="skip"' in dot   # projected, then identity
+
+
+def test_learning_curves_and_their_charts():
+    records = [make_individual(0, 0, 0.8, history=[{"epoch": 1, "train_loss": 2.0, "val_accuracy": 0.5},
+                                                   {"epoch": 2, "train_loss": 1.0, "val_accuracy": 0.8}]),
+               make_individual(0, 1, 0.6)]
+    curves = views.learning_curves(records)
+    assert list(curves["Epoch"]) == [1, 2] and list(curves["Validation accuracy"]) == [0.5, 0.8]
+    accuracy, loss = views.learning_curve_charts(curves)
+    assert accuracy.to_dict()["encoding"]["y"]["field"] == "Validation accuracy"
+    assert loss.to_dict()["encoding"]["y"]["field"] == "Training loss"
+
+
+def test_genes_against_fitness_compare_equal_epochs_only():
+    genome = {"conv": [{"filters": 16, "kernel": 3, "kind": "residual", "downsample": "max"},
+                       {"filters": 64, "kernel": 5, "kind": "plain", "downsample": "none"}],
+              "dense": [], "head": "flatten", "optimizer": "sgd", "learning_rate": 0.03, "dropout": 0.1}
+    records = [make_individual(0, i, 0.5 + i / 10, genome=genome, epochs=3) for i in range(3)]
+    records.append(make_individual(0, 3, 0.99, "pruned", genome={**genome, "head": "gap"}, epochs=1))
+    frame = views.gene_frame(records)
+    row = frame.iloc[0]
+    assert (row["blocks"], row["kind"], row["downsamples"], row["widest"], row["learning_rate"]) == (
+        2, "residual", 1, 64, -1.5)
+    assert row["residual_share"] == 0.5
+    spec = views.gene_chart(frame, "head").to_dict()
+    values = spec["datasets"][next(iter(spec["datasets"]))]
+    assert {v["Value"] for v in values} == {"flatten"}            # the 1-epoch candidate is not compared
+    assert views.diversity_chart([{"generation": 0, "diversity": 0.6}]).to_dict()["mark"]["type"] == "line"
+
+
+def test_confusion_matrix_and_per_class_table():
+    report = {"classes": ["a", "b"], "confusion": [[3, 1], [0, 4]],
+              "per_class": [{"class": "a", "accuracy": 0.75, "count": 4}, {"class": "b", "accuracy": 1.0, "count": 4}]}
+    spec = views.confusion_chart(report).to_dict()
+    cells = spec["datasets"][next(iter(spec["datasets"]))]
+    assert {(c["True"], c["Predicted"]): c["Count"] for c in cells} == {("a", "a"): 3, ("a", "b"): 1, ("b", "a"): 0,
+                                                                          ("b", "b"): 4}
+    assert next(c["Share"] for c in cells if c["True"] == "a" and c["Predicted"] == "a") == 0.75
+    assert list(views.per_class_frame(report)["Accuracy"]) == [0.75, 1.0]
+
+
+def test_pareto_frame_marks_the_front_and_the_chart_draws_it():
+    records = [make_individual(0, 0, 0.9, params=1000, macs=5_000_000), make_individual(0, 1, 0.8, params=100,
+                                                                                     macs=400_000),
+               make_individual(0, 2, 0.7, params=500, macs=2_000_000), make_individual(0, 3, 0.95, "pruned",
+                                                                                    params=10)]
+    frame = views.pareto_frame(records, ["accuracy", "params"])
+    assert dict(zip(frame["Candidate"], frame["On the front"])) == {1: True, 2: True, 3: False}
+    spec = views.pareto_chart(frame, "macs").to_dict()
+    assert spec["layer"][0]["mark"]["interpolate"] == "step-after"
+    assert spec["layer"][1]["encoding"]["x"]["scale"]["type"] == "log"
+
+
+def test_a_large_run_is_thinned_for_the_chart_keeping_each_generations_extremes():
+    records = [make_individual(g, i, (g * 7 + i * 13) % 100 / 100) for g in range(100) for i in range(60)]
+    frame = views.individuals_frame(records)
+    points = views.candidate_points(frame, population=60)
+    assert len(points) <= views.MAX_CHART_POINTS
+    for g in range(100):
+        fitness = frame[frame["generation"] == g]["fitness"]
+        shown = points[points["Generation"] == g + 1]["Fitness"]
+        assert shown.max() == fitness.max() and shown.min() == fitness.min()
+    assert "the chart shows 2,000 of them" in views.chart_caption(frame)
+    assert len(views.candidate_points(frame.head(500))) == 500        # small runs keep every point
