@@ -23,6 +23,7 @@ import streamlit as st
 from automodel import jobs, views
 from automodel.config import (ACTIVATIONS, AUGMENTATIONS, BACKENDS, BLOCK_KINDS, CROSSOVER_METHODS, DEVICES,
                               DOWNSAMPLING, HEADS, OPTIMIZERS, SELECTION_METHODS, Config, ConfigError)
+from automodel.errors import DatasetError, ImageInputError
 from automodel.store import Store, StoreError, default_db_path
 
 REPO = Path(__file__).resolve().parent
@@ -228,7 +229,7 @@ def sidebar_form(store: Store | None) -> None:
                              "training.")
         st.number_input("Largest model (parameters)", step=1_000_000, key="cfg_max_params")
         st.number_input("Most multiply-accumulates per image", value=None, step=1_000_000, key="cfg_max_macs",
-                        placeholder="auto: 40,000 × pixels",
+                        placeholder="auto: 20,000 × pixels",
                         help="Genomes above it are repaired (more downsampling, fewer filters) before training.")
         st.number_input("Stop at validation accuracy", value=None, step=0.01, format="%.2f",
                         key="cfg_target_fitness", placeholder="none")
@@ -356,7 +357,7 @@ def _start(store: Store, config_dict: dict[str, Any], upload) -> None:
         proc = jobs.launch(jobs.search_command(store.path, run_id, resume=False, config_path=config_path,
                                                data_dir=DATA_DIR), log_path=run_dir / "search.log", cwd=REPO)
     except Exception as exc:  # noqa: BLE001 - any failure must not leave the slot claimed
-        reason = str(exc) if type(exc).__name__ == "DatasetError" else f"could not start the search ({exc})"
+        reason = str(exc) if isinstance(exc, DatasetError) else f"could not start the search ({exc})"
         store.update_run(run_id, status="failed", reason=reason, ended_at=time.time())
         messages.append(("error", reason[:1].upper() + reason[1:]))
         st.session_state["run_pick"] = run_id
@@ -758,7 +759,7 @@ def _try_block(run: dict) -> None:
                              "training images were.")
     if not files:
         return
-    from automodel.report import ImageInputError, image_tensor, top_predictions
+    from automodel.report import image_tensor, top_predictions
     model = _model_for(path, Path(path).stat().st_mtime)
     for upload in files:
         try:

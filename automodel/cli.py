@@ -13,7 +13,8 @@ import time
 from pathlib import Path
 
 from . import jobs
-from .config import Config, ConfigError
+from .config import Config
+from .errors import CheckpointError, ConfigError, DatasetError, UserFacingError
 from .genome import Genome
 from .jobs import new_run_id, run_dir_for
 from .store import Store, StoreError, default_db_path
@@ -36,8 +37,8 @@ RUN_OVERRIDES = {
 }
 
 
-class UserError(Exception):
-    """Bad input a person caused: printed as one line, exit code 2."""
+class UserError(UserFacingError):
+    """Bad input a person caused, found by the command line itself: printed as one line, exit code 2."""
 
 
 def _whole(text: str, flag: str) -> int:
@@ -103,24 +104,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except Exception as exc:
-        if not isinstance(exc, _user_error_types()):
-            raise
+    except UserFacingError as exc:
         print(f"automodel: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
 
 
 # ---------------------------------------------------------------------------------- commands
-
-def _user_error_types() -> tuple[type[Exception], ...]:
-    """Errors a person caused. A module not yet imported cannot have raised its error."""
-    types: list[type[Exception]] = [UserError, ConfigError, StoreError]
-    for module, name in (("automodel.data", "DatasetError"), ("automodel.export", "CheckpointError"),
-                         ("automodel.finalize", "FinalizeError")):
-        if module in sys.modules:
-            types.append(getattr(sys.modules[module], name))
-    return tuple(types)
-
 
 def cmd_run(args: argparse.Namespace) -> int:
     config = load_config(args)
@@ -170,8 +159,6 @@ def _execute(store: Store, run_id: str, config: Config, args: argparse.Namespace
     except UserError as exc:   # e.g. backend ray without Ray: the claimed run must not stay "running"
         _mark_failed(store, run_id, str(exc))
         raise
-    from .data import DatasetError
-    from .export import CheckpointError
     from .search import Search
     search = Search(config, store, run_id, data_dir=args.data_dir, reporter=reporter, evaluator_factory=factory)
     try:

@@ -38,6 +38,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .errors import DatasetError  # noqa: F401  (defined with the other errors, re-exported)
+
 DATASET_NAMES = ("digits", "cifar10", "cifar100", "mnist", "fashion-mnist")
 _ALIASES = {
     "cifar-10": "cifar10", "cifar_10": "cifar10", "cifar-100": "cifar100", "cifar_100": "cifar100",
@@ -53,10 +55,6 @@ TEST_SPLIT_SEED = 0  # fixed, so the test set does not move with the search seed
 DIGITS_FILE = Path(__file__).resolve().parent.parent / "data" / "digits" / "digits.csv.gz"
 FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
-
-
-class DatasetError(ValueError):
-    """A dataset a person named cannot be used; the message is one sentence for them."""
 
 
 @dataclass(frozen=True)

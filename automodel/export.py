@@ -14,15 +14,12 @@ from typing import Any
 
 import torch
 
+from .errors import CheckpointError  # noqa: F401  (defined with the other errors, re-exported)
 from .genome import Genome
 from .model import CandidateNet, build_model, plan_conv_blocks
 
 FORMAT = "automodel-checkpoint-v2"
 FORMAT_V1 = "automodel-checkpoint-v1"   # written by earlier versions; read and upgraded on load
-
-
-class CheckpointError(ValueError):
-    """A model file cannot be used; the message is one sentence for a person."""
 
 
 def save_checkpoint(path: str | Path, genome: Genome, state_dict: dict[str, torch.Tensor], *,

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from .config import Config
 from .data import load_dataset
+from .errors import FinalizeError  # noqa: F401  (defined with the other errors, re-exported)
 from .evaluator import LocalEvaluator, Task
 from .export import save_checkpoint
 from .genome import Genome
@@ -28,10 +29,6 @@ from .store import Store
 from .trainer import DeviceData, TrainResult, resolve_device
 
 WAIT_POLL_S = 0.5
-
-
-class FinalizeError(ValueError):
-    """A finalize request a person made cannot be done; the message is one sentence for them."""
 
 
 def candidate_record(store: Store, run_id: str, key: str) -> dict:

@@ -29,6 +29,8 @@ def run_dir_for(store: Store, run_id: str) -> Path:
     """A run's folder (best model, extracted uploads) sits beside its database."""
     return store.path.parent / "runs" / run_id
 RESERVATION_GRACE_S = 60.0   # a run claimed by the page but whose process has not yet started
+HEARTBEAT_S = 5.0            # how often a search process records that it is alive
+HEARTBEAT_LIMIT_S = 45.0     # a run whose heartbeat is older than this is interrupted, on any host
 
 
 def pid_is_search(pid: int) -> bool:
@@ -57,19 +59,53 @@ def _is_zombie(pid: int) -> bool:
         return False
 
 
-def is_alive(run: dict) -> bool:
-    """Whether the run's process is still there (runs on other hosts are assumed alive).
+def is_alive(run: dict, now: float | None = None) -> bool:
+    """Whether the run's search process is still there.
 
-    A run claimed by Start or Resume but whose process has not written its pid yet counts as
-    alive for a grace period after the claim.
+    A search process records a heartbeat every ``HEARTBEAT_S``: a run whose heartbeat is older than
+    ``HEARTBEAT_LIMIT_S`` is not alive, whichever host it ran on (a new container on the same
+    volume can resume it). On the process's own host a missing process is noticed at once. A run
+    claimed by Start or Resume whose process has not started yet counts as alive for a grace
+    period after the claim.
     """
+    now = time.time() if now is None else now
     host, pid = run.get("host"), run.get("pid")
     if pid is None:
         claimed = run.get("claimed_at") or run.get("created_at") or 0
-        return time.time() - float(claimed) < RESERVATION_GRACE_S
+        return now - float(claimed) < RESERVATION_GRACE_S
+    # Runs recorded before heartbeats existed: their last sign of life is when they (re)started.
+    beat = run.get("heartbeat_at") or run.get("resumed_at") or run.get("started_at")
+    if beat is not None and now - float(beat) > HEARTBEAT_LIMIT_S:
+        return False
     if host and host != socket.gethostname():
         return True
     return pid_is_search(int(pid))
+
+
+class Heartbeat:
+    """Records ``heartbeat_at`` in the run every ``HEARTBEAT_S`` from a thread of the search process."""
+
+    def __init__(self, store: Store, run_id: str, every_s: float = HEARTBEAT_S):
+        self.store, self.run_id, self.every_s = store, run_id, every_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="automodel-heartbeat", daemon=True)
+
+    def start(self) -> Heartbeat:
+        self.store.update_run(self.run_id, heartbeat_at=time.time())
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.every_s):
+            try:
+                self.store.update_run(self.run_id, heartbeat_at=time.time())
+            except StoreError:
+                pass   # a full disk: the search reports it on its own next write
 
 
 def reconcile(store: Store) -> list[dict]:

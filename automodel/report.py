@@ -18,11 +18,9 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from .errors import ImageInputError  # noqa: F401  (defined with the other errors, re-exported)
+
 GALLERY_SIZE = 24
-
-
-class ImageInputError(ValueError):
-    """An uploaded file is not an image the model can take; the message is one sentence."""
 
 
 @torch.inference_mode()

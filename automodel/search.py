@@ -27,7 +27,7 @@ from .data import ImageData, load_dataset
 from .evaluator import Evaluator, LocalEvaluator, Task
 from .export import save_checkpoint
 from .genome import Genome, diversity, sample_genome
-from .jobs import run_dir_for
+from .jobs import Heartbeat, run_dir_for
 from .model import fit_to_budget, fit_to_image, measure_cost
 from .operators import (CROSSOVERS, SELECTIONS, equal_fidelity_fitness, mutate, select_elite, select_nsga2,
                         select_nsga2_elite)
@@ -141,6 +141,7 @@ class Search:
                               resumed_at=time.time())
         self._install_signal_handlers()
         evaluator = None
+        heartbeat = Heartbeat(self.store, self.run_id).start()
         try:
             data = load_dataset(self.config.dataset, self.data_dir, val_fraction=self.config.val_fraction,
                                 seed=self.config.seed, work_dir=self.run_dir / "dataset")
@@ -160,6 +161,7 @@ class Search:
             if status == "searched":
                 status = self._final_training(evaluator)
         finally:
+            heartbeat.stop()
             if evaluator is not None:
                 evaluator.close()
             self.store.clear_progress(self.run_id)

@@ -39,6 +39,8 @@ from tinydb.queries import QueryLike
 from tinydb.storages import Storage
 from tinydb.table import Table
 
+from .errors import RunActiveError, StoreError  # noqa: F401  (defined with the other errors, re-exported)
+
 __all__ = [
     "RUN_STATUSES",
     "ACTIVE_STATUSES",
@@ -54,18 +56,6 @@ ACTIVE_STATUSES = ("running", "stopping")
 
 RawTables = dict[str, dict[str, dict[str, Any]]]
 T = TypeVar("T")
-
-
-class StoreError(RuntimeError):
-    """One sentence for a person (corrupt file, unwritable folder)."""
-
-
-class RunActiveError(StoreError):
-    """Another run is still active, so a new one may not start."""
-
-    def __init__(self, message: str, run_id: str):
-        super().__init__(message)
-        self.run_id = run_id
 
 
 def default_db_path() -> Path:
