@@ -24,7 +24,7 @@ from automodel import jobs, views
 from automodel.config import (ACTIVATIONS, AUGMENTATIONS, BACKENDS, BLOCK_KINDS, CROSSOVER_METHODS, DEVICES,
                               DOWNSAMPLING, HEADS, OPTIMIZERS, SELECTION_METHODS, Config, ConfigError)
 from automodel.errors import DatasetError, ImageInputError
-from automodel.store import Store, StoreError, default_db_path
+from automodel.store import ACTIVE_STATUSES, Store, StoreError, default_db_path
 
 REPO = Path(__file__).resolve().parent
 DATA_DIR = REPO / "data"          # where built-in datasets are read or downloaded
@@ -235,35 +235,28 @@ def sidebar_form(store: Store | None) -> None:
                         key="cfg_target_fitness", placeholder="none")
         st.number_input("Time budget for the search (s)", value=None, step=60.0, format="%.0f",
                         key="cfg_time_budget_s", placeholder="none")
-        if "prune" in views.FORM_FIELDS:
-            prune = st.checkbox("Prune hopeless candidates after their first epoch", key="cfg_prune",
-                                help="A candidate whose first-epoch accuracy is far below the earlier "
-                                     "generations' median stops there and keeps its partial score.")
-            st.number_input("Prune below this share of the median", step=0.05, format="%.2f",
-                            key="cfg_prune_fraction", disabled=not prune)
+        prune = st.checkbox("Prune hopeless candidates after their first epoch", key="cfg_prune",
+                            help="A candidate whose first-epoch accuracy is far below the earlier "
+                                 "generations' median stops there and keeps its partial score.")
+        st.number_input("Prune below this share of the median", step=0.05, format="%.2f",
+                        key="cfg_prune_fraction", disabled=not prune)
 
-    if "backend" in views.FORM_FIELDS:
-        with st.expander("Where candidates train"):
-            backend = st.selectbox("Back end", BACKENDS, key="cfg_backend",
-                                   format_func=lambda b: {"local": "this machine",
-                                                          "ray": "Ray (a cluster, or this machine)"}.get(b, b))
-            st.selectbox("Candidates at once (this machine)", WORKER_CHOICES, key="cfg_workers",
-                         disabled=backend != "local",
-                         help="auto: one per CPU core with one thread each (4 per GPU); 1: one at a time with "
-                              "all threads.")
-            off = backend != "ray"
-            if "ray_address" in views.FORM_FIELDS:
-                st.text_input("Ray address", key="cfg_ray_address", disabled=off, placeholder="start a local Ray",
-                              help="auto or host:port to join a running cluster; empty starts a local Ray.")
-            if "cpus_per_candidate" in views.FORM_FIELDS:
-                st.number_input("CPUs per candidate", step=1.0, format="%.1f", key="cfg_cpus_per_candidate",
-                                disabled=off)
-            if "gpus_per_candidate" in views.FORM_FIELDS:
-                st.number_input("GPUs per candidate", value=None, step=0.25, format="%.2f", disabled=off,
-                                key="cfg_gpus_per_candidate", placeholder="1 on cuda, else 0",
-                                help="Fractions let candidates share a GPU (0.25: four at once).")
-            if "retries" in views.FORM_FIELDS:
-                st.number_input("Retries of a lost candidate", step=1, key="cfg_retries", disabled=off)
+    with st.expander("Where candidates train"):
+        backend = st.selectbox("Back end", BACKENDS, key="cfg_backend",
+                               format_func=lambda b: {"local": "this machine",
+                                                      "ray": "Ray (a cluster, or this machine)"}.get(b, b))
+        st.selectbox("Candidates at once (this machine)", WORKER_CHOICES, key="cfg_workers",
+                     disabled=backend != "local",
+                     help="auto: one per CPU core with one thread each (4 per GPU); 1: one at a time with "
+                          "all threads.")
+        off = backend != "ray"
+        st.text_input("Ray address", key="cfg_ray_address", disabled=off, placeholder="start a local Ray",
+                      help="auto or host:port to join a running cluster; empty starts a local Ray.")
+        st.number_input("CPUs per candidate", step=1.0, format="%.1f", key="cfg_cpus_per_candidate", disabled=off)
+        st.number_input("GPUs per candidate", value=None, step=0.25, format="%.2f", disabled=off,
+                        key="cfg_gpus_per_candidate", placeholder="1 on cuda, else 0",
+                        help="Fractions let candidates share a GPU (0.25: four at once).")
+        st.number_input("Retries of a lost candidate", step=1, key="cfg_retries", disabled=off)
 
     with st.expander("Search space"):
         st.slider("Convolution blocks", 1, 12, key="space_conv_blocks")
@@ -412,7 +405,7 @@ def _settle_launch(store: Store, run: dict) -> bool:
         return False
     # The search process stamps resumed_at when it takes the run over (also when it then ends quickly).
     adopted = float(run.get("resumed_at") or 0.0) >= pending["since"] or (
-        run.get("status") in views.ACTIVE and run.get("pid") is not None)
+        run.get("status") in ACTIVE_STATUSES and run.get("pid") is not None)
     code = jobs.child_exit_code(pending["pid"])
     waited = time.time() - pending["since"]
     if adopted:
@@ -422,11 +415,11 @@ def _settle_launch(store: Store, run: dict) -> bool:
         return True
     st.session_state.pop("launching", None)
     fresh = store.get_run(run["run_id"]) or run
-    if fresh.get("status") in views.ACTIVE and fresh.get("pid") is None:
+    if fresh.get("status") in ACTIVE_STATUSES and fresh.get("pid") is None:
         tail = jobs.log_tail(_run_dir(store, run["run_id"]) / "search.log", max_lines=1)
         reason = tail or ("the search process did not start" if code is None else f"the search process exited ({code})")
         store.update_run(run["run_id"], status="failed", reason=reason, ended_at=time.time())
-    elif code not in (None, 0) and fresh.get("status") not in views.ACTIVE:
+    elif code not in (None, 0) and fresh.get("status") not in ACTIVE_STATUSES:
         tail = jobs.log_tail(_run_dir(store, run["run_id"]) / "search.log", max_lines=1)
         if tail and fresh.get("status") != "failed":
             _flash("error", f"The search process could not continue: {tail}")
@@ -451,7 +444,7 @@ def run_panel(db_path: str, run_id: str, live: bool) -> None:
         starting = _settle_launch(store, run)
         if live and not starting and not _busy(run):
             st.rerun()  # the run (or a finalization) has ended: redraw the whole page once, without the timer
-        progress = store.progress(run_id) if run.get("status") in views.ACTIVE else []
+        progress = store.progress(run_id) if run.get("status") in ACTIVE_STATUSES else []
         generations = store.generations(run_id)
         records = store.individuals(run_id)
     except StoreError as exc:
@@ -524,10 +517,10 @@ def _stop(store: Store, run_id: str) -> None:
     with st.spinner("Stopping the search…"):
         run = jobs.request_stop(store, run_id, timeout_s=5)
     pending = _launching_for(run_id)
-    if run.get("status") in views.ACTIVE and run.get("pid") is None and pending \
+    if run.get("status") in ACTIVE_STATUSES and run.get("pid") is None and pending \
             and jobs.child_exit_code(pending["pid"]) is not None:
         run = store.update_run(run_id, status="stopped", ended_at=time.time())
-    if run.get("status") in views.ACTIVE:
+    if run.get("status") in ACTIVE_STATUSES:
         _flash("warning", f"Run {run_id} is still {run.get('status')}; it stops when the current batch ends.")
     else:
         _flash("success", f"Run {run_id} {run.get('status')}.")
@@ -644,10 +637,10 @@ def _pareto_block(store: Store, run: dict, records: list[dict]) -> None:
                 pass
             st.rerun()
     elif st.button("Finalize this candidate", key=f"finalize_{key}", type="primary",
-                   disabled=run.get("status") in views.ACTIVE,
+                   disabled=run.get("status") in ACTIVE_STATUSES,
                    help="Trains it for the final epochs on train + validation and scores it once on the test "
                         "split, in its own process (it goes on if you close the tab)."
-                        + (" Available when the search has ended." if run.get("status") in views.ACTIVE else "")):
+                        + (" Available when the search has ended." if run.get("status") in ACTIVE_STATUSES else "")):
         jobs.launch(jobs.finalize_command(store.path, run_id, key), _run_dir(store, run_id) / f"finalize-{key}.log",
                     cwd=REPO)
         deadline = time.monotonic() + 20
@@ -881,7 +874,7 @@ def _finalizing(run: dict) -> dict:
 
 
 def _busy(run: dict) -> bool:
-    return run.get("status") in views.ACTIVE or bool(_finalizing(run))
+    return run.get("status") in ACTIVE_STATUSES or bool(_finalizing(run))
 
 
 def runs_block(store: Store, runs: list[dict]) -> None:
@@ -952,7 +945,7 @@ def main() -> None:
 
     newest_first = [r["run_id"] for r in reversed(runs)]
     by_id = {r["run_id"]: r for r in runs}
-    active = next((r for r in runs if r.get("status") in views.ACTIVE), None)
+    active = next((r for r in runs if r.get("status") in ACTIVE_STATUSES), None)
     if st.session_state.get("run_pick") not in by_id:
         st.session_state["run_pick"] = active["run_id"] if active else newest_first[0]
     run_id = picker_slot.selectbox("Run", newest_first, key="run_pick",

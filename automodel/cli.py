@@ -17,7 +17,7 @@ from .config import Config
 from .errors import CheckpointError, ConfigError, DatasetError, UserFacingError
 from .genome import Genome
 from .jobs import new_run_id, run_dir_for
-from .store import Store, StoreError, default_db_path
+from .store import ACTIVE_STATUSES, Store, StoreError, default_db_path
 
 # The modules that need torch are imported where they are used, so that `stop`, `list` and
 # `show` answer at once instead of paying seconds for importing torch.
@@ -201,12 +201,12 @@ def _evaluator_factory(config: Config):
 def cmd_stop(args: argparse.Namespace) -> int:
     store = Store(args.db)
     run = _get_run(store, args.run_id)
-    if run["status"] not in jobs.ACTIVE:
+    if run["status"] not in ACTIVE_STATUSES:
         print(f"run {args.run_id} is not running (status: {run['status']}).")
         return EXIT_OK
     run = jobs.request_stop(store, args.run_id, timeout_s=args.timeout)
     print(f"run {args.run_id}: {run['status']}")
-    return EXIT_OK if run["status"] not in jobs.ACTIVE else EXIT_FAILED
+    return EXIT_OK if run["status"] not in ACTIVE_STATUSES else EXIT_FAILED
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -358,7 +358,7 @@ def run_summary(run: dict) -> dict:
 
 def _is_reservation(store: Store, run: dict) -> bool:
     """A run the page claimed (no process yet, nothing recorded); a stop may already be asked."""
-    return (run.get("status") in jobs.ACTIVE and run.get("pid") is None and not run.get("started_at")
+    return (run.get("status") in ACTIVE_STATUSES and run.get("pid") is None and not run.get("started_at")
             and not store.individuals(run["run_id"]))
 
 

@@ -18,7 +18,6 @@ from pathlib import Path
 
 from .store import ACTIVE_STATUSES, RunActiveError, Store, StoreError
 
-ACTIVE = ACTIVE_STATUSES
 
 
 def new_run_id() -> str:
@@ -113,11 +112,11 @@ def reconcile(store: Store) -> list[dict]:
     runs = store.list_runs()
     changed = False
     for run in runs:
-        if run.get("status") in ACTIVE and not is_alive(run):
+        if run.get("status") in ACTIVE_STATUSES and not is_alive(run):
             with store.locked():
                 # Look again under the lock: the search may have just finished and written its status.
                 fresh = store.get_run(run["run_id"]) or {}
-                if fresh.get("status") in ACTIVE and fresh.get("pid") == run.get("pid") and not is_alive(fresh):
+                if fresh.get("status") in ACTIVE_STATUSES and fresh.get("pid") == run.get("pid") and not is_alive(fresh):
                     store.update_run(run["run_id"], status="interrupted", pid=None,
                                      reason="the search process ended without recording a result")
                     changed = True
@@ -137,9 +136,9 @@ def claim_resume(store: Store, run_id: str) -> dict:
             raise StoreError(f"no run {run_id!r} in {store.path}; `automodel list` shows the runs there.")
         if run.get("status") == "completed":
             raise StoreError(f"run {run_id} has already completed; nothing to resume.")
-        if run.get("status") in ACTIVE:
+        if run.get("status") in ACTIVE_STATUSES:
             raise StoreError(f"run {run_id} is still {run['status']}; stop it first.")
-        other = next((r for r in runs.values() if r.get("status") in ACTIVE), None)
+        other = next((r for r in runs.values() if r.get("status") in ACTIVE_STATUSES), None)
         if other is not None:
             raise RunActiveError(f"run {other['run_id']} is active in {store.path}; stop it before resuming another.",
                                  other["run_id"])
@@ -149,12 +148,12 @@ def claim_resume(store: Store, run_id: str) -> dict:
 
 def is_claim(run: dict) -> bool:
     """A run claimed by Start or Resume whose search process has not taken it over yet."""
-    return run.get("status") in ACTIVE and run.get("pid") is None and is_alive(run)
+    return run.get("status") in ACTIVE_STATUSES and run.get("pid") is None and is_alive(run)
 
 
 def active_run(store: Store) -> dict | None:
     for run in reconcile(store):
-        if run.get("status") in ACTIVE:
+        if run.get("status") in ACTIVE_STATUSES:
             return run
     return None
 
@@ -240,13 +239,13 @@ def request_stop(store: Store, run_id: str, timeout_s: float = 10.0, poll_s: flo
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         run = store.get_run(run_id) or {}
-        if run.get("status") not in ACTIVE:
+        if run.get("status") not in ACTIVE_STATUSES:
             return run
         if not is_alive(run):
             break
         time.sleep(poll_s)
     with store.locked():
         run = store.get_run(run_id) or {}
-        if run.get("status") in ACTIVE and not is_alive(run):
+        if run.get("status") in ACTIVE_STATUSES and not is_alive(run):
             run = store.update_run(run_id, status="stopped", pid=None, ended_at=time.time())
     return run

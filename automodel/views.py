@@ -15,12 +15,13 @@ import statistics
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from dataclasses import fields as dataclass_fields
 from typing import Any
 
 import altair as alt
 import pandas as pd
 
-from .config import SearchSpace
+from .config import Config, SearchSpace
 from .store import ACTIVE_STATUSES
 
 # ----------------------------------------------------------------------------- colours, labels
@@ -62,7 +63,6 @@ RUN_BADGES = {
     "interrupted": ("orange", "interrupted"),
     "starting": ("blue", "starting"),
 }
-ACTIVE = ACTIVE_STATUSES
 RESUMABLE = ("stopped", "interrupted", "failed")
 
 
@@ -139,7 +139,7 @@ class StatusView:
 
     @property
     def active(self) -> bool:
-        return self.state in ACTIVE or self.state == "starting"
+        return self.state in ACTIVE_STATUSES or self.state == "starting"
 
 
 def _badge(state: str) -> str:
@@ -156,7 +156,7 @@ def run_elapsed(run: Mapping[str, Any], now: float | None = None) -> float | Non
     now = time.time() if now is None else now
     before = float(run.get("elapsed_s") or 0.0)
     since = run.get("resumed_at") or run.get("started_at")
-    if run.get("status") in ACTIVE and run.get("pid") is not None and since:
+    if run.get("status") in ACTIVE_STATUSES and run.get("pid") is not None and since:
         return before + max(0.0, now - float(since))
     return before or None
 
@@ -188,7 +188,7 @@ def estimate_eta(run: Mapping[str, Any], generations: Sequence[Mapping[str, Any]
         finals = [p for p in progress if p.get("final") and p.get("eta_s") is not None]
         return float(finals[0]["eta_s"]) if finals else final_s
     in_generation = 0.0
-    if generations and run.get("status") in ACTIVE:
+    if generations and run.get("status") in ACTIVE_STATUSES:
         last = max(float(g.get("recorded_at") or 0.0) for g in generations)
         since = max(last, float(run.get("resumed_at") or 0.0))
         in_generation = max(0.0, now - since) if since else 0.0
@@ -209,12 +209,12 @@ def status_view(run: Mapping[str, Any], progress: Sequence[Mapping[str, Any]],
     device = run.get("device") or config.get("device") or "?"
     elapsed = run_elapsed(run, now)
 
-    if starting and status not in ACTIVE:
+    if starting and status not in ACTIVE_STATUSES:
         return StatusView("starting", _badge("starting"),
                           f"{_badge('starting')} Starting the search process for **{run['run_id']}**…",
                           bars=[(0.0, "waiting for the search process")])
 
-    if status in ACTIVE:
+    if status in ACTIVE_STATUSES:
         eta = estimate_eta(run, generations, progress, now)
         parts = [_badge(status), f"**{run['run_id']}**"]
         bars: list[tuple[float, str]] = []
@@ -618,19 +618,9 @@ DATASET_CHOICES = {
 FOLDER_CHOICE = "Image folder on this server"
 UPLOAD_CHOICE = "Upload a .zip of an image folder"
 
-# Settings the form edits, by Config field (the search space lives under "space").
-def _config_fields() -> set[str]:
-    from .config import Config
-    return set(Config.__dataclass_fields__)
-
-
-FORM_FIELDS = tuple(f for f in (
-    "population", "generations", "selection", "tournament_size", "truncation_fraction", "crossover",
-    "crossover_rate", "mutation_rate", "elitism", "seed", "epochs", "min_epochs", "reduction_factor", "final_epochs",
-    "time_limit_s", "device", "batch_size", "val_fraction", "augment", "label_smoothing", "clip_grad_norm",
-    "max_params", "max_macs", "max_latency_ms", "objectives", "target_fitness", "time_budget_s",
-    "prune", "prune_fraction", "backend", "workers", "ray_address", "cpus_per_candidate", "gpus_per_candidate", "retries",
-) if f in _config_fields())
+# Settings the form edits, by Config field (the search space lives under "space"): every field but
+# the dataset (chosen with its own widgets) and compile (a GPU setting for the config file).
+FORM_FIELDS = tuple(f.name for f in dataclass_fields(Config) if f.name not in ("dataset", "space", "compile"))
 SPACE_FIELDS = tuple(f for f in SearchSpace.__dataclass_fields__)
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -651,7 +641,6 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 def preset_config(name: str) -> dict[str, Any]:
     """A full config dict (defaults + the preset's values, default search space)."""
-    from .config import Config  # torch-free
     base = Config().to_dict()
     preset = dict(PRESETS[name])
     base["space"].update(preset.pop("space", {}))
@@ -673,7 +662,6 @@ def form_config(values: Mapping[str, Any], dataset: str) -> dict[str, Any]:
     Numbers arrive from number inputs as int or float already; whole floats for int fields are
     turned into ints so that validation judges the value, not its type.
     """
-    from .config import Config
     template = Config()
     config: dict[str, Any] = {"dataset": dataset}
     for name in FORM_FIELDS:

@@ -27,33 +27,6 @@ REPO = Path(__file__).resolve().parent.parent
 APP = str(REPO / "app.py")
 
 
-@pytest.fixture
-def db(tmp_path, monkeypatch) -> Path:
-    path = tmp_path / "db" / "automodel.json"
-    monkeypatch.setenv("AUTOMODEL_DB", str(path))
-    return path
-
-
-@pytest.fixture
-def launched(monkeypatch) -> list[list[str]]:
-    """Record search launches instead of starting processes."""
-    calls: list[list[str]] = []
-
-    class FakeProcess:
-        pid = 2 ** 22 + 17  # not a live process; never signalled
-
-        def poll(self):
-            return None
-
-    def fake_launch(cmd, log_path, cwd=None):
-        calls.append(list(cmd))
-        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
-        return FakeProcess()
-
-    monkeypatch.setattr(jobs, "launch", fake_launch)
-    return calls
-
-
 def page() -> AppTest:
     return AppTest.from_file(APP, default_timeout=30).run()
 
@@ -176,14 +149,11 @@ def test_bad_values_show_the_cli_sentence_and_block_start(db, key, value, change
 
 def test_pruning_and_back_end_settings(db):
     at = page()
-    if "prune" in Config.__dataclass_fields__:
-        assert at.sidebar.checkbox(key="cfg_prune").value == Config().prune
-        at.sidebar.checkbox(key="cfg_prune").check().run()
-        at.sidebar.number_input(key="cfg_prune_fraction").set_value(1.5).run()
-        assert texts(at.sidebar.error) == [_cli_message(prune=True, prune_fraction=1.5)]
-        at.sidebar.number_input(key="cfg_prune_fraction").set_value(0.5).run()
-    if "gpus_per_candidate" not in Config.__dataclass_fields__:
-        pytest.skip("this engine has no Ray settings")
+    assert at.sidebar.checkbox(key="cfg_prune").value == Config().prune
+    at.sidebar.checkbox(key="cfg_prune").check().run()
+    at.sidebar.number_input(key="cfg_prune_fraction").set_value(1.5).run()
+    assert texts(at.sidebar.error) == [_cli_message(prune=True, prune_fraction=1.5)]
+    at.sidebar.number_input(key="cfg_prune_fraction").set_value(0.5).run()
     assert at.sidebar.number_input(key="cfg_cpus_per_candidate").disabled
     at.sidebar.selectbox(key="cfg_backend").set_value("ray").run()
     assert texts(at.sidebar.error) == [] and not at.sidebar.number_input(key="cfg_cpus_per_candidate").disabled
@@ -463,6 +433,7 @@ def finished_db(tmp_path_factory) -> Path:
     return db
 
 
+@pytest.mark.slow
 def test_a_finished_run_shows_its_network_test_results_and_genes(finished_db, monkeypatch):
     monkeypatch.setenv("AUTOMODEL_DB", str(finished_db))
     at = page()
@@ -479,6 +450,7 @@ def test_a_finished_run_shows_its_network_test_results_and_genes(finished_db, mo
     assert any("misclassified" in c.value for c in at.caption)
 
 
+@pytest.mark.slow
 def test_try_the_model_predicts_an_uploaded_image_and_refuses_other_files(finished_db, monkeypatch):
     monkeypatch.setenv("AUTOMODEL_DB", str(finished_db))
     at = page()

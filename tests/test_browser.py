@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow   # real processes, servers or a browser
+
 REPO = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -79,10 +81,10 @@ def _stop_searches(db: Path) -> None:
     if not db.exists():
         return
     from automodel import jobs
-    from automodel.store import Store
+    from automodel.store import ACTIVE_STATUSES, Store
     store = Store(db)
     for run in store.list_runs():
-        if run.get("status") in jobs.ACTIVE and run.get("pid"):
+        if run.get("status") in ACTIVE_STATUSES and run.get("pid"):
             jobs.request_stop(store, run["run_id"], timeout_s=5)
 
 

@@ -18,6 +18,8 @@ from automodel import load_model
 from automodel.data import load_dataset
 from automodel.store import Store
 
+pytestmark = pytest.mark.slow   # real processes, servers or a browser
+
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ["--dataset", "digits", "--population", "8", "--generations", "3", "--epochs", "2", "--seed", "0"]
 SHOW_KEYS = {"run_id", "status", "generations_done", "evaluated", "best_fitness", "test_accuracy", "best_model_path"}
@@ -64,17 +66,7 @@ def spawn(*args: str, **kw) -> subprocess.Popen:
 def _env() -> dict:
     # One thread per search process: two processes spinning OpenMP threads on a 2-core machine
     # slow each other down many times over.
-    return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-
-
-def wait_for(condition, timeout: float, what: str, interval: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+    return {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 def show(db: Path, run_id: str) -> dict:
@@ -154,7 +146,7 @@ def test_list_shows_the_run(demo):
     assert [r["run_id"] for r in runs] == ["demo"] and runs[0]["status"] == "completed"
 
 
-def test_sigkill_mid_generation_then_resume_matches_the_uninterrupted_run(demo, tmp_path):
+def test_sigkill_mid_generation_then_resume_matches_the_uninterrupted_run(demo, tmp_path, wait_for):
     db = tmp_path / "db.json"
     process = spawn("run", *DEMO, "--run-id", "k", "--db", str(db), "--quiet")
     try:
@@ -179,7 +171,7 @@ def test_sigkill_mid_generation_then_resume_matches_the_uninterrupted_run(demo, 
     assert show(db, "k")["best_fitness"] == show(demo["db"], "demo")["best_fitness"]
 
 
-def test_stop_ends_a_run_within_seconds_and_resume_finishes_it(tmp_path):
+def test_stop_ends_a_run_within_seconds_and_resume_finishes_it(tmp_path, wait_for):
     db = tmp_path / "db.json"
     process = spawn("run", "--dataset", "digits", "--population", "2", "--generations", "1", "--epochs", "40",
                     "--final-epochs", "1", "--run-id", "s", "--db", str(db), "--quiet")
@@ -198,7 +190,7 @@ def test_stop_ends_a_run_within_seconds_and_resume_finishes_it(tmp_path):
     assert process.returncode == 0
 
 
-def test_resume_of_a_stopped_run_completes(tmp_path):
+def test_resume_of_a_stopped_run_completes(tmp_path, wait_for):
     db = tmp_path / "db.json"
     store = Store(db)
     process = spawn("run", "--dataset", "digits", "--population", "3", "--generations", "1", "--epochs", "3",

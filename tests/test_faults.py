@@ -22,8 +22,10 @@ from automodel.genome import ConvBlock, Genome
 from automodel.model import build_model
 from automodel.store import Store, StoreError
 
+pytestmark = pytest.mark.slow   # real processes, servers or a browser
+
 ROOT = Path(__file__).resolve().parent.parent
-ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 TINY = ["--dataset", "digits", "--population", "4", "--generations", "3", "--epochs", "3", "--final-epochs", "1",
         "--seed", "1"]
 GENOME = Genome(conv=(ConvBlock(8, 3, "relu", "max", False),), dense=(), dropout=0.0, optimizer="adam",

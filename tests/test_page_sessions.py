@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import threading
-import time
 
+import pytest
 from streamlit.testing.v1 import AppTest
 
 from automodel import jobs
-from automodel.store import Store
-from test_app import APP, db, launched, page, texts  # noqa: F401  (fixtures)
+from automodel.store import ACTIVE_STATUSES, Store
+
+pytestmark = pytest.mark.slow   # real processes, servers or a browser
+
+def texts(elements) -> list[str]:
+    return [e.value for e in elements]
 
 
-def test_two_sessions_pressing_start_together_start_exactly_one_run(db, launched):
-    first, second = page(), page()
+def test_two_sessions_pressing_start_together_start_exactly_one_run(db, launched, new_page):
+    first, second = new_page(), new_page()
     barrier = threading.Barrier(2)
     errors: list[BaseException] = []
 
@@ -35,25 +39,22 @@ def test_two_sessions_pressing_start_together_start_exactly_one_run(db, launched
     assert len(refusals) == 1
 
 
-def test_a_page_server_restart_leaves_the_search_running_and_the_new_page_shows_it(db, monkeypatch):
+def test_a_page_server_restart_leaves_the_search_running_and_the_new_page_shows_it(db, monkeypatch, new_page,
+                                                                                   wait_for):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    at = page()
+    at = new_page()
     for key, value in (("cfg_population", 3), ("cfg_generations", 2), ("cfg_epochs", 2), ("cfg_final_epochs", 1)):
         at.sidebar.number_input(key=key).set_value(value).run()
     at.sidebar.button(key="start").click().run()
     store = Store(db)
     (run,) = store.list_runs()
     del at  # the page's server goes away; the search runs in its own session
-    deadline = time.monotonic() + 60
-    while not store.individuals(run["run_id"]) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    fresh = page()  # a new server and a new browser tab
+    wait_for(lambda: store.individuals(run["run_id"]), 60, "the search's first candidate")
+    fresh = new_page()  # a new server and a new browser tab
     assert run["run_id"] in fresh.markdown[0].value and "running" in fresh.markdown[0].value
     pid = store.get_run(run["run_id"])["pid"]
     assert pid and jobs.pid_is_search(pid)
-    deadline = time.monotonic() + 120
-    while store.get_run(run["run_id"])["status"] in jobs.ACTIVE and time.monotonic() < deadline:
-        time.sleep(0.5)
+    wait_for(lambda: store.get_run(run["run_id"])["status"] not in ACTIVE_STATUSES, 120, "the search to end")
     assert store.get_run(run["run_id"])["status"] == "completed"
     fresh.run()
     assert "completed" in fresh.markdown[0].value

@@ -110,6 +110,7 @@ def front_run(tmp_path_factory):
     return db, show
 
 
+@pytest.mark.slow
 def test_show_gives_exactly_the_non_dominated_fully_trained_candidates(front_run):
     db, show = front_run
     rows = [r for r in Store(db).individuals("p") if r["status"] == "ok"]
@@ -124,6 +125,7 @@ def test_show_gives_exactly_the_non_dominated_fully_trained_candidates(front_run
     assert show["objectives"] == ["accuracy", "params"]
 
 
+@pytest.mark.slow
 def test_any_member_can_be_finalized_exported_and_loaded(front_run, tmp_path):
     db, show = front_run
     member = min(show["pareto"], key=lambda m: m["params"])   # the smallest, usually not the best
@@ -143,6 +145,7 @@ def test_any_member_can_be_finalized_exported_and_loaded(front_run, tmp_path):
     assert {"params", "macs", "latency_ms", "fitness"} <= set(csv[0].split(","))
 
 
+@pytest.mark.slow
 def test_two_requests_for_one_member_train_it_once(front_run):
     db, show = front_run
     member = max(show["pareto"], key=lambda m: m["params"])
@@ -156,6 +159,7 @@ def test_two_requests_for_one_member_train_it_once(front_run):
     assert Store(db).get_run("p")["finalizing"] == {}
 
 
+@pytest.mark.slow
 def test_export_or_finalize_of_a_wrong_candidate_is_one_sentence(front_run):
     db, _ = front_run
     missing = automodel("finalize", "p", "--candidate", "0123456789abcdef", "--db", str(db))
@@ -167,6 +171,7 @@ def test_export_or_finalize_of_a_wrong_candidate_is_one_sentence(front_run):
     assert not_yet.returncode == 2 and "not finalized yet" in not_yet.stderr
 
 
+@pytest.mark.slow
 def test_a_latency_limit_refuses_candidates_before_they_train(tmp_path):
     db = tmp_path / "db.json"
     done = automodel("run", "--dataset", "digits", "--population", "3", "--generations", "1", "--epochs", "1",

@@ -36,8 +36,9 @@ from automodel.evaluator import LocalEvaluator, Task  # noqa: E402
 from automodel.genome import sample_genome  # noqa: E402
 from automodel.search import Search  # noqa: E402
 from automodel.store import Store  # noqa: E402
-from test_cli import wait_for  # noqa: E402  (shared bounded polling helper)
 from automodel.trainer import DeviceData, TrainResult, TrainSettings, train_candidate  # noqa: E402
+
+pytestmark = pytest.mark.slow   # real processes, servers or a browser
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = ["--dataset", "digits", "--population", "4", "--epochs", "1", "--final-epochs", "1", "--seed", "0"]
@@ -46,7 +47,7 @@ RAY_MARKERS = (b"ray::", b"/ray/core/src/ray/", b"/ray/_private/", b"/ray/dashbo
 
 
 def _env(**extra: str) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "RAY_AUTH_MODE": "disabled", **extra}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "RAY_AUTH_MODE": "disabled", **extra}
     env.pop("RAY_ADDRESS", None)
     return env
 
@@ -103,7 +104,7 @@ def reference(tmp_path_factory):
     return db
 
 
-def test_ray_search_gives_the_local_search_genomes_and_fitness(reference, tmp_path):
+def test_ray_search_gives_the_local_search_genomes_and_fitness(reference, tmp_path, wait_for):
     db = tmp_path / "db.json"
     before = ray_processes()
     result = automodel("run", *SMALL, "--generations", "2", "--backend", "ray", "--run-id", "ray", "--db", str(db),
@@ -140,7 +141,7 @@ def test_a_worker_that_dies_fails_its_candidate_or_is_retried_and_the_run_comple
     assert generation["failed"] == 1 and generation["trained"] == 4
 
 
-def test_stop_mid_generation_ends_the_run_within_seconds_and_resume_finishes_it(tmp_path):
+def test_stop_mid_generation_ends_the_run_within_seconds_and_resume_finishes_it(tmp_path, wait_for):
     db = tmp_path / "db.json"
     before = ray_processes()
     # Its own session, as the page starts it: a stop signals the whole process group.
@@ -175,7 +176,7 @@ def test_stop_mid_generation_ends_the_run_within_seconds_and_resume_finishes_it(
     wait_for(lambda: not (ray_processes() - before), 10, "the resumed run's Ray processes to end")
 
 
-def test_a_sigkilled_search_takes_its_local_ray_with_it(tmp_path):
+def test_a_sigkilled_search_takes_its_local_ray_with_it(tmp_path, wait_for):
     db = tmp_path / "db.json"
     before = ray_processes()
     process = spawn("run", *SMALL, "--generations", "1", "--epochs", "20", "--backend", "ray", "--run-id", "k",
@@ -307,7 +308,7 @@ def test_bad_ray_settings_are_one_sentence_and_exit_code_2(tmp_path, args, fragm
     assert len(lines) == 1 and fragment in lines[0] and "Traceback" not in result.stderr
 
 
-def test_asking_for_gpus_a_local_ray_lacks_is_refused_and_leaves_nothing_running(tmp_path):
+def test_asking_for_gpus_a_local_ray_lacks_is_refused_and_leaves_nothing_running(tmp_path, wait_for):
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
     before = ray_processes()

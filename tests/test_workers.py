@@ -23,16 +23,6 @@ SMALL = {"dataset": "digits", "population": 4, "generations": 2, "epochs": 1, "f
          "device": "cpu"}
 
 
-def bounded_wait(condition, timeout: float, what: str, interval: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
 def run_in_process(tmp_path: Path, workers, reporter: Reporter | None = None, **changes) -> Store:
     config = Config.from_dict({**SMALL, "workers": workers, **changes})
     store = Store(tmp_path / "db.json")
@@ -96,7 +86,7 @@ def test_a_worker_that_dies_fails_only_its_candidate(tmp_path, monkeypatch):
 # ------------------------------------------------------------------------ real processes
 
 def cli(*args: str, **kw) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = dict(os.environ)
     return subprocess.Popen([sys.executable, "-m", "automodel", *args], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, **kw)
 
@@ -125,7 +115,8 @@ ARGS = ["--dataset", "digits", "--population", "4", "--generations", "3", "--epo
         "--seed", "2", "--workers", "2", "--device", "cpu", "--quiet"]
 
 
-def test_stop_sigkill_and_resume_with_two_workers(tmp_path):
+@pytest.mark.slow
+def test_stop_sigkill_and_resume_with_two_workers(tmp_path, wait_for):
     """Stop takes effect within seconds; a SIGKILLed search leaves no worker behind; resume ends
     where an uninterrupted run ends."""
     reference = cli("run", *ARGS, "--run-id", "r", "--db", str(tmp_path / "ref.json"))
@@ -133,21 +124,21 @@ def test_stop_sigkill_and_resume_with_two_workers(tmp_path):
 
     db = tmp_path / "db.json"
     search = cli("run", *ARGS, "--run-id", "r", "--db", str(db))
-    bounded_wait(lambda: db.exists() and Store(db).individuals("r"), 120, "the first candidate")
-    workers = bounded_wait(lambda: children_of(search.pid), 30, "the worker processes")
+    wait_for(lambda: db.exists() and Store(db).individuals("r"), 120, "the first candidate")
+    workers = wait_for(lambda: children_of(search.pid), 30, "the worker processes")
     stop_asked = time.monotonic()
     assert cli("stop", "r", "--db", str(db)).wait(timeout=60) == 0
     search.wait(timeout=60)
     assert time.monotonic() - stop_asked < 15
     assert Store(db).get_run("r")["status"] == "stopped"
-    bounded_wait(lambda: not any(alive(p) for p in workers), 30, "the workers to end after a stop")
+    wait_for(lambda: not any(alive(p) for p in workers), 30, "the workers to end after a stop")
 
     resumed = cli("resume", "r", "--db", str(db), "--quiet")
-    bounded_wait(lambda: len(Store(db).individuals("r")) >= 6, 120, "more candidates after resuming")
-    workers = bounded_wait(lambda: children_of(resumed.pid), 30, "the worker processes")
+    wait_for(lambda: len(Store(db).individuals("r")) >= 6, 120, "more candidates after resuming")
+    workers = wait_for(lambda: children_of(resumed.pid), 30, "the worker processes")
     os.kill(resumed.pid, signal.SIGKILL)
     resumed.wait(timeout=30)
-    bounded_wait(lambda: not any(alive(p) for p in workers), 30, "the workers to die with the search")
+    wait_for(lambda: not any(alive(p) for p in workers), 30, "the workers to die with the search")
 
     final = cli("resume", "r", "--db", str(db), "--quiet")
     assert final.wait(timeout=300) == 0, final.stderr.read()[-2000:]
