@@ -9,15 +9,19 @@ safe for that (tinydb#72, #461), so this module adds three things around it:
   the path, so readers in other processes see the newest file.
 * An exclusive ``fcntl.flock`` on ``<db>.lock`` around every read-modify-write, so two writer
   processes never lose each other's updates. Plain reads take no lock.
-* Data is split over three files by size and write rate, so that frequent small reads and
-  writes never parse or re-serialise a big file: runs and generations (small, read by every
-  stop check and page refresh) in the main file; individuals (thousands of records, with
-  genomes) in ``<stem>.individuals.json``; live training progress (written several times a
-  second) in ``<stem>.live.json``. Each file has its own ``<file>.lock``.
+* Data is split over files by size and write rate, so that frequent small reads and writes
+  never parse or re-serialise a big file: runs and generations (small, read by every stop check
+  and page refresh) in the main file; individuals (up to hundreds of thousands of records, with
+  genomes) in one file per run and generation, ``<stem>.individuals/<run>/<generation>.json``,
+  so recording a candidate costs the same however long the run; live training progress
+  (written several times a second) in ``<stem>.live.json``. The main and live files each have
+  their own ``<file>.lock``; the individuals' files share ``<stem>.individuals.lock``.
+  A database of an earlier version, with all individuals in ``<stem>.individuals.json``, is
+  split into these files once, and the old file is kept as ``….individuals.json.migrated``.
 
 Every write is one read and one write of the raw table data under the lock. Reads go through
-TinyDB queries with the query cache turned off; they re-read the file's bytes every time and
-re-parse only when the bytes changed. The store never imports torch.
+TinyDB queries with the query cache turned off; they look at the file's signature every time and
+re-read and re-parse only when it changed. The store never imports torch.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
+import shutil
 import stat
 import tempfile
 import threading
@@ -56,6 +62,9 @@ ACTIVE_STATUSES = ("running", "stopping")
 
 RawTables = dict[str, dict[str, dict[str, Any]]]
 T = TypeVar("T")
+
+
+_GENERATION_FILE = re.compile(r"-?\d+\.json")
 
 
 def default_db_path() -> Path:
@@ -198,24 +207,30 @@ class AtomicJSONStorage(Storage):
 class _SnapshotReader(Storage):
     """Read-only storage for queries: reads the bytes every time, parses only when they changed.
 
-    Parsing dominates a read (10,000 individuals are about 9 MB of JSON and 100+ ms to parse),
-    while reading and comparing the bytes takes a few ms, so a page polling a quiet run stays
-    cheap. Comparing bytes rather than mtimes can't be fooled by coarse timestamps. The parsed
-    tables are shared by later reads, hence read-only here; writes go through ``mutate``.
+    Parsing dominates a read, while a ``stat`` costs microseconds, so a page polling a quiet run
+    stays cheap. Every write replaces the file by a rename, so a changed file always has a new
+    inode: the (device, inode, size, mtime) signature cannot be fooled by coarse timestamps. The
+    parsed tables are shared by later reads, hence read-only here; writes go through ``mutate``.
     """
 
     def __init__(self, storage: AtomicJSONStorage):
         self._storage = storage
-        # One tuple, replaced whole, so threads sharing a Store never pair new bytes with old data.
-        self._snapshot: tuple[bytes, RawTables | None] = (b"", None)
+        # One tuple, replaced whole, so threads sharing a Store never pair a new signature with old data.
+        self._snapshot: tuple[tuple[int, int, int, int] | None, RawTables | None] = (None, None)
 
     def read(self) -> RawTables | None:
-        raw, _ = self._storage._read_raw()
-        cached_raw, cached = self._snapshot
-        if raw == cached_raw:
+        try:
+            signature = _signature(os.stat(self._storage.path))
+        except FileNotFoundError:
+            signature = None
+        except OSError:
+            signature = None   # _read_raw names the problem
+        cached_signature, cached = self._snapshot
+        if signature is not None and signature == cached_signature:
             return cached
+        raw, signature = self._storage._read_raw()
         data = self._storage._decode(raw)
-        self._snapshot = (raw, data)
+        self._snapshot = (signature, data)
         return data
 
     def write(self, data: Mapping[str, Any]) -> None:
@@ -309,10 +324,10 @@ def _lock_for(path: Path) -> _InterProcessLock:
 class _Database:
     """One JSON file: TinyDB for queries, its storage for locked read-modify-writes."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, lock: _InterProcessLock | None = None):
         self.path = path
         self.storage = AtomicJSONStorage(path)
-        self.lock = _lock_for(path.with_name(path.name + ".lock"))
+        self.lock = lock or _lock_for(path.with_name(path.name + ".lock"))
         self._tinydb = TinyDB(storage=lambda: _SnapshotReader(self.storage))
         self._tables: dict[str, Table] = {}
 
@@ -421,12 +436,18 @@ class Store:
 
     def __init__(self, path: str | Path = default_db_path()):
         self.path = Path(path)
+        # Candidates live in one small file per run and generation, so that recording one costs the
+        # same at the 100th candidate as at the 100,000th; earlier versions kept them all in
+        # ``individuals_path``, which is moved into these files the first time it is seen.
+        self.individuals_dir = self.path.with_name(f"{self.path.stem}.individuals")
         self.individuals_path = self.path.with_name(f"{self.path.stem}.individuals.json")
         self.live_path = self.path.with_name(f"{self.path.stem}.live.json")
         _make_folder(self.path.parent)
         self._main = _Database(self.path)
-        self._population = _Database(self.individuals_path)
         self._live = _Database(self.live_path)
+        self._individuals_lock = _lock_for(self.path.with_name(f"{self.path.stem}.individuals.lock"))
+        self._generation_files: dict[Path, _Database] = {}
+        self._legacy_checked = False
 
     def __repr__(self) -> str:
         return f"Store({str(self.path)!r})"
@@ -439,7 +460,7 @@ class Store:
 
     def close(self) -> None:
         """Release TinyDB resources (the storage keeps no open handles)."""
-        for database in (self._main, self._population, self._live):
+        for database in (self._main, self._live, *self._generation_files.values()):
             database.close()
 
     @contextmanager
@@ -500,7 +521,13 @@ class Store:
         # Always main -> individuals -> live, the one order in which these locks nest.
         with self._main.lock:
             self._main.mutate(remove)
-            self._population.mutate(remove)
+            self._migrate_legacy_individuals()
+            with self._individuals_lock:
+                folder = self._run_folder(run_id)
+                for path in list(self._generation_files):
+                    if path.parent == folder:
+                        self._generation_files.pop(path).close()
+                shutil.rmtree(folder, ignore_errors=True)
             self._live.mutate(remove)
 
     def claim_run_slot(
@@ -537,22 +564,72 @@ class Store:
         self.add_individuals([record])
 
     def add_individuals(self, records: Iterable[dict]) -> None:
-        """Save many individuals in one write (e.g. a whole generation); same replace rule."""
+        """Save many individuals (e.g. a whole generation); same replace rule. Each record goes to
+        its run and generation's own file, so the cost does not grow with the run."""
         records = list(records)
         for record in records:
             _require(record, ("run_id", "generation", "index"), "individual")
-        if records:
-            self._population.mutate(
-                lambda tables: _put_all(tables.setdefault("individuals", {}), records,
-                                        _individual_key))
+        self._migrate_legacy_individuals()
+        self._write_individuals(records)
+
+    def _write_individuals(self, records: list[dict]) -> None:
+        groups: dict[tuple[str, int], list[dict]] = {}
+        for record in records:
+            groups.setdefault((record["run_id"], int(record["generation"])), []).append(record)
+        for (run_id, generation), group in groups.items():
+            database = self._generation_file(run_id, generation)
+            _make_folder(database.path.parent)
+            database.mutate(lambda tables, group=group: _put_all(tables.setdefault("individuals", {}), group,
+                                                                 _individual_key))
 
     def individuals(self, run_id: str, generation: int | None = None) -> list[dict]:
         """The run's individuals (optionally one generation's), sorted by (generation, index)."""
-        cond = where("run_id") == run_id
+        self._migrate_legacy_individuals()
+        folder = self._run_folder(run_id)
         if generation is not None:
-            cond &= where("generation") == generation
-        found = self._population.search("individuals", cond)
+            paths = [self._generation_path(run_id, int(generation))]
+        else:
+            try:
+                paths = [p for p in folder.iterdir() if p.suffix == ".json" and _GENERATION_FILE.fullmatch(p.name)]
+            except FileNotFoundError:
+                paths = []
+        found = []
+        mine = where("run_id") == run_id
+        for path in paths:
+            if path.exists():
+                found += self._generation_file(run_id, int(path.stem)).search("individuals", mine)
         return sorted(found, key=lambda doc: (doc["generation"], doc["index"]))
+
+    def _run_folder(self, run_id: str) -> Path:
+        name = "".join(ch if ch.isalnum() or ch in "-_." else f"%{ord(ch):02x}" for ch in str(run_id))
+        return self.individuals_dir / ("_" + name if name.startswith(".") or not name else name)
+
+    def _generation_path(self, run_id: str, generation: int) -> Path:
+        return self._run_folder(run_id) / f"{generation:06d}.json"
+
+    def _generation_file(self, run_id: str, generation: int) -> _Database:
+        path = self._generation_path(run_id, generation)
+        database = self._generation_files.get(path)
+        if database is None:
+            database = self._generation_files[path] = _Database(path, lock=self._individuals_lock)
+        return database
+
+    def _migrate_legacy_individuals(self) -> None:
+        """Move the single candidates file of earlier versions into per-generation files, once.
+
+        The old file is kept beside them as ``….individuals.json.migrated``; a damaged one is
+        reported (StoreError naming it) and left as it is.
+        """
+        if self._legacy_checked:
+            return
+        if self.individuals_path.exists():
+            with self._main.lock, self._individuals_lock:
+                if self.individuals_path.exists():
+                    tables = AtomicJSONStorage(self.individuals_path).read() or {}
+                    self._write_individuals(list(tables.get("individuals", {}).values()))
+                    os.replace(self.individuals_path, self.individuals_path.with_name(
+                        self.individuals_path.name + ".migrated"))
+        self._legacy_checked = True
 
     # ----------------------------------------------------------------------- generations
 

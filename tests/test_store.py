@@ -492,3 +492,44 @@ def test_readers_never_see_a_half_written_file(tmp_path):
     assert reads > 0
     assert errors == 0
     assert len(Store(store.path).individuals("r")) == 200
+
+
+# --------------------------------------------------------------------------- one file per generation
+
+
+def test_recording_a_candidate_touches_only_its_generations_file(tmp_path):
+    store = Store(tmp_path / "db.json")
+    store.add_individuals(_individual("r", g, i) for g in range(3) for i in range(4))
+    files = sorted((tmp_path / "db.individuals" / "r").glob("*.json"))
+    assert [f.name for f in files] == ["000000.json", "000001.json", "000002.json"]
+    before = {f.name: f.stat().st_ino for f in files}
+    store.add_individual(_individual("r", 2, 9))
+    after = {f.name: f.stat().st_ino for f in files}
+    assert after["000000.json"] == before["000000.json"] and after["000001.json"] == before["000001.json"]
+    assert after["000002.json"] != before["000002.json"]
+    assert [(d["generation"], d["index"]) for d in Store(store.path).individuals("r", 2)] == [
+        (2, 0), (2, 1), (2, 2), (2, 3), (2, 9)]
+    store.delete_run("r")
+    assert store.individuals("r") == [] and not (tmp_path / "db.individuals" / "r").exists()
+
+
+def test_a_database_of_the_previous_version_is_split_once_and_its_file_kept(tmp_path):
+    legacy = tmp_path / "db.individuals.json"
+    records = {str(n + 1): _individual(run, g, i) for n, (run, g, i) in enumerate(
+        [("a", 0, 0), ("a", 0, 1), ("a", 1, 0), ("b", 0, 0)])}
+    legacy.write_text(json.dumps({"individuals": records}))
+    store = Store(tmp_path / "db.json")
+    assert [(d["generation"], d["index"]) for d in store.individuals("a")] == [(0, 0), (0, 1), (1, 0)]
+    assert [d["run_id"] for d in Store(store.path).individuals("b")] == ["b"]
+    kept = tmp_path / "db.individuals.json.migrated"
+    assert not legacy.exists() and json.loads(kept.read_text())["individuals"] == records
+    Store(store.path).add_individual(_individual("a", 1, 1))        # a second store finds nothing to migrate
+    assert len(store.individuals("a")) == 4
+
+
+def test_an_unusual_run_id_gets_a_safe_folder(tmp_path):
+    store = Store(tmp_path / "db.json")
+    store.add_individual(_individual("../../escape me", 0, 0))
+    assert store.individuals("../../escape me")[0]["index"] == 0
+    assert all(tmp_path / "db.individuals" in p.parents for p in tmp_path.rglob("*.json") if "individuals" in str(p))
+    assert not (tmp_path.parent / "escape me").exists()
