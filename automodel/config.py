@@ -128,8 +128,8 @@ class Config:
     tournament_size: int = 3          # clipped to the population size
     truncation_fraction: float = 0.5
     crossover: str = "uniform"
-    crossover_rate: float = 0.5
-    mutation_rate: float = 0.1
+    crossover_rate: float = 0.3
+    mutation_rate: float = 0.05       # per gene: about one or two changes per child, a local step
     elitism: int = 1
     seed: int = 0
     target_fitness: float | None = None

@@ -7,14 +7,13 @@ and needs no AutoModel class registered with pickle.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from .errors import CheckpointError  # noqa: F401  (defined with the other errors, re-exported)
+from .files import replacing
 from .genome import Genome
 from .model import CandidateNet, build_model, plan_conv_blocks
 
@@ -38,16 +37,8 @@ def save_checkpoint(path: str | Path, genome: Genome, state_dict: dict[str, torc
         "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()},
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with replacing(path) as tmp, open(tmp, "wb") as handle:
+        torch.save(payload, handle)
     return path
 
 
@@ -123,12 +114,7 @@ def export_onnx(checkpoint: str | Path, out: str | Path) -> Path:
     example = torch.rand(2, *model.input_shape)
     batch = torch.export.Dim("batch", min=1, max=65_536)
     # Written aside and renamed: two exports at once (page and CLI) never serve a half file.
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".onnx", dir=out.parent)
-    os.close(fd)
-    try:
-        torch.onnx.export(model, (example,), tmp, input_names=["images"], output_names=["logits"],
+    with replacing(out, suffix=".onnx") as tmp:
+        torch.onnx.export(model, (example,), str(tmp), input_names=["images"], output_names=["logits"],
                           dynamic_shapes={"x": {0: batch}}, dynamo=True, external_data=False, verbose=False)
-        os.replace(tmp, out)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
     return out

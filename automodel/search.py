@@ -347,7 +347,7 @@ class Search:
                 for _ in range(NOVELTY_TRIES):
                     if child.key() not in known and child not in nxt:
                         break
-                    child = self.fit(mutate(child, self.space, max(c.mutation_rate, 0.2), rng))
+                    child = self.fit(mutate(child, self.space, max(c.mutation_rate, 0.02), rng))
                 if len(nxt) < c.population:
                     nxt.append(child)
         return nxt

@@ -7,8 +7,9 @@ safe for that (tinydb#72, #461), so this module adds three things around it:
 * ``AtomicJSONStorage`` writes a whole new file and renames it over the old one, so a reader
   always parses either the old or the new database, never half of one. Every read reopens
   the path, so readers in other processes see the newest file.
-* An exclusive ``fcntl.flock`` on ``<db>.lock`` around every read-modify-write, so two writer
-  processes never lose each other's updates. Plain reads take no lock.
+* An exclusive OS lock (the ``filelock`` package) on ``<db>.lock`` around every
+  read-modify-write, so two writer processes never lose each other's updates. Plain reads take
+  no lock.
 * Data is split over files by size and write rate, so that frequent small reads and writes
   never parse or re-serialise a big file: runs and generations (small, read by every stop check
   and page refresh) in the main file; individuals (up to hundreds of thousands of records, with
@@ -26,13 +27,10 @@ re-read and re-parse only when it changed. The store never imports torch.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import re
 import shutil
-import stat
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -46,6 +44,7 @@ from tinydb.storages import Storage
 from tinydb.table import Table
 
 from .errors import RunActiveError, StoreError  # noqa: F401  (defined with the other errors, re-exported)
+from .files import process_lock, write_atomically
 
 __all__ = [
     "RUN_STATUSES",
@@ -82,20 +81,6 @@ def _json_default(value: Any) -> Any:
     if hasattr(value, "item"):
         return value.item()
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make a rename in ``folder`` durable; best effort where directories can't be opened."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _signature(st: os.stat_result) -> tuple[int, int, int, int]:
@@ -156,24 +141,10 @@ class AtomicJSONStorage(Storage):
         """Write ``data`` to a temp file in the same folder, fsync, and rename it over the path."""
         self._refuse_if_corrupt()
         text = json.dumps(data, separators=(",", ":"), default=_json_default)
-        folder = self.path.parent
         try:
-            fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{self.path.name}.", suffix=".tmp")
+            write_atomically(self.path, text.encode("utf-8"))
         except OSError as exc:
             raise self._write_error(exc) from exc
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                os.fchmod(handle.fileno(), self._file_mode())
-                handle.write(text)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, self.path)
-        except BaseException as exc:
-            _unlink_quietly(tmp)
-            if isinstance(exc, OSError):
-                raise self._write_error(exc) from exc
-            raise
-        _fsync_dir(folder)
         self._known_good = _signature(os.stat(self.path))
 
     def close(self) -> None:
@@ -189,13 +160,6 @@ class AtomicJSONStorage(Storage):
             raise self._write_error(exc) from exc
         if current != self._known_good:
             self.read()  # raises StoreError for a corrupt file
-
-    def _file_mode(self) -> int:
-        """Keep an existing file's permissions; new files get rw-r--r-- (mkstemp makes 0600)."""
-        try:
-            return stat.S_IMODE(os.stat(self.path).st_mode)
-        except OSError:
-            return 0o644
 
     def _write_error(self, exc: OSError) -> StoreError:
         return StoreError(
@@ -242,63 +206,27 @@ def _looks_like_tables(data: Any) -> bool:
     return isinstance(data, dict) and all(isinstance(table, dict) for table in data.values())
 
 
-def _unlink_quietly(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
-
-
 # --------------------------------------------------------------------------- locking
 
 
 class _InterProcessLock:
-    """Exclusive ``flock`` on a lock file, re-entrant within one process.
-
-    The OS lock is taken when the outermost holder enters and dropped when it leaves. The
-    thread lock makes the depth count per thread: without it a second thread would see
-    depth > 0 and walk in without waiting for the flock.
-    """
+    """An exclusive lock on a lock file, shared by every process and re-entrant within a thread
+    (``filelock``); a lock file that cannot be created is a StoreError naming it."""
 
     def __init__(self, path: Path):
         self.path = path
-        self._thread_lock = threading.RLock()
-        self._depth = 0
-        self._fd: int | None = None
+        self._lock = process_lock(path)
 
     def __enter__(self) -> _InterProcessLock:
-        self._thread_lock.acquire()
         try:
-            if self._depth == 0:
-                self._fd = self._acquire_os_lock()
-            self._depth += 1
-        except BaseException:
-            self._thread_lock.release()
-            raise
+            self._lock.acquire()
+        except OSError as exc:
+            raise StoreError(f"Cannot create the lock file {self.path} ({exc.strerror or exc}); "
+                             "choose another --db path.") from exc
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self._depth -= 1
-        if self._depth == 0 and self._fd is not None:
-            fd, self._fd = self._fd, None
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
-        self._thread_lock.release()
-
-    def _acquire_os_lock(self) -> int:
-        try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise StoreError(
-                f"Cannot create the lock file {self.path} ({exc.strerror}); "
-                "choose another --db path."
-            ) from exc
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        except BaseException:
-            os.close(fd)
-            raise
-        return fd
+        self._lock.release()
 
 
 _LOCKS: dict[tuple[int, str], _InterProcessLock] = {}
