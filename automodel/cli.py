@@ -6,6 +6,7 @@ Exit codes: 0 success, 1 a run that failed, 2 bad input (one sentence on stderr)
 from __future__ import annotations
 
 import argparse
+from dataclasses import fields
 import json
 import shutil
 import sys
@@ -24,17 +25,6 @@ from .store import ACTIVE_STATUSES, Store, StoreError, default_db_path
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
-# Flags of `run` that override the config file; each maps to the Config field of the same name.
-RUN_OVERRIDES = {
-    "dataset": str, "population": int, "generations": int, "epochs": int, "min_epochs": int,
-    "reduction_factor": int, "final_epochs": int, "seed": int, "selection": str, "tournament_size": int,
-    "crossover": str, "mutation_rate": float, "elitism": int, "batch_size": int, "label_smoothing": float,
-    "max_macs": int, "max_latency_ms": float, "objectives": lambda v: [o.strip() for o in v.split(",") if o.strip()],
-    "device": str, "backend": str, "workers": lambda v: v if v == "auto" else _whole(v, "--workers"),
-    "time_limit_s": float,
-    "target_fitness": float, "time_budget_s": float,
-    "ray_address": str, "cpus_per_candidate": float, "gpus_per_candidate": float, "retries": int,
-}
 
 
 class UserError(UserFacingError):
@@ -46,6 +36,33 @@ def _whole(text: str, flag: str) -> int:
         return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{flag} takes auto or a whole number, not {text!r}") from None
+
+
+def _comma_list(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def _auto_or_whole(flag: str):
+    return lambda text: text if text == "auto" else _whole(text, flag)
+
+
+def run_flags() -> dict[str, dict]:
+    """The flags of `run`, one per Config field (``--population`` for ``population``), with their
+    argument parsing derived from the field's type: the config is the one place they are defined."""
+    converters = {"str": str, "int": int, "float": float, "int | None": int, "float | None": float,
+                  "str | None": str, "list[str]": _comma_list}
+    flags = {}
+    for f in fields(Config):
+        if f.name == "space":
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if f.type == "bool":
+            flags[f.name] = {"flag": flag, "action": argparse.BooleanOptionalAction}
+        elif f.type == "int | str":
+            flags[f.name] = {"flag": flag, "type": _auto_or_whole(flag)}
+        else:
+            flags[f.name] = {"flag": flag, "type": converters[f.type]}
+    return flags
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,10 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", type=Path, help="JSON file of settings (flags override it)")
     run.add_argument("--data-dir", type=Path, default=Path("data"), help="where datasets are read or downloaded")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
-    run.add_argument("--prune", action=argparse.BooleanOptionalAction, default=None,
-                     help="stop hopeless candidates after their first epoch (default: on)")
-    for name, kind in RUN_OVERRIDES.items():
-        run.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, default=None)
+    for name, spec in run_flags().items():
+        options = {k: v for k, v in spec.items() if k != "flag"}
+        run.add_argument(spec["flag"], dest=name, default=None, help=f"the config's {name} (see README)", **options)
 
     resume = sub.add_parser("resume", help="continue a stopped or interrupted search")
     common(resume)
@@ -328,7 +344,7 @@ COMMANDS = {"run": cmd_run, "resume": cmd_resume, "stop": cmd_stop, "list": cmd_
 
 def load_config(args: argparse.Namespace) -> Config:
     base = Config.from_json_file(args.config).to_dict() if args.config else Config().to_dict()
-    for name in [*RUN_OVERRIDES, "prune"]:
+    for name in run_flags():
         value = getattr(args, name)
         if value is not None:
             base[name] = value

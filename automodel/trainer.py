@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .config import ConfigError
+from .config import Config, ConfigError
 from .data import ImageData
 from .genome import Genome
 from .model import build_model, count_parameters, estimate_parameters
@@ -30,23 +30,26 @@ OK, OOM, NAN, TIMEOUT, TOO_LARGE, TOO_SLOW, ERROR, STOPPED, PRUNED, STALLED = (
 REFERENCE_BATCH_SIZE = 64   # the batch size the search space's learning rates are given for
 
 
+_CONFIG = Config()   # the search's defaults: a training outside a search (tests, benchmarks) uses the same
+
+
 @dataclass
 class TrainSettings:
     """The training budget and recipe for one candidate (gathered from the search config)."""
 
-    epochs: int = 3
-    batch_size: int = 64
+    epochs: int = _CONFIG.epochs
+    batch_size: int = REFERENCE_BATCH_SIZE
     device: str = "cpu"
-    time_limit_s: float = 600.0
-    max_params: int = 20_000_000
+    time_limit_s: float = _CONFIG.time_limit_s
+    max_params: int = _CONFIG.max_params
     augment: str = "none"           # none | crop | flip_crop (already resolved from "auto")
-    label_smoothing: float = 0.1
-    clip_grad_norm: float = 5.0     # 0: no clipping
+    label_smoothing: float = _CONFIG.label_smoothing
+    clip_grad_norm: float = _CONFIG.clip_grad_norm   # 0: no clipping
     warmup_fraction: float = 0.1    # linear warm-up, then linear decay to zero
     # A candidate whose training loss is still at the loss of guessing after this many steps (checked
     # at the end of the epoch that passes it, if more epochs follow) is stopped as not learning.
     stall_after_steps: int = 300
-    compile: bool = False           # torch.compile the network (the weights are saved without the wrapper)
+    compile: bool = _CONFIG.compile   # torch.compile the network (the weights are saved without the wrapper)
     measure_latency: bool = False   # time inference at batch 1 before training (a latency objective or limit)
     max_latency_ms: float | None = None   # refuse, before training, a network slower than this per image
     eval_batch_size: int = 1024
