@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 __all__ = ["load_model"]
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 
 def __getattr__(name: str):

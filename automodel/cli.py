@@ -17,7 +17,7 @@ from . import jobs
 from .config import Config
 from .errors import CheckpointError, ConfigError, DatasetError, UserFacingError
 from .genome import Genome
-from .jobs import new_run_id, run_dir_for
+from .jobs import new_run_id
 from .store import ACTIVE_STATUSES, Store, StoreError, default_db_path
 
 # The modules that need torch are imported where they are used, so that `stop`, `list` and

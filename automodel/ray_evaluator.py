@@ -40,7 +40,7 @@ Stop
 
 The local Ray instance
     Without ``ray_address``, a private Ray instance is started for the run by a small helper
-    process in its own session (``python -c ... ray.init(num_cpus=...)``), which the search then
+    process in its own session (``python -m automodel.ray_head``), which the search then
     joins. Ray's own processes are therefore outside the search's process group: a stop sent to
     that group (as the page does, SIGTERM) reaches only the search, which stops the candidates
     and then closes the instance, instead of Ray's daemons dying under it. The helper shares
@@ -72,7 +72,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 import warnings
 from collections.abc import Callable
 from dataclasses import replace
@@ -84,7 +83,9 @@ import torch
 
 from .config import Config, ConfigError
 from .data import ImageData
+from . import ray_head
 from .evaluator import ProgressCallback, ResultCallback, Task, run_task
+from .throttle import Throttle
 from .trainer import ERROR, OOM, DeviceData, TrainResult, TrainSettings
 
 POLL_S = 0.25                 # longest wait between checks for progress and stop requests
@@ -279,14 +280,14 @@ class RayEvaluator:
             return
         for task in tasks:
             self._running[self._submit(task)] = task
-        last_forward: dict[str, float] = {}
+        forwards = Throttle(POLL_S)
         try:
             while self._running:
                 if should_stop():
                     return
                 ready, _ = ray.wait(list(self._running), num_returns=1, timeout=POLL_S)
                 finished = [(ref, self._running.pop(ref)) for ref in ready]
-                self._forward_progress(on_progress, last_forward)
+                self._forward_progress(on_progress, forwards)
                 for ref, task in finished:
                     on_result(task, self._collect(ref))
         finally:
@@ -334,7 +335,7 @@ class RayEvaluator:
             return TrainResult(ERROR, 0.0, reason=f"the Ray worker training it died ({type(exc).__name__}) in "
                                                   f"{attempts}: {_first_line(exc)}")
 
-    def _forward_progress(self, on_progress: ProgressCallback, last_forward: dict[str, float]) -> None:
+    def _forward_progress(self, on_progress: ProgressCallback, forwards: Throttle) -> None:
         if not self._running:
             return
         try:
@@ -343,13 +344,10 @@ class RayEvaluator:
             return   # progress is a nicety; training goes on without it
         by_label = {task.worker_label: task for task in self._running.values()}
         # Many workers write many progress records: keep the store's writes near 16 a second.
-        every = POLL_S * max(1.0, len(by_label) / 4)
-        now = time.monotonic()
+        forwards.every_s = POLL_S * max(1.0, len(by_label) / 4)
         for label, info in latest.items():
             task = by_label.get(label)   # a finished or cancelled candidate's late report is dropped
-            last = info.get("batch") == info.get("batches")
-            if task is not None and (last or now - last_forward.get(label, 0.0) >= every):
-                last_forward[label] = now
+            if task is not None and forwards.ready(label, force=info.get("batch") == info.get("batches")):
                 on_progress(task, {**info, "worker": label})
 
     def _cancel_running(self) -> None:
@@ -453,38 +451,9 @@ def _restore_handlers(handlers: dict) -> None:
 
 # ---------------------------------------------------------------------------------- local instance
 
-_HEAD_SCRIPT = r"""
-import json, os, signal, sys, threading, time
-parent, options = int(sys.argv[1]), json.loads(sys.argv[2])
-try:   # Linux: end with the search even if it is SIGKILLed
-    import ctypes
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)   # PR_SET_PDEATHSIG
-except Exception:
-    pass
-if os.getppid() != parent:
-    sys.exit(0)
-# Set from signal handlers and a thread: a plain list, never a lock (a handler that waits for a
-# lock its own thread holds would hang for ever).
-ending = []
-def _wait_for_eof():   # the search closes our stdin (or dies) when the run ends
-    try:
-        sys.stdin.buffer.read()
-    finally:
-        ending.append("eof")
-threading.Thread(target=_wait_for_eof, daemon=True).start()
-import ray
-ray.init(**options)
-for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-    signal.signal(sig, lambda signum, frame: ending.append(signum))
-print("AUTOMODEL-RAY-HEAD " + json.dumps({"address": ray.get_runtime_context().gcs_address,
-                                          "auth_mode": os.environ.get("RAY_AUTH_MODE")}), flush=True)
-while not ending and os.getppid() == parent:
-    time.sleep(0.2)
-ray.shutdown()
-"""
 
 
-_HEAD_MARKER = "AUTOMODEL-RAY-HEAD "
+_HEAD_MARKER = ray_head.MARKER
 
 
 class _LocalHead:
@@ -497,7 +466,8 @@ class _LocalHead:
         root = str(Path(__file__).resolve().parent.parent)
         env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
         env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-        self.process = subprocess.Popen([sys.executable, "-c", _HEAD_SCRIPT, str(os.getpid()), json.dumps(options)],
+        self.process = subprocess.Popen([sys.executable, "-m", "automodel.ray_head", str(os.getpid()),
+                                         json.dumps(options)],
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
                                         start_new_session=True)
         found: queue.Queue[str] = queue.Queue()

@@ -33,6 +33,7 @@ from .operators import (CROSSOVERS, SELECTIONS, equal_fidelity_fitness, mutate, 
                         select_nsga2_elite)
 from .pareto import nsga2_ranks, objective_point
 from .store import Store
+from .throttle import Throttle
 from .trainer import (OK, PRUNED, TOO_LARGE, Checkpoint, DeviceData, TrainResult, TrainSettings, resolve_augment,
                       resolve_device)
 
@@ -128,7 +129,7 @@ class Search:
         self._finished: set[tuple[int, int]] = set()   # (generation, index) of tasks whose result came in
         self._best: dict | None = None
         self.data: ImageData | None = None
-        self._last_progress_write: dict[str, float] = {}   # by progress worker label
+        self._progress_writes = Throttle(0.25)   # store writes of live progress, per worker label
 
     # ------------------------------------------------------------------ entry point
     def run(self) -> str:
@@ -473,7 +474,7 @@ class Search:
             "seconds": round(result.seconds, 3), "epochs": epochs,
             "trained_epochs": trained, "history": result.history, "train_loss": result.train_loss,
             "first_epoch_fitness": result.first_epoch_fitness}, cached=False)
-        if self._last_progress_write.pop(task.worker_label, None) is not None:
+        if self._progress_writes.forget(task.worker_label):
             # A back end that trains several candidates at once (Ray) labels each one's progress
             # with its task's worker_label; a finished candidate's progress record goes away.
             self.store.clear_progress(self.run_id, task.worker_label)
@@ -500,9 +501,7 @@ class Search:
     def _on_progress(self, task: Task, info: dict) -> None:
         self.reporter.candidate_progress(task, info)
         worker = info.get("worker", "main")
-        now = time.monotonic()
-        if now - self._last_progress_write.get(worker, 0.0) >= 0.25 or info.get("batch") == info.get("batches"):
-            self._last_progress_write[worker] = now
+        if self._progress_writes.ready(worker, force=info.get("batch") == info.get("batches")):
             self.store.set_progress(self.run_id, {
                 "generation": task.generation, "generations": self.config.generations, "index": task.index,
                 "population": self.config.population, "final": task.final, "summary": task.genome.summary(),

@@ -23,6 +23,7 @@ from .config import Config, ConfigError
 from .data import ImageData
 from .genome import Genome
 from .model import build_model, count_parameters, estimate_parameters
+from .throttle import Throttle
 
 OK, OOM, NAN, TIMEOUT, TOO_LARGE, TOO_SLOW, ERROR, STOPPED, PRUNED, STALLED = (
     "ok", "oom", "nan", "timeout", "too_large", "too_slow", "error", "stopped", "pruned", "stalled")
@@ -343,7 +344,7 @@ class _Run:
         chance = chance_loss(train_y, len(data.classes))
         if data.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
-        last_report, first_epoch_fitness, call_started = 0.0, None, time.monotonic()
+        reports, first_epoch_fitness, call_started = Throttle(s.progress_every_s), None, time.monotonic()
         for epoch in range(self.first_epoch, self.stop_epoch):
             epoch_started = time.monotonic()
             self.model.train()
@@ -370,8 +371,7 @@ class _Run:
                 self.optimizer.step()
                 losses[batch] = loss.detach()
                 now = time.monotonic()
-                if self.on_progress is not None and (now - last_report >= s.progress_every_s or batch == batches - 1):
-                    last_report = now
+                if self.on_progress is not None and reports.ready(force=batch == batches - 1):
                     loss_value = loss.item()
                     if not math.isfinite(loss_value):
                         return self._nan(epoch)

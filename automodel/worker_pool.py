@@ -29,10 +29,8 @@ The final training runs in the search process itself, with all its threads (the 
 from __future__ import annotations
 
 import multiprocessing
-import os
 import queue
 import signal
-import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -79,20 +77,11 @@ def _device_data(tensors: dict, meta: dict, device: torch.device) -> DeviceData:
     return data
 
 
-def _train(task: Task) -> TrainResult:
-    label = task.worker_label
-    progress, stop = _WORKER["progress"], _WORKER["stop"]
-    last = [0.0]
-
-    def report(info: dict) -> None:
-        now = time.monotonic()
-        if now - last[0] >= PROGRESS_EVERY_S or info.get("batch") == info.get("batches"):
-            last[0] = now
-            progress.put((label, info))
-
-    if os.environ.get("AUTOMODEL_TEST_KILL_WORKER") in (label, task.genome.key()):
-        os.kill(os.getpid(), signal.SIGKILL)   # tests: a worker that dies under a candidate
-    return run_task(task, _WORKER["data"], _WORKER["settings"], on_progress=report, should_stop=stop.is_set)
+def train_in_worker(task: Task) -> TrainResult:
+    """Train one task in a worker process, with the data and settings the worker started with."""
+    label, progress, stop = task.worker_label, _WORKER["progress"], _WORKER["stop"]
+    return run_task(task, _WORKER["data"], _WORKER["settings"], on_progress=lambda info: progress.put((label, info)),
+                    should_stop=stop.is_set)
 
 
 # ---------------------------------------------------------------------------------- driver side
@@ -100,8 +89,12 @@ def _train(task: Task) -> TrainResult:
 class WorkerPoolEvaluator:
     """Trains candidates in ``workers`` processes of ``settings.threads`` threads each; see the module's notes."""
 
-    def __init__(self, data: DeviceData, settings: TrainSettings, workers: int):
+    def __init__(self, data: DeviceData, settings: TrainSettings, workers: int,
+                 task_function: Callable[[Task], TrainResult] | None = None):
+        """``task_function``: what a worker runs for a task (a module-level function, so that the
+        spawned workers can import it); the default trains it."""
         self.data = data
+        self._task_function = task_function or train_in_worker
         self.workers = int(workers)
         self.settings = settings
         self._context = multiprocessing.get_context("spawn")
@@ -140,11 +133,11 @@ class WorkerPoolEvaluator:
                 return
             if not running and suspects:
                 alone = suspects.pop(0)
-                running[self._ensure_pool().submit(_train, alone)] = alone
+                running[self._ensure_pool().submit(self._task_function, alone)] = alone
             elif alone is None and not suspects:
                 while waiting and len(running) < self.workers:
                     task = waiting.pop(0)
-                    running[self._ensure_pool().submit(_train, task)] = task
+                    running[self._ensure_pool().submit(self._task_function, task)] = task
             done, _ = wait(list(running), timeout=POLL_S, return_when=FIRST_COMPLETED)
             self._forward_progress(on_progress, by_label, set(running.values()))
             broken: list[Task] = []
@@ -188,7 +181,8 @@ class WorkerPoolEvaluator:
 
     def _ensure_pool(self) -> ProcessPoolExecutor:
         if self._pool is None:
-            worker_settings = replace(self.settings, threads=self.settings.threads or 1)
+            worker_settings = replace(self.settings, threads=self.settings.threads or 1,
+                                      progress_every_s=max(self.settings.progress_every_s, PROGRESS_EVERY_S))
             self._pool = ProcessPoolExecutor(self.workers, mp_context=self._context, initializer=_start_worker,
                                              initargs=(self._tensors, self._meta, worker_settings, self._progress,
                                                        self._stop))

@@ -7,7 +7,6 @@ import time
 import pytest
 
 from automodel.config import Config
-from automodel.evaluator import Task
 from automodel.genome import Genome
 from automodel.model import build_model
 from automodel.search import Search

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,8 @@ import torch
 from automodel.config import Config, resolve_workers
 from automodel.search import Reporter, Search
 from automodel.store import Store
+from automodel.trainer import DeviceData
+from automodel.worker_pool import WorkerPoolEvaluator, train_in_worker
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = {"dataset": "digits", "population": 4, "generations": 2, "epochs": 1, "final_epochs": 1, "seed": 5,
@@ -74,9 +77,23 @@ def test_workers_train_side_by_side_and_report_each_candidate(tmp_path):
     assert overlapping >= 1, f"no two candidates trained at the same time: {spans}"
 
 
-def test_a_worker_that_dies_fails_only_its_candidate(tmp_path, monkeypatch):
-    monkeypatch.setenv("AUTOMODEL_TEST_KILL_WORKER", "g0-i1")   # that candidate's worker kills itself
-    store = run_in_process(tmp_path, 2, generations=1)
+def train_or_die(task):
+    """Runs in a worker process: the worker of candidate g0-i1 dies (as if the system killed it)."""
+    if task.worker_label == "g0-i1":
+        os.kill(os.getpid(), signal.SIGKILL)
+    return train_in_worker(task)
+
+
+def test_a_worker_that_dies_fails_only_its_candidate(tmp_path):
+    config = Config.from_dict({**SMALL, "workers": 2, "generations": 1})
+    store = Store(tmp_path / "db.json")
+    store.create_run("w", config.to_dict())
+
+    def pool(data, settings):
+        return WorkerPoolEvaluator(DeviceData(data, torch.device("cpu")), replace(settings, threads=1), 2,
+                                   task_function=train_or_die)
+
+    assert Search(config, store, "w", evaluator_factory=pool).run() == "completed"
     rows = store.individuals("w", 0)
     assert [r["status"] for r in rows] == ["ok", "error", "ok", "ok"]
     assert "worker process died" in rows[1]["reason"]
