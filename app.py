@@ -9,6 +9,7 @@ Data shaping lives in :mod:`automodel.views`; this file lays it out.
 
 from __future__ import annotations
 
+import hmac
 import json
 import os
 import shutil
@@ -311,6 +312,11 @@ def _form_config(choice: str, upload) -> tuple[dict[str, Any], str | None]:
         elif not Path(dataset).expanduser().exists():
             problem = (f"dataset path {dataset} does not exist; give digits, cifar10, cifar100, mnist, "
                        "fashion-mnist, or a path to an image folder or .zip of one.")
+        elif not _inside_roots(Path(dataset).expanduser().resolve()):
+            roots = ", ".join(str(r) for r in _dataset_roots())
+            problem = (f"dataset folder {dataset} is outside the folders this page may read ({roots}); use a folder "
+                       "inside them, or ask whoever runs the page to add it to dataset_roots in "
+                       ".streamlit/secrets.toml.")
         else:
             dataset = str(Path(dataset).expanduser().resolve())
     elif choice == views.UPLOAD_CHOICE:
@@ -901,8 +907,45 @@ def runs_block(store: Store, runs: list[dict]) -> None:
             st.caption("Solid: the best validation accuracy of each generation; dashed: the generation's mean.")
 
 
+def _secret(name: str, default=None):
+    try:
+        return st.secrets.get(name, default)
+    except (FileNotFoundError, KeyError, st.errors.StreamlitSecretNotFoundError):
+        return default
+
+
+def _dataset_roots() -> list[Path]:
+    """Folders on the server the page may offer as datasets: ``dataset_roots`` in the secrets
+    (a list of paths), else the repository's ``data/``."""
+    roots = _secret("dataset_roots") or [str(DATA_DIR)]
+    return [Path(str(r)).expanduser().resolve() for r in roots]
+
+
+def _inside_roots(path: Path) -> bool:
+    return any(path == root or root in path.parents for root in _dataset_roots())
+
+
+def _password_gate() -> bool:
+    """True when the page may render: no ``password`` in the secrets, or the right one entered
+    (compared in constant time). Nothing else of the page is drawn before."""
+    password = _secret("password")
+    if not password or st.session_state.get("_authenticated"):
+        return True
+    st.title("AutoModel")
+    entered = st.text_input("Password", type="password", key="password_entry")
+    if entered:
+        if hmac.compare_digest(entered.encode("utf-8"), str(password).encode("utf-8")):
+            st.session_state["_authenticated"] = True
+            st.session_state.pop("password_entry", None)
+            st.rerun()
+        st.error("That password is not right; ask whoever runs this page for it.")
+    return False
+
+
 def main() -> None:
     st.set_page_config(page_title="AutoModel", page_icon="🧬", layout="wide")
+    if not _password_gate():
+        return
     _warm_imports()
     _defaults_into_state()
     _conditional_defaults()

@@ -169,7 +169,9 @@ def test_an_empty_search_space_choice_is_refused(db):
 
 
 def test_folder_dataset_must_exist(db, tmp_path):
-    at = page()
+    at = AppTest.from_file(APP, default_timeout=30)
+    at.secrets["dataset_roots"] = [str(tmp_path)]
+    at.run()
     at.sidebar.selectbox(key="dataset_choice").set_value("Image folder on this server").run()
     assert "folder path is empty" in texts(at.sidebar.error)[0]
     missing = tmp_path / "no-such-folder"
@@ -179,6 +181,36 @@ def test_folder_dataset_must_exist(db, tmp_path):
     missing.mkdir()
     at.sidebar.text_input(key="folder_path").set_value(str(missing)).run()
     assert texts(at.sidebar.error) == []
+
+
+def test_server_folders_are_limited_to_the_configured_roots(db, tmp_path):
+    allowed, other = tmp_path / "allowed", tmp_path / "private"
+    (allowed / "cats").mkdir(parents=True)
+    other.mkdir()
+    at = AppTest.from_file(APP, default_timeout=30)
+    at.secrets["dataset_roots"] = [str(allowed)]
+    at.run()
+    at.sidebar.selectbox(key="dataset_choice").set_value("Image folder on this server").run()
+    at.sidebar.text_input(key="folder_path").set_value(str(other)).run()
+    (error,) = texts(at.sidebar.error)
+    assert error.startswith(f"dataset folder {other} is outside the folders this page may read ({allowed})")
+    assert at.sidebar.button(key="start").disabled
+    at.sidebar.text_input(key="folder_path").set_value(str(allowed / "cats" / ".." / ".." / "private")).run()
+    assert "outside the folders" in texts(at.sidebar.error)[0]          # no escape by ..
+    at.sidebar.text_input(key="folder_path").set_value(str(allowed / "cats")).run()
+    assert texts(at.sidebar.error) == []
+
+
+def test_a_password_in_the_secrets_guards_the_whole_page(db):
+    at = AppTest.from_file(APP, default_timeout=30)
+    at.secrets["password"] = "s3cret"
+    at.run()
+    assert [t.value for t in at.text_input] == [""] and not at.sidebar.button and not at.subheader
+    at.text_input(key="password_entry").set_value("wrong").run()
+    assert texts(at.error) == ["That password is not right; ask whoever runs this page for it."]
+    assert not at.sidebar.button
+    at.text_input(key="password_entry").set_value("s3cret").run()
+    assert not at.error and at.sidebar.button(key="start").label == "Start"
 
 
 # ----------------------------------------------------------------------------- Start
