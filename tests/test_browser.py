@@ -287,3 +287,98 @@ def test_the_pareto_front_is_shown_and_a_member_is_finalized(tmp_path):
         assert load_model(entry["path"]).metrics["test_accuracy"] == entry["test_accuracy"]
     finally:
         _stop_group(server)
+
+
+def _serve(db: Path, tmp_path: Path, name: str = "streamlit") -> tuple[subprocess.Popen, str, Path]:
+    """``streamlit run app.py`` on a free local port with the database ``db``; waits until healthy."""
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = tmp_path / f"{name}.log"
+    env = {**os.environ, "AUTOMODEL_DB": str(db), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    with open(log, "wb") as log_file:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+             "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false",
+             "--server.fileWatcherType", "none"],
+            cwd=REPO, env=env, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True)
+    _wait_healthy(url, server, log)
+    return server, url, log
+
+
+def _browser_or_skip():
+    try:
+        from playwright.sync_api import expect, sync_playwright
+    except ImportError:
+        _unavailable("Playwright for Python is not installed (pip install playwright)")
+    if not Path(CHROMIUM).exists():
+        _unavailable(f"{CHROMIUM} is missing (apt-get install chromium)")
+    return expect, sync_playwright
+
+
+def test_two_browser_pages_pressing_start_together_start_exactly_one_run(tmp_path):
+    expect, sync_playwright = _browser_or_skip()
+    db = tmp_path / "db" / "automodel.json"
+    server, url, _ = _serve(db, tmp_path)
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+            try:
+                pages = [browser.new_page(viewport={"width": 1440, "height": 1000}) for _ in range(2)]
+                for page in pages:
+                    page.goto(url)
+                    expect(page.get_by_test_id("stSidebar").get_by_role("button", name="Start", exact=True)
+                           ).to_be_enabled(timeout=SERVER_START_S * 1000)
+                buttons = [p.get_by_test_id("stSidebar").get_by_role("button", name="Start", exact=True) for p in pages]
+                for button in buttons:          # two clicks in the same instant, from two sessions
+                    button.click(no_wait_after=True)
+                for page in pages:
+                    expect(page.get_by_text(re.compile(r"Started run-|is still running"))).to_be_visible(
+                        timeout=30_000)
+                said = [p.get_by_text(re.compile(r"is still running")).count() for p in pages]
+                assert sorted(said) == [0, 1], said
+            finally:
+                browser.close()
+        from automodel.store import Store
+        assert len(Store(db).list_runs()) == 1
+    finally:
+        _stop_group(server)
+        _stop_searches(db)
+
+
+def test_a_killed_page_server_and_a_new_one_show_the_search_still_running(tmp_path):
+    expect, sync_playwright = _browser_or_skip()
+    db = tmp_path / "db" / "automodel.json"
+    server, url, _ = _serve(db, tmp_path, "first")
+    second = None
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+            try:
+                page = browser.new_page(viewport={"width": 1440, "height": 1000})
+                page.goto(url)
+                sidebar = page.get_by_test_id("stSidebar")
+                start = sidebar.get_by_role("button", name="Start", exact=True)
+                expect(start).to_be_enabled(timeout=SERVER_START_S * 1000)
+                start.click()
+                status = page.locator(".st-key-status")
+                expect(status).to_contain_text("running", timeout=FIRST_GENERATION_S * 1000)
+                os.killpg(server.pid, signal.SIGKILL)          # the page's server dies, hard
+                server.wait(timeout=10)
+                from automodel import jobs
+                from automodel.store import ACTIVE_STATUSES, Store
+                (run,) = Store(db).list_runs()
+                assert run["status"] in ACTIVE_STATUSES
+                second, url2, _ = _serve(db, tmp_path, "second")
+                page.goto(url2)
+                expect(page.locator(".st-key-status")).to_contain_text("running", timeout=SERVER_START_S * 1000)
+                expect(page.locator(".st-key-status")).to_contain_text(run["run_id"])
+                pid = Store(db).get_run(run["run_id"])["pid"]
+                assert pid and jobs.pid_is_search(pid)
+            finally:
+                browser.close()
+    finally:
+        _stop_group(server)
+        if second is not None:
+            _stop_group(second)
+        _stop_searches(db)

@@ -20,7 +20,8 @@ import torchvision.datasets
 from PIL import Image
 
 from automodel import data as D
-from automodel.data import DatasetError, ExtractLimits, ImageData, load_dataset, safe_extract_zip
+from automodel.archive import ExtractLimits, safe_extract_zip
+from automodel.data import DatasetError, ImageData, load_dataset
 
 
 # ----------------------------------------------------------------------------- helpers
