@@ -24,7 +24,7 @@ import streamlit as st
 from automodel import jobs, views
 from automodel.config import (ACTIVATIONS, AUGMENTATIONS, BACKENDS, BLOCK_KINDS, CROSSOVER_METHODS, DEVICES,
                               DOWNSAMPLING, HEADS, OPTIMIZERS, SELECTION_METHODS, Config, ConfigError)
-from automodel.errors import DatasetError, ImageInputError
+from automodel.errors import ImageInputError
 from automodel.store import ACTIVE_STATUSES, Store, StoreError, default_db_path
 
 REPO = Path(__file__).resolve().parent
@@ -334,34 +334,26 @@ def _form_config(choice: str, upload) -> tuple[dict[str, Any], str | None]:
 
 
 def _start(store: Store, config_dict: dict[str, Any], upload) -> None:
-    """Claim the run slot, write the config (and unpack an upload) in the run folder, launch."""
+    """Start a search from the form (the rules are jobs.start_search's); say how it went."""
     messages = st.session_state.setdefault("_start_messages", [])
     run_id = jobs.new_run_id()
-    run_dir = _run_dir(store, run_id)
     if upload is not None:
-        config_dict = {**config_dict, "dataset": str((run_dir / "upload").resolve())}
+        config_dict = {**config_dict, "dataset": str((_run_dir(store, run_id) / "upload").resolve())}
     try:
-        config = Config.from_dict(config_dict)
-        store.claim_run_slot(run_id, config.to_dict(), jobs.is_alive, total_generations=config.generations)
-    except (ConfigError, StoreError) as exc:  # RunActiveError is a StoreError
-        messages.append(("error", str(exc)))
-        return
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if upload is not None:
-            _unpack_upload(upload, run_dir)
-        config_path = run_dir / "config.json"
-        config_path.write_text(config.to_json(), encoding="utf-8")
-        since = time.time()
-        proc = jobs.launch(jobs.search_command(store.path, run_id, resume=False, config_path=config_path,
-                                               data_dir=DATA_DIR), log_path=run_dir / "search.log", cwd=REPO)
-    except Exception as exc:  # noqa: BLE001 - any failure must not leave the slot claimed
-        reason = str(exc) if isinstance(exc, DatasetError) else f"could not start the search ({exc})"
-        store.update_run(run_id, status="failed", reason=reason, ended_at=time.time())
-        messages.append(("error", reason[:1].upper() + reason[1:]))
+        pending = jobs.start_search(store, run_id, config_dict, data_dir=DATA_DIR, cwd=REPO,
+                                    prepare=(lambda run_dir: _unpack_upload(upload, run_dir)) if upload else None)
+    except (ConfigError, StoreError) as exc:  # refused before anything was recorded (RunActiveError included)
+        if store.get_run(run_id) is None:
+            messages.append(("error", str(exc)))
+            return
+        messages.append(("error", _sentence(store.get_run(run_id).get("reason") or str(exc))))
         st.session_state["run_pick"] = run_id
         return
-    st.session_state["launching"] = {"run_id": run_id, "pid": proc.pid, "since": since}
+    except Exception:  # noqa: BLE001 - the run is recorded as failed with the reason; show it
+        messages.append(("error", _sentence((store.get_run(run_id) or {}).get("reason") or "the search did not start")))
+        st.session_state["run_pick"] = run_id
+        return
+    st.session_state["launching"] = pending
     st.session_state["run_pick"] = run_id
     messages.append(("success", f"Started {run_id}."))
 
@@ -399,9 +391,9 @@ def sidebar_database() -> Store | None:
 
 # ============================================================================ the run view
 
-def _launching_for(run_id: str) -> dict | None:
+def _launching_for(run_id: str) -> jobs.Launch | None:
     pending = st.session_state.get("launching")
-    return pending if pending and pending.get("run_id") == run_id else None
+    return pending if pending is not None and pending.run_id == run_id else None
 
 
 def _settle_launch(store: Store, run: dict) -> bool:
@@ -409,27 +401,12 @@ def _settle_launch(store: Store, run: dict) -> bool:
     pending = _launching_for(run["run_id"])
     if pending is None:
         return False
-    # The search process stamps resumed_at when it takes the run over (also when it then ends quickly).
-    adopted = float(run.get("resumed_at") or 0.0) >= pending["since"] or (
-        run.get("status") in ACTIVE_STATUSES and run.get("pid") is not None)
-    code = jobs.child_exit_code(pending["pid"])
-    waited = time.time() - pending["since"]
-    if adopted:
+    waiting, message = jobs.settle_launch(store, run, pending, LAUNCH_GRACE_S)
+    if not waiting:
         st.session_state.pop("launching", None)
-        return False
-    if code is None and waited < LAUNCH_GRACE_S:
-        return True
-    st.session_state.pop("launching", None)
-    fresh = store.get_run(run["run_id"]) or run
-    if fresh.get("status") in ACTIVE_STATUSES and fresh.get("pid") is None:
-        tail = jobs.log_tail(_run_dir(store, run["run_id"]) / "search.log", max_lines=1)
-        reason = tail or ("the search process did not start" if code is None else f"the search process exited ({code})")
-        store.update_run(run["run_id"], status="failed", reason=reason, ended_at=time.time())
-    elif code not in (None, 0) and fresh.get("status") not in ACTIVE_STATUSES:
-        tail = jobs.log_tail(_run_dir(store, run["run_id"]) / "search.log", max_lines=1)
-        if tail and fresh.get("status") != "failed":
-            _flash("error", f"The search process could not continue: {tail}")
-    return False
+    if message:
+        _flash("error", message)
+    return waiting
 
 
 def run_panel(db_path: str, run_id: str, live: bool) -> None:
@@ -521,11 +498,7 @@ def _status_block(store: Store, run: dict, view: views.StatusView, others: list[
 
 def _stop(store: Store, run_id: str) -> None:
     with st.spinner("Stopping the search…"):
-        run = jobs.request_stop(store, run_id, timeout_s=5)
-    pending = _launching_for(run_id)
-    if run.get("status") in ACTIVE_STATUSES and run.get("pid") is None and pending \
-            and jobs.child_exit_code(pending["pid"]) is not None:
-        run = store.update_run(run_id, status="stopped", ended_at=time.time())
+        run = jobs.stop_search(store, run_id, _launching_for(run_id))
     if run.get("status") in ACTIVE_STATUSES:
         _flash("warning", f"Run {run_id} is still {run.get('status')}; it stops when the current batch ends.")
     else:
@@ -536,15 +509,9 @@ def _stop(store: Store, run_id: str) -> None:
 
 def _resume(store: Store, run_id: str, runs: list[dict]) -> None:
     try:
-        jobs.claim_resume(store, run_id)  # atomic: a second tab or terminal cannot resume it too
-    except StoreError as exc:
+        st.session_state["launching"] = jobs.resume_search(store, run_id, data_dir=DATA_DIR, cwd=REPO)
+    except StoreError as exc:   # atomic claim: a second tab or terminal cannot resume it too
         _flash("error", _sentence(str(exc)))
-    else:
-        run_dir = _run_dir(store, run_id)
-        since = time.time()
-        proc = jobs.launch(jobs.search_command(store.path, run_id, resume=True, data_dir=DATA_DIR),
-                           log_path=run_dir / "search.log", cwd=REPO)
-        st.session_state["launching"] = {"run_id": run_id, "pid": proc.pid, "since": since}
     st.rerun()
 
 

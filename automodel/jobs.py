@@ -14,6 +14,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from .store import ACTIVE_STATUSES, RunActiveError, Store, StoreError
@@ -248,4 +250,83 @@ def request_stop(store: Store, run_id: str, timeout_s: float = 10.0, poll_s: flo
         run = store.get_run(run_id) or {}
         if run.get("status") in ACTIVE_STATUSES and not is_alive(run):
             run = store.update_run(run_id, status="stopped", pid=None, ended_at=time.time())
+    return run
+
+
+# --------------------------------------------------------------------------- the page's launches
+
+@dataclass
+class Launch:
+    """A search process started by a page session, until the process takes the run over."""
+
+    run_id: str
+    pid: int
+    since: float
+
+
+def start_search(store: Store, run_id: str, config: dict, *, data_dir: Path, cwd: Path,
+                 prepare: Callable[[Path], None] | None = None) -> Launch:
+    """Claim the run slot for ``config`` (atomic: one run at a time per database), write the config
+    into the run's folder, let ``prepare(run_dir)`` put files there (an upload), and launch the
+    search process. A failure after the claim marks the run failed (its one-sentence reason kept)
+    and is raised again; a refused claim raises RunActiveError before anything is written."""
+    from .config import Config
+    parsed = Config.from_dict(config)
+    store.claim_run_slot(run_id, parsed.to_dict(), is_alive, total_generations=parsed.generations)
+    run_dir = run_dir_for(store, run_id)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if prepare is not None:
+            prepare(run_dir)
+        config_path = run_dir / "config.json"
+        config_path.write_text(parsed.to_json(), encoding="utf-8")
+        since = time.time()
+        proc = launch(search_command(store.path, run_id, resume=False, config_path=config_path, data_dir=data_dir),
+                      log_path=run_dir / "search.log", cwd=cwd)
+    except Exception as exc:
+        from .errors import UserFacingError
+        reason = str(exc) if isinstance(exc, UserFacingError) else f"could not start the search ({exc})"
+        store.update_run(run_id, status="failed", reason=reason, ended_at=time.time())
+        raise
+    return Launch(run_id, proc.pid, since)
+
+
+def resume_search(store: Store, run_id: str, *, data_dir: Path, cwd: Path) -> Launch:
+    """Claim a stopped, interrupted or failed run for resuming (StoreError saying why not) and launch it."""
+    claim_resume(store, run_id)
+    since = time.time()
+    proc = launch(search_command(store.path, run_id, resume=True, data_dir=data_dir),
+                  log_path=run_dir_for(store, run_id) / "search.log", cwd=cwd)
+    return Launch(run_id, proc.pid, since)
+
+
+def settle_launch(store: Store, run: dict, pending: Launch, grace_s: float) -> tuple[bool, str | None]:
+    """(still on its way, a message for the person): whether a launched search has yet to take its
+    run over. One that exited or never showed up within ``grace_s`` leaves the run failed with the
+    last line of its log as the reason."""
+    # The search process stamps resumed_at when it takes the run over (also when it then ends quickly).
+    adopted = float(run.get("resumed_at") or 0.0) >= pending.since or (
+        run.get("status") in ACTIVE_STATUSES and run.get("pid") is not None)
+    code = child_exit_code(pending.pid)
+    if adopted:
+        return False, None
+    if code is None and time.time() - pending.since < grace_s:
+        return True, None
+    fresh = store.get_run(run["run_id"]) or run
+    tail = log_tail(run_dir_for(store, run["run_id"]) / "search.log", max_lines=1)
+    if fresh.get("status") in ACTIVE_STATUSES and fresh.get("pid") is None:
+        reason = tail or ("the search process did not start" if code is None else f"the search process exited ({code})")
+        store.update_run(run["run_id"], status="failed", reason=reason, ended_at=time.time())
+    elif code not in (None, 0) and fresh.get("status") not in ACTIVE_STATUSES and tail and fresh.get("status") != "failed":
+        return False, f"The search process could not continue: {tail}"
+    return False, None
+
+
+def stop_search(store: Store, run_id: str, pending: Launch | None, timeout_s: float = 5.0) -> dict:
+    """Ask the run to stop and wait a little; a run whose launched process already exited before it
+    took the run over is marked stopped at once. Returns the run as it is then."""
+    run = request_stop(store, run_id, timeout_s=timeout_s)
+    if run.get("status") in ACTIVE_STATUSES and run.get("pid") is None and pending is not None \
+            and child_exit_code(pending.pid) is not None:
+        run = store.update_run(run_id, status="stopped", ended_at=time.time())
     return run

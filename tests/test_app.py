@@ -349,14 +349,15 @@ def test_past_runs_can_be_picked_viewed_and_compared(db):
     assert failures.value["Reason"].tolist() == ["CUDA out of memory"]
     assert layers.value["Layer"].iloc[-1] == "Total"
     assert at.button(key="resume").disabled  # completed runs do not resume
-    assert len(at.get("vega_lite_chart")) == 1
+    # fitness per generation, genes against fitness, diversity per generation
+    assert len(at.get("vega_lite_chart")) == 3
     at.selectbox(key="pop_gen_run-old").set_value(0).run()
     assert at.dataframe[0].value["Status"].tolist()[-1] == "✗ out of memory"
     at.multiselect(key="compare").set_value(["run-new", "run-old"]).run()
     charts = at.get("vega_lite_chart")
-    assert len(charts) == 2
-    compared = charts[1].proto.SerializeToString()  # the data travels as Arrow beside the spec
-    assert b"run-new" in compared and b"run-old" in compared and b'"Run"' in charts[1].proto.spec.encode()
+    assert len(charts) == 4
+    compared = charts[-1].proto.SerializeToString()  # the data travels as Arrow beside the spec
+    assert b"run-new" in compared and b"run-old" in compared and b'"Run"' in charts[-1].proto.spec.encode()
     assert [b.label for b in at.get("download_button")] == ["Best model (.pt, final model)", "ONNX export",
                                                             "Candidates (.csv)"]
 
