@@ -30,6 +30,7 @@ from automodel.store import ACTIVE_STATUSES, Store, StoreError, default_db_path
 REPO = Path(__file__).resolve().parent
 DATA_DIR = REPO / "data"          # where built-in datasets are read or downloaded
 LAUNCH_GRACE_S = 90.0             # how long a launched search may take to show up in the store
+TABLE_PAGE_ROWS = 200             # rows of the population table sent to the browser at once
 
 # Choices offered for the search space (the defaults are a subset of each).
 SPACE_OPTIONS: dict[str, list[Any]] = {
@@ -534,7 +535,14 @@ def _population_block(frame, run_id: str) -> None:
                               format_func=lambda g: "Latest" if g is None else f"Generation {g + 1}")
     shown = present[0] if generation is None else generation
     table = views.population_table(frame, shown)
-    st.caption(f"Generation {shown + 1}: {len(table)} candidates, best first.")
+    caption = f"Generation {shown + 1}: {len(table)} candidates, best first."
+    if len(table) > TABLE_PAGE_ROWS:   # a browser need not receive thousands of rows at once
+        pages = -(-len(table) // TABLE_PAGE_ROWS)
+        page_number = st.number_input("Page", min_value=1, max_value=pages, value=1, key=f"pop_page_{run_id}")
+        start = (int(page_number) - 1) * TABLE_PAGE_ROWS
+        table = table.iloc[start:start + TABLE_PAGE_ROWS]
+        caption += f" Rows {start + 1}–{start + len(table)} (page {int(page_number)} of {pages})."
+    st.caption(caption)
     st.container(key="population_table").dataframe(
         table, hide_index=True, key="population", height=_table_height(len(table), limit=20),
         column_config={

@@ -495,3 +495,14 @@ def test_try_the_model_predicts_an_uploaded_image_and_refuses_other_files(finish
     shown = " ".join(m.value for m in at.markdown)
     assert "digit.png" in shown and "Prediction:" in shown
     assert any("notes.txt is not an image" in e.value for e in at.error)
+
+
+def test_a_large_generation_is_paged_in_the_table(db):
+    store = Store(db)
+    add_finished_run(store, "big", created_at=1_700_000_000.0, best=0.9, population=450, generations=1)
+    at = page()
+    table = at.dataframe[0].value
+    assert len(table) == 200
+    assert any("Rows 1–200 (page 1 of 3)" in c.value for c in at.caption)
+    at.number_input(key="pop_page_big").set_value(3).run()
+    assert len(at.dataframe[0].value) == 50
