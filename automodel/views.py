@@ -81,6 +81,11 @@ def fmt_duration(seconds: float | None) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
+def sentence(text: str) -> str:
+    """``text`` with its first letter upper-cased, to show a reason recorded in lower case."""
+    return text[:1].upper() + text[1:]
+
+
 def fmt_fitness(value: float | None) -> str:
     return "—" if value is None else f"{value:.4f}"
 

@@ -1,0 +1,312 @@
+"""The page's settings form: presets, every setting of a search with its help, validation to one
+sentence, and Start (whose rules are ``jobs.start_search``'s)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import streamlit as st
+
+from . import jobs, page_access, views
+from .config import (ACTIVATIONS, AUGMENTATIONS, BACKENDS, BLOCK_KINDS, CROSSOVER_METHODS, DEVICES, DOWNSAMPLING,
+                     HEADS, OPTIMIZERS, SELECTION_METHODS, Config, ConfigError)
+from .store import Store, StoreError, default_db_path
+
+# Choices offered for the search space (the defaults are a subset of each).
+SPACE_OPTIONS: dict[str, list[Any]] = {
+    "filters": [4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512],
+    "kernel_sizes": [1, 3, 5, 7, 9, 11],
+    "activations": list(ACTIVATIONS),
+    "block_kinds": list(BLOCK_KINDS),
+    "downsampling": list(DOWNSAMPLING),
+    "heads": list(HEADS),
+    "batch_norm": [True, False],
+    "dense_units": [16, 32, 64, 128, 256, 512, 1024, 2048],
+    "dropout": [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7],
+    "optimizers": list(OPTIMIZERS),
+    "weight_decays": [0.0, 1e-6, 1e-5, 1e-4, 5e-4, 1e-3, 1e-2],
+}
+BLOCK_HELP = {"plain": "plain (conv, BN, activation)", "residual": "residual (two convs + skip)",
+              "separable": "depthwise-separable"}
+WORKER_CHOICES = ["auto", 1, 2, 3, 4, 6, 8, 12, 16]
+HEAD_HELP = {"flatten": "flatten (map ≤ 4×4)", "avgmax": "global average + max pool", "gap": "global average pool"}
+SELECTION_HELP = {"roulette": "roulette wheel (fitness-proportional)", "tournament": "tournament",
+                  "rank": "rank-based", "truncation": "truncation (best fraction)",
+                  "sus": "stochastic universal sampling"}
+CROSSOVER_HELP = {"one_point": "one point", "two_point": "two point", "uniform": "uniform"}
+
+def defaults_into_state() -> None:
+    """Put the Quick demo settings into the form's widget state once per browser session."""
+    if st.session_state.get("_form_ready"):
+        return
+    _apply_config(views.preset_config("Quick demo"))
+    st.session_state.setdefault("db_path", os.environ.get("AUTOMODEL_DB") or str(default_db_path()))
+    st.session_state["_form_ready"] = True
+
+
+def conditional_defaults() -> None:
+    """Widgets drawn only for some choices lose their state while hidden: give it back."""
+    st.session_state.setdefault("folder_path", "")
+    st.session_state.setdefault("limit_mb", 2048)
+    st.session_state.setdefault("limit_files", 200_000)
+
+
+def _apply_config(config: dict[str, Any]) -> None:
+    """Set every form widget from a config dict (used by the presets)."""
+    st.session_state["dataset_choice"] = views.dataset_choice_for(config["dataset"])
+    if st.session_state["dataset_choice"] == views.FOLDER_CHOICE:
+        st.session_state["folder_path"] = config["dataset"]
+    for name in views.FORM_FIELDS:
+        value = config[name]
+        if name == "objectives":
+            value = [v for v in value if v != "accuracy"]
+        st.session_state[f"cfg_{name}"] = "" if value is None and name == "ray_address" else value
+    for name, value in config["space"].items():
+        if name == "learning_rates":
+            for optimizer in OPTIMIZERS:
+                low, high = value.get(optimizer, value.get("sgd"))
+                st.session_state[f"space_lr_{optimizer}_low"] = float(low)
+                st.session_state[f"space_lr_{optimizer}_high"] = float(high)
+            continue
+        st.session_state[f"space_{name}"] = tuple(value) if name in ("conv_blocks", "dense_layers") else list(value)
+
+
+def _apply_preset(name: str) -> None:
+    _apply_config(views.preset_config(name))
+    if name == "Your own images":
+        st.session_state["dataset_choice"] = views.UPLOAD_CHOICE
+    st.session_state["preset_note"] = name
+
+
+def sidebar_form(store: Store | None, data_dir: Path, cwd: Path) -> None:
+    """The settings form, presets and the Start button. ``data_dir``: where built-in datasets are
+    read (and the default dataset root); ``cwd``: the folder a search is started in."""
+    st.header("New search")
+    st.caption("Presets")
+    left, right = st.columns(2)
+    left.button("Quick demo", key="preset_quick", on_click=_apply_preset, args=("Quick demo",), width="stretch",
+                help="Bundled digits on the CPU: under a minute, no network, no GPU.")
+    st.button("Your own images", key="preset_own", on_click=_apply_preset, args=("Your own images",),
+              width="stretch", help="Upload a .zip of your image folder: a few minutes for a few thousand "
+                                    "small images on a CPU.")
+    right.button("CIFAR-10", key="preset_cifar", on_click=_apply_preset, args=("CIFAR-10",), width="stretch",
+                 help="CIFAR-10 sized for one GPU (downloads the data on first use).")
+    # Parts drawn only for some choices sit in containers of their own, so that the elements after
+    # them keep their places (Streamlit can leave a moved element behind while a fragment redraws).
+    with st.container():
+        if st.session_state.get("preset_note"):
+            st.caption(f"Loaded the **{st.session_state['preset_note']}** preset; change anything below.")
+
+    choice = st.selectbox("Dataset", list(views.DATASET_CHOICES), key="dataset_choice")
+    upload = None
+    with st.container():
+        if choice == views.FOLDER_CHOICE:
+            st.text_input("Folder path on the server", key="folder_path", placeholder="/path/to/images",
+                          help="Class sub-folders of images, or train/ and test/ folders holding them.")
+        elif choice == views.UPLOAD_CHOICE:
+            upload = st.file_uploader("Image folder as .zip", type=["zip"], key="upload",
+                                      help="Class folders of images (flat) or train/ and test/ folders of them.")
+            with st.expander("Upload limits"):
+                st.number_input("Largest unpacked size (MB)", min_value=1, step=256, key="limit_mb")
+                st.number_input("Most files in the archive", min_value=1, step=10_000, key="limit_files")
+                st.caption("Checked before anything is unpacked. Entries with absolute paths, '..' or links "
+                           "are refused; files that are not images are ignored and counted.")
+
+    st.subheader("Genetic algorithm")
+    a, b = st.columns(2)
+    a.number_input("Population", step=1, key="cfg_population", help="Candidates per generation.")
+    b.number_input("Generations", step=1, key="cfg_generations")
+    selection = st.selectbox("Selection", SELECTION_METHODS, key="cfg_selection",
+                             format_func=lambda m: SELECTION_HELP.get(m, m))
+    a, b = st.columns(2)
+    a.number_input("Tournament size", step=1, key="cfg_tournament_size", disabled=selection != "tournament")
+    b.number_input("Truncation fraction", step=0.05, format="%.2f", key="cfg_truncation_fraction",
+                   disabled=selection != "truncation")
+    a, b = st.columns(2)
+    a.selectbox("Crossover", CROSSOVER_METHODS, key="cfg_crossover", format_func=lambda m: CROSSOVER_HELP.get(m, m))
+    b.number_input("Crossover rate", step=0.05, format="%.2f", key="cfg_crossover_rate")
+    a, b = st.columns(2)
+    a.number_input("Mutation rate", step=0.05, format="%.2f", key="cfg_mutation_rate")
+    b.number_input("Elitism", step=1, key="cfg_elitism", help="Best candidates copied unchanged.")
+    st.number_input("Seed", step=1, key="cfg_seed", help="The same seed gives the same search.")
+
+    st.subheader("Training budget")
+    a, b = st.columns(2)
+    a.number_input("Epochs per candidate", step=1, key="cfg_epochs", help="The full budget of a candidate.")
+    b.number_input("Final epochs", step=1, key="cfg_final_epochs", help="Training of the best architecture at the end.")
+    a, b = st.columns(2)
+    a.number_input("First rung (epochs)", step=1, key="cfg_min_epochs",
+                   help="Successive halving: every new candidate trains this many epochs first; equal to the "
+                        "epochs per candidate turns it off.")
+    b.number_input("Keep 1 in", step=1, key="cfg_reduction_factor",
+                   help="The best 1 in this many of each rung trains on to the next (epochs × this factor).")
+    a, b = st.columns(2)
+    a.number_input("Time limit per candidate (s)", step=30.0, format="%.1f", key="cfg_time_limit_s")
+    b.selectbox("Device", DEVICES, key="cfg_device")
+    with st.expander("More training settings"):
+        st.number_input("Batch size", value=None, step=1, key="cfg_batch_size", placeholder="auto",
+                        help="Empty: chosen from the training set's size (16 to 256).")
+        st.number_input("Validation fraction", step=0.05, format="%.2f", key="cfg_val_fraction",
+                        help="Share of the training data held out to measure fitness.")
+        st.selectbox("Augmentation", AUGMENTATIONS, key="cfg_augment")
+        st.number_input("Label smoothing", step=0.05, format="%.2f", key="cfg_label_smoothing")
+        st.number_input("Gradient clipping (norm)", step=1.0, format="%.1f", key="cfg_clip_grad_norm",
+                        help="0 turns clipping off.")
+        st.multiselect("Trade accuracy against", ["params", "macs", "latency"], key="cfg_objectives",
+                       format_func=lambda c: views.COST_LABELS[c][1],
+                       help="Several objectives: the search looks for the Pareto front (NSGA-II) and you pick "
+                            "a member to finalize.")
+        st.number_input("Slowest model (ms per image)", value=None, step=0.5, format="%.2f",
+                        key="cfg_max_latency_ms", placeholder="no limit",
+                        help="Inference at batch 1 on the search's device; slower networks are refused before "
+                             "training.")
+        st.number_input("Largest model (parameters)", step=1_000_000, key="cfg_max_params")
+        st.number_input("Most multiply-accumulates per image", value=None, step=1_000_000, key="cfg_max_macs",
+                        placeholder="auto: 20,000 × pixels",
+                        help="Genomes above it are repaired (more downsampling, fewer filters) before training.")
+        st.number_input("Stop at validation accuracy", value=None, step=0.01, format="%.2f",
+                        key="cfg_target_fitness", placeholder="none")
+        st.number_input("Time budget for the search (s)", value=None, step=60.0, format="%.0f",
+                        key="cfg_time_budget_s", placeholder="none")
+        prune = st.checkbox("Prune hopeless candidates after their first epoch", key="cfg_prune",
+                            help="A candidate whose first-epoch accuracy is far below the earlier "
+                                 "generations' median stops there and keeps its partial score.")
+        st.number_input("Prune below this share of the median", step=0.05, format="%.2f",
+                        key="cfg_prune_fraction", disabled=not prune)
+
+    with st.expander("Where candidates train"):
+        backend = st.selectbox("Back end", BACKENDS, key="cfg_backend",
+                               format_func=lambda b: {"local": "this machine",
+                                                      "ray": "Ray (a cluster, or this machine)"}.get(b, b))
+        st.selectbox("Candidates at once (this machine)", WORKER_CHOICES, key="cfg_workers",
+                     disabled=backend != "local",
+                     help="auto: one per CPU core with one thread each (4 per GPU); 1: one at a time with "
+                          "all threads.")
+        off = backend != "ray"
+        st.text_input("Ray address", key="cfg_ray_address", disabled=off, placeholder="start a local Ray",
+                      help="auto or host:port to join a running cluster; empty starts a local Ray.")
+        st.number_input("CPUs per candidate", step=1.0, format="%.1f", key="cfg_cpus_per_candidate", disabled=off)
+        st.number_input("GPUs per candidate", value=None, step=0.25, format="%.2f", disabled=off,
+                        key="cfg_gpus_per_candidate", placeholder="1 on cuda, else 0",
+                        help="Fractions let candidates share a GPU (0.25: four at once).")
+        st.number_input("Retries of a lost candidate", step=1, key="cfg_retries", disabled=off)
+
+    with st.expander("Search space"):
+        st.slider("Convolution blocks", 1, 12, key="space_conv_blocks")
+        st.multiselect("Filters", SPACE_OPTIONS["filters"], key="space_filters")
+        st.multiselect("Kernel sizes", SPACE_OPTIONS["kernel_sizes"], key="space_kernel_sizes")
+        st.multiselect("Block kinds", SPACE_OPTIONS["block_kinds"], key="space_block_kinds",
+                       format_func=lambda v: BLOCK_HELP.get(v, v))
+        st.multiselect("Activations", SPACE_OPTIONS["activations"], key="space_activations")
+        st.multiselect("Downsampling", SPACE_OPTIONS["downsampling"], key="space_downsampling",
+                       help="max or avg: 2×2 pooling after a block; stride: its first convolution has stride 2.")
+        st.multiselect("Heads", SPACE_OPTIONS["heads"], key="space_heads", format_func=lambda v: HEAD_HELP.get(v, v))
+        st.multiselect("Batch norm", SPACE_OPTIONS["batch_norm"], key="space_batch_norm",
+                       format_func=lambda v: "with" if v else "without")
+        st.slider("Dense layers", 0, 12, key="space_dense_layers")
+        st.multiselect("Dense units", SPACE_OPTIONS["dense_units"], key="space_dense_units")
+        st.multiselect("Dropout", SPACE_OPTIONS["dropout"], key="space_dropout", format_func=lambda v: f"{v:g}")
+        st.multiselect("Optimizers", SPACE_OPTIONS["optimizers"], key="space_optimizers")
+        st.caption("Learning rates: drawn on a log scale between these bounds, given for a batch of 64 and "
+                   "scaled with the batch size.")
+        for optimizer in OPTIMIZERS:
+            a, b = st.columns(2)
+            a.number_input(f"{optimizer} from", min_value=0.0, format="%.1e", step=None,
+                           key=f"space_lr_{optimizer}_low")
+            b.number_input(f"{optimizer} to", min_value=0.0, format="%.1e", step=None,
+                           key=f"space_lr_{optimizer}_high")
+        st.multiselect("Weight decays", SPACE_OPTIONS["weight_decays"], key="space_weight_decays",
+                       format_func=lambda v: f"{v:g}")
+
+    config, problem = _form_config(choice, upload, data_dir)
+    with st.container():
+        if problem:
+            st.error(problem)
+    if st.button("Start", key="start", type="primary", width="stretch", disabled=problem is not None or store is None):
+        _start(store, config, upload, data_dir, cwd)
+    with st.container():
+        for kind, text in st.session_state.pop("_start_messages", []):
+            getattr(st, kind)(text)
+
+
+def _form_config(choice: str, upload, data_dir: Path) -> tuple[dict[str, Any], str | None]:
+    """The form as a validated config dict, or the one sentence saying what is wrong."""
+    values = {name: st.session_state.get(f"cfg_{name}") for name in views.FORM_FIELDS}
+    values["space"] = {name: st.session_state.get(f"space_{name}") for name in views.SPACE_FIELDS
+                       if name != "learning_rates"}
+    values["space"]["learning_rates"] = {optimizer: [st.session_state.get(f"space_lr_{optimizer}_low"),
+                                                     st.session_state.get(f"space_lr_{optimizer}_high")]
+                                         for optimizer in OPTIMIZERS}
+    dataset = views.DATASET_CHOICES.get(choice)
+    problem = None
+    if choice == views.FOLDER_CHOICE:
+        dataset = (st.session_state.get("folder_path") or "").strip()
+        if not dataset:
+            problem = "The folder path is empty; give the path of an image folder on the server."
+        elif not Path(dataset).expanduser().exists():
+            problem = (f"dataset path {dataset} does not exist; give digits, cifar10, cifar100, mnist, "
+                       "fashion-mnist, or a path to an image folder or .zip of one.")
+        elif not page_access.inside_roots(Path(dataset).expanduser().resolve(), data_dir):
+            roots = ", ".join(str(r) for r in page_access.dataset_roots(data_dir))
+            problem = (f"dataset folder {dataset} is outside the folders this page may read ({roots}); use a folder "
+                       "inside them, or ask whoever runs the page to add it to dataset_roots in "
+                       ".streamlit/secrets.toml.")
+        else:
+            dataset = str(Path(dataset).expanduser().resolve())
+    elif choice == views.UPLOAD_CHOICE:
+        dataset = "upload"  # replaced by the run's own folder at Start
+        if upload is None:
+            problem = "Choose a .zip file of an image folder to upload."
+    config = views.form_config(values, dataset or "")
+    try:
+        Config.from_dict(config)
+    except ConfigError as exc:
+        problem = problem or str(exc)
+    except TypeError as exc:  # a widget left empty
+        problem = problem or f"a setting is missing ({exc})."
+    return config, problem
+
+
+def _start(store: Store, config_dict: dict[str, Any], upload, data_dir: Path, cwd: Path) -> None:
+    """Start a search from the form (the rules are jobs.start_search's); say how it went."""
+    messages = st.session_state.setdefault("_start_messages", [])
+    run_id = jobs.new_run_id()
+    if upload is not None:
+        config_dict = {**config_dict, "dataset": str((jobs.run_dir_for(store, run_id) / "upload").resolve())}
+    try:
+        pending = jobs.start_search(store, run_id, config_dict, data_dir=data_dir, cwd=cwd,
+                                    prepare=(lambda run_dir: _unpack_upload(upload, run_dir)) if upload else None)
+    except (ConfigError, StoreError) as exc:  # refused before anything was recorded (RunActiveError included)
+        if store.get_run(run_id) is None:
+            messages.append(("error", str(exc)))
+            return
+        messages.append(("error", views.sentence(store.get_run(run_id).get("reason") or str(exc))))
+        st.session_state["run_pick"] = run_id
+        return
+    except Exception:  # noqa: BLE001 - the run is recorded as failed with the reason; show it
+        reason = (store.get_run(run_id) or {}).get("reason") or "the search did not start"
+        messages.append(("error", views.sentence(reason)))
+        st.session_state["run_pick"] = run_id
+        return
+    st.session_state["launching"] = pending
+    st.session_state["run_pick"] = run_id
+    messages.append(("success", f"Started {run_id}."))
+
+
+def _unpack_upload(upload, run_dir: Path) -> None:
+    """Save the uploaded zip inside the run folder and unpack it there (DatasetError on refusal)."""
+    from automodel.archive import ExtractLimits, safe_extract_zip
+
+    zip_path = run_dir / "upload.zip"
+    upload.seek(0)
+    with open(zip_path, "wb") as out:
+        shutil.copyfileobj(upload, out, length=1 << 20)
+    limits = ExtractLimits(max_total_bytes=int(st.session_state["limit_mb"]) * 1024 ** 2,
+                           max_files=int(st.session_state["limit_files"]))
+    try:
+        safe_extract_zip(zip_path, run_dir / "upload", limits)
+    finally:
+        zip_path.unlink(missing_ok=True)
