@@ -458,11 +458,16 @@ def generations_long(generations: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
 MAX_CHART_POINTS = 2_000   # a browser draws more points slowly; the lines keep every generation's statistics
 
 
-def thin_points(frame: pd.DataFrame, limit: int = MAX_CHART_POINTS) -> pd.DataFrame:
-    """At most ``limit`` candidates for the chart: every generation's best and worst, and an even
-    sample of the rest (the same sample on every redraw)."""
-    by_gen = frame.groupby("generation")["fitness"]
-    keep = frame.index.isin(by_gen.idxmax()) | frame.index.isin(by_gen.idxmin())
+def thin_points(frame: pd.DataFrame, limit: int = MAX_CHART_POINTS, by: str = "generation",
+                value: str = "fitness", always: pd.Series | None = None) -> pd.DataFrame:
+    """At most about ``limit`` rows for a chart: every group's (``by``) best and worst ``value``, the
+    rows marked in ``always``, and an even sample of the rest (the same sample on every redraw)."""
+    if len(frame) <= limit:
+        return frame
+    groups = frame.groupby(by)[value]
+    keep = frame.index.isin(groups.idxmax()) | frame.index.isin(groups.idxmin())
+    if always is not None:
+        keep |= always.to_numpy(dtype=bool)
     rest = frame[~keep]
     room = max(0, limit - int(keep.sum()))
     step = max(1, -(-len(rest) // max(1, room)))
@@ -572,7 +577,9 @@ def pareto_chart(frame: pd.DataFrame, cost: str, height: int = 320) -> alt.Layer
                alt.Tooltip("params:Q", title="Parameters", format=","),
                alt.Tooltip("macs:Q", title="MACs", format=","), alt.Tooltip("latency_ms:Q", title="ms", format=".3f"),
                alt.Tooltip("Generation:Q"), alt.Tooltip("Candidate:Q"), alt.Tooltip("key:N")]
-    points = alt.Chart(data).mark_circle(size=70).encode(
+    # Every member of the front is drawn; on large runs the others are thinned.
+    shown = data if data.empty else thin_points(data, by="Generation", value="Accuracy", always=data["On the front"])
+    points = alt.Chart(shown).mark_circle(size=70).encode(
         x=x, y=y, tooltip=tooltip,
         color=alt.Color("On the front:N", scale=alt.Scale(domain=[True, False], range=["#e15759", "#9db4cf"]),
                         legend=alt.Legend(title="Pareto front", orient="right")),
@@ -787,14 +794,17 @@ def gene_chart(frame: pd.DataFrame, gene: str, height: int = 260) -> alt.LayerCh
     label = GENES[gene][0]
     data = frame[frame["Epochs"] == frame["Epochs"].max()] if not frame.empty else frame
     data = data.assign(Value=data[gene].astype(str)) if not data.empty else data.assign(Value=[])
+    # The medians come from every candidate; the points drawn are thinned on large runs.
+    medians = data.groupby("Value")["Fitness"].agg(["median", "count"]).reset_index()
+    medians.columns = ["Value", "Median", "Candidates"]
     x = alt.X("Value:N", title=label, sort="ascending")
-    points = alt.Chart(data).mark_circle(size=40, opacity=0.5, color="#4e79a7").encode(
+    points = alt.Chart(thin_points(data, by="Value", value="Fitness")).mark_circle(
+        size=40, opacity=0.5, color="#4e79a7").encode(
         x=x, y=alt.Y("Fitness:Q", title="Validation accuracy", scale=alt.Scale(zero=False)),
         xOffset=alt.XOffset("jitter:Q"), tooltip=["Architecture", alt.Tooltip("Fitness:Q", format=".4f"), "Generation"]
     ).transform_calculate(jitter="random()")
-    median = alt.Chart(data).mark_tick(color="#e15759", thickness=3, size=28).encode(
-        x=x, y="median(Fitness):Q", tooltip=[alt.Tooltip("median(Fitness):Q", title="median", format=".4f"),
-                                             alt.Tooltip("count():Q", title="candidates")])
+    median = alt.Chart(medians).mark_tick(color="#e15759", thickness=3, size=28).encode(
+        x=x, y="Median:Q", tooltip=[alt.Tooltip("Median:Q", title="median", format=".4f"), "Candidates:Q"])
     return alt.layer(points, median).properties(height=height)
 
 

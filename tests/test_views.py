@@ -429,3 +429,26 @@ def test_a_large_run_is_thinned_for_the_chart_keeping_each_generations_extremes(
         assert shown.max() == fitness.max() and shown.min() == fitness.min()
     assert "the chart shows 2,000 of them" in views.chart_caption(frame)
     assert len(views.candidate_points(frame.head(500))) == 500        # small runs keep every point
+
+
+def test_gene_and_pareto_charts_of_a_large_run_are_thinned_but_keep_medians_and_the_front():
+    genome = {"conv": [{"filters": 16, "kernel": 3}], "dense": [], "head": "flatten", "optimizer": "sgd",
+              "learning_rate": 0.03, "dropout": 0.1}
+    records = [make_individual(g, i, (g * 7 + i * 13) % 100 / 100, genome={**genome, "dropout": i % 3 / 10},
+                               epochs=3, params=1000 + (g * 60 + i) * 7 % 5000, macs=10_000)
+               for g in range(100) for i in range(80)]
+    frame = views.gene_frame(records)
+    spec = views.gene_chart(frame, "dropout").to_dict()     # more than Altair's 5,000 rows would raise here
+    datasets = [values for values in spec["datasets"].values()]
+    points = max(datasets, key=len)
+    medians = min(datasets, key=len)
+    assert len(points) <= views.MAX_CHART_POINTS + 2 * 3
+    expected = frame.groupby(frame["dropout"].astype(str))["Fitness"].median()
+    assert {m["Value"]: m["Median"] for m in medians} == expected.to_dict()     # from every candidate
+    assert sum(m["Candidates"] for m in medians) == len(frame)
+
+    pareto = views.pareto_frame(records, ["accuracy", "params"])
+    spec = views.pareto_chart(pareto, "params").to_dict()
+    drawn = spec["datasets"][spec["layer"][1]["data"]["name"]]
+    assert len(drawn) <= views.MAX_CHART_POINTS + 2 * 100 + int(pareto["On the front"].sum())
+    assert set(pareto[pareto["On the front"]]["key"]) <= {d["key"] for d in drawn}
