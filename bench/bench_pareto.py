@@ -1,8 +1,10 @@
 """Multi-objective search against random search: hypervolume of the fronts, and MACs against latency.
 
 On each set and seed, side by side: the GA with ``objectives = accuracy, params, latency``
-(NSGA-II), population × generations evaluations, and random search (one generation of as many
-candidates, the same training), both with the same successive halving. From each run's fully
+(NSGA-II), population × generations candidates, and random search (one generation of as many
+candidates, the same training), both with the same successive halving. The GA does not retrain
+its elite, so random search is scored on its first candidates whose trained epochs together stay
+within the GA's (equal training budget). From each run's fully
 trained candidates it computes the 2-D hypervolume of accuracy × parameters and of accuracy ×
 latency, on normalised axes (1 − accuracy; log10 of parameters over 10^3…10^7; log10 of
 milliseconds over 10^-2…10^2; reference point (1, 1)), and over all candidates the rank
@@ -44,6 +46,17 @@ class SearchOnly(Search):
 
 def _scaled_log(value: float, low: float, high: float) -> float:
     return min(1.0, max(0.0, (math.log10(max(value, 1e-12)) - low) / (high - low)))
+
+
+def within_epochs(rows: list[dict], epochs: int) -> list[dict]:
+    """The first ``rows`` (in sampling order) whose trained epochs together stay within ``epochs``."""
+    kept, spent = [], 0
+    for row in sorted(rows, key=lambda r: r["index"]):
+        spent += row.get("trained_epochs", 0)
+        if spent > epochs:
+            break
+        kept.append(row)
+    return kept
 
 
 def hypervolumes(rows: list[dict]) -> dict[str, float]:
@@ -99,7 +112,9 @@ def main(argv: list[str] | None = None) -> int:
             with tempfile.TemporaryDirectory() as tmp:
                 ga = run(dataset, seed, args.population, args.generations, args.epochs, Path(tmp) / "ga")
                 rnd = run(dataset, seed, args.population * args.generations, 1, args.epochs, Path(tmp) / "rnd")
-            g, r = hypervolumes(ga), hypervolumes(rnd)
+            # The GA does not retrain its elites: random search gets as many trained epochs as the GA had.
+            ga_epochs = sum(row.get("trained_epochs", 0) for row in ga)
+            g, r = hypervolumes(ga), hypervolumes(within_epochs(rnd, ga_epochs))
             table.append((g, r))
             pairs += [(row["macs"], row["latency_ms"]) for row in ga + rnd
                       if row.get("macs") and row.get("latency_ms") and not row.get("cached")]
