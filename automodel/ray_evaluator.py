@@ -52,12 +52,10 @@ Signals
     ``ray.init`` replaces the caller's SIGTERM handler; the search's handlers (installed before
     the evaluator is made) are put back right after it, so a stop request is the search's.
 
-Fault injection (tests only)
-    ``AUTOMODEL_TEST_CRASH_KEY``: a comma-separated list of worker labels (``g0-i1``) or genome
-    keys; the Ray task of each such candidate kills its own worker process (``os._exit(1)``)
-    before training. An entry ending in ``:once`` crashes on the first attempt only, so a retry
-    succeeds (a marker file in the temporary folder records the crash: one machine only). Read by
-    the driver and passed to the task, so workers need not inherit the variable.
+What a worker runs
+    ``train_task`` (read the dataset once per worker, train, push progress). ``RayEvaluator``
+    takes another function of the same signature as ``task_function``: the tests wrap it to make
+    a worker die, with nothing for that in the product.
 """
 
 from __future__ import annotations
@@ -70,7 +68,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import warnings
 from collections.abc import Callable
@@ -92,17 +89,18 @@ POLL_S = 0.25                 # longest wait between checks for progress and sto
 HEAD_START_TIMEOUT_S = 180.0  # a slow machine needs a while to start Ray's processes
 HEAD_STOP_TIMEOUT_S = 20.0
 CONNECT_TIMEOUT_S = 5.0    # for a cluster address given by host:port
-CRASH_ENV = "AUTOMODEL_TEST_CRASH_KEY"
 SPLITS = ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y")
 
 
-def ray_evaluator_factory(config: Config) -> Callable[[ImageData, TrainSettings], "RayEvaluator"]:
+def ray_evaluator_factory(config: Config, task_function: Callable | None = None,
+                          ) -> Callable[[ImageData, TrainSettings], "RayEvaluator"]:
     """What the search calls (in its main thread) to get its evaluator for ``config``."""
 
     def make(data: ImageData, settings: TrainSettings) -> RayEvaluator:
         return RayEvaluator(data, settings, address=config.ray_address, device=config.device,
                             cpus_per_candidate=config.cpus_per_candidate,
-                            gpus_per_candidate=config.gpus_per_candidate, retries=config.retries)
+                            gpus_per_candidate=config.gpus_per_candidate, retries=config.retries,
+                            task_function=task_function)
     return make
 
 
@@ -154,23 +152,20 @@ def _worker_data(box: list, device: str, board) -> DeviceData:
     return data
 
 
-def _crash_now(spec: str) -> None:
-    """Test hook: end this worker process abruptly (see the module's notes)."""
-    if spec.startswith("once:"):
-        marker = Path(spec[len("once:"):])
-        if marker.exists():
-            return
-        marker.touch()
-    os._exit(1)
-
-
-@ray.remote(max_calls=0)  # keep the worker (and its cached dataset) for later candidates, GPU tasks too
-def _train_task(box: list, task: Task, settings: TrainSettings, board, crash: str | None) -> TrainResult:
-    if crash:
-        _crash_now(crash)
+def train_task(box: list, task: Task, settings: TrainSettings, board) -> TrainResult:
+    """What a Ray worker runs for one candidate: the run's dataset (read once per worker), then
+    the same training as the local back end, its progress pushed to the board."""
     data = _worker_data(box, settings.device, board)
     label = task.worker_label
     return run_task(task, data, settings, on_progress=lambda info: board.push.remote(label, info))
+
+
+def _remote(function: Callable) -> Callable:
+    # max_calls=0: keep the worker (and its cached dataset) for later candidates, GPU tasks too.
+    return ray.remote(max_calls=0)(function)
+
+
+_train_task = _remote(train_task)
 
 
 # ---------------------------------------------------------------------------------- driver side
@@ -180,8 +175,9 @@ class RayEvaluator:
 
     def __init__(self, data: ImageData, settings: TrainSettings, *, address: str | None = None,
                  device: str = "auto", cpus_per_candidate: float = 1.0, gpus_per_candidate: float | None = None,
-                 retries: int = 1, num_cpus: int | None = None):
-        """``num_cpus`` (a local instance only): CPUs Ray may use; None: all of this machine's."""
+                 retries: int = 1, num_cpus: int | None = None, task_function: Callable | None = None):
+        """``num_cpus`` (a local instance only): CPUs Ray may use; None: all of this machine's.
+        ``task_function``: what a worker runs for a task, ``train_task``'s signature (default: it)."""
         gpus = gpus_per_candidate if gpus_per_candidate is not None else (1.0 if settings.device == "cuda" else 0.0)
         if gpus == 0 and device == "cuda":
             raise ConfigError("device cuda with the ray backend needs gpus_per_candidate above 0 "
@@ -195,8 +191,7 @@ class RayEvaluator:
         self._head: _LocalHead | None = None
         self._connected = False
         self._running: dict[ray.ObjectRef, Task] = {}
-        self._markers: list[Path] = []
-        self._crash = _parse_crash_spec(os.environ.get(CRASH_ENV, ""))
+        self._task = _remote(task_function) if task_function is not None else _train_task
         try:
             self._connect(num_cpus)
             if self._connected:   # else a stop request came while Ray started; evaluate does nothing
@@ -305,9 +300,6 @@ class RayEvaluator:
         if self._head is not None:
             self._head.stop()
             self._head = None
-        for marker in self._markers:
-            marker.unlink(missing_ok=True)
-        self._markers = []
 
     # -------------------------------------------------------------- diagnostics
     def data_loads(self) -> list[int]:
@@ -318,8 +310,7 @@ class RayEvaluator:
     def _submit(self, task: Task) -> ray.ObjectRef:
         options = {"num_cpus": self.cpus, "num_gpus": self.gpus, "max_retries": self.retries,
                    "retry_exceptions": False, "name": f"automodel-{task.worker_label}"}
-        return _train_task.options(**options).remote([self._data_ref], task, self.settings, self._board,
-                                                      self._crash_for(task))
+        return self._task.options(**options).remote([self._data_ref], task, self.settings, self._board)
 
     def _collect(self, ref: ray.ObjectRef) -> TrainResult:
         """The task's result, or a failed result saying why there is none."""
@@ -358,16 +349,6 @@ class RayEvaluator:
             except Exception:  # noqa: BLE001 — already finished, or Ray is going away
                 pass
 
-    def _crash_for(self, task: Task) -> str | None:
-        for target, once in self._crash:
-            if target in (task.worker_label, task.genome.key()):
-                if not once:
-                    return "always"
-                marker = Path(tempfile.gettempdir()) / f"automodel-crash-{os.getpid()}-{task.worker_label}"
-                self._markers.append(marker)
-                return f"once:{marker}"
-        return None
-
 
 def _progress_board():
     """The progress actor, on this process's node when it can be (a worker node may go away)."""
@@ -385,16 +366,6 @@ def _payload(data: ImageData) -> dict:
     for name in SPLITS:
         payload[name] = getattr(data, name).contiguous().numpy()
     return payload
-
-
-def _parse_crash_spec(text: str) -> list[tuple[str, bool]]:
-    entries = []
-    for item in text.split(","):
-        item = item.strip()
-        if item:
-            once = item.endswith(":once")
-            entries.append((item[:-len(":once")] if once else item, once))
-    return entries
 
 
 def _check_reachable(address: str) -> None:

@@ -15,8 +15,8 @@ import pytest
 from automodel import load_model
 from automodel.config import Config, ConfigError
 from automodel.operators import select_nsga2, select_nsga2_elite
-from automodel.pareto import (crowding_distance, dominates, hypervolume_2d, nondominated_sort, nsga2_ranks,
-                              pareto_front)
+from automodel.pareto import (crowding_distance, dominates, first_front, hypervolume_2d, nondominated_sort,
+                              nsga2_ranks, pareto_front)
 from automodel.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,6 +44,7 @@ def test_nondominated_sort_agrees_with_brute_force():
         assert sorted(i for f in fronts for i in f) == list(range(len(pts)))
         first = {i for i in range(len(pts)) if not any(dominates(q, pts[i]) for q in pts)}
         assert set(fronts[0]) == first
+        assert first_front(pts) == sorted(first)
         for a, b in zip(fronts, fronts[1:]):   # every later member is dominated by some earlier one
             assert all(any(dominates(pts[i], pts[j]) for i in a) for j in b)
 

@@ -122,13 +122,45 @@ def test_ray_search_gives_the_local_search_genomes_and_fitness(reference, tmp_pa
     wait_for(lambda: not (ray_processes() - before), 10, "the run's Ray processes to end")
 
 
+# A search on Ray whose workers run train_task wrapped to die (os._exit) for chosen candidates: the
+# script is run as __main__, so Ray ships the wrapper to its workers by value.
+DYING_WORKER_SEARCH = """
+import os, sys
+from pathlib import Path
+from automodel.config import Config
+from automodel.ray_evaluator import ray_evaluator_factory, train_task
+from automodel.search import Search
+from automodel.store import Store
+
+ALWAYS, ONCE, MARKERS = {"g0-i1"}, {"g0-i2"}, Path(sys.argv[2])
+
+def dying_task(box, task, settings, board):
+    label = task.worker_label
+    if label in ALWAYS or (label in ONCE and not (MARKERS / label).exists()):
+        (MARKERS / label).touch()
+        os._exit(1)
+    return train_task(box, task, settings, board)
+
+config = Config.from_dict({"dataset": "digits", "population": 4, "generations": 1, "epochs": 1,
+                           "final_epochs": 1, "seed": 0, "backend": "ray", "retries": 1})
+store = Store(sys.argv[1])
+store.create_run("c", config.to_dict())
+status = Search(config, store, "c", data_dir="data",
+                evaluator_factory=ray_evaluator_factory(config, task_function=dying_task)).run()
+print(status)
+"""
+
+
 def test_a_worker_that_dies_fails_its_candidate_or_is_retried_and_the_run_completes(reference, tmp_path):
-    db = tmp_path / "db.json"
+    db, markers, script = tmp_path / "db.json", tmp_path / "markers", tmp_path / "dying_workers.py"
+    markers.mkdir()
+    script.write_text(DYING_WORKER_SEARCH)
     # g0-i1's worker dies on every attempt (1 retry, so twice); g0-i2's only on the first.
-    env = _env(AUTOMODEL_TEST_CRASH_KEY="g0-i1,g0-i2:once")
-    result = automodel("run", *SMALL, "--generations", "1", "--backend", "ray", "--retries", "1", "--run-id", "c",
-                       "--db", str(db), "--quiet", env=env)
+    result = subprocess.run([sys.executable, str(script), str(db), str(markers)], cwd=ROOT, capture_output=True,
+                            text=True, timeout=300, env=_env())
     assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().endswith("completed")
+    assert {m.name for m in markers.iterdir()} == {"g0-i1", "g0-i2"}
     assert Store(db).get_run("c")["status"] == "completed"
     records = {r["index"]: r for r in Store(db).individuals("c")}
     assert records[1]["status"] == "error" and records[1]["fitness"] == 0.0
