@@ -25,19 +25,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from automodel.config import Config  # noqa: E402
-from automodel.search import Search  # noqa: E402
 from automodel.store import Store  # noqa: E402
-
-
-class SearchOnly(Search):
-    def _final_training(self, evaluator) -> str:
-        return "completed"
+from searches import SearchOnly  # noqa: E402
 
 
 def synthetic_folder(root: Path, images: int) -> Path:

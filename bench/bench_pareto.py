@@ -34,29 +34,13 @@ import torch  # noqa: E402
 
 from automodel.config import Config  # noqa: E402
 from automodel.pareto import hypervolume_2d, nondominated_sort  # noqa: E402
-from automodel.search import Search  # noqa: E402
 from automodel.store import Store  # noqa: E402
+from searches import SearchOnly, within_epochs  # noqa: E402
 from harder_sets import ensure_set  # noqa: E402
-
-
-class SearchOnly(Search):
-    def _final_training(self, evaluator) -> str:
-        return "completed"
 
 
 def _scaled_log(value: float, low: float, high: float) -> float:
     return min(1.0, max(0.0, (math.log10(max(value, 1e-12)) - low) / (high - low)))
-
-
-def within_epochs(rows: list[dict], epochs: int) -> list[dict]:
-    """The first ``rows`` (in sampling order) whose trained epochs together stay within ``epochs``."""
-    kept, spent = [], 0
-    for row in sorted(rows, key=lambda r: r["index"]):
-        spent += row.get("trained_epochs", 0)
-        if spent > epochs:
-            break
-        kept.append(row)
-    return kept
 
 
 def hypervolumes(rows: list[dict]) -> dict[str, float]:

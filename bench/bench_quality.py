@@ -51,16 +51,10 @@ from automodel.search import Search  # noqa: E402
 from automodel.store import Store  # noqa: E402
 from automodel.trainer import DeviceData, TrainSettings, resolve_augment, train_candidate  # noqa: E402
 from harder_sets import ensure_set  # noqa: E402
+from searches import SearchOnly, within_epochs  # noqa: E402
 
 HAND_DESIGNED = Genome(conv=tuple(ConvBlock(f, 3, "relu", "max", True) for f in (32, 64, 128)), dense=(),
                        head="gap", dropout=0.0, optimizer="adamw", learning_rate=2e-3, weight_decay=5e-4)
-
-
-class RandomSearch(Search):
-    """One generation of sampled genomes; the best validation accuracy is all it is asked for."""
-
-    def _final_training(self, evaluator) -> str:
-        return "completed"
 
 
 def dataset_path(name: str) -> str:
@@ -93,34 +87,23 @@ def hand_designed(config: Config) -> tuple[float, float]:
     return time.perf_counter() - started, result.fitness
 
 
-def best_within(rows: list[dict], epochs: int) -> float:
-    """The best fitness among the first ``rows`` whose trained epochs together stay within ``epochs``."""
-    best, spent = 0.0, 0
-    for row in rows:
-        spent += row.get("trained_epochs", 0)
-        if spent > epochs:
-            break
-        best = max(best, row["fitness"] or 0.0)
-    return best
-
-
 def measure(name: str, seed: int, base: dict) -> dict:
     config = Config.from_dict({**base, "dataset": dataset_path(name), "seed": seed})
     with tempfile.TemporaryDirectory() as tmp:
         ga_seconds, ga = run_search(config, Path(tmp) / "ga")
         random_config = Config.from_dict({**config.to_dict(), "population": config.population * config.generations,
                                           "generations": 1, "elitism": 0})
-        _, rnd = run_search(random_config, Path(tmp) / "random", RandomSearch)
+        _, rnd = run_search(random_config, Path(tmp) / "random", SearchOnly)
         hand_seconds, hand_test = hand_designed(config)
         run, classes = ga.get_run("bench"), len(ga.get_run("bench")["classes"])
         gen0 = ga.individuals("bench", 0)
         rows = ga.individuals("bench")
-        random_rows = sorted(rnd.individuals("bench"), key=lambda r: r["index"])
+        random_rows = rnd.individuals("bench")
         ga_epochs = sum(r.get("trained_epochs", 0) for r in rows)
         return {
             "set": name, "seed": seed, "classes": classes,
             "gen0_trains": sum(r["fitness"] > 2 / classes for r in gen0) / len(gen0),
-            "ga_best_val": run["best_fitness"], "random_best_val": best_within(random_rows, ga_epochs),
+            "ga_best_val": run["best_fitness"], "random_best_val": max((r["fitness"] or 0.0 for r in within_epochs(random_rows, ga_epochs)), default=0.0),
             "random_all": rnd.get_run("bench")["best_fitness"], "ga_trained_epochs": ga_epochs,
             "random_trained_epochs": sum(r.get("trained_epochs", 0) for r in random_rows),
             "search_test": run["test_accuracy"], "hand_test": hand_test,

@@ -31,14 +31,9 @@ sys.path.insert(0, str(ROOT / "bench"))
 import torch  # noqa: E402
 
 from automodel.config import Config, available_cpus, resolve_workers  # noqa: E402
-from automodel.search import Search  # noqa: E402
 from automodel.store import Store  # noqa: E402
+from searches import SearchOnly  # noqa: E402
 from harder_sets import ensure_set  # noqa: E402
-
-
-class SearchOnly(Search):
-    def _final_training(self, evaluator) -> str:
-        return "completed"
 
 
 def one_run(dataset: str, workers, seed: int) -> dict:
