@@ -89,29 +89,11 @@ def _stop_searches(db: Path) -> None:
 
 
 def test_start_watch_stop_resume_and_download(tmp_path):
-    try:
-        from playwright.sync_api import expect, sync_playwright
-    except ImportError:
-        _unavailable("Playwright for Python is not installed (pip install playwright)")
-    if not Path(CHROMIUM).exists():
-        _unavailable(f"{CHROMIUM} is missing (apt-get install chromium)")
-
+    expect, sync_playwright = _browser_or_skip()
     db = tmp_path / "db" / "automodel.json"
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = tmp_path / "streamlit.log"
-    env = {**os.environ, "AUTOMODEL_DB": str(db), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    env.pop("AUTOMODEL_REQUIRE_BROWSER", None)
     shots: list[Path] = []
-    with open(log, "wb") as log_file:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-             "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false",
-             "--server.fileWatcherType", "none"],
-            cwd=REPO, env=env, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True)
+    server, url, _ = _serve(db, tmp_path)
     try:
-        _wait_healthy(url, server, log)
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
             try:
@@ -236,31 +218,15 @@ def test_start_watch_stop_resume_and_download(tmp_path):
 def test_the_pareto_front_is_shown_and_a_member_is_finalized(tmp_path):
     """A finished run with two objectives: the page draws accuracy against parameters with the
     front, finalizes the chosen member in its own process, and then offers its downloads."""
-    try:
-        from playwright.sync_api import expect, sync_playwright
-    except ImportError:
-        _unavailable("Playwright for Python is not installed (pip install playwright)")
-    if not Path(CHROMIUM).exists():
-        _unavailable(f"{CHROMIUM} is missing (apt-get install chromium)")
+    expect, sync_playwright = _browser_or_skip()
     db = tmp_path / "db" / "automodel.json"
     done = subprocess.run([sys.executable, "-m", "automodel", "run", "--dataset", "digits", "--population", "4",
                            "--generations", "2", "--epochs", "1", "--final-epochs", "1", "--seed", "1",
                            "--objectives", "accuracy,params", "--run-id", "mo", "--db", str(db), "--quiet",
                            "--workers", "1"], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = tmp_path / "streamlit.log"
-    env = {**os.environ, "AUTOMODEL_DB": str(db), "OMP_NUM_THREADS": "1"}
-    with open(log, "wb") as log_file:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-             "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false",
-             "--server.fileWatcherType", "none"],
-            cwd=REPO, env=env, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True)
+    server, url, _ = _serve(db, tmp_path)
     try:
-        _wait_healthy(url, server, log)
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
             try:
@@ -295,6 +261,7 @@ def _serve(db: Path, tmp_path: Path, name: str = "streamlit") -> tuple[subproces
     url = f"http://127.0.0.1:{port}"
     log = tmp_path / f"{name}.log"
     env = {**os.environ, "AUTOMODEL_DB": str(db), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    env.pop("AUTOMODEL_REQUIRE_BROWSER", None)
     with open(log, "wb") as log_file:
         server = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
@@ -302,7 +269,11 @@ def _serve(db: Path, tmp_path: Path, name: str = "streamlit") -> tuple[subproces
              "--server.fileWatcherType", "none"],
             cwd=REPO, env=env, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True)
-    _wait_healthy(url, server, log)
+    try:
+        _wait_healthy(url, server, log)
+    except BaseException:
+        _stop_group(server)
+        raise
     return server, url, log
 
 
