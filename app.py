@@ -135,25 +135,7 @@ def run_panel(db_path: str, run_id: str, live: bool) -> None:
                                         or config.get("generations"), population=config.get("population"))
             st.altair_chart(chart, key=f"fitness_chart_{run_id}")
             st.caption(views.chart_caption(frame))
-    with st.container():
-        page_sections.population_block(frame, run_id)
-    with st.container():
-        page_sections.failures_block(frame)
-    with st.container():
-        page_sections.pareto_block(store, run, records, REPO)
-    with st.container():
-        page_sections.architecture_block(run, records)
-    with st.container():
-        page_sections.genes_block(records, generations)
-    with st.container():
-        page_sections.test_results_block(run)
-    with st.container():
-        page_sections.try_block(run)
-    left, right = st.columns([3, 2], gap="large")
-    with left:
-        page_sections.best_block(run)
-    with right:
-        page_sections.downloads_block(store, run)
+    page_sections.run_tabs(store, run, records, frame, generations, REPO)
 
 
 def _status_block(store: Store, run: dict, view: views.StatusView, others: list[dict]) -> None:
@@ -217,9 +199,15 @@ def _busy(run: dict) -> bool:
 
 
 def runs_block(store: Store, runs: list[dict]) -> None:
-    """All runs of the database in one table, and two or more of them compared on one chart."""
-    st.divider()
-    st.subheader(f"All runs ({len(runs)})")
+    """All runs of the database in one table, and two or more of them compared on one chart; drawn
+    only while its expander is open."""
+    with st.expander("All runs and comparison", key="all_runs", on_change="rerun") as section:
+        if section.open:
+            _runs_table_and_comparison(store, runs)
+
+
+def _runs_table_and_comparison(store: Store, runs: list[dict]) -> None:
+    st.caption(f"{len(runs)} runs in this database.")
     st.dataframe(views.runs_table(runs), hide_index=True, key="runs_table",
                  height=page_sections.table_height(len(runs), 10),
                  column_config={"Best validation": st.column_config.NumberColumn(format="%.4f"),
@@ -241,6 +229,17 @@ def runs_block(store: Store, runs: list[dict]) -> None:
             st.caption("Solid: the best validation accuracy of each generation; dashed: the generation's mean.")
 
 
+def _run_settings(store: Store, run: dict, db_path: str) -> None:
+    run_id = run["run_id"]
+    st.json(run.get("config") or {}, expanded=False)
+    st.caption(f"Resume from a terminal: `python -m automodel resume {run_id} --db {db_path}`")
+    if run.get("status") in ("failed", "interrupted"):
+        tail = jobs.log_tail(jobs.run_dir_for(store, run_id) / "search.log")
+        if tail:
+            st.caption("End of the search log")
+            st.code(tail, language=None)
+
+
 def main() -> None:
     st.set_page_config(page_title="AutoModel", page_icon="🧬", layout="wide")
     if not page_access.password_gate():
@@ -248,6 +247,7 @@ def main() -> None:
     _warm_imports()
     page_form.defaults_into_state()
     page_form.conditional_defaults()
+    page_form.keep_form_state()
     with st.sidebar:
         form_area = st.container()
         db_area = st.container()
@@ -255,7 +255,10 @@ def main() -> None:
         store = sidebar_database()
     with form_area:
         page_form.sidebar_form(store, DATA_DIR, REPO)
+    _main_area(store)
 
+
+def _main_area(store: Store | None) -> None:
     st.title("AutoModel")
     st.caption("Evolves a convolutional network for an image dataset with a genetic algorithm. "
                "Set up a search in the sidebar and press **Start**; the search runs on in its own process "
@@ -308,17 +311,11 @@ def main() -> None:
         with watch_slot:
             st.fragment(run_every=2)(_watch_for_changes)(db_path, _signature(runs))
 
-    with settings_slot.expander("Run settings"):
-        st.json(run.get("config") or {}, expanded=False)
-        st.caption(f"Resume from a terminal: `python -m automodel resume {run_id} --db {db_path}`")
-        if run.get("status") in ("failed", "interrupted"):
-            tail = jobs.log_tail(jobs.run_dir_for(store, run_id) / "search.log")
-            if tail:
-                st.caption("End of the search log")
-                st.code(tail, language=None)
+    with settings_slot.expander("Run settings", key="run_settings", on_change="rerun") as section:
+        if section.open:   # drawn only when opened: the JSON viewer is slow to start in a browser
+            _run_settings(store, run, db_path)
     with compare_slot:
         runs_block(store, runs)
-
 
 
 main()

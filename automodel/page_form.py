@@ -81,10 +81,34 @@ def _apply_preset(name: str) -> None:
     st.session_state["preset_note"] = name
 
 
+FORM_OPEN_KEY = "new_search_open"    # session state: whether the form's expander is open
+
+
+def keep_form_state() -> None:
+    """Keep the form's values while it is not drawn (Streamlit forgets the state of a widget that
+    was left out of a run, unless the value is written back at the start of the run)."""
+    for key in list(st.session_state):
+        if isinstance(key, str) and key.startswith(("cfg_", "space_")) or key in _KEPT_KEYS:
+            st.session_state[key] = st.session_state[key]
+
+
+_KEPT_KEYS = ("dataset_choice", "folder_path", "limit_mb", "limit_files")
+
+
 def sidebar_form(store: Store | None, data_dir: Path, cwd: Path) -> None:
-    """The settings form, presets and the Start button. ``data_dir``: where built-in datasets are
-    read (and the default dataset root); ``cwd``: the folder a search is started in."""
-    st.header("New search")
+    """The settings form, presets and the Start button, in an expander that is drawn only while open
+    (a browser takes a second or more to draw the whole form). It starts open when the database has
+    no runs yet. ``data_dir``: where built-in datasets are read (and the default dataset root);
+    ``cwd``: the folder a search is started in."""
+    if "_form_open_at_start" not in st.session_state:
+        st.session_state["_form_open_at_start"] = store is None or not store.list_runs()
+    with st.expander("New search", expanded=st.session_state["_form_open_at_start"], key=FORM_OPEN_KEY,
+                     on_change="rerun") as section:
+        if section.open:
+            _form(store, data_dir, cwd)
+
+
+def _form(store: Store | None, data_dir: Path, cwd: Path) -> None:
     st.caption("Presets")
     left, right = st.columns(2)
     left.button("Quick demo", key="preset_quick", on_click=_apply_preset, args=("Quick demo",), width="stretch",

@@ -1,6 +1,6 @@
-"""The sections of a run's panel below the fitness chart: population, failures, Pareto front,
-architecture, genes, test results, try the model, best architecture and downloads. Each is one
-function that lays out what ``automodel.views`` shapes."""
+"""The sections of a run's panel below the fitness chart, one tab each: population (with failures),
+best model (with downloads), architecture, genes, Pareto front, test results and try the model.
+Each is one function that lays out what ``automodel.views`` shapes."""
 
 from __future__ import annotations
 
@@ -25,6 +25,47 @@ def _layer_rows(genome_json: str, input_shape: tuple[int, ...], num_classes: int
     from .genome import Genome
     from .model import layer_table
     return layer_table(Genome.from_dict(json.loads(genome_json)), list(input_shape), max(num_classes, 2))
+
+
+RUN_TABS = ("Population", "Best model", "Architecture", "Which genes matter", "Pareto front", "Test results",
+            "Try the model")
+RUN_TAB_KEY = "run_tab"           # session state: the label of the open tab
+
+
+def run_tab_labels(run: dict) -> list[str]:
+    """The tabs a run has: the Pareto front only when it trades accuracy against a cost."""
+    objectives = (run.get("config") or {}).get("objectives") or ["accuracy"]
+    return [label for label in RUN_TABS if label != "Pareto front" or len(objectives) > 1]
+
+
+def run_tabs(store: Store, run: dict, records: list[dict], frame, generations: list[dict], cwd: Path) -> None:
+    """The run's sections as tabs. Only the open tab is computed and sent to the browser, so a
+    redraw costs one section, whatever the run's size."""
+    labels = run_tab_labels(run)
+    if st.session_state.get(RUN_TAB_KEY) not in labels:
+        st.session_state.pop(RUN_TAB_KEY, None)
+    tabs = st.tabs(labels, key=RUN_TAB_KEY, on_change="rerun")
+    sections = {
+        "Population": lambda: (st.fragment(population_block)(frame, run["run_id"]), failures_block(frame)),
+        "Best model": lambda: _best_and_downloads(store, run),
+        "Architecture": lambda: architecture_block(run, records),
+        "Which genes matter": lambda: genes_block(records, generations),
+        "Pareto front": lambda: pareto_block(store, run, records, cwd),
+        "Test results": lambda: test_results_block(run),
+        "Try the model": lambda: try_block(run),
+    }
+    for label, tab in zip(labels, tabs):
+        if tab.open:
+            with tab:
+                sections[label]()
+
+
+def _best_and_downloads(store: Store, run: dict) -> None:
+    left, right = st.columns([3, 2], gap="large")
+    with left:
+        best_block(run)
+    with right:
+        downloads_block(store, run)
 
 
 def population_block(frame, run_id: str) -> None:
@@ -67,15 +108,19 @@ def population_block(frame, run_id: str) -> None:
 
 
 def failures_block(frame) -> None:
+    """The failed candidates and why, drawn only while their expander is open."""
     failures = views.failures_table(frame)
     if failures.empty:
         if not frame.empty:
             st.caption("No failed candidates so far (out of memory, NaN loss, time limit, too large).")
         return
-    st.subheader(f"Failures ({len(failures)})")
-    st.dataframe(failures, hide_index=True, key="failures", height=table_height(len(failures), limit=10),
-                 column_config={"Parameters": st.column_config.NumberColumn(format="localized"),
-                                "Architecture": st.column_config.TextColumn(width="large")})
+    # A fixed label: the expander's identity includes it, and a count in it would close it as it grows.
+    with st.expander("Failed candidates", key="failures_open", on_change="rerun") as section:
+        if section.open:
+            st.caption(f"{len(failures)} candidates failed; the reason of each:")
+            st.dataframe(failures, hide_index=True, key="failures", height=table_height(len(failures), limit=10),
+                         column_config={"Parameters": st.column_config.NumberColumn(format="localized"),
+                                        "Architecture": st.column_config.TextColumn(width="large")})
 
 
 def pareto_block(store: Store, run: dict, records: list[dict], cwd: Path) -> None:

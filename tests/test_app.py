@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from automodel import jobs, views
+from automodel import jobs, page_form, page_sections, views
 from automodel.config import Config, ConfigError
 from automodel.store import Store
 
@@ -29,6 +29,18 @@ APP = str(REPO / "app.py")
 
 def page() -> AppTest:
     return AppTest.from_file(APP, default_timeout=30).run()
+
+
+def open_form(at: AppTest) -> AppTest:
+    """Open the sidebar's New search expander (it starts closed when the database has runs)."""
+    at.session_state[page_form.FORM_OPEN_KEY] = True
+    return at.run()
+
+
+def show_tab(at: AppTest, label: str) -> AppTest:
+    """Open one of the run's tabs (only the open one is drawn)."""
+    at.session_state[page_sections.RUN_TAB_KEY] = label
+    return at.run()
 
 
 def texts(elements) -> list[str]:
@@ -262,7 +274,7 @@ def test_a_learning_rate_range_upside_down_is_one_sentence(db):
 def test_start_is_refused_while_a_run_is_active(db, launched):
     store = Store(db)
     store.claim_run_slot("busy-run", quick_config(), jobs.is_alive, total_generations=2)  # just claimed: active
-    at = page()
+    at = open_form(page())
     at.sidebar.button(key="start").click().run()
     assert texts(at.sidebar.error) == ["Run 'busy-run' is still running; stop it or wait for it to finish before "
                                        "starting another."]
@@ -342,24 +354,33 @@ def test_past_runs_can_be_picked_viewed_and_compared(db):
     assert not at.button(key="resume").disabled and at.button(key="stop").disabled
     picker.set_value("run-old").run()
     assert "completed" in at.markdown[0].value and "test 0.8900" in at.markdown[0].value
-    population, failures, layers, all_runs = at.dataframe
+    # Only the open tab (Population, the first) is drawn beside the fitness chart.
+    (population,) = at.dataframe
     assert len(population.value) == 3 and population.value["Fitness"].iloc[0] == pytest.approx(0.9)
-    assert all_runs.value["Run"].tolist() == ["run-new", "run-old"]
-    assert all_runs.value["Status"].tolist() == ["stopped", "completed"]
-    assert failures.value["Reason"].tolist() == ["CUDA out of memory"]
-    assert layers.value["Layer"].iloc[-1] == "Total"
+    assert len(at.get("vega_lite_chart")) == 1
     assert at.button(key="resume").disabled  # completed runs do not resume
-    # fitness per generation, genes against fitness, diversity per generation
-    assert len(at.get("vega_lite_chart")) == 3
     at.selectbox(key="pop_gen_run-old").set_value(0).run()
     assert at.dataframe[0].value["Status"].tolist()[-1] == "✗ out of memory"
+    at.session_state["failures_open"] = True
+    population, failures = at.run().dataframe
+    assert failures.value["Reason"].tolist() == ["CUDA out of memory"]
+
+    (layers,) = show_tab(at, "Best model").dataframe
+    assert layers.value["Layer"].iloc[-1] == "Total"
+    assert [b.label for b in at.get("download_button")] == ["Best model (.pt, final model)", "ONNX export",
+                                                            "Candidates (.csv)"]
+    # fitness per generation, genes against fitness, diversity per generation
+    assert len(show_tab(at, "Which genes matter").get("vega_lite_chart")) == 3
+
+    at.session_state["all_runs"] = True
+    all_runs = at.run().dataframe[-1]
+    assert all_runs.value["Run"].tolist() == ["run-new", "run-old"]
+    assert all_runs.value["Status"].tolist() == ["stopped", "completed"]
     at.multiselect(key="compare").set_value(["run-new", "run-old"]).run()
     charts = at.get("vega_lite_chart")
     assert len(charts) == 4
     compared = charts[-1].proto.SerializeToString()  # the data travels as Arrow beside the spec
     assert b"run-new" in compared and b"run-old" in compared and b'"Run"' in charts[-1].proto.spec.encode()
-    assert [b.label for b in at.get("download_button")] == ["Best model (.pt, final model)", "ONNX export",
-                                                            "Candidates (.csv)"]
 
 
 def test_a_corrupt_database_is_reported_and_left_untouched(db, tmp_path):
@@ -449,9 +470,9 @@ def test_a_tiny_real_search_runs_to_the_end(db, monkeypatch):
     assert final["status"] == "completed", final.get("reason")
     at.run()
     assert "completed" in at.markdown[0].value
-    assert not at.download_button(key="download_pt").disabled
-    assert Path(final["best_model_path"]).is_file()
     assert len(at.dataframe[0].value) == 2
+    assert not show_tab(at, "Best model").download_button(key="download_pt").disabled
+    assert Path(final["best_model_path"]).is_file()
 
 
 @pytest.fixture(scope="module")
@@ -471,22 +492,25 @@ def test_a_finished_run_shows_its_network_test_results_and_genes(finished_db, mo
     monkeypatch.setenv("AUTOMODEL_DB", str(finished_db))
     at = page()
     assert not at.exception
+    assert [t.label for t in at.tabs] == list(page_sections.RUN_TABS[:4]) + ["Test results", "Try the model"]
     headings = [h.value for h in at.subheader]
-    for heading in ("Fitness per generation", "Architecture", "Which genes matter", "Test results", "Try the model"):
-        assert heading in headings
-    diagram = at.get("graphviz_chart")
+    for label in ("Architecture", "Which genes matter", "Test results", "Try the model"):
+        assert label not in headings                    # a closed tab is not drawn
+        headings = [h.value for h in show_tab(at, label).subheader]
+        assert "Fitness per generation" in headings and label in headings
+    diagram = show_tab(at, "Architecture").get("graphviz_chart")
     assert diagram and "digraph architecture" in diagram[0].proto.spec
     run = Store(finished_db).get_run("done")
     report = run["test_report"]
     assert sum(sum(row) for row in report["confusion"]) == run["test_size"]
     assert report["accuracy"] == pytest.approx(run["test_accuracy"])
-    assert any("misclassified" in c.value for c in at.caption)
+    assert any("misclassified" in c.value for c in show_tab(at, "Test results").caption)
 
 
 @pytest.mark.slow
 def test_try_the_model_predicts_an_uploaded_image_and_refuses_other_files(finished_db, monkeypatch):
     monkeypatch.setenv("AUTOMODEL_DB", str(finished_db))
-    at = page()
+    at = show_tab(page(), "Try the model")
     image = io.BytesIO()
     from PIL import Image
     Image.new("L", (8, 8), 30).save(image, format="PNG")
@@ -506,3 +530,14 @@ def test_a_large_generation_is_paged_in_the_table(db):
     assert any("Rows 1–200 (page 1 of 3)" in c.value for c in at.caption)
     at.number_input(key="pop_page_big").set_value(3).run()
     assert len(at.dataframe[0].value) == 50
+
+
+def test_the_form_starts_closed_when_there_are_runs_and_keeps_its_values_while_closed(db):
+    add_finished_run(Store(db), "run-old", created_at=1_700_000_000.0, best=0.9)
+    at = page()
+    assert not at.sidebar.number_input                   # closed: the form is not drawn at all
+    open_form(at).sidebar.number_input(key="cfg_population").set_value(7).run()
+    at.session_state[page_form.FORM_OPEN_KEY] = False
+    at.run().run()
+    assert not at.sidebar.number_input
+    assert open_form(at).sidebar.number_input(key="cfg_population").value == 7

@@ -146,22 +146,37 @@ def test_start_watch_stop_resume_and_download(tmp_path):
                 # Resume: it continues to the end, final training included.
                 resume.click()
                 expect(status).to_contain_text("search and final training done", timeout=COMPLETE_S * 1000)
-                expect(page.get_by_text("Test accuracy").first).to_be_visible()
-                expect(page.locator(".st-key-layer_table [role=gridcell]").filter(has_text="Total").first).to_be_attached()
-                # The network as a diagram, the confusion matrix, and a prediction for an uploaded image.
-                expect(page.get_by_test_id("stGraphVizChart").locator("svg").first).to_be_visible(timeout=20_000)
-                expect(main.get_by_text("Test results", exact=True)).to_be_visible()
-                expect(page.locator('[aria-label*="Predicted"]').first).to_be_attached(timeout=20_000)
-                from PIL import Image
-                Image.new("L", (8, 8), 40).save(tmp_path / "my-digit.png")
-                page.locator('[data-testid="stFileUploaderDropzoneInput"]').last.set_input_files(
-                    str(tmp_path / "my-digit.png"))
-                expect(main.get_by_text(re.compile(r"my-digit\.png.*Prediction"))).to_be_visible(timeout=30_000)
                 shot("completed")
 
+                # The run's tabs: each is drawn when opened.
+                def open_tab(label: str) -> None:
+                    main.get_by_role("tab", name=label, exact=True).click()
+
+                open_tab("Best model")
+                expect(page.get_by_text("Test accuracy").first).to_be_visible(timeout=20_000)
+                expect(page.locator(".st-key-layer_table [role=gridcell]").filter(has_text="Total").first).to_be_attached()
+                shot("best-model")
+                # The network as a diagram, the confusion matrix, and a prediction for an uploaded image.
+                open_tab("Architecture")
+                expect(page.get_by_test_id("stGraphVizChart").locator("svg").first).to_be_visible(timeout=20_000)
+                shot("architecture")
+                open_tab("Test results")
+                expect(main.get_by_text("Test results", exact=True).last).to_be_visible(timeout=20_000)
+                expect(page.locator('[aria-label*="Predicted"]').first).to_be_attached(timeout=20_000)
+                shot("test-results")
+                open_tab("Try the model")
+                from PIL import Image
+                Image.new("L", (8, 8), 40).save(tmp_path / "my-digit.png")
+                uploader = page.locator('[data-testid="stFileUploaderDropzoneInput"]').last
+                expect(uploader).to_be_attached(timeout=20_000)
+                uploader.set_input_files(str(tmp_path / "my-digit.png"))
+                expect(main.get_by_text(re.compile(r"my-digit\.png.*Prediction"))).to_be_visible(timeout=30_000)
+                shot("try-the-model")
+
                 # Download the best model and load it.
+                open_tab("Best model")
                 button = main.get_by_role("button", name=re.compile(r"Best model \(\.pt"))
-                expect(button).to_be_enabled()
+                expect(button).to_be_enabled(timeout=20_000)
                 with page.expect_download(timeout=30_000) as download_info:
                     button.click()
                 model_file = tmp_path / "downloaded-best.pt"
@@ -233,7 +248,10 @@ def test_the_pareto_front_is_shown_and_a_member_is_finalized(tmp_path):
                 page = browser.new_page(viewport={"width": 1440, "height": 1400})
                 page.goto(url)
                 main = page.get_by_test_id("stMain")
-                expect(main.get_by_text("Pareto front", exact=True)).to_be_visible(timeout=SERVER_START_S * 1000)
+                tab = main.get_by_role("tab", name="Pareto front", exact=True)
+                expect(tab).to_be_visible(timeout=SERVER_START_S * 1000)
+                tab.click()
+                expect(main.get_by_text("Pareto front", exact=True).last).to_be_visible(timeout=20_000)
                 chart = page.locator(".stVegaLiteChart, [data-testid='stVegaLiteChart']").nth(1)
                 expect(chart).to_be_attached(timeout=20_000)
                 expect(main.get_by_text("are on the front")).to_be_visible()
