@@ -798,7 +798,9 @@ def gene_chart(frame: pd.DataFrame, gene: str, height: int = 260) -> alt.LayerCh
     medians = data.groupby("Value")["Fitness"].agg(["median", "count"]).reset_index()
     medians.columns = ["Value", "Median", "Candidates"]
     x = alt.X("Value:N", title=label, sort="ascending")
-    points = alt.Chart(thin_points(data, by="Value", value="Fitness")).mark_circle(
+    # Only the columns drawn travel to the browser (the frame holds every gene).
+    shown = thin_points(data, by="Value", value="Fitness")[["Value", "Fitness", "Architecture", "Generation"]]
+    points = alt.Chart(shown).mark_circle(
         size=40, opacity=0.5, color="#4e79a7").encode(
         x=x, y=alt.Y("Fitness:Q", title="Validation accuracy", scale=alt.Scale(zero=False)),
         xOffset=alt.XOffset("jitter:Q"), tooltip=["Architecture", alt.Tooltip("Fitness:Q", format=".4f"), "Generation"]

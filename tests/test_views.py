@@ -392,6 +392,7 @@ def test_genes_against_fitness_compare_equal_epochs_only():
     spec = views.gene_chart(frame, "head").to_dict()
     values = spec["datasets"][next(iter(spec["datasets"]))]
     assert {v["Value"] for v in values} == {"flatten"}            # the 1-epoch candidate is not compared
+    assert set(values[0]) == {"Value", "Fitness", "Architecture", "Generation"}   # not every gene's column
     assert views.diversity_chart([{"generation": 0, "diversity": 0.6}]).to_dict()["mark"]["type"] == "line"
 
 
