@@ -201,9 +201,7 @@ def _busy(run: dict) -> bool:
 def runs_block(store: Store, runs: list[dict]) -> None:
     """All runs of the database in one table, and two or more of them compared on one chart; drawn
     only while its expander is open."""
-    with st.expander("All runs and comparison", key="all_runs", on_change="rerun") as section:
-        if section.open:
-            _runs_table_and_comparison(store, runs)
+    page_sections.lazy_expander("All runs and comparison", "all_runs", lambda: _runs_table_and_comparison(store, runs))
 
 
 def _runs_table_and_comparison(store: Store, runs: list[dict]) -> None:
@@ -311,9 +309,8 @@ def _main_area(store: Store | None) -> None:
         with watch_slot:
             st.fragment(run_every=2)(_watch_for_changes)(db_path, _signature(runs))
 
-    with settings_slot.expander("Run settings", key="run_settings", on_change="rerun") as section:
-        if section.open:   # drawn only when opened: the JSON viewer is slow to start in a browser
-            _run_settings(store, run, db_path)
+    with settings_slot:   # the JSON viewer is slow to start in a browser: drawn only when opened
+        page_sections.lazy_expander("Run settings", "run_settings", lambda: _run_settings(store, run, db_path))
     with compare_slot:
         runs_block(store, runs)
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import streamlit as st
 
-from . import jobs, page_access, views
+from . import jobs, page_access, page_sections, views
 from .config import (ACTIVATIONS, AUGMENTATIONS, BACKENDS, BLOCK_KINDS, CROSSOVER_METHODS, DEVICES, DOWNSAMPLING,
                      HEADS, OPTIMIZERS, SELECTION_METHODS, Config, ConfigError)
 from .store import Store, StoreError, default_db_path
@@ -102,10 +102,8 @@ def sidebar_form(store: Store | None, data_dir: Path, cwd: Path) -> None:
     ``cwd``: the folder a search is started in."""
     if "_form_open_at_start" not in st.session_state:
         st.session_state["_form_open_at_start"] = store is None or not store.list_runs()
-    with st.expander("New search", expanded=st.session_state["_form_open_at_start"], key=FORM_OPEN_KEY,
-                     on_change="rerun") as section:
-        if section.open:
-            _form(store, data_dir, cwd)
+    page_sections.lazy_expander("New search", FORM_OPEN_KEY, lambda: _form(store, data_dir, cwd),
+                                expanded=st.session_state["_form_open_at_start"])
 
 
 def _form(store: Store | None, data_dir: Path, cwd: Path) -> None:

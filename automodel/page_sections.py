@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import streamlit as st
@@ -30,6 +31,14 @@ def _layer_rows(genome_json: str, input_shape: tuple[int, ...], num_classes: int
 RUN_TABS = ("Population", "Best model", "Architecture", "Which genes matter", "Pareto front", "Test results",
             "Try the model")
 RUN_TAB_KEY = "run_tab"           # session state: the label of the open tab
+
+
+def lazy_expander(label: str, key: str, draw: Callable[[], None], expanded: bool = False) -> None:
+    """An expander whose body is computed and sent to the browser only while it is open (a closed
+    one costs nothing to redraw). ``label`` is part of its identity: keep it fixed, or it closes."""
+    with st.expander(label, expanded=expanded, key=key, on_change="rerun") as section:
+        if section.open:
+            draw()
 
 
 def run_tab_labels(run: dict) -> list[str]:
@@ -114,13 +123,12 @@ def failures_block(frame) -> None:
         if not frame.empty:
             st.caption("No failed candidates so far (out of memory, NaN loss, time limit, too large).")
         return
-    # A fixed label: the expander's identity includes it, and a count in it would close it as it grows.
-    with st.expander("Failed candidates", key="failures_open", on_change="rerun") as section:
-        if section.open:
-            st.caption(f"{len(failures)} candidates failed; the reason of each:")
-            st.dataframe(failures, hide_index=True, key="failures", height=table_height(len(failures), limit=10),
-                         column_config={"Parameters": st.column_config.NumberColumn(format="localized"),
-                                        "Architecture": st.column_config.TextColumn(width="large")})
+    def draw() -> None:
+        st.caption(f"{len(failures)} candidates failed; the reason of each:")
+        st.dataframe(failures, hide_index=True, key="failures", height=table_height(len(failures), limit=10),
+                     column_config={"Parameters": st.column_config.NumberColumn(format="localized"),
+                                    "Architecture": st.column_config.TextColumn(width="large")})
+    lazy_expander("Failed candidates", "failures_open", draw)   # no count in the label: it would close as it grows
 
 
 def pareto_block(store: Store, run: dict, records: list[dict], cwd: Path) -> None:

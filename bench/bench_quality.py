@@ -103,7 +103,8 @@ def measure(name: str, seed: int, base: dict) -> dict:
         return {
             "set": name, "seed": seed, "classes": classes,
             "gen0_trains": sum(r["fitness"] > 2 / classes for r in gen0) / len(gen0),
-            "ga_best_val": run["best_fitness"], "random_best_val": max((r["fitness"] or 0.0 for r in within_epochs(random_rows, ga_epochs)), default=0.0),
+            "ga_best_val": run["best_fitness"],
+            "random_best_val": max((r["fitness"] or 0.0 for r in within_epochs(random_rows, ga_epochs)), default=0.0),
             "random_all": rnd.get_run("bench")["best_fitness"], "ga_trained_epochs": ga_epochs,
             "random_trained_epochs": sum(r.get("trained_epochs", 0) for r in random_rows),
             "search_test": run["test_accuracy"], "hand_test": hand_test,
