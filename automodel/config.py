@@ -344,7 +344,7 @@ def resolve_workers(workers: int | str, device: str, population: int, cpus: int 
     ``auto``: on the CPU one worker per CPU with one thread each (for the small networks of a search,
     two trainings side by side use two cores far better than one training with two threads), at most
     one per candidate of a generation; on a GPU ``GPU_WORKERS``. A number: that many workers, sharing
-    the CPUs. One worker trains in the search process itself.
+    the CPUs. One worker (a process of its own) trains with the search process's threads.
     """
     cpus = cpus or available_cpus()
     if workers == "auto":

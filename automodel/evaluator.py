@@ -1,7 +1,8 @@
 """Run many trainings: the search hands over a batch of tasks and gets results back.
 
 Back ends share one interface, :class:`Evaluator`; the search never knows which one it has.
-:class:`LocalEvaluator` trains in this process, one candidate after another.
+:class:`LocalEvaluator` trains in this process, one candidate after another (tests, benchmarks);
+searches use :class:`~automodel.worker_pool.WorkerPoolEvaluator`, which trains in worker processes.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ class Task:
     prune_below: float | None = None  # first-epoch accuracy under which training stops (pruning)
     pause_after: int | None = None    # a successive-halving rung: stop after this many epochs
     resume: Checkpoint | None = field(default=None, compare=False, repr=False)  # go on from a paused rung
+    threads: int | None = None        # overrides the settings' torch threads (the final training: all CPUs)
 
     @property
     def worker_label(self) -> str:
@@ -38,6 +40,8 @@ def run_task(task: Task, data: DeviceData, settings: TrainSettings, on_progress:
     """Train one task: what every back end runs for a candidate, wherever it runs."""
     if task.epochs is not None:
         settings = replace(settings, epochs=task.epochs)
+    if task.threads is not None:
+        settings = replace(settings, threads=task.threads)
     return train_candidate(task.genome, data, settings, task.seed, final=task.final, keep_weights=True,
                            prune_below=task.prune_below, pause_after=task.pause_after, resume=task.resume,
                            on_progress=on_progress, should_stop=should_stop)
@@ -60,7 +64,10 @@ class Evaluator(Protocol):
 
 
 class LocalEvaluator:
-    """Trains in this process, in task order."""
+    """Trains in this process, in task order. Nothing guards this process from a candidate that
+    crashes or hangs in native code, so searches train in worker processes
+    (:class:`~automodel.worker_pool.WorkerPoolEvaluator`, one worker or more); this one is for
+    tests and benchmarks that compare trainings in one process."""
 
     def __init__(self, data: DeviceData, settings: TrainSettings):
         self.data = data

@@ -20,13 +20,14 @@ from pathlib import Path
 from .config import Config
 from .data import load_dataset
 from .errors import FinalizeError  # noqa: F401  (defined with the other errors, re-exported)
-from .evaluator import LocalEvaluator, Task
+from .evaluator import Task
 from .export import save_checkpoint
 from .genome import Genome
 from .jobs import pid_is_search, run_dir_for
 from .search import FINAL_GENERATION, Search, derive_seed
 from .store import Store
 from .trainer import DeviceData, TrainResult, resolve_device
+from .worker_pool import WorkerPoolEvaluator
 
 WAIT_POLL_S = 0.5
 
@@ -95,7 +96,8 @@ def _train_and_keep(store: Store, run_id: str, run: dict, record: dict, data_dir
     search = Search(config, store, run_id)   # for its settings only: nothing of the run is changed
     search.data = data
     settings = search._train_settings(data)
-    evaluator = LocalEvaluator(DeviceData(data, resolve_device(settings.device)), settings)
+    # In a worker process, as in a search: a crash in native code fails the training, not this process.
+    evaluator = WorkerPoolEvaluator(DeviceData(data, resolve_device(settings.device)), settings, 1)
     genome = Genome.from_dict(record["genome"])
     task = Task(FINAL_GENERATION, 0, genome, derive_seed(config.seed, "final"), final=True,
                 epochs=config.final_epochs)
@@ -107,7 +109,10 @@ def _train_and_keep(store: Store, run_id: str, run: dict, record: dict, data_dir
         if on_progress is not None:
             on_progress(info)
 
-    evaluator.evaluate([task], lambda _t, r: results.append(r), progress, stop)
+    try:
+        evaluator.evaluate([task], lambda _t, r: results.append(r), progress, stop)
+    finally:
+        evaluator.close()
     if stop() or not results:
         return {"status": "stopped", "key": key}
     result = results[0]

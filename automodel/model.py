@@ -77,8 +77,28 @@ def _largest_odd_at_most(n: int) -> int:
     return max(1, n if n % 2 == 1 else n - 1)
 
 
+FEW_CHANNELS = 8   # strided 1×1 convolutions on fewer input channels are built as SubsampledPointwiseConv
+
+
+class SubsampledPointwiseConv(nn.Conv2d):
+    """A strided 1×1 convolution computed as what it is: every ``stride``-th pixel, then a 1×1
+    convolution. The result, the weights and their names are those of ``nn.Conv2d`` with that
+    stride; the difference is the kernel that runs. oneDNN's AVX2 kernel for the weight gradient of
+    a strided 1×1 convolution on channels-last input with 2–7 input channels writes outside its
+    buffers (PyTorch 2.14 on CPUs without AVX-512: the process dies of a segmentation fault or heap
+    corruption, or hangs), and a residual block's projection on RGB images is exactly that
+    convolution (docs/onednn-strided-1x1-bug.md). Used only below ``FEW_CHANNELS`` input channels:
+    on wider inputs the strided kernel is safe and up to 10% faster (bench/bench_projection.py)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x[:, :, ::self.stride[0], ::self.stride[1]]
+        return nn.functional.conv2d(x, self.weight, self.bias, 1, 0, 1, self.groups)
+
+
 def _conv(in_channels: int, out_channels: int, kernel: int, stride=(1, 1), groups: int = 1,
           bias: bool = True) -> nn.Conv2d:
+    if kernel == 1 and tuple(stride) != (1, 1) and in_channels < FEW_CHANNELS:
+        return SubsampledPointwiseConv(in_channels, out_channels, 1, stride=stride, groups=groups, bias=bias)
     return nn.Conv2d(in_channels, out_channels, kernel, stride=stride, padding=kernel // 2, groups=groups, bias=bias)
 
 

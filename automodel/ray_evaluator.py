@@ -38,6 +38,13 @@ Stop
     Stop requests are checked at least every ``POLL_S``; queued and running tasks are then
     cancelled (``ray.cancel(force=True)`` kills the worker) and ``evaluate`` returns.
 
+Crashes and hangs
+    A worker that dies (a crash in native code, the OOM killer) is retried by Ray ``retries``
+    times, then its candidate is recorded as failed. A task still running ``watchdog_margin_s``
+    past the time limit (counted from when its worker began it) is stuck inside a computation,
+    where the trainer's own between-batch check never comes: it is cancelled, its worker killed,
+    and it is recorded as ``timeout``.
+
 The local Ray instance
     Without ``ray_address``, a private Ray instance is started for the run by a small helper
     process in its own session (``python -m automodel.ray_head``), which the search then
@@ -69,6 +76,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import replace
@@ -83,12 +91,13 @@ from .data import ImageData
 from . import ray_head
 from .evaluator import ProgressCallback, ResultCallback, Task, run_task
 from .throttle import Throttle
-from .trainer import ERROR, OOM, DeviceData, TrainResult, TrainSettings
+from .trainer import ERROR, OOM, TIMEOUT, DeviceData, TrainResult, TrainSettings
 
 POLL_S = 0.25                 # longest wait between checks for progress and stop requests
 HEAD_START_TIMEOUT_S = 180.0  # a slow machine needs a while to start Ray's processes
 HEAD_STOP_TIMEOUT_S = 20.0
 CONNECT_TIMEOUT_S = 5.0    # for a cluster address given by host:port
+WATCHDOG_MARGIN_S = 60.0   # past a candidate's time limit before its task is cancelled as stuck
 SPLITS = ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y")
 
 
@@ -116,9 +125,17 @@ class _ProgressBoard:
     def __init__(self):
         self._latest: dict[str, dict] = {}
         self._loads: list[int] = []
+        self._started: list[str] = []
 
     def push(self, label: str, info: dict) -> None:
         self._latest[label] = info
+
+    def started(self, label: str) -> None:
+        self._started.append(label)
+
+    def drain_started(self) -> list[str]:
+        started, self._started = self._started, []
+        return started
 
     def loaded(self, pid: int) -> None:
         self._loads.append(pid)
@@ -155,8 +172,9 @@ def _worker_data(box: list, device: str, board) -> DeviceData:
 def train_task(box: list, task: Task, settings: TrainSettings, board) -> TrainResult:
     """What a Ray worker runs for one candidate: the run's dataset (read once per worker), then
     the same training as the local back end, its progress pushed to the board."""
-    data = _worker_data(box, settings.device, board)
     label = task.worker_label
+    board.started.remote(label)
+    data = _worker_data(box, settings.device, board)
     return run_task(task, data, settings, on_progress=lambda info: board.push.remote(label, info))
 
 
@@ -191,6 +209,8 @@ class RayEvaluator:
         self._head: _LocalHead | None = None
         self._connected = False
         self._running: dict[ray.ObjectRef, Task] = {}
+        self._started: dict[str, float] = {}   # worker label → when its task began to run
+        self.watchdog_margin_s = WATCHDOG_MARGIN_S
         self._task = _remote(task_function) if task_function is not None else _train_task
         try:
             self._connect(num_cpus)
@@ -284,7 +304,12 @@ class RayEvaluator:
                 finished = [(ref, self._running.pop(ref)) for ref in ready]
                 self._forward_progress(on_progress, forwards)
                 for ref, task in finished:
+                    self._started.pop(task.worker_label, None)   # the next rung starts its own clock
                     on_result(task, self._collect(ref))
+                for ref, task in self._hung():
+                    on_result(task, TrainResult(TIMEOUT, 0.0, seconds=self.settings.time_limit_s, reason=(
+                        f"no result {self.watchdog_margin_s:g} s past its time limit of "
+                        f"{self.settings.time_limit_s:g} s (stuck inside a computation); its Ray worker was killed")))
         finally:
             self._cancel_running()
 
@@ -326,9 +351,32 @@ class RayEvaluator:
             return TrainResult(ERROR, 0.0, reason=f"the Ray worker training it died ({type(exc).__name__}) in "
                                                   f"{attempts}: {_first_line(exc)}")
 
+    def _hung(self) -> list[tuple[ray.ObjectRef, Task]]:
+        """Tasks running past their time limit plus the margin (a hang inside a kernel never reaches the
+        trainer's own time check): cancelled, their workers killed, and handed back to be recorded."""
+        limit = self.settings.time_limit_s + self.watchdog_margin_s
+        now = time.monotonic()
+        hung = [(ref, task) for ref, task in self._running.items()
+                if now - self._started.get(task.worker_label, now) > limit]
+        for ref, task in hung:
+            del self._running[ref]
+            self._started.pop(task.worker_label, None)
+            try:
+                ray.cancel(ref, force=True)
+            except Exception:  # noqa: BLE001 — it may have finished meanwhile; its result is dropped
+                pass
+        return hung
+
     def _forward_progress(self, on_progress: ProgressCallback, forwards: Throttle) -> None:
         if not self._running:
             return
+        try:   # when each task began to run (queued ones wait for resources: their clock has not started)
+            running = {task.worker_label for task in self._running.values()}
+            for label in ray.get(self._board.drain_started.remote(), timeout=5):
+                if label in running:
+                    self._started.setdefault(label, time.monotonic())
+        except (ray.exceptions.RayError, TimeoutError):
+            pass
         try:
             latest = ray.get(self._board.drain.remote(), timeout=5)
         except (ray.exceptions.RayError, TimeoutError):
@@ -343,6 +391,7 @@ class RayEvaluator:
 
     def _cancel_running(self) -> None:
         refs, self._running = list(self._running), {}
+        self._started.clear()
         for ref in refs:
             try:
                 ray.cancel(ref, force=True)

@@ -22,9 +22,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import torch
+
 from .config import Config, resolve_batch_size, resolve_max_macs, resolve_workers
 from .data import ImageData, load_dataset
-from .evaluator import Evaluator, LocalEvaluator, Task
+from .evaluator import Evaluator, Task
 from .export import save_checkpoint
 from .genome import Genome, diversity, sample_genome
 from .jobs import Heartbeat, run_dir_for
@@ -172,12 +174,14 @@ class Search:
         return status
 
     def _local_evaluator(self, data: ImageData, settings: TrainSettings) -> Evaluator:
-        """One candidate at a time in this process, or several at once in worker processes."""
+        """Candidates trained in worker processes, one at a time or several at once."""
         workers, threads = resolve_workers(self.config.workers, settings.device, self.config.population)
         self.store.update_run(self.run_id, workers=workers, threads_per_worker=threads if workers > 1 else None)
+        if workers == 1:   # as many threads as this process has (OMP_NUM_THREADS, torch.set_num_threads)
+            threads = torch.get_num_threads()
         device_data = DeviceData(data, resolve_device(settings.device))
-        if workers == 1:
-            return LocalEvaluator(device_data, settings)
+        # Even one worker is a process of its own: a candidate that crashes or hangs in native code
+        # then takes only its worker down, never the search.
         from .worker_pool import WorkerPoolEvaluator
         return WorkerPoolEvaluator(device_data, replace(settings, threads=threads), workers)
 

@@ -21,9 +21,13 @@ Failures
     A worker process that dies (the kernel's OOM killer, a crash in native code) breaks the pool:
     it is replaced, and the candidates that were in flight are trained again one at a time; the
     one that kills its worker alone is recorded as failed with the reason, the others complete.
+    A candidate that hangs inside a kernel never reaches its between-batch time check: a watchdog
+    here kills the workers once a candidate has run ``watchdog_margin_s`` past its time limit, and
+    records it as ``timeout``; the candidates that were beside it are trained again.
     Workers die with the search process (Linux: ``PR_SET_PDEATHSIG``), so a SIGKILLed search
     leaves none behind.
-The final training runs in the search process itself, with all its threads (the whole machine).
+The final training runs in a worker too, with this process's torch threads (all CPUs by default):
+no training runs in the search process, so no candidate can take the search down with it.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from __future__ import annotations
 import multiprocessing
 import queue
 import signal
+import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -40,10 +45,12 @@ import torch
 
 from .evaluator import ProgressCallback, ResultCallback, Task, run_task
 from .model import count_macs
-from .trainer import ERROR, STOPPED, DeviceData, TrainResult, TrainSettings
+from .trainer import ERROR, STOPPED, TIMEOUT, DeviceData, TrainResult, TrainSettings
 
 POLL_S = 0.2            # longest wait between looks at progress and stop requests
 PROGRESS_EVERY_S = 0.5  # per candidate, what workers send (the page reads about once a second)
+WATCHDOG_MARGIN_S = 60.0   # past a candidate's time limit (worker start, data to the GPU, the last batch)
+STOP_GRACE_S = 30.0     # after a stop, how long workers get to return before they are killed
 
 # ---------------------------------------------------------------------------------- worker side
 
@@ -109,23 +116,30 @@ class WorkerPoolEvaluator:
                       "mean": list(data.mean), "std": list(data.std)}
         self._pool: ProcessPoolExecutor | None = None
         self._suspected: set[str] = set()   # candidates that were in flight when a worker died
+        self.watchdog_margin_s = WATCHDOG_MARGIN_S
 
     # -------------------------------------------------------------- the Evaluator interface
     def evaluate(self, tasks: list[Task], on_result: ResultCallback, on_progress: ProgressCallback,
                  should_stop: Callable[[], bool]) -> None:
-        finals = [t for t in tasks if t.final]
-        if finals:   # the whole machine, in this process
-            self._evaluate_here(finals, on_result, on_progress, should_stop)
-            tasks = [t for t in tasks if not t.final]
         if not tasks or should_stop():
             return
         self._stop.clear()
+        # The final training trains alone, with as many threads as this process has (all CPUs,
+        # unless OMP_NUM_THREADS says otherwise).
+        tasks = [replace(t, threads=torch.get_num_threads()) if t.final and t.threads is None else t for t in tasks]
         # Costliest first, so that a long candidate does not start last and leave the other workers idle.
         waiting = sorted(tasks, key=self._cost, reverse=True)
         suspects: list[Task] = []      # in flight when a worker died: tried again alone, one at a time
         alone: Task | None = None      # the suspect now running by itself
         running: dict[Future, Task] = {}
+        deadlines: dict[Future, float] = {}
         by_label = {t.worker_label: t for t in tasks}
+
+        def submit(task: Task) -> None:
+            future = self._ensure_pool().submit(self._task_function, task)
+            running[future] = task
+            deadlines[future] = time.monotonic() + self.settings.time_limit_s + self.watchdog_margin_s
+
         while waiting or suspects or running:
             if should_stop():
                 self._stop.set()
@@ -133,16 +147,16 @@ class WorkerPoolEvaluator:
                 return
             if not running and suspects:
                 alone = suspects.pop(0)
-                running[self._ensure_pool().submit(self._task_function, alone)] = alone
+                submit(alone)
             elif alone is None and not suspects:
                 while waiting and len(running) < self.workers:
-                    task = waiting.pop(0)
-                    running[self._ensure_pool().submit(self._task_function, task)] = task
+                    submit(waiting.pop(0))
             done, _ = wait(list(running), timeout=POLL_S, return_when=FIRST_COMPLETED)
             self._forward_progress(on_progress, by_label, set(running.values()))
             broken: list[Task] = []
             for future in done:
                 task = running.pop(future)
+                deadlines.pop(future, None)
                 if task is alone:
                     alone = None
                 try:
@@ -154,9 +168,27 @@ class WorkerPoolEvaluator:
                     result = TrainResult(ERROR, 0.0, reason=f"{type(exc).__name__} in a worker: {exc}"[:300])
                 if result.status != STOPPED:
                     on_result(task, result)
+            hung = [f for f in running if time.monotonic() > deadlines[f]] if not broken else []
+            if hung:
+                # Stuck inside a kernel (it never reached its own time check): end its worker. The
+                # pool goes with it, so the candidates beside it are trained again, not blamed.
+                self._kill_workers()
+                for future in hung:
+                    task = running.pop(future)
+                    on_result(task, TrainResult(TIMEOUT, 0.0, seconds=self.settings.time_limit_s, reason=(
+                        f"no result {self.watchdog_margin_s:g} s past its time limit of "
+                        f"{self.settings.time_limit_s:g} s (stuck inside a computation); its worker was killed")))
+                waiting[:0] = [t for t in running.values() if t is not alone]
+                if alone is not None and alone in running.values():
+                    suspects.insert(0, alone)
+                running.clear()
+                deadlines.clear()
+                alone = None
+                self._restart()
             if broken:
                 broken += list(running.values())   # the pool is gone: so are the candidates still on it
                 running.clear()
+                deadlines.clear()
                 self._restart()
                 if len(broken) == 1 and broken[0].worker_label in self._suspected:
                     on_result(broken[0], TrainResult(ERROR, 0.0, reason=(
@@ -170,7 +202,14 @@ class WorkerPoolEvaluator:
     def close(self) -> None:
         if self._pool is not None:
             self._stop.set()
-            self._pool.shutdown(wait=True, cancel_futures=True)
+            processes = list((self._pool._processes or {}).values())
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            deadline = time.monotonic() + STOP_GRACE_S
+            for process in processes:   # a worker stuck in a kernel never returns: it is killed
+                process.join(max(0.0, deadline - time.monotonic()))
+                if process.is_alive():
+                    process.kill()
+                    process.join(5.0)
             self._pool = None
 
     # -------------------------------------------------------------- helpers
@@ -193,6 +232,12 @@ class WorkerPoolEvaluator:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
 
+    def _kill_workers(self) -> None:
+        if self._pool is not None:
+            for process in list((self._pool._processes or {}).values()):
+                process.kill()
+                process.join(5.0)
+
     def _forward_progress(self, on_progress: ProgressCallback, by_label: dict, running: set) -> None:
         while True:
             try:
@@ -206,17 +251,5 @@ class WorkerPoolEvaluator:
     def _drain(self, running: dict, on_progress: ProgressCallback, by_label: dict) -> None:
         """After a stop: let the workers see the event and return (they stop within a batch)."""
         if running:
-            wait(list(running), timeout=30.0)
+            wait(list(running), timeout=STOP_GRACE_S)
         self._forward_progress(on_progress, by_label, set())
-
-    def _evaluate_here(self, tasks: list[Task], on_result: ResultCallback, on_progress: ProgressCallback,
-                       should_stop: Callable[[], bool]) -> None:
-        settings = replace(self.settings, threads=None)   # the process's own threads: all of them
-        for task in tasks:
-            if should_stop():
-                return
-            result = run_task(task, self.data, settings, on_progress=lambda info, task=task: on_progress(task, info),
-                              should_stop=should_stop)
-            if result.status == STOPPED:
-                return
-            on_result(task, result)

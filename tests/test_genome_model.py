@@ -20,7 +20,7 @@ from automodel.genome import (ConvBlock, DenseLayer, Genome, diversity, gene_slo
                               sample_genome, sample_learning_rate)
 from automodel.model import (BLOCKS, MAX_FEATURE_SIDE, Cost, GlobalAvgMaxPool, PlainBlock, build_model, count_macs,
                              count_parameters, describe_block, estimate_parameters, fit_to_budget, layer_table,
-                             measure_cost, plan_conv_blocks)
+                             measure_cost, plan_conv_blocks, SubsampledPointwiseConv)
 from automodel.operators import CROSSOVERS, mutate
 
 from spaces import make_space
@@ -907,3 +907,28 @@ def test_default_normalisation_per_channel():
     assert model3.mean.shape == (1, 3, 1, 1) and model3.input_shape == (3, 32, 32)
     assert model3.classes == ["x", "y", "z"]
     assert torch.isfinite(model3.std).all() and (model3.std > 0).all()
+
+
+@pytest.mark.parametrize("stride, hw", [((2, 2), (7, 9)), ((2, 1), (8, 8)), ((1, 2), (1, 2))])
+def test_a_subsampled_pointwise_conv_computes_what_a_strided_1x1_conv_does(stride, hw):
+    torch.manual_seed(0)
+    strided = nn.Conv2d(3, 5, 1, stride=stride)
+    ours = SubsampledPointwiseConv(3, 5, 1, stride=stride)
+    ours.load_state_dict(strided.state_dict())
+    x = torch.rand(4, 3, *hw).contiguous(memory_format=torch.channels_last)
+    expected, got = strided(x), ours(x)
+    assert got.shape == expected.shape and torch.allclose(got, expected, atol=1e-6)
+    expected.square().sum().backward()
+    got.square().sum().backward()
+    assert torch.allclose(ours.weight.grad, strided.weight.grad, atol=1e-5)
+
+
+def test_strided_projections_on_few_channels_avoid_the_strided_1x1_kernel_and_keep_their_weight_names():
+    block = ConvBlock(16, 3, "relu", "stride", True, "residual")
+    genome = Genome(conv=(block, ConvBlock(32, 3, "relu", "stride", True, "residual")), dense=(), dropout=0.0,
+                    optimizer="sgd", learning_rate=0.01, weight_decay=0.0)
+    model = build_model(genome, (3, 32, 32), ["a", "b"])
+    first, second = model.features[0].skip[0], model.features[1].skip[0]
+    assert type(first) is SubsampledPointwiseConv         # 3 input channels: the kernel that crashed
+    assert type(second) is nn.Conv2d and second.stride == (2, 2)   # 16 channels: the strided kernel is safe
+    assert "features.0.skip.0.weight" in model.state_dict()

@@ -173,6 +173,47 @@ def test_a_worker_that_dies_fails_its_candidate_or_is_retried_and_the_run_comple
     assert generation["failed"] == 1 and generation["trained"] == 4
 
 
+# A search on Ray whose worker for g0-i2 is stuck (as inside a kernel: it never returns nor checks a stop).
+STUCK_WORKER_SEARCH = """
+import sys, time
+from automodel.config import Config
+from automodel.ray_evaluator import ray_evaluator_factory, train_task
+from automodel.search import Search
+from automodel.store import Store
+
+def stuck_task(box, task, settings, board):
+    if task.worker_label == "g0-i2":
+        board.started.remote(task.worker_label)
+        time.sleep(3600)
+    return train_task(box, task, settings, board)
+
+config = Config.from_dict({"dataset": "digits", "population": 4, "generations": 1, "epochs": 1,
+                           "final_epochs": 1, "seed": 0, "backend": "ray", "time_limit_s": 8})
+make = ray_evaluator_factory(config, task_function=stuck_task)
+
+def factory(data, settings):
+    evaluator = make(data, settings)
+    evaluator.watchdog_margin_s = 2.0
+    return evaluator
+
+store = Store(sys.argv[1])
+store.create_run("h", config.to_dict())
+print(Search(config, store, "h", data_dir="data", evaluator_factory=factory).run())
+"""
+
+
+def test_a_worker_stuck_past_its_time_limit_is_killed_and_its_candidate_recorded_as_timeout(tmp_path):
+    db, script = tmp_path / "db.json", tmp_path / "stuck_worker.py"
+    script.write_text(STUCK_WORKER_SEARCH)
+    result = subprocess.run([sys.executable, str(script), str(db)], cwd=ROOT, capture_output=True, text=True,
+                            timeout=300, env=_env())
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().endswith("completed")
+    records = {r["index"]: r for r in Store(db).individuals("h")}
+    assert [records[i]["status"] for i in range(4)] == ["ok", "ok", "timeout", "ok"]
+    assert "time limit of 8 s" in records[2]["reason"] and "Ray worker was killed" in records[2]["reason"]
+
+
 def test_stop_mid_generation_ends_the_run_within_seconds_and_resume_finishes_it(tmp_path, wait_for):
     db = tmp_path / "db.json"
     before = ray_processes()

@@ -100,6 +100,61 @@ def test_a_worker_that_dies_fails_only_its_candidate(tmp_path):
     assert store.get_run("w")["test_accuracy"] is not None
 
 
+def hang_or_train(task):
+    """Runs in a worker process: candidate g0-i2 is stuck (as inside a kernel: no stop check, no return)."""
+    if task.worker_label == "g0-i2":
+        time.sleep(3600)
+    return train_in_worker(task)
+
+
+def crash_or_train(task):
+    """Runs in a worker process: candidate g0-i1 and the final training die of a segmentation fault."""
+    if task.worker_label in ("g0-i1", "final"):
+        os.kill(os.getpid(), signal.SIGSEGV)
+    return train_in_worker(task)
+
+
+def test_a_candidate_stuck_in_its_worker_is_killed_after_its_time_limit_and_recorded_as_timeout(tmp_path):
+    config = Config.from_dict({**SMALL, "workers": 2, "generations": 1, "time_limit_s": 6})
+    store = Store(tmp_path / "db.json")
+    store.create_run("w", config.to_dict())
+
+    def pool(data, settings):
+        evaluator = WorkerPoolEvaluator(DeviceData(data, torch.device("cpu")), replace(settings, threads=1), 2,
+                                        task_function=hang_or_train)
+        evaluator.watchdog_margin_s = 2.0
+        return evaluator
+
+    started = time.monotonic()
+    assert Search(config, store, "w", evaluator_factory=pool).run() == "completed"
+    assert time.monotonic() - started < 90
+    rows = store.individuals("w", 0)
+    assert [r["status"] for r in rows] == ["ok", "ok", "timeout", "ok"]
+    assert "time limit of 6 s" in rows[2]["reason"] and "worker was killed" in rows[2]["reason"]
+    assert store.get_run("w")["test_accuracy"] is not None
+
+
+def test_one_worker_trains_in_a_process_of_its_own_so_a_crash_fails_only_the_candidate(tmp_path):
+    config = Config.from_dict({**SMALL, "workers": 1, "generations": 1})
+    store = Store(tmp_path / "db.json")
+    store.create_run("w", config.to_dict())
+    made = []
+
+    def pool(data, settings):
+        made.append(Search(config, store, "w")._local_evaluator(data, settings))   # what a search builds
+        made[-1].close()
+        return WorkerPoolEvaluator(DeviceData(data, torch.device("cpu")), settings, 1, task_function=crash_or_train)
+
+    assert Search(config, store, "w", evaluator_factory=pool).run() == "failed"   # the final training crashed too
+    assert isinstance(made[0], WorkerPoolEvaluator) and made[0].workers == 1
+    rows = store.individuals("w", 0)
+    assert [r["status"] for r in rows] == ["ok", "error", "ok", "ok"]
+    assert "worker process died" in rows[1]["reason"]
+    run = store.get_run("w")
+    assert run["status"] == "failed" and "final training failed" in run["reason"]
+    assert "worker process died" in run["reason"]
+
+
 # ------------------------------------------------------------------------ real processes
 
 def cli(*args: str, **kw) -> subprocess.Popen:
