@@ -124,6 +124,10 @@ def run_panel(db_path: str, run_id: str, live: bool) -> None:
         caption = views.dataset_caption(run)
         if caption:
             st.caption(f"Dataset **{views.dataset_name(config.get('dataset'))}** — {caption}")
+    with st.container():
+        plan = views.plan_caption(run)
+        if plan:
+            st.caption(plan)
 
     st.subheader("Fitness per generation")
     with st.container():

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from . import jobs
-from .config import Config
+from .config import Config, read_settings_file
 from .errors import CheckpointError, ConfigError, DatasetError, UserFacingError
 from .genome import Genome
 from .jobs import new_run_id
@@ -42,6 +42,14 @@ def _comma_list(text: str) -> list[str]:
     return [item.strip() for item in text.split(",") if item.strip()]
 
 
+def _duration(text: str) -> float:
+    from .budget import parse_duration
+    try:
+        return parse_duration(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _auto_or_whole(flag: str):
     return lambda text: text if text == "auto" else _whole(text, flag)
 
@@ -53,10 +61,12 @@ def run_flags() -> dict[str, dict]:
                   "str | None": str, "list[str]": _comma_list}
     flags = {}
     for f in fields(Config):
-        if f.name == "space":
+        if f.name in ("space", "overrides"):   # the space comes from --config; overrides from what is given
             continue
         flag = "--" + f.name.replace("_", "-")
-        if f.type == "bool":
+        if f.name == "budget_s":
+            flags[f.name] = {"flag": "--budget", "type": _duration}
+        elif f.type == "bool":
             flags[f.name] = {"flag": flag, "action": argparse.BooleanOptionalAction}
         elif f.type == "int | str":
             flags[f.name] = {"flag": flag, "type": _auto_or_whole(flag)}
@@ -251,6 +261,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     summary["config"] = run.get("config")
     summary["best_genome"] = run.get("best_genome")
     summary["reason"] = run.get("reason", "")
+    if run.get("plan"):
+        summary["plan"] = run["plan"]
     objectives = (run.get("config") or {}).get("objectives") or ["accuracy"]
     if len(objectives) > 1:
         summary["objectives"] = objectives
@@ -260,6 +272,9 @@ def cmd_show(args: argparse.Namespace) -> int:
         print(json.dumps(summary, indent=2))
         return EXIT_OK
     print(f"run {summary['run_id']} — {summary['status']} on {summary['dataset']}")
+    if run.get("plan"):
+        from .budget import Plan
+        print(f"budget {Plan.from_dict(run['plan']).summary()}")
     print(f"generations {summary['generations_done']}/{summary['generations']}, {summary['evaluated']} candidates")
     for g in summary["generation_records"]:
         print(f"  gen {g['generation']:>3}: best {g['best']:.4f}  mean {g['mean']:.4f}  worst {g['worst']:.4f}  "
@@ -343,11 +358,22 @@ COMMANDS = {"run": cmd_run, "resume": cmd_resume, "stop": cmd_stop, "list": cmd_
 
 
 def load_config(args: argparse.Namespace) -> Config:
-    base = Config.from_json_file(args.config).to_dict() if args.config else Config().to_dict()
+    """The config file, then the flags. A budget's plan keeps the planned settings the person gave
+    (by a flag, or in a file that does not list its ``overrides``); with no budget anywhere and none
+    of them given, the run gets the default budget."""
+    from .budget import DEFAULT_BUDGET, PLANNED, parse_duration
+    settings = read_settings_file(args.config) if args.config else {}
+    base = Config.from_dict(settings).to_dict()
+    # A file that lists its overrides (the page writes every setting) says itself what was given.
+    given = set(settings) if "overrides" not in settings else set(settings["overrides"] or [])
     for name in run_flags():
         value = getattr(args, name)
         if value is not None:
             base[name] = value
+            given.add(name)
+    if "budget_s" not in settings and base.get("budget_s") is None and not given & set(PLANNED):
+        base["budget_s"] = parse_duration(DEFAULT_BUDGET)
+    base["overrides"] = sorted(given & set(PLANNED))
     return Config.from_dict(base)
 
 

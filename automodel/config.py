@@ -18,6 +18,8 @@ from typing import Any
 
 from .errors import ConfigError  # noqa: F401  (defined with the other errors, re-exported)
 
+PLANNED = ("population", "generations", "epochs", "min_epochs", "final_epochs")   # what a budget plans
+
 SELECTION_METHODS = ("roulette", "tournament", "rank", "truncation", "sus")
 CROSSOVER_METHODS = ("one_point", "two_point", "uniform")
 ACTIVATIONS = ("relu", "leaky_relu", "elu", "gelu", "silu", "tanh")
@@ -133,7 +135,11 @@ class Config:
     elitism: int = 1
     seed: int = 0
     target_fitness: float | None = None
-    time_budget_s: float | None = None
+    time_budget_s: float | None = None   # the search's time (the final training not counted); see budget_s
+    # The whole run's time, final training included (seconds; "5m" or "1h" on the command line): the
+    # search plans population, generations, epochs and final epochs from it (automodel/budget.py).
+    budget_s: float | None = None
+    overrides: list[str] = field(default_factory=list)   # settings the person gave, which a budget's plan keeps
     # training of each candidate
     epochs: int = 3                   # the full budget of a candidate (the top rung)
     min_epochs: int = 1               # successive halving: every new candidate first trains this many
@@ -184,6 +190,11 @@ class Config:
             _check_float("target_fitness", self.target_fitness, 0.0, 1.0)
         if self.time_budget_s is not None:
             _check_float("time_budget_s", self.time_budget_s, 0.0, math.inf, low_open=True)
+        if self.budget_s is not None:
+            _check_float("budget_s", self.budget_s, 10.0, math.inf)
+        if not isinstance(self.overrides, list) or any(o not in PLANNED for o in self.overrides):
+            raise ConfigError(f"overrides = {self.overrides!r} is not accepted; give a list of any of "
+                              f"{', '.join(PLANNED)}.")
         _check_int("epochs", self.epochs, 1, 10_000)
         _check_int("min_epochs", self.min_epochs, 1, 10_000)
         _check_int("reduction_factor", self.reduction_factor, 2, 100)
@@ -286,20 +297,25 @@ class Config:
 
     @classmethod
     def from_json_file(cls, path: str | Path) -> "Config":
-        path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise ConfigError(f"config file {path} does not exist; give the path of a JSON file.") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"config file {path} cannot be read ({exc.__class__.__name__}); "
-                              f"give a UTF-8 JSON file.") from None
-        try:
-            # NaN and Infinity parse as floats; validation then names the setting that holds one.
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"config file {path} is not valid JSON (line {exc.lineno}: {exc.msg}).") from None
-        return cls.from_dict(data)
+        return cls.from_dict(read_settings_file(path))
+
+
+def read_settings_file(path: str | Path) -> Any:
+    """The JSON of a config file, or a ConfigError saying in one sentence why it cannot be read."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist; give the path of a JSON file.") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} cannot be read ({exc.__class__.__name__}); "
+                          f"give a UTF-8 JSON file.") from None
+    try:
+        # NaN and Infinity parse as floats; validation then names the setting that holds one.
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid JSON (line {exc.lineno}: {exc.msg}).") from None
+    return data
 
 
 MIN_RUNG_STEPS = 300      # the shortest first rung of successive halving, in optimizer steps

@@ -29,9 +29,13 @@ class Task:
     pause_after: int | None = None    # a successive-halving rung: stop after this many epochs
     resume: Checkpoint | None = field(default=None, compare=False, repr=False)  # go on from a paused rung
     threads: int | None = None        # overrides the settings' torch threads (the final training: all CPUs)
+    time_limit_s: float | None = None  # overrides the settings' time limit (the final training)
+    probe_steps: int | None = None    # only time this many training steps (planning a time budget)
 
     @property
     def worker_label(self) -> str:
+        if self.probe_steps is not None:
+            return f"probe-{self.index}"
         return "final" if self.final else f"g{self.generation}-i{self.index}"
 
 
@@ -42,9 +46,11 @@ def run_task(task: Task, data: DeviceData, settings: TrainSettings, on_progress:
         settings = replace(settings, epochs=task.epochs)
     if task.threads is not None:
         settings = replace(settings, threads=task.threads)
+    if task.time_limit_s is not None:
+        settings = replace(settings, time_limit_s=task.time_limit_s)
     return train_candidate(task.genome, data, settings, task.seed, final=task.final, keep_weights=True,
                            prune_below=task.prune_below, pause_after=task.pause_after, resume=task.resume,
-                           on_progress=on_progress, should_stop=should_stop)
+                           on_progress=on_progress, should_stop=should_stop, probe_steps=task.probe_steps)
 
 
 ResultCallback = Callable[[Task, TrainResult], None]

@@ -12,7 +12,7 @@ import streamlit as st
 
 from . import jobs, page_access, page_sections, views
 from .config import (ACTIVATIONS, AUGMENTATIONS, BACKENDS, BLOCK_KINDS, CROSSOVER_METHODS, DEVICES, DOWNSAMPLING,
-                     HEADS, OPTIMIZERS, SELECTION_METHODS, Config, ConfigError)
+                     HEADS, OPTIMIZERS, PLANNED, SELECTION_METHODS, Config, ConfigError)
 from .store import Store, StoreError, default_db_path
 
 # Choices offered for the search space (the defaults are a subset of each).
@@ -59,7 +59,11 @@ def _apply_config(config: dict[str, Any]) -> None:
     st.session_state["dataset_choice"] = views.dataset_choice_for(config["dataset"])
     if st.session_state["dataset_choice"] == views.FOLDER_CHOICE:
         st.session_state["folder_path"] = config["dataset"]
+    st.session_state["budget_choice"] = views.budget_choice_for(config.get("budget_s"))
+    st.session_state["budget_manual"] = bool(config.get("overrides"))
     for name in views.FORM_FIELDS:
+        if name in ("budget_s", "overrides"):   # the budget's own widgets, above
+            continue
         value = config[name]
         if name == "objectives":
             value = [v for v in value if v != "accuracy"]
@@ -92,7 +96,7 @@ def keep_form_state() -> None:
             st.session_state[key] = st.session_state[key]
 
 
-_KEPT_KEYS = ("dataset_choice", "folder_path", "limit_mb", "limit_files")
+_KEPT_KEYS = ("dataset_choice", "folder_path", "limit_mb", "limit_files", "budget_choice", "budget_manual")
 
 
 def sidebar_form(store: Store | None, data_dir: Path, cwd: Path) -> None:
@@ -137,10 +141,24 @@ def _form(store: Store | None, data_dir: Path, cwd: Path) -> None:
                 st.caption("Checked before anything is unpacked. Entries with absolute paths, '..' or links "
                            "are refused; files that are not images are ignored and counted.")
 
+    st.subheader("How long may the search take?")
+    budget = views.BUDGET_CHOICES[st.selectbox(
+        "Time budget", list(views.BUDGET_CHOICES), key="budget_choice", label_visibility="collapsed",
+        help="The whole run, final training included. The search times a few training steps, then plans "
+             "how many candidates, generations and epochs fit, and how long the final training may be.")]
+    manual = st.checkbox("Set population, generations and epochs myself", key="budget_manual",
+                         disabled=budget is None,
+                         help="Keep the values below instead of the plan; the budget still ends the search.")
+    planned = budget is not None and not manual   # the plan chooses these: shown, not editable
+    with st.container():
+        if planned:
+            st.caption("Population, generations, epochs and final epochs below are chosen from the budget "
+                       "when the search starts.")
+
     st.subheader("Genetic algorithm")
     a, b = st.columns(2)
-    a.number_input("Population", step=1, key="cfg_population", help="Candidates per generation.")
-    b.number_input("Generations", step=1, key="cfg_generations")
+    a.number_input("Population", step=1, key="cfg_population", help="Candidates per generation.", disabled=planned)
+    b.number_input("Generations", step=1, key="cfg_generations", disabled=planned)
     selection = st.selectbox("Selection", SELECTION_METHODS, key="cfg_selection",
                              format_func=lambda m: SELECTION_HELP.get(m, m))
     a, b = st.columns(2)
@@ -157,10 +175,12 @@ def _form(store: Store | None, data_dir: Path, cwd: Path) -> None:
 
     st.subheader("Training budget")
     a, b = st.columns(2)
-    a.number_input("Epochs per candidate", step=1, key="cfg_epochs", help="The full budget of a candidate.")
-    b.number_input("Final epochs", step=1, key="cfg_final_epochs", help="Training of the best architecture at the end.")
+    a.number_input("Epochs per candidate", step=1, key="cfg_epochs", help="The full budget of a candidate.",
+                   disabled=planned)
+    b.number_input("Final epochs", step=1, key="cfg_final_epochs", help="Training of the best architecture at the end.",
+                   disabled=planned)
     a, b = st.columns(2)
-    a.number_input("First rung (epochs)", step=1, key="cfg_min_epochs",
+    a.number_input("First rung (epochs)", step=1, key="cfg_min_epochs", disabled=planned,
                    help="Successive halving: every new candidate trains this many epochs first; equal to the "
                         "epochs per candidate turns it off.")
     b.number_input("Keep 1 in", step=1, key="cfg_reduction_factor",
@@ -243,7 +263,7 @@ def _form(store: Store | None, data_dir: Path, cwd: Path) -> None:
         st.multiselect("Weight decays", SPACE_OPTIONS["weight_decays"], key="space_weight_decays",
                        format_func=lambda v: f"{v:g}")
 
-    config, problem = _form_config(choice, upload, data_dir)
+    config, problem = _form_config(choice, upload, data_dir, budget, manual)
     with st.container():
         if problem:
             st.error(problem)
@@ -254,9 +274,12 @@ def _form(store: Store | None, data_dir: Path, cwd: Path) -> None:
             getattr(st, kind)(text)
 
 
-def _form_config(choice: str, upload, data_dir: Path) -> tuple[dict[str, Any], str | None]:
+def _form_config(choice: str, upload, data_dir: Path, budget: float | None,
+                 manual: bool) -> tuple[dict[str, Any], str | None]:
     """The form as a validated config dict, or the one sentence saying what is wrong."""
     values = {name: st.session_state.get(f"cfg_{name}") for name in views.FORM_FIELDS}
+    values["budget_s"] = budget
+    values["overrides"] = list(PLANNED) if budget is not None and manual else []
     values["space"] = {name: st.session_state.get(f"space_{name}") for name in views.SPACE_FIELDS
                        if name != "learning_rates"}
     values["space"]["learning_rates"] = {optimizer: [st.session_state.get(f"space_lr_{optimizer}_low"),

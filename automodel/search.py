@@ -24,7 +24,8 @@ from pathlib import Path
 
 import torch
 
-from .config import Config, resolve_batch_size, resolve_max_macs, resolve_workers
+from .budget import Plan, final_epochs_for, make_plan
+from .config import PLANNED, Config, available_cpus, resolve_batch_size, resolve_max_macs, resolve_workers
 from .data import ImageData, load_dataset
 from .evaluator import Evaluator, Task
 from .export import save_checkpoint
@@ -40,6 +41,9 @@ from .trainer import (OK, PRUNED, TOO_LARGE, Checkpoint, DeviceData, TrainResult
                       resolve_device)
 
 FINAL_GENERATION = -1   # the final training's progress is labelled with this generation
+PROBE_GENERATION = -2   # the timing a budget is planned from
+PROBE_STEPS = 20        # steps each probe times (after its warm-up steps)
+FALLBACK_STEP_S = 0.05  # seconds per step when no probe could be timed (every one failed)
 NOVELTY_TRIES = 5       # redraws of a child that repeats an already evaluated genome
 PARTIAL = "partial"     # trained to a lower rung; waits for the rest of its rung to be ranked
 CONTINUABLE = (OK, PARTIAL, PRUNED)   # statuses whose score at a rung means something (failures score 0)
@@ -131,6 +135,7 @@ class Search:
         self._finished: set[tuple[int, int]] = set()   # (generation, index) of tasks whose result came in
         self._best: dict | None = None
         self.data: ImageData | None = None
+        self.plan: Plan | None = None                 # with a time budget: what it became
         self._progress_writes = Throttle(0.25)   # store writes of live progress, per worker label
 
     # ------------------------------------------------------------------ entry point
@@ -148,6 +153,7 @@ class Search:
         try:
             data = load_dataset(self.config.dataset, self.data_dir, val_fraction=self.config.val_fraction,
                                 seed=self.config.seed, work_dir=self.run_dir / "dataset")
+            self.data = data
             settings = self._train_settings(data)
             self.store.update_run(self.run_id, device=settings.device, classes=data.classes,
                                   input_shape=list(data.input_shape), train_size=len(data.train_x),
@@ -158,6 +164,8 @@ class Search:
             if not self.stop():
                 evaluator = (self.evaluator_factory(data, settings) if self.evaluator_factory else
                              self._local_evaluator(data, settings))
+            if not self.stop() and self.config.budget_s is not None:
+                self._follow_plan(evaluator)
             if not self.stop():
                 self._load_cache()
                 status = self._evolve(evaluator)
@@ -197,6 +205,98 @@ class Search:
                              augment=resolve_augment(c.augment, data.name), label_smoothing=c.label_smoothing,
                              clip_grad_norm=c.clip_grad_norm, compile=c.compile,
                              measure_latency=c.measures_latency(), max_latency_ms=c.max_latency_ms)
+
+    # ------------------------------------------------------------------ a time budget
+    def _follow_plan(self, evaluator: Evaluator) -> None:
+        """Plan the run from its budget (once: a resumed run keeps its plan) and set the config from it."""
+        run = self.store.get_run(self.run_id) or {}
+        if run.get("plan"):
+            self.plan = Plan.from_dict(run["plan"])
+        else:
+            plan = self._make_plan(evaluator)
+            if plan is None:   # stopped while timing
+                return
+            self.plan = plan
+            self.store.update_run(self.run_id, plan=plan.to_dict())
+            self.reporter.message(f"budget {plan.summary()}")
+        keep = set(self.config.overrides)
+        planned = {name: getattr(self.plan, name) for name in PLANNED if name not in keep}
+        search_s = self.plan.search_s if self.config.time_budget_s is None else min(self.plan.search_s,
+                                                                                     self.config.time_budget_s)
+        self.config = replace(self.config, **planned, time_budget_s=search_s)
+        self.store.update_run(self.run_id, config=self.config.to_dict())
+
+    def _make_plan(self, evaluator: Evaluator) -> Plan | None:
+        """The plan from the budget and one short timing: a few candidates of the space, one per
+        worker at once (as the search will train them), each timed over ``PROBE_STEPS`` steps."""
+        c, data = self.config, self.data
+        workers = getattr(evaluator, "workers", None) or max(1, int(available_cpus() // c.cpus_per_candidate))
+        rng = random.Random(derive_seed(c.seed, "probe"))
+        genomes = [self.fit(sample_genome(self.space, rng)) for _ in range(workers)]
+        tasks = [Task(PROBE_GENERATION, i, g, self.training_seed(g), probe_steps=PROBE_STEPS)
+                 for i, g in enumerate(genomes) if self._over_budget(g) is None]
+        results: list[TrainResult] = []
+        self.reporter.message("timing a few training steps to plan the budget")
+        evaluator.evaluate(tasks, lambda _t, r: results.append(r), lambda _t, _i: None, self.stop)
+        if self.stop():
+            return None
+        steps = sorted(r.step_seconds for r in results if r.step_seconds is not None)
+        batch = resolve_batch_size(c.batch_size, len(data.train_x))
+        steps_per_epoch = max(1, len(data.train_x) // batch)
+        step_s = steps[len(steps) // 2] if steps else FALLBACK_STEP_S
+        # An epoch ends with a validation pass (forward only, about a third of a training step per image).
+        epoch_s = step_s * steps_per_epoch * (1 + len(data.val_x) / max(1, len(data.train_x)) / 3)
+        final_epoch_s = step_s * max(1, (len(data.train_x) + len(data.val_x)) // batch)
+        given = {name: getattr(c, name) for name in c.overrides}
+        return make_plan(c.budget_s, elapsed_s=self._elapsed(), epoch_s=epoch_s, final_epoch_s=final_epoch_s,
+                         workers=workers, reduction_factor=c.reduction_factor, given=given,
+                         fidelities_for=lambda epochs, low: replace(c, epochs=epochs, min_epochs=min(low, epochs))
+                         .fidelities(steps_per_epoch=steps_per_epoch))
+
+    def candidate_time_limit(self) -> float:
+        """A candidate's time limit; with a budget also long enough for a candidate of the plan's epochs
+        at the timed speed, however short the budget."""
+        limit = self.config.candidate_time_limit()
+        if self.plan is None:
+            return limit
+        return min(self.config.time_limit_s, max(limit, 3 * self.config.epochs * self.plan.epoch_s))
+
+    def _no_time_for(self, generation: int) -> bool:
+        """With a budget: whether the generations so far say this one would end after the search's share."""
+        if self.plan is None or generation == 0:
+            return False
+        times = [g["seconds"] for g in self.store.generations(self.run_id)]
+        return bool(times) and self._elapsed() + statistics.fmean(times) > self.config.time_budget_s
+
+    def _final_plan(self, evaluator: Evaluator, genome: Genome) -> tuple[int, int | None]:
+        """(epochs, threads) of the final training: as configured (and all of this process's threads),
+        or with a budget as many epochs as the time left allows, at the speed of the faster of two
+        short timings of this genome on train + validation: with one worker's threads and with all
+        (small networks often train faster on one thread). The choice is recorded with the plan, so
+        that a resumed run and ``finalize`` train the final model the same way."""
+        if self.plan is None:
+            return self.config.final_epochs, None
+        recorded = (self.store.get_run(self.run_id) or {}).get("plan") or {}
+        if recorded.get("final_threads") is not None:
+            return self.config.final_epochs, recorded["final_threads"]
+        options = sorted({max(1, getattr(evaluator, "settings", None) and evaluator.settings.threads or 1),
+                          torch.get_num_threads()})
+        tasks = [Task(PROBE_GENERATION, i, genome, 0, final=True, probe_steps=PROBE_STEPS, threads=t)
+                 for i, t in enumerate(options)]
+        timed: dict[int, float] = {}
+        evaluator.evaluate(tasks, lambda t, r: r.step_seconds and timed.setdefault(t.threads, r.step_seconds),
+                           lambda _t, _i: None, self.stop)
+        threads = min(timed, key=timed.get) if timed else options[-1]
+        data = self.data
+        batch = resolve_batch_size(self.config.batch_size, len(data.train_x))
+        epoch_s = timed.get(threads, self.plan.final_epoch_s) * max(1, (len(data.train_x) + len(data.val_x)) // batch)
+        epochs = self.config.final_epochs
+        if "final_epochs" not in self.config.overrides:
+            epochs = final_epochs_for(self.plan.budget_s - self._elapsed(), epoch_s)
+        self.config = replace(self.config, final_epochs=epochs)
+        self.store.update_run(self.run_id, config=self.config.to_dict(), plan={
+            **self.plan.to_dict(), "final_epochs": epochs, "final_epoch_s": round(epoch_s, 3), "final_threads": threads})
+        return epochs, threads
 
     def fidelities(self) -> list[int]:
         """The run's successive-halving rungs, in epochs, for its training set and batch size."""
@@ -242,6 +342,9 @@ class Search:
         for generation in range(c.generations):
             if generation in recorded:
                 continue
+            if self._no_time_for(generation):
+                self.reporter.message("no time left in the budget for another generation; ending the search")
+                return "searched"
             population = self.population(generation)
             gen_started = time.monotonic()
             done = {r["index"] for r in self.store.individuals(self.run_id, generation)}
@@ -387,7 +490,8 @@ class Search:
                 continue
             planned.add(key)
             tasks.append(Task(generation, index, genome, self.training_seed(genome), prune_below=prune_below,
-                              pause_after=pause_after, resume=self._checkpoints.pop(key, None)))
+                              pause_after=pause_after, resume=self._checkpoints.pop(key, None),
+                              epochs=self.config.epochs, time_limit_s=self.candidate_time_limit()))
         return tasks
 
     def training_seed(self, genome: Genome) -> int:
@@ -565,10 +669,16 @@ class Search:
             self.store.update_run(self.run_id, reason="no candidate trained successfully")
             return "failed"
         self.store.update_run(self.run_id, evaluated=len(self.store.individuals(self.run_id)), stage="final")
-        self.reporter.message(f"final training of the best genome for {self.config.final_epochs} epochs")
         genome = Genome.from_dict(best["genome"])
+        epochs, threads = self._final_plan(evaluator, genome)
+        if self.stop():
+            return "stopped"
+        self.reporter.message(f"final training of the best genome for {epochs} epochs")
+        # The final training trains far longer than a candidate: a candidate's time limit is not its own.
+        final_epoch_s = ((self.store.get_run(self.run_id) or {}).get("plan") or {}).get("final_epoch_s") or 0.0
         task = Task(FINAL_GENERATION, 0, genome, derive_seed(self.config.seed, "final"), final=True,
-                    epochs=self.config.final_epochs)
+                    epochs=epochs, threads=threads,
+                    time_limit_s=max(self.config.time_limit_s, 3 * epochs * final_epoch_s))
         results: list[TrainResult] = []
         # Only a stop request ends the final training: the time budget is for the search.
         evaluator.evaluate([task], lambda _t, r: results.append(r), self._on_progress, self.stop)

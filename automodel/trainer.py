@@ -25,8 +25,9 @@ from .genome import Genome
 from .model import build_model, count_parameters, estimate_parameters
 from .throttle import Throttle
 
-OK, OOM, NAN, TIMEOUT, TOO_LARGE, TOO_SLOW, ERROR, STOPPED, PRUNED, STALLED = (
-    "ok", "oom", "nan", "timeout", "too_large", "too_slow", "error", "stopped", "pruned", "stalled")
+OK, OOM, NAN, TIMEOUT, TOO_LARGE, TOO_SLOW, ERROR, STOPPED, PRUNED, STALLED, PROBED = (
+    "ok", "oom", "nan", "timeout", "too_large", "too_slow", "error", "stopped", "pruned", "stalled", "probed")
+PROBE_WARMUP = 3   # a probe's first steps (allocations, kernel choices) are not timed
 
 REFERENCE_BATCH_SIZE = 64   # the batch size the search space's learning rates are given for
 
@@ -89,6 +90,7 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)   # per epoch: train_loss, val_accuracy, seconds
     state_dict: dict[str, torch.Tensor] | None = field(default=None, repr=False)
     checkpoint: Checkpoint | None = field(default=None, repr=False)   # set when paused before the last epoch
+    step_seconds: float | None = None   # a probe's median seconds per training step (after its warm-up steps)
 
 
 class DeviceData:
@@ -222,7 +224,7 @@ def train_candidate(genome: Genome, data: DeviceData, settings: TrainSettings, s
                     final: bool = False, keep_weights: bool = False, prune_below: float | None = None,
                     pause_after: int | None = None, resume: Checkpoint | None = None,
                     on_progress: Callable[[dict], None] | None = None,
-                    should_stop: Callable[[], bool] | None = None) -> TrainResult:
+                    should_stop: Callable[[], bool] | None = None, probe_steps: int | None = None) -> TrainResult:
     """Train ``genome`` and score it. Never raises for a candidate's own failure.
 
     The schedule (warm-up, decay) always spans ``settings.epochs``. With ``pause_after`` the
@@ -234,6 +236,10 @@ def train_candidate(genome: Genome, data: DeviceData, settings: TrainSettings, s
 
     With ``prune_below``, the candidate is scored after its first epoch and, if that score is
     below the threshold, stops there as ``pruned`` with the partial score as its fitness.
+
+    With ``probe_steps`` it trains only that many steps and returns, as ``probed``, the median
+    seconds of one step after the first ``PROBE_WARMUP`` (``step_seconds``): what a time budget is
+    planned from.
     """
     started = time.monotonic()
     num_classes = len(data.classes)
@@ -268,7 +274,7 @@ def train_candidate(genome: Genome, data: DeviceData, settings: TrainSettings, s
         if settings.compile:
             model = _Compiled(model)
         run = _Run(model, optimizer, genome, data, settings, generator, started, final, keep_weights, prune_below,
-                   pause_after, resume, on_progress, should_stop)
+                   pause_after, resume, on_progress, should_stop, probe_steps)
         result = run.fit()
         result.latency_ms = latency
         return result
@@ -315,8 +321,9 @@ class _Run:
     """One call of :func:`train_candidate`: the loop and the bookkeeping around it."""
 
     def __init__(self, model, optimizer, genome, data, settings, generator, started, final, keep_weights,
-                 prune_below, pause_after, resume, on_progress, should_stop):
+                 prune_below, pause_after, resume, on_progress, should_stop, probe_steps=None):
         self.model, self.optimizer, self.data, self.settings = model, optimizer, data, settings
+        self.probe_steps = probe_steps
         self.generator, self.final, self.keep_weights = generator, final, keep_weights
         self.prune_below, self.on_progress, self.should_stop = prune_below, on_progress, should_stop
         self.first_epoch = resume.epoch if resume is not None else 0
@@ -345,12 +352,19 @@ class _Run:
         if data.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
         reports, first_epoch_fitness, call_started = Throttle(s.progress_every_s), None, time.monotonic()
+        step_times: list[float] = []
         for epoch in range(self.first_epoch, self.stop_epoch):
             epoch_started = time.monotonic()
             self.model.train()
             order = torch.randperm(n, device=data.device, generator=self.generator)
             losses = torch.zeros(batches, device=data.device)
             for batch in range(batches):
+                if self.probe_steps is not None:
+                    if data.device.type == "cuda":
+                        torch.cuda.synchronize(data.device)
+                    step_times.append(time.perf_counter())
+                    if len(step_times) > self.probe_steps:
+                        return self._probed(step_times)
                 if self.should_stop is not None and self.should_stop():
                     return self.result(STOPPED, 0.0, "stop requested")
                 elapsed = time.monotonic() - self.started
@@ -402,6 +416,9 @@ class _Run:
                 if val < self.prune_below:
                     return self.result(PRUNED, val, f"first-epoch accuracy {val:.3f} below {self.prune_below:.3f}",
                                        first_epoch_fitness=val)
+        if self.probe_steps is not None:   # fewer steps in the whole training than the probe wanted
+            step_times.append(time.perf_counter())
+            return self._probed(step_times)
         fitness = self.history[-1]["val_accuracy"] if not self.final else val
         paused = self.stop_epoch < s.epochs
         checkpoint = self._checkpoint() if paused else None
@@ -424,6 +441,12 @@ class _Run:
                           optimizer=cpu(self.optimizer.state_dict()), generator=self.generator.get_state(),
                           torch_rng=_get_torch_rng(self.data.device), history=list(self.history),
                           seconds=time.monotonic() - self.started)
+
+    def _probed(self, marks: list[float]) -> TrainResult:
+        """A probe's end: nothing is scored, only its steps timed (``marks``: when each step began)."""
+        steps = sorted(b - a for a, b in zip(marks[PROBE_WARMUP:], marks[PROBE_WARMUP + 1:]))
+        return self.result(PROBED, 0.0, f"timed {len(marks) - 1} steps",
+                           step_seconds=steps[len(steps) // 2] if steps else None)
 
     def _nan(self, epoch: int) -> TrainResult:
         return self.result(NAN, 0.0, f"loss became NaN or infinite in epoch {epoch + 1}")

@@ -636,19 +636,47 @@ FORM_FIELDS = tuple(f.name for f in dataclass_fields(Config) if f.name not in ("
 SPACE_FIELDS = tuple(f for f in SearchSpace.__dataclass_fields__)
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # Bundled data on the CPU: about half a minute on two cores, a minute on a busy machine.
-    "Quick demo": {"dataset": "digits", "population": 8, "generations": 3, "epochs": 3, "min_epochs": 1,
-                   "final_epochs": 10, "device": "cpu", "batch_size": None},
-    # A folder or zip of a person's own images (bench/RESULTS.md §6: a few minutes on a 2-core CPU
-    # for 3,000 images of 32×32, and a better network than a hand-designed CNN).
-    "Your own images": {"population": 8, "generations": 3, "epochs": 3, "min_epochs": 1, "reduction_factor": 3,
-                        "final_epochs": 15, "device": "auto", "batch_size": None},
+    # Bundled data on the CPU: half a minute, planned from the budget.
+    "Quick demo": {"dataset": "digits", "budget_s": 30.0, "overrides": [], "population": 8, "generations": 3,
+                   "epochs": 3, "min_epochs": 1, "final_epochs": 10, "device": "cpu", "batch_size": None},
+    # A folder or zip of a person's own images: ten minutes, planned from the budget.
+    "Your own images": {"budget_s": 600.0, "overrides": [], "population": 8, "generations": 3, "epochs": 3,
+                        "min_epochs": 1, "reduction_factor": 3, "final_epochs": 15, "device": "auto",
+                        "batch_size": None},
     # Sized for one GPU: 200 candidates with successive halving from 2 to 6 epochs, then 30 for the winner.
     # Global pooling heads learn slower in a few epochs, but pay off with the data and epochs here.
-    "CIFAR-10": {"dataset": "cifar10", "population": 10, "generations": 20, "epochs": 6, "min_epochs": 2,
+    "CIFAR-10": {"dataset": "cifar10", "budget_s": None, "overrides": [], "population": 10, "generations": 20,
+                 "epochs": 6, "min_epochs": 2,
                  "reduction_factor": 3, "final_epochs": 30, "device": "auto", "batch_size": 256,
                  "space": {"heads": ["flatten", "avgmax"]}},
 }
+
+
+# The page's answers to "How long may the search take?" (seconds; None: no budget, the settings as set).
+BUDGET_CHOICES: dict[str, float | None] = {
+    "30 seconds": 30.0, "1 minute": 60.0, "2 minutes": 120.0, "5 minutes": 300.0, "10 minutes": 600.0,
+    "30 minutes": 1800.0, "1 hour": 3600.0, "2 hours": 7200.0, "4 hours": 14400.0, "8 hours": 28800.0,
+    "no limit: the settings below": None}
+
+
+def budget_choice_for(seconds: float | None) -> str:
+    """The budget option that shows ``seconds`` (the nearest one for a value set elsewhere)."""
+    if seconds is None:
+        return next(label for label, value in BUDGET_CHOICES.items() if value is None)
+    timed = {label: value for label, value in BUDGET_CHOICES.items() if value is not None}
+    return min(timed, key=lambda label: abs(timed[label] - seconds))
+
+
+def plan_caption(run: Mapping[str, Any]) -> str | None:
+    """What a run's time budget became, for a person (None without a budget)."""
+    plan = run.get("plan")
+    if not plan:
+        return None
+    from .budget import Plan, describe_duration
+    text = f"Budget {Plan.from_dict(plan).summary()}"
+    if run.get("elapsed_s") is not None and run.get("status") not in ACTIVE_STATUSES:
+        text += f"; took {describe_duration(float(run['elapsed_s']))}"
+    return text + "."
 
 
 def preset_config(name: str) -> dict[str, Any]:

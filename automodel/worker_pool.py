@@ -138,7 +138,7 @@ class WorkerPoolEvaluator:
         def submit(task: Task) -> None:
             future = self._ensure_pool().submit(self._task_function, task)
             running[future] = task
-            deadlines[future] = time.monotonic() + self.settings.time_limit_s + self.watchdog_margin_s
+            deadlines[future] = time.monotonic() + self._time_limit(task) + self.watchdog_margin_s
 
         while waiting or suspects or running:
             if should_stop():
@@ -175,9 +175,10 @@ class WorkerPoolEvaluator:
                 self._kill_workers()
                 for future in hung:
                     task = running.pop(future)
-                    on_result(task, TrainResult(TIMEOUT, 0.0, seconds=self.settings.time_limit_s, reason=(
-                        f"no result {self.watchdog_margin_s:g} s past its time limit of "
-                        f"{self.settings.time_limit_s:g} s (stuck inside a computation); its worker was killed")))
+                    limit = self._time_limit(task)
+                    on_result(task, TrainResult(TIMEOUT, 0.0, seconds=limit, reason=(
+                        f"no result {self.watchdog_margin_s:g} s past its time limit of {limit:g} s (stuck inside "
+                        f"a computation); its worker was killed")))
                 waiting[:0] = [t for t in running.values() if t is not alone]
                 if alone is not None and alone in running.values():
                     suspects.insert(0, alone)
@@ -213,6 +214,9 @@ class WorkerPoolEvaluator:
             self._pool = None
 
     # -------------------------------------------------------------- helpers
+    def _time_limit(self, task: Task) -> float:
+        return task.time_limit_s if task.time_limit_s is not None else self.settings.time_limit_s
+
     def _cost(self, task: Task) -> int:
         """Multiply-accumulates per image × epochs still to train: how long the task will take, roughly."""
         epochs = (task.pause_after or task.epochs or self.settings.epochs) - (task.resume.epoch if task.resume else 0)

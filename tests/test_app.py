@@ -25,6 +25,7 @@ from automodel.store import Store
 
 REPO = Path(__file__).resolve().parent.parent
 APP = str(REPO / "app.py")
+NO_BUDGET = views.budget_choice_for(None)
 
 
 def page() -> AppTest:
@@ -154,6 +155,7 @@ def _cli_message(**changes) -> str:
 ])
 def test_bad_values_show_the_cli_sentence_and_block_start(db, key, value, change):
     at = page()
+    at.sidebar.checkbox(key="budget_manual").check().run()   # the Quick demo's budget plans these otherwise
     at.sidebar.number_input(key=key).set_value(value).run()
     assert texts(at.sidebar.error) == [_cli_message(**change)]
     assert at.sidebar.button(key="start").disabled
@@ -458,6 +460,7 @@ def test_stop_ends_the_run_within_five_seconds(db):
 def test_a_tiny_real_search_runs_to_the_end(db, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     at = page()
+    at.sidebar.selectbox(key="budget_choice").set_value(NO_BUDGET).run()   # exactly these settings
     for key, value in (("cfg_population", 2), ("cfg_generations", 1), ("cfg_epochs", 1), ("cfg_final_epochs", 1)):
         at.sidebar.number_input(key=key).set_value(value).run()
     at.sidebar.button(key="start").click().run()
@@ -536,8 +539,10 @@ def test_the_form_starts_closed_when_there_are_runs_and_keeps_its_values_while_c
     add_finished_run(Store(db), "run-old", created_at=1_700_000_000.0, best=0.9)
     at = page()
     assert not at.sidebar.number_input                   # closed: the form is not drawn at all
-    open_form(at).sidebar.number_input(key="cfg_population").set_value(7).run()
+    open_form(at).sidebar.checkbox(key="budget_manual").check().run()
+    at.sidebar.number_input(key="cfg_population").set_value(7).run()
     at.session_state[page_form.FORM_OPEN_KEY] = False
     at.run().run()
     assert not at.sidebar.number_input
     assert open_form(at).sidebar.number_input(key="cfg_population").value == 7
+    assert at.sidebar.checkbox(key="budget_manual").value

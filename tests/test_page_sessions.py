@@ -7,7 +7,7 @@ import threading
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from automodel import jobs
+from automodel import jobs, views
 from automodel.store import ACTIVE_STATUSES, Store
 
 pytestmark = pytest.mark.slow   # real processes, servers or a browser
@@ -43,6 +43,7 @@ def test_a_page_server_restart_leaves_the_search_running_and_the_new_page_shows_
                                                                                    wait_for):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     at = new_page()
+    at.sidebar.selectbox(key="budget_choice").set_value(views.budget_choice_for(None)).run()   # exactly these
     for key, value in (("cfg_population", 3), ("cfg_generations", 2), ("cfg_epochs", 2), ("cfg_final_epochs", 1)):
         at.sidebar.number_input(key=key).set_value(value).run()
     at.sidebar.button(key="start").click().run()

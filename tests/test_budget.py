@@ -1,0 +1,201 @@
+"""A search planned from a time budget: durations, the plan, the search following it (with a fake
+evaluator), the command line, the page's form, and one real run that must end in time."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from automodel import cli
+from automodel.budget import FINAL_SHARE, MAX_FINAL_EPOCHS, Plan, generation_epochs, make_plan, parse_duration
+from automodel.config import PLANNED, Config, ConfigError
+from automodel.errors import ConfigError as SameError
+from automodel.model import build_model
+from automodel.search import PROBE_GENERATION, Search
+from automodel.store import Store
+from automodel.trainer import TrainResult
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("text, seconds", [("90", 90), (90, 90), ("90s", 90), ("5m", 300), ("5 min", 300),
+                                           ("1h", 3600), ("1h30m", 5400), ("2.5m", 150), ("10", 10)])
+def test_a_budget_is_read_as_a_duration(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text, words", [("5x", "not a duration"), ("", "not a duration"), ("m5", "not a duration"),
+                                         ("1h 30", "not a duration"), ("9s", "too short"), ("-5m", "not a duration")])
+def test_a_bad_budget_is_one_sentence_saying_what_is_accepted(text, words):
+    with pytest.raises(ConfigError) as caught:
+        parse_duration(text)
+    message = str(caught.value)
+    assert words in message and "5m" in message and "\n" not in message and ConfigError is SameError
+
+
+def fidelities(epochs, min_epochs):
+    return Config(epochs=epochs, min_epochs=min_epochs).fidelities()
+
+
+def plan(budget_s, epoch_s=1.0, **given):
+    return make_plan(budget_s, elapsed_s=2.0, epoch_s=epoch_s, final_epoch_s=epoch_s * 1.2, workers=2,
+                     fidelities_for=fidelities, reduction_factor=3, given=given)
+
+
+def test_a_generation_under_successive_halving_costs_each_rung_once():
+    assert generation_epochs(8, [3], 3) == 24
+    assert generation_epochs(9, [1, 3, 9], 3) == 9 * 1 + 3 * 2 + 1 * 6
+
+
+def test_a_larger_budget_buys_more_and_the_plan_fits_its_budget():
+    small, large = plan(60), plan(3600)
+    assert large.candidate_epochs > small.candidate_epochs
+    assert (large.population, large.generations, large.epochs) >= (small.population, small.generations, small.epochs)
+    assert large.epochs == 9 and fidelities(large.epochs, large.min_epochs) == [1, 3, 9]
+    for p in (small, large):
+        cost = generation_epochs(p.population, fidelities(p.epochs, p.min_epochs), 3) * p.generations * p.epoch_s / 2
+        assert cost <= p.search_s - 2.0 + 1e-6      # the generations fit the search's share
+        assert p.search_s + p.final_s <= p.budget_s  # and the final training after it
+        assert 1 <= p.final_epochs <= MAX_FINAL_EPOCHS
+    assert large.final_s == pytest.approx(large.final_epochs * large.final_epoch_s)
+    assert large.final_s <= FINAL_SHARE * large.budget_s
+
+
+def test_a_budget_too_small_for_a_generation_trains_fewer_candidates():
+    tiny = plan(20, epoch_s=5.0)
+    assert tiny.generations == 1 and tiny.epochs == 1 and 2 <= tiny.population < 8
+
+
+def test_settings_a_person_gave_are_kept_by_the_plan():
+    kept = plan(600, population=5, epochs=2, final_epochs=4)
+    assert (kept.population, kept.epochs, kept.final_epochs) == (5, 2, 4)
+    assert Plan.from_dict(json.loads(json.dumps(kept.to_dict()))).population == 5
+
+
+# ------------------------------------------------------------------------ the search following a plan
+
+class TimedFakeEvaluator:
+    """Probes take 0.01 s a step; candidates score by width and report 0.05 s an epoch."""
+
+    workers = 2
+
+    def __init__(self, data, settings):
+        self.data, self.settings, self.tasks = data, settings, []
+
+    def evaluate(self, tasks, on_result, on_progress, should_stop):
+        for task in tasks:
+            self.tasks.append(task)
+            if task.probe_steps is not None:
+                on_result(task, TrainResult("probed", 0.0, step_seconds=0.01))
+                continue
+            epochs = task.pause_after or task.epochs
+            history = [{"epoch": e + 1, "train_loss": 1.0, "val_accuracy": 0.5, "seconds": 0.05} for e in range(epochs)]
+            model = build_model(task.genome, self.data.input_shape, self.data.classes)
+            width = sum(b.filters for b in task.genome.conv) / 1000
+            on_result(task, TrainResult("ok", 0.5 + width, params=1, seconds=0.05 * epochs, epochs_done=epochs,
+                                        history=history, state_dict=model.state_dict()))
+
+    def close(self):
+        pass
+
+
+def budget_search(tmp_path, run_id="b", **settings):
+    config = Config.from_dict({"dataset": "digits", "seed": 1, "budget_s": 120.0, **settings})
+    store = Store(tmp_path / "db.json")
+    if store.get_run(run_id) is None:
+        store.create_run(run_id, config.to_dict())
+    made = []
+
+    def factory(data, train_settings):
+        made.append(TimedFakeEvaluator(data, train_settings))
+        return made[-1]
+
+    status = Search(config, store, run_id, evaluator_factory=factory).run()
+    return status, store, made[-1]
+
+
+def test_a_search_with_a_budget_plans_itself_records_the_plan_and_follows_it(tmp_path):
+    status, store, evaluator = budget_search(tmp_path)
+    assert status == "completed"
+    run = store.get_run("b")
+    plan = Plan.from_dict(run["plan"])
+    config = Config.from_dict(run["config"])
+    assert (config.population, config.epochs, config.min_epochs) == (plan.population, plan.epochs, plan.min_epochs)
+    assert config.final_epochs == run["plan"]["final_epochs"] and run["plan"]["final_threads"] >= 1
+    probes = [t for t in evaluator.tasks if t.probe_steps is not None]
+    assert probes and all(t.generation == PROBE_GENERATION for t in probes)
+    candidates = [t for t in evaluator.tasks if t.probe_steps is None and not t.final]
+    assert all(t.epochs == plan.epochs and t.time_limit_s is not None for t in candidates)
+    assert len(store.generations("b")) <= plan.generations
+    final = next(t for t in evaluator.tasks if t.final and t.probe_steps is None)
+    assert final.epochs == config.final_epochs and final.threads == run["plan"]["final_threads"]
+
+
+def test_a_resumed_budget_run_keeps_its_plan(tmp_path):
+    budget_search(tmp_path)
+    store = Store(tmp_path / "db.json")
+    before = store.get_run("b")["plan"]
+    store.update_run("b", status="stopped")
+    _, store, evaluator = budget_search(tmp_path)
+    assert store.get_run("b")["plan"] == before
+    assert not [t for t in evaluator.tasks if t.probe_steps is not None and not t.final]   # no new timing
+
+
+def test_planned_settings_the_person_gave_stay_as_given(tmp_path):
+    _, store, _ = budget_search(tmp_path, population=5, final_epochs=2, overrides=["population", "final_epochs"])
+    config = Config.from_dict(store.get_run("b")["config"])
+    assert config.population == 5 and config.final_epochs == 2
+    assert len(store.individuals("b", 0)) == 5
+
+
+# ------------------------------------------------------------------------ command line and page
+
+def test_the_command_line_gives_a_default_budget_only_when_nothing_of_the_plan_is_set(tmp_path):
+    parse = lambda *argv: cli.load_config(cli.build_parser().parse_args(["run", "--dataset", "digits", *argv]))  # noqa: E731
+    assert parse().budget_s == 300 and parse().overrides == []
+    assert parse("--budget", "2m", "--epochs", "2").overrides == ["epochs"]
+    assert parse("--population", "4").budget_s is None
+    settings = tmp_path / "settings.json"
+    settings.write_text(json.dumps({"generations": 2}))
+    assert parse("--config", str(settings), "--budget", "1m").overrides == ["generations"]
+    written = tmp_path / "page.json"   # the page writes every setting and lists what the person set
+    written.write_text(Config(budget_s=None, overrides=[]).to_json())
+    assert parse("--config", str(written)).budget_s is None and parse("--config", str(written)).overrides == []
+    with pytest.raises(ConfigError):
+        Config.from_dict({"overrides": ["seed"]})
+    assert set(PLANNED) == {"population", "generations", "epochs", "min_epochs", "final_epochs"}
+
+
+def test_the_form_asks_how_long_the_search_may_take(db, launched, new_page):
+    at = new_page()
+    assert at.sidebar.selectbox(key="budget_choice").value == "30 seconds"   # the Quick demo
+    assert at.sidebar.number_input(key="cfg_population").disabled
+    at.sidebar.selectbox(key="budget_choice").set_value("5 minutes").run()
+    at.sidebar.button(key="start").click().run()
+    (run,) = Store(db).list_runs()
+    assert run["config"]["budget_s"] == 300 and run["config"]["overrides"] == []
+    at.sidebar.checkbox(key="budget_manual").check().run()
+    assert not at.sidebar.number_input(key="cfg_population").disabled
+
+
+@pytest.mark.slow
+def test_the_quick_demo_as_a_budget_ends_in_its_time_with_a_model(tmp_path):
+    db = tmp_path / "db.json"
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "-m", "automodel", "run", "--dataset", "digits", "--budget", "30s",
+                             "--seed", "0", "--run-id", "demo", "--db", str(db), "--quiet"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=300, env=dict(os.environ))
+    wall = time.monotonic() - started
+    assert result.returncode == 0, result.stderr[-2000:]
+    run = Store(db).get_run("demo")
+    assert run["status"] == "completed" and run["test_accuracy"] > 0.9
+    assert run["elapsed_s"] <= 30 * 1.1 + 5, f"{run['elapsed_s']:.1f} s for a 30 s budget (wall {wall:.1f} s)"
+    shown = json.loads(subprocess.run([sys.executable, "-m", "automodel", "show", "demo", "--db", str(db), "--json"],
+                                      cwd=ROOT, capture_output=True, text=True, timeout=60).stdout)
+    assert shown["plan"]["budget_s"] == 30 and shown["plan"]["population"] >= 2
