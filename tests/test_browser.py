@@ -129,7 +129,7 @@ def test_start_watch_stop_resume_and_download(tmp_path):
                 table = page.locator(".st-key-population_table [role=gridcell]")
                 expect(table.filter(has_text="✓ ok").first).to_be_attached(timeout=10_000)
                 expect(status).to_contain_text("running")
-                expect(status).to_contain_text(re.compile(r"generation \d+/3"))
+                expect(status).to_contain_text(re.compile(r"generation \d+/\d+"))
                 shot("running")
 
                 # Stop: the run ends within seconds and is marked stopped.
@@ -211,8 +211,11 @@ def test_start_watch_stop_resume_and_download(tmp_path):
 
         import pandas as pd
         records = pd.read_csv(csv_file)
-        assert len(records) == len(store.individuals(run["run_id"])) == 24   # the Quick demo: 8 candidates × 3 generations
-        assert set(records["generation"]) == set(range(3))
+        # The Quick demo is planned from its budget: the population times the generations that fitted.
+        population, generations = run["config"]["population"], run["generations_done"]
+        assert run["plan"]["budget_s"] == 30 and generations >= 1
+        assert len(records) == len(store.individuals(run["run_id"])) >= population * generations
+        assert set(range(generations)) <= set(records["generation"])
         try:
             import onnxruntime
         except ImportError:
