@@ -120,6 +120,10 @@ def test_start_watch_stop_resume_and_download(tmp_path):
                 expect(start).to_be_enabled(timeout=SERVER_START_S * 1000)
                 sidebar.get_by_role("button", name="Quick demo", exact=True).click()
                 expect(page.get_by_text("Loaded the Quick demo preset")).to_be_visible(timeout=10_000)
+                # A minute instead of the demo's 30 s, so that the run is still going when Stop is pressed.
+                sidebar.locator(".st-key-budget_choice").get_by_role("combobox").click()
+                page.get_by_role("option", name="1 minute", exact=True).click()
+                page.wait_for_timeout(1500)   # the choice reaches the server (the run's plan says 60 s below)
                 start.click()
 
                 # Live: the first generation appears in the chart (its best/mean/worst points) and the table.
@@ -213,7 +217,7 @@ def test_start_watch_stop_resume_and_download(tmp_path):
         records = pd.read_csv(csv_file)
         # The Quick demo is planned from its budget: the population times the generations that fitted.
         population, generations = run["config"]["population"], run["generations_done"]
-        assert run["plan"]["budget_s"] == 30 and generations >= 1
+        assert run["plan"]["budget_s"] == 60 and generations >= 1
         assert len(records) == len(store.individuals(run["run_id"])) >= population * generations
         assert set(range(generations)) <= set(records["generation"])
         try:
