@@ -32,6 +32,10 @@ class Task:
     time_limit_s: float | None = None  # overrides the settings' time limit (the final training)
     probe_steps: int | None = None    # only time this many training steps (planning a time budget)
 
+    def time_limit(self, settings: TrainSettings) -> float:
+        """Seconds this task may train: its own limit, else the settings'."""
+        return self.time_limit_s if self.time_limit_s is not None else settings.time_limit_s
+
     @property
     def worker_label(self) -> str:
         if self.probe_steps is not None:
@@ -46,8 +50,7 @@ def run_task(task: Task, data: DeviceData, settings: TrainSettings, on_progress:
         settings = replace(settings, epochs=task.epochs)
     if task.threads is not None:
         settings = replace(settings, threads=task.threads)
-    if task.time_limit_s is not None:
-        settings = replace(settings, time_limit_s=task.time_limit_s)
+    settings = replace(settings, time_limit_s=task.time_limit(settings))
     return train_candidate(task.genome, data, settings, task.seed, final=task.final, keep_weights=True,
                            prune_below=task.prune_below, pause_after=task.pause_after, resume=task.resume,
                            on_progress=on_progress, should_stop=should_stop, probe_steps=task.probe_steps)

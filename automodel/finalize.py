@@ -99,8 +99,9 @@ def _train_and_keep(store: Store, run_id: str, run: dict, record: dict, data_dir
     # In a worker process, as in a search: a crash in native code fails the training, not this process.
     evaluator = WorkerPoolEvaluator(DeviceData(data, resolve_device(settings.device)), settings, 1)
     genome = Genome.from_dict(record["genome"])
+    # A budget run chose its final training's threads; the same choice reproduces its final model.
     task = Task(FINAL_GENERATION, 0, genome, derive_seed(config.seed, "final"), final=True,
-                epochs=config.final_epochs)
+                epochs=config.final_epochs, threads=(run.get("plan") or {}).get("final_threads"))
     results: list[TrainResult] = []
 
     def progress(_task, info: dict) -> None:

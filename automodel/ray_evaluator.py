@@ -307,7 +307,7 @@ class RayEvaluator:
                     self._started.pop(task.worker_label, None)   # the next rung starts its own clock
                     on_result(task, self._collect(ref))
                 for ref, task in self._hung():
-                    limit = self._time_limit(task)
+                    limit = task.time_limit(self.settings)
                     on_result(task, TrainResult(TIMEOUT, 0.0, seconds=limit, reason=(
                         f"no result {self.watchdog_margin_s:g} s past its time limit of {limit:g} s (stuck inside "
                         f"a computation); its Ray worker was killed")))
@@ -352,15 +352,12 @@ class RayEvaluator:
             return TrainResult(ERROR, 0.0, reason=f"the Ray worker training it died ({type(exc).__name__}) in "
                                                   f"{attempts}: {_first_line(exc)}")
 
-    def _time_limit(self, task: Task) -> float:
-        return task.time_limit_s if task.time_limit_s is not None else self.settings.time_limit_s
-
     def _hung(self) -> list[tuple[ray.ObjectRef, Task]]:
         """Tasks running past their time limit plus the margin (a hang inside a kernel never reaches the
         trainer's own time check): cancelled, their workers killed, and handed back to be recorded."""
         now = time.monotonic()
         hung = [(ref, task) for ref, task in self._running.items()
-                if now - self._started.get(task.worker_label, now) > self._time_limit(task) + self.watchdog_margin_s]
+                if now - self._started.get(task.worker_label, now) > task.time_limit(self.settings) + self.watchdog_margin_s]
         for ref, task in hung:
             del self._running[ref]
             self._started.pop(task.worker_label, None)

@@ -159,7 +159,6 @@ class Search:
                                   input_shape=list(data.input_shape), train_size=len(data.train_x),
                                   val_size=len(data.val_x), test_size=len(data.test_x),
                                   skipped_images=data.skipped, ignored_files=data.ignored)
-            self.data = data
             status = "stopped"  # a stop during set-up (a download, starting Ray) is obeyed here
             if not self.stop():
                 evaluator = (self.evaluator_factory(data, settings) if self.evaluator_factory else
@@ -279,13 +278,18 @@ class Search:
         recorded = (self.store.get_run(self.run_id) or {}).get("plan") or {}
         if recorded.get("final_threads") is not None:
             return self.config.final_epochs, recorded["final_threads"]
-        options = sorted({max(1, getattr(evaluator, "settings", None) and evaluator.settings.threads or 1),
-                          torch.get_num_threads()})
+        settings = getattr(evaluator, "settings", None)
+        worker_threads = (settings.threads if settings is not None else None) or 1
+        options = sorted({worker_threads, torch.get_num_threads()})
         tasks = [Task(PROBE_GENERATION, i, genome, 0, final=True, probe_steps=PROBE_STEPS, threads=t)
                  for i, t in enumerate(options)]
         timed: dict[int, float] = {}
-        evaluator.evaluate(tasks, lambda t, r: r.step_seconds and timed.setdefault(t.threads, r.step_seconds),
-                           lambda _t, _i: None, self.stop)
+
+        def timing(task: Task, result: TrainResult) -> None:
+            if result.step_seconds is not None:
+                timed[task.threads] = result.step_seconds
+
+        evaluator.evaluate(tasks, timing, lambda _t, _i: None, self.stop)
         threads = min(timed, key=timed.get) if timed else options[-1]
         data = self.data
         batch = resolve_batch_size(self.config.batch_size, len(data.train_x))

@@ -136,9 +136,13 @@ class WorkerPoolEvaluator:
         by_label = {t.worker_label: t for t in tasks}
 
         def submit(task: Task) -> None:
-            future = self._ensure_pool().submit(self._task_function, task)
+            try:
+                future = self._ensure_pool().submit(self._task_function, task)
+            except BrokenProcessPool as exc:   # a worker died since the last look: handled below like the others
+                future = Future()
+                future.set_exception(exc)
             running[future] = task
-            deadlines[future] = time.monotonic() + self._time_limit(task) + self.watchdog_margin_s
+            deadlines[future] = time.monotonic() + task.time_limit(self.settings) + self.watchdog_margin_s
 
         while waiting or suspects or running:
             if should_stop():
@@ -175,7 +179,7 @@ class WorkerPoolEvaluator:
                 self._kill_workers()
                 for future in hung:
                     task = running.pop(future)
-                    limit = self._time_limit(task)
+                    limit = task.time_limit(self.settings)
                     on_result(task, TrainResult(TIMEOUT, 0.0, seconds=limit, reason=(
                         f"no result {self.watchdog_margin_s:g} s past its time limit of {limit:g} s (stuck inside "
                         f"a computation); its worker was killed")))
@@ -214,9 +218,6 @@ class WorkerPoolEvaluator:
             self._pool = None
 
     # -------------------------------------------------------------- helpers
-    def _time_limit(self, task: Task) -> float:
-        return task.time_limit_s if task.time_limit_s is not None else self.settings.time_limit_s
-
     def _cost(self, task: Task) -> int:
         """Multiply-accumulates per image × epochs still to train: how long the task will take, roughly."""
         epochs = (task.pause_after or task.epochs or self.settings.epochs) - (task.resume.epoch if task.resume else 0)
