@@ -30,6 +30,7 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 DEVICES = ("auto", "cpu", "cuda")
 BACKENDS = ("local", "ray")
 AUGMENTATIONS = ("auto", "none", "crop", "flip_crop")
+FINAL_STARTS = ("scratch", "search")   # the final training starts from fresh weights, or the winner's trained ones
 
 
 # Learning rates that train, per optimizer, at the reference batch size of 64 (the trainer scales
@@ -145,6 +146,7 @@ class Config:
     min_epochs: int = 1               # successive halving: every new candidate first trains this many
     reduction_factor: int = 3         # … and the best 1/reduction_factor of each rung goes on to the next
     final_epochs: int = 15
+    final_from: str = "scratch"       # scratch | search: the final training starts from the winner's trained weights
     batch_size: int | None = None     # None: from the training set's size (see resolve_batch_size)
     val_fraction: float = 0.15
     augment: str = "auto"
@@ -154,6 +156,9 @@ class Config:
     time_limit_s: float = 600.0       # with a time budget, at most a quarter of it
     prune: bool = False               # stop hopeless candidates after their first epoch
     prune_fraction: float = 0.5       # … when below this share of the earlier first-epoch median
+    # A child starts from its parent's trained weights wherever its layers match in shape
+    # (Lamarckian inheritance; automodel/training/inheritance.py).
+    inherit_weights: bool = True
     max_params: int = 20_000_000
     max_macs: int | None = None       # multiply-accumulates per image; None: MACS_PER_PIXEL × height × width
     max_latency_ms: float | None = None  # inference time per image at batch 1 on the search's device; None: no limit
@@ -203,13 +208,15 @@ class Config:
             _check_int("batch_size", self.batch_size, 1, 65_536)
         _check_float("val_fraction", self.val_fraction, 0.0, 0.9, low_open=True)
         _check_choice("augment", self.augment, AUGMENTATIONS)
+        _check_choice("final_from", self.final_from, FINAL_STARTS)
         _check_float("label_smoothing", self.label_smoothing, 0.0, 0.5)
         _check_float("clip_grad_norm", self.clip_grad_norm, 0.0, 1e6)
         _check_float("time_limit_s", self.time_limit_s, 0.0, math.inf, low_open=True)
         if not isinstance(self.compile, bool):
             raise ConfigError(f"compile = {self.compile!r} is not accepted; use true or false.")
-        if not isinstance(self.prune, bool):
-            raise ConfigError(f"prune = {self.prune!r} is not accepted; use true or false.")
+        for name in ("prune", "inherit_weights"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} = {getattr(self, name)!r} is not accepted; use true or false.")
         _check_float("prune_fraction", self.prune_fraction, 0.0, 1.0, low_open=True)
         _check_int("max_params", self.max_params, 1, 10**12)
         if self.max_macs is not None:

@@ -31,6 +31,8 @@ class Task:
     threads: int | None = None        # overrides the settings' torch threads (the final training: all CPUs)
     time_limit_s: float | None = None  # overrides the settings' time limit (the final training)
     probe_steps: int | None = None    # only time this many training steps (planning a time budget)
+    parent: str | None = None         # the key of the candidate whose trained weights ``inherit`` holds
+    inherit: dict | None = field(default=None, compare=False, repr=False)   # weights to start from
 
     def time_limit(self, settings: TrainSettings) -> float:
         """Seconds this task may train: its own limit, else the settings'."""
@@ -53,7 +55,8 @@ def run_task(task: Task, data: DeviceData, settings: TrainSettings, on_progress:
     settings = replace(settings, time_limit_s=task.time_limit(settings))
     return train_candidate(task.genome, data, settings, task.seed, final=task.final, keep_weights=True,
                            prune_below=task.prune_below, pause_after=task.pause_after, resume=task.resume,
-                           on_progress=on_progress, should_stop=should_stop, probe_steps=task.probe_steps)
+                           on_progress=on_progress, should_stop=should_stop, probe_steps=task.probe_steps,
+                           inherit=task.inherit)
 
 
 ResultCallback = Callable[[Task, TrainResult], None]

@@ -12,7 +12,7 @@ import streamlit as st
 
 from . import jobs, page_access, page_sections, views
 from .config import (ACTIVATIONS, AUGMENTATIONS, BACKENDS, BLOCK_KINDS, CROSSOVER_METHODS, DEVICES, DOWNSAMPLING,
-                     HEADS, OPTIMIZERS, PLANNED, SELECTION_METHODS, Config, ConfigError)
+                     FINAL_STARTS, HEADS, OPTIMIZERS, PLANNED, SELECTION_METHODS, Config, ConfigError)
 from .store import Store, StoreError, default_db_path
 
 # Choices offered for the search space (the defaults are a subset of each).
@@ -194,6 +194,9 @@ def _form(store: Store | None, data_dir: Path, cwd: Path) -> None:
         st.number_input("Validation fraction", step=0.05, format="%.2f", key="cfg_val_fraction",
                         help="Share of the training data held out to measure fitness.")
         st.selectbox("Augmentation", AUGMENTATIONS, key="cfg_augment")
+        st.selectbox("The final training starts from", FINAL_STARTS, key="cfg_final_from",
+                     format_func=lambda v: {"scratch": "fresh weights",
+                                            "search": "the winner's trained weights"}.get(v, v))
         st.number_input("Label smoothing", step=0.05, format="%.2f", key="cfg_label_smoothing")
         st.number_input("Gradient clipping (norm)", step=1.0, format="%.1f", key="cfg_clip_grad_norm",
                         help="0 turns clipping off.")
@@ -218,6 +221,9 @@ def _form(store: Store | None, data_dir: Path, cwd: Path) -> None:
                                  "generations' median stops there and keeps its partial score.")
         st.number_input("Prune below this share of the median", step=0.05, format="%.2f",
                         key="cfg_prune_fraction", disabled=not prune)
+        st.checkbox("Children start from their parent's trained weights", key="cfg_inherit_weights",
+                    help="Wherever a child's layers match its parent's in shape, they start from the "
+                         "parent's trained values (Lamarckian inheritance), so children learn sooner.")
 
     with st.expander("Where candidates train"):
         backend = st.selectbox("Back end", BACKENDS, key="cfg_backend",

@@ -39,6 +39,7 @@ from .store import Store
 from .throttle import Throttle
 from .trainer import (OK, PRUNED, TOO_LARGE, Checkpoint, DeviceData, TrainResult, TrainSettings, resolve_augment,
                       resolve_device)
+from .training.inheritance import WeightStore, choose_parent
 
 FINAL_GENERATION = -1   # the final training's progress is labelled with this generation
 PROBE_GENERATION = -2   # the timing a budget is planned from
@@ -137,6 +138,8 @@ class Search:
         self.data: ImageData | None = None
         self.plan: Plan | None = None                 # with a time budget: what it became
         self._progress_writes = Throttle(0.25)   # store writes of live progress, per worker label
+        self.weights = WeightStore(self.run_dir / "weights")   # trained weights of candidates that may be parents
+        self._parents: dict[int, tuple[Genome, ...]] = {}   # index → the parents a child was bred from
 
     # ------------------------------------------------------------------ entry point
     def run(self) -> str:
@@ -361,6 +364,9 @@ class Search:
                 self.reporter.message("time budget spent; ending the search with the best so far")
                 return "searched"
             record = self._record_generation(generation, time.monotonic() - gen_started)
+            # Only this generation's candidates can be parents of the next (and the best, the final's start).
+            self.weights.keep_only([r["key"] for r in self.store.individuals(self.run_id, generation)] +
+                                   [self._best["key"]] * (self._best is not None))
             if self._budget_spent():
                 self.reporter.message("time budget spent; ending the search with the best so far")
                 return "searched"
@@ -400,6 +406,7 @@ class Search:
         """The genomes of a generation: sampled for the first, bred from the records after."""
         c = self.config
         if generation == 0:
+            self._parents = {}
             rng = random.Random(derive_seed(c.seed, "initial"))
             population: list[Genome] = []
             for _ in range(c.population):
@@ -423,13 +430,16 @@ class Search:
             points = [objective_point(r, c.objectives, accuracy=f) if r["status"] in CONTINUABLE
                       else (math.inf,) * len(c.objectives) for r, f in zip(parents, fitness)]
             ranks = nsga2_ranks(points)
-        return self.breed([Genome.from_dict(r["genome"]) for r in parents], fitness,
-                          random.Random(derive_seed(c.seed, "breed", generation)),
-                          {Genome.from_dict(r["genome"]).key() for r in earlier}, ranks=ranks)
+        genomes = [Genome.from_dict(r["genome"]) for r in parents]
+        offspring = self.breed(genomes, fitness, random.Random(derive_seed(c.seed, "breed", generation)),
+                               {Genome.from_dict(r["genome"]).key() for r in earlier}, ranks=ranks)
+        self._parents = {index: tuple(genomes[i] for i in pair) for index, (_child, pair) in enumerate(offspring)}
+        return [child for child, _pair in offspring]
 
     def breed(self, genomes: list[Genome], fitness: list[float], rng: random.Random,
-              known: set[str], ranks: list[tuple[int, float]] | None = None) -> list[Genome]:
+              known: set[str], ranks: list[tuple[int, float]] | None = None) -> list[tuple[Genome, tuple[int, ...]]]:
         """Elites pass unchanged; the rest are children of selected parents, crossed and mutated.
+        Each of the next generation's genomes comes with the indices of the parents it was bred from.
 
         With several objectives, ``ranks`` (NSGA-II's front number and crowding) replace the
         fitness in both: the elites are the best of the front, parents win crowded tournaments.
@@ -448,20 +458,21 @@ class Search:
             elites = select_elite(fitness, c.elitism)
             pick = lambda: select(fitness, 2, rng, **options)   # noqa: E731
         cross = CROSSOVERS[c.crossover]
-        nxt = [genomes[i] for i in elites]
+        nxt = [(genomes[i], (i,)) for i in elites]
         while len(nxt) < c.population:
             i, j = pick()
             a, b = genomes[i], genomes[j]
-            if rng.random() < c.crossover_rate:
+            crossed = rng.random() < c.crossover_rate
+            if crossed:
                 a, b = cross(a, b, self.space, rng)
-            for child in (a, b):
+            for child, own in ((a, i), (b, j)):
                 child = self.fit(mutate(child, self.space, c.mutation_rate, rng))
                 for _ in range(NOVELTY_TRIES):
-                    if child.key() not in known and child not in nxt:
+                    if child.key() not in known and all(child != other for other, _ in nxt):
                         break
                     child = self.fit(mutate(child, self.space, max(c.mutation_rate, 0.02), rng))
                 if len(nxt) < c.population:
-                    nxt.append(child)
+                    nxt.append((child, (i, j) if crossed else (own,)))
         return nxt
 
     # ------------------------------------------------------------------ candidates
@@ -493,10 +504,32 @@ class Search:
                                                          "params": params, "macs": macs}, cached=False)
                 continue
             planned.add(key)
+            checkpoint = self._checkpoints.pop(key, None)
+            parent, weights = self._inheritance(index, genome, need_weights=checkpoint is None)
             tasks.append(Task(generation, index, genome, self.training_seed(genome), prune_below=prune_below,
-                              pause_after=pause_after, resume=self._checkpoints.pop(key, None),
+                              pause_after=pause_after, resume=checkpoint, parent=parent, inherit=weights,
                               epochs=self.config.epochs, time_limit_s=self.candidate_time_limit()))
         return tasks
+
+    def _keeps_weights(self) -> bool:
+        """Whether candidates' trained weights are kept: to be inherited, or for the final to start from."""
+        return self.config.inherit_weights or self.config.final_from == "search"
+
+    def _inheritance(self, index: int, genome: Genome, need_weights: bool) -> tuple[str | None, dict | None]:
+        """(parent key, its trained weights) for the child at ``index``: of the parents it was bred from
+        whose weights the run still keeps, the one that can give it the most of its parameters.
+        (None, None) with inheritance off, in generation 0, or when no parent has weights to give."""
+        parents = [p for p in self._parents.get(index, ()) if self.weights.path(p.key()).exists()]
+        if not self.config.inherit_weights or not parents:
+            return None, None
+        chosen = choose_parent(genome, parents, self.data.input_shape, len(self.data.classes))
+        if chosen is None:
+            return None, None
+        key = parents[chosen].key()
+        weights = self.weights.load(key) if need_weights else None
+        if need_weights and weights is None:
+            return None, None
+        return key, weights
 
     def training_seed(self, genome: Genome) -> int:
         """A candidate's training seed follows from the run seed and the genome alone, so a genome
@@ -566,8 +599,14 @@ class Search:
                 status = PARTIAL
         if result.checkpoint is not None:
             self._checkpoints[task.genome.key()] = result.checkpoint
+        if self._keeps_weights() and status in (OK, PARTIAL):
+            # Written before the record: a child bred from this candidate after a restart finds them.
+            weights = result.state_dict if result.checkpoint is None else result.checkpoint.model
+            if weights is not None:
+                self.weights.save(task.genome.key(), weights)
         previous = next((r for r in self.store.individuals(self.run_id, task.generation)
                          if r["index"] == task.index and not r.get("cached")), None)
+        inherited = result.inherited if result.inherited is not None else (previous or {}).get("inherited")
         start_epoch = task.resume.epoch if task.resume is not None else 0
         trained = (previous or {}).get("trained_epochs", 0) + max(0, result.epochs_done - start_epoch)
         improves = status == OK and (
@@ -585,7 +624,8 @@ class Search:
             "params": result.params or params, "macs": macs, "latency_ms": result.latency_ms,
             "seconds": round(result.seconds, 3), "epochs": epochs,
             "trained_epochs": trained, "history": result.history, "train_loss": result.train_loss,
-            "first_epoch_fitness": result.first_epoch_fitness}, cached=False)
+            "first_epoch_fitness": result.first_epoch_fitness, "parent": task.parent,
+            "inherited": round(inherited, 4) if inherited is not None else None}, cached=False)
         if self._progress_writes.forget(task.worker_label):
             # A back end that trains several candidates at once (Ray) labels each one's progress
             # with its task's worker_label; a finished candidate's progress record goes away.
@@ -601,6 +641,7 @@ class Search:
             "epochs": outcome.get("epochs", 0), "trained_epochs": 0 if cached else outcome.get("trained_epochs", 0),
             "history": outcome.get("history") or [], "train_loss": outcome.get("train_loss"),
             "first_epoch_fitness": outcome.get("first_epoch_fitness"),
+            "parent": outcome.get("parent"), "inherited": outcome.get("inherited"),
             "cached": cached, "recorded_at": time.time(),
         }
         self.store.add_individual(record)
@@ -680,8 +721,9 @@ class Search:
         self.reporter.message(f"final training of the best genome for {epochs} epochs")
         # The final training trains far longer than a candidate: a candidate's time limit is not its own.
         final_epoch_s = ((self.store.get_run(self.run_id) or {}).get("plan") or {}).get("final_epoch_s") or 0.0
+        start = self.weights.load(best["key"]) if self.config.final_from == "search" else None
         task = Task(FINAL_GENERATION, 0, genome, derive_seed(self.config.seed, "final"), final=True,
-                    epochs=epochs, threads=threads,
+                    epochs=epochs, threads=threads, parent=best["key"] if start is not None else None, inherit=start,
                     time_limit_s=max(self.config.time_limit_s, 3 * epochs * final_epoch_s))
         results: list[TrainResult] = []
         # Only a stop request ends the final training: the time budget is for the search.
@@ -698,7 +740,7 @@ class Search:
         report = self.test_report(genome, result.state_dict, self.run_dir / "misclassified")
         self.store.update_run(self.run_id, test_accuracy=result.fitness, best_model_path=str(path), stage="done",
                               final_seconds=round(result.seconds, 3), test_report=report,
-                              final_history=result.history)
+                              final_history=result.history, final_start="search" if task.parent else "scratch")
         self.reporter.message(f"test accuracy of the final model: {result.fitness:.4f}")
         return "completed"
 

@@ -24,6 +24,7 @@ from .data import ImageData
 from .genome import Genome
 from .model import build_model, count_parameters, estimate_parameters
 from .throttle import Throttle
+from .training.inheritance import inherit_weights
 
 OK, OOM, NAN, TIMEOUT, TOO_LARGE, TOO_SLOW, ERROR, STOPPED, PRUNED, STALLED, PROBED = (
     "ok", "oom", "nan", "timeout", "too_large", "too_slow", "error", "stopped", "pruned", "stalled", "probed")
@@ -91,6 +92,7 @@ class TrainResult:
     state_dict: dict[str, torch.Tensor] | None = field(default=None, repr=False)
     checkpoint: Checkpoint | None = field(default=None, repr=False)   # set when paused before the last epoch
     step_seconds: float | None = None   # a probe's median seconds per training step (after its warm-up steps)
+    inherited: float | None = None      # share of the parameters that started from a parent's weights
 
 
 class DeviceData:
@@ -224,7 +226,8 @@ def train_candidate(genome: Genome, data: DeviceData, settings: TrainSettings, s
                     final: bool = False, keep_weights: bool = False, prune_below: float | None = None,
                     pause_after: int | None = None, resume: Checkpoint | None = None,
                     on_progress: Callable[[dict], None] | None = None,
-                    should_stop: Callable[[], bool] | None = None, probe_steps: int | None = None) -> TrainResult:
+                    should_stop: Callable[[], bool] | None = None, probe_steps: int | None = None,
+                    inherit: dict[str, torch.Tensor] | None = None) -> TrainResult:
     """Train ``genome`` and score it. Never raises for a candidate's own failure.
 
     The schedule (warm-up, decay) always spans ``settings.epochs``. With ``pause_after`` the
@@ -240,6 +243,10 @@ def train_candidate(genome: Genome, data: DeviceData, settings: TrainSettings, s
     With ``probe_steps`` it trains only that many steps and returns, as ``probed``, the median
     seconds of one step after the first ``PROBE_WARMUP`` (``step_seconds``): what a time budget is
     planned from.
+
+    With ``inherit`` (a parent's trained weights), every tensor whose name and shape match starts
+    from the parent's value instead of a fresh one (``result.inherited`` says which share of the
+    parameters did); a ``resume`` checkpoint already holds them.
     """
     started = time.monotonic()
     num_classes = len(data.classes)
@@ -256,6 +263,7 @@ def train_candidate(genome: Genome, data: DeviceData, settings: TrainSettings, s
         generator = torch.Generator(device=data.device).manual_seed(seed)
         model = build_model(genome, data.input_shape, data.classes, data.mean, data.std)
         model = model.to(data.device, memory_format=torch.channels_last)
+        inherited = inherit_weights(model, inherit) if inherit is not None and resume is None else None
         optimizer = make_optimizer(genome, model, settings.batch_size)
         latency = None
         if settings.measure_latency:
@@ -277,6 +285,7 @@ def train_candidate(genome: Genome, data: DeviceData, settings: TrainSettings, s
                    pause_after, resume, on_progress, should_stop, probe_steps)
         result = run.fit()
         result.latency_ms = latency
+        result.inherited = inherited
         return result
     except torch.cuda.OutOfMemoryError as exc:
         return TrainResult(OOM, 0.0, params=params, seconds=time.monotonic() - started,

@@ -312,7 +312,7 @@ def _clip(x: float) -> float:
 # ----------------------------------------------------------------------------- tables
 
 INDIVIDUAL_COLUMNS = ["generation", "index", "summary", "fitness", "status", "reason", "params", "macs", "seconds",
-                      "epochs", "train_loss", "cached", "key"]
+                      "epochs", "train_loss", "cached", "key", "parent", "inherited"]
 
 
 def individuals_frame(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
@@ -340,12 +340,14 @@ def population_table(frame: pd.DataFrame, generation: int | None = None) -> pd.D
     ``generation`` is the stored number (from 0); None means the latest present.
     """
     columns = ["Candidate", "Fitness", "Epochs", "Status", "Architecture", "Parameters", "MMACs", "Seconds",
-               "Reason", "Reused"]
+               "Started from", "Reason", "Reused"]
     if frame.empty:
         return pd.DataFrame(columns=columns)
     if generation is None:
         generation = int(frame["generation"].max())
     rows = frame[frame["generation"] == generation]
+    previous = frame[frame["generation"] == generation - 1]
+    number_of = dict(zip(previous["key"], previous["index"].astype("int64") + 1))
     table = pd.DataFrame({
         "Candidate": rows["index"].astype("int64") + 1,
         "Fitness": rows["fitness"],
@@ -355,11 +357,22 @@ def population_table(frame: pd.DataFrame, generation: int | None = None) -> pd.D
         "Parameters": rows["params"],
         "MMACs": (rows["macs"] / 1e6).round(2),
         "Seconds": rows["seconds"].round(2),
+        "Started from": [started_from(r, number_of) for r in rows.to_dict("records")],
         "Reason": rows["reason"],
         "Reused": rows["cached"],
     }, columns=columns)
     # Candidates are compared at equal fidelity: those trained for more epochs first.
     return table.sort_values(["Epochs", "Fitness", "Candidate"], ascending=[False, False, True]).reset_index(drop=True)
+
+
+def started_from(record: Mapping[str, Any], number_of: Mapping[str, int]) -> str:
+    """Where a candidate's weights started: "fresh", or the share it inherited and from which of the
+    previous generation's candidates (Lamarckian inheritance)."""
+    parent, share = record.get("parent"), record.get("inherited")
+    if not isinstance(parent, str) or share is None or share != share:   # missing, None or NaN
+        return "fresh"
+    where = f"candidate {number_of[parent]}" if parent in number_of else "its parent"
+    return f"{share:.0%} from {where}"
 
 
 def failures_table(frame: pd.DataFrame) -> pd.DataFrame:
@@ -418,7 +431,8 @@ def layer_frame(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
 def records_csv(records: Iterable[Mapping[str, Any]]) -> bytes:
     """The run's candidate records as CSV (the genome as a JSON column), generation from 0."""
     columns = ["run_id", "generation", "index", "key", "summary", "fitness", "status", "reason", "params", "macs",
-               "latency_ms", "seconds", "epochs", "trained_epochs", "train_loss", "cached", "recorded_at", "genome"]
+               "latency_ms", "seconds", "epochs", "trained_epochs", "train_loss", "parent", "inherited", "cached",
+               "recorded_at", "genome"]
     rows = []
     for r in records:
         row = {c: r.get(c) for c in columns}

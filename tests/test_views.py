@@ -169,7 +169,7 @@ def test_population_table_is_one_generation_best_first():
     table = views.population_table(frame)  # latest generation by default
     assert list(table["Candidate"]) == [1, 3, 2]
     assert list(table.columns) == ["Candidate", "Fitness", "Epochs", "Status", "Architecture", "Parameters",
-                                   "MMACs", "Seconds", "Reason", "Reused"]
+                                   "MMACs", "Seconds", "Started from", "Reason", "Reused"]
     assert list(table["Status"]) == ["✓ ok", "✓ ok", "✗ NaN loss"]
     assert list(table["Reused"]) == [False, True, False]
     first = views.population_table(frame, 0)
@@ -201,6 +201,19 @@ def test_pruned_candidates_are_not_failures():
     caption = views.chart_caption(frame)
     assert caption.startswith("8 candidates evaluated · 1 stopped early by successive halving or pruning · 2 failed "
                               "(1 out of memory, 1 NaN loss)")
+
+
+def test_population_table_says_what_each_candidate_started_from():
+    records = population()
+    parent = next(r for r in records if r["generation"] == 0 and r["index"] == 2)
+    child = next(r for r in records if r["generation"] == 1 and r["index"] == 0)
+    child["parent"], child["inherited"] = parent["key"], 0.625
+    table = views.population_table(views.individuals_frame(records), 1).set_index("Candidate")
+    assert table.loc[1, "Started from"] == "62% from candidate 3"
+    assert set(table.drop(index=1)["Started from"]) == {"fresh"}
+    child["parent"] = "a key of no earlier candidate"
+    table = views.population_table(views.individuals_frame(records), 1).set_index("Candidate")
+    assert table.loc[1, "Started from"] == "62% from its parent"
 
 
 def test_population_table_ranks_by_epochs_trained_then_fitness():

@@ -1,0 +1,1 @@
+"""Training one candidate: what a network starts from and how it learns."""
