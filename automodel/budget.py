@@ -9,8 +9,12 @@ run keeps it:
 - ``FINAL_SHARE`` of the budget is kept for the final training, whose epochs follow from the
   timing (between 1 and ``MAX_FINAL_EPOCHS``);
 - the rest is the search's: it buys a number of candidate-epochs (its seconds × workers ÷ the
-  seconds of one epoch), which sets the epochs per candidate (1, 3 or 9: more rungs of successive
-  halving for larger budgets), the population and the generations that fit.
+  seconds of one epoch), which sets the epochs per candidate (3 or 9: more rungs of successive
+  halving for larger budgets), the population and the generations that fit;
+- a budget that buys fewer than ``DIRECT_BELOW`` candidate-epochs is too short to search: ranking
+  networks after one epoch each is no better than drawing lots (bench/RESULTS.md §12), so the whole
+  budget trains one network instead, the plain CNN of :func:`~automodel.genome.reference_genome`
+  (a ``direct`` plan).
 
 Settings a person gave (``Config.overrides``) are kept as given. While the run goes on the
 timing is replaced by what candidates really cost: a generation is not started when the
@@ -33,6 +37,7 @@ FINAL_SHARE = 0.3         # of the budget, kept for the final training
 MAX_FINAL_EPOCHS = 30
 START_UP_S = 3.0          # the last records, the test report and the checkpoint
 DEFAULT_BUDGET = "5m"     # the command line's budget when none of PLANNED and no budget is given
+DIRECT_BELOW = 24         # candidate-epochs (8 candidates × 3 epochs): fewer, and the budget trains one network
 
 _UNITS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600}
 
@@ -80,15 +85,19 @@ class Plan:
     final_epoch_s: float      # … and of the final training (train + validation, all threads)
     workers: int
     candidate_epochs: float   # what the search's share buys
+    direct: bool = False      # too short to search: the whole budget trains the reference network
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in asdict(self).items()}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Plan":
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__})
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
 
     def summary(self) -> str:
+        if self.direct:
+            return (f"{describe_duration(self.budget_s)}: too short to search; one plain CNN trained for "
+                    f"{self.final_epochs} epochs")
         return (f"{describe_duration(self.budget_s)}: {self.population} candidates × up to {self.generations} "
                 f"generation{'s' if self.generations != 1 else ''}, {self.epochs} epoch"
                 f"{'s' if self.epochs != 1 else ''} each at most, then {self.final_epochs} final epochs")
@@ -114,7 +123,12 @@ def make_plan(budget_s: float, *, elapsed_s: float, epoch_s: float, final_epoch_
     final_s = final_epochs * final_epoch_s
     search_s = max(1.0, left - final_s)
     buys = search_s * workers / max(epoch_s, 1e-6)
-    epochs = given.get("epochs") or (1 if buys < 24 else 3 if buys < 600 else 9)
+    if buys < DIRECT_BELOW and not set(given) & {"population", "generations", "epochs", "min_epochs"}:
+        epochs_all = given.get("final_epochs") or max(1, min(MAX_FINAL_EPOCHS, int(left / final_epoch_s)))
+        return Plan(budget_s=budget_s, population=2, generations=1, epochs=1, min_epochs=1, final_epochs=epochs_all,
+                    search_s=elapsed_s, final_s=epochs_all * final_epoch_s, epoch_s=epoch_s,
+                    final_epoch_s=final_epoch_s, workers=workers, candidate_epochs=buys, direct=True)
+    epochs = given.get("epochs") or (3 if buys < 600 else 9)
     min_epochs = given.get("min_epochs") or 1
     population = given.get("population") or (8 if buys < 300 else 16 if buys < 3000 else 24)
     rungs = fidelities_for(epochs, min_epochs)

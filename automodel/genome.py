@@ -204,6 +204,32 @@ def sample_genome(space: SearchSpace, rng: random.Random) -> Genome:
     return with_scalars(conv, dense, {name: sample_scalar(name, space, rng) for name in SCALAR_GENES})
 
 
+def reference_genome(space: SearchSpace) -> Genome:
+    """The plain CNN a person writes first, as near as the space allows: three plain 3×3 blocks widening
+    32 → 64 → 128 with batch norm, ReLU and 2×2 max pooling, no hidden dense layer, AdamW at 1e-3.
+    What a budget too short to search trains (see automodel/budget.py)."""
+    def nearest(value, choices):
+        if value in choices:
+            return value
+        numbers = [c for c in choices if isinstance(c, (int, float)) and not isinstance(c, bool)]
+        return min(numbers, key=lambda c: abs(math.log((c + 1e-9) / (value + 1e-9)))) if numbers else choices[0]
+
+    blocks = min(max(3, space.conv_blocks[0]), space.conv_blocks[1])
+    widths = [nearest(min(32 * 2 ** i, 128), space.filters) for i in range(blocks)]
+    halving = [d for d in space.downsampling if d != "none"]
+    conv = tuple(ConvBlock(filters=w, kernel=nearest(3, space.kernel_sizes), activation=nearest("relu", space.activations),
+                           downsample=nearest("max", halving or space.downsampling),
+                           batch_norm=True if True in space.batch_norm else space.batch_norm[0],
+                           kind=nearest("plain", space.block_kinds)) for w in widths)
+    dense = tuple(DenseLayer(units=nearest(128, space.dense_units), activation=nearest("relu", space.activations))
+                  for _ in range(space.dense_layers[0]))
+    optimizer = nearest("adamw", space.optimizers)
+    low, high = space.learning_rate_range(optimizer)
+    return Genome(conv=conv, dense=dense, head=nearest("gap", space.heads), dropout=nearest(0.0, space.dropout),
+                  optimizer=optimizer, learning_rate=min(high, max(low, 1e-3)),
+                  weight_decay=nearest(5e-4, space.weight_decays))
+
+
 def gene_slots(genome: Genome, space: SearchSpace) -> list[Any]:
     """The genome as a fixed-length list aligned by position: conv slots, dense slots, scalars.
 

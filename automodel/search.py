@@ -29,7 +29,7 @@ from .config import PLANNED, Config, available_cpus, resolve_batch_size, resolve
 from .data import ImageData, load_dataset
 from .evaluator import Evaluator, Task
 from .export import save_checkpoint
-from .genome import Genome, diversity, sample_genome
+from .genome import Genome, diversity, reference_genome, sample_genome
 from .jobs import Heartbeat, run_dir_for
 from .model import fit_to_budget, fit_to_image, measure_cost
 from .operators import (CROSSOVERS, SELECTIONS, equal_fidelity_fitness, mutate, select_elite, select_nsga2,
@@ -170,7 +170,7 @@ class Search:
                 self._follow_plan(evaluator)
             if not self.stop():
                 self._load_cache()
-                status = self._evolve(evaluator)
+                status = self._one_network() if self.plan is not None and self.plan.direct else self._evolve(evaluator)
             if status == "searched":
                 status = self._final_training(evaluator)
         finally:
@@ -373,6 +373,17 @@ class Search:
             if c.target_fitness is not None and record["best"] >= c.target_fitness:
                 self.reporter.message(f"target fitness {c.target_fitness:g} reached")
                 return "searched"
+        return "searched"
+
+    def _one_network(self) -> str:
+        """A budget too short to search (a ``direct`` plan): the plain reference CNN becomes the one
+        the final training trains, with all of the time left."""
+        genome = self.fit(reference_genome(self.space))
+        self._best = {"genome": genome.to_dict(), "key": genome.key(), "summary": genome.summary(), "fitness": None,
+                      "status": OK}
+        self.store.update_run(self.run_id, best_key=genome.key(), best_summary=genome.summary(),
+                              best_genome=genome.to_dict())
+        self.reporter.message("the budget is too short to search: all of it trains one plain CNN")
         return "searched"
 
     def _run_generation(self, generation: int, population: list[Genome], evaluator: Evaluator) -> str:

@@ -9,12 +9,17 @@ On each harder set of bench/harder_sets.py, a sample of genomes of the default s
 - the validation accuracy after 1, 2, 3 and 5 epochs of the search's own training of
   ``--epochs`` epochs (the learning-rate schedule spans all of them, as on a successive-halving
   rung), and the slope between epochs 1 and 3;
+- the validation accuracy of short trainings of 1 and 3 epochs whose schedule ends with them (what
+  a candidate of a plan with 1 or 3 epochs per candidate is scored by);
 
 and each signal's Spearman rank correlation with the validation accuracy after the full
 ``--epochs`` is printed with the seconds the signal costs per genome. Two worker processes with
 one thread each train side by side, as the search does on a 2-core CPU.
 
-    python bench/bench_fidelity.py [--sets glyphs,shapes] [--genomes 30] [--epochs 15] [--workers 2]
+    python bench/bench_fidelity.py [--sets glyphs,shapes] [--genomes 30] [--epochs 15] [--workers 2] [--reuse]
+
+With ``--reuse`` the full trainings recorded in WORK/SET.json are kept and only what is missing is
+trained.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from automodel.trainer import DeviceData, TrainSettings, resolve_augment, train_
 
 ACTIVATIONS = (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Tanh)
 EARLY_EPOCHS = (1, 2, 3, 5)
+OWN_SCHEDULES = (1, 3)   # short trainings whose schedule ends with them
 
 
 def naswot(model: nn.Module, x: torch.Tensor) -> float:
@@ -88,12 +94,23 @@ def _load(folder: str) -> None:
     _DATA = DeviceData(load_dataset(folder, ROOT / "data", seed=0), torch.device("cpu"))
 
 
-def score_genome(job: tuple[int, dict, dict]) -> dict:
-    """Proxies at initialisation, then one training of ``epochs`` epochs (in a worker)."""
-    index, genome_dict, settings_dict = job
+def score_genome(job: tuple[int, dict, dict, dict | None]) -> dict:
+    """Proxies at initialisation, one training of ``epochs`` epochs (unless ``known`` has it) and
+    short trainings with their own schedules (in a worker)."""
+    index, genome_dict, settings_dict, known = job
     data = _DATA
     genome = Genome.from_dict(genome_dict)
     settings = TrainSettings(**settings_dict)
+    row = known if known is not None else full_training(index, genome, settings)
+    for epochs in OWN_SCHEDULES:
+        if f"own{epochs}" not in row:
+            short = train_candidate(genome, data, TrainSettings(**{**settings_dict, "epochs": epochs}), seed=index)
+            row[f"own{epochs}"], row[f"own{epochs}_s"] = short.fitness, short.seconds
+    return row
+
+
+def full_training(index: int, genome: Genome, settings: TrainSettings) -> dict:
+    data = _DATA
     cost = measure_cost(genome, data.input_shape, len(data.classes))
     row: dict = {"index": index, "params": cost.params, "macs": cost.macs, "summary": genome.summary()}
     generator = torch.Generator().manual_seed(index)
@@ -161,6 +178,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", type=Path, default=ROOT / "bench" / "out" / "fidelity")
+    parser.add_argument("--reuse", action="store_true", help="keep the full trainings already recorded")
     args = parser.parse_args()
     from bench.harder_sets import ensure_set
     print(f"machine: {platform.processor() or platform.machine()}, {args.workers} workers × 1 thread, "
@@ -169,18 +187,21 @@ def main() -> None:
     for name in args.sets.split(","):
         folder = str(ensure_set(name, ROOT / "bench" / "out" / "budget" / "sets", 3000, 0))
         genomes, info = sample(folder, args.genomes, args.seed)
+        saved = args.work / f"{name}.json"
+        known = {r["index"]: r for r in json.loads(saved.read_text())} if args.reuse and saved.exists() else {}
         settings = {"epochs": args.epochs, "batch_size": info["batch_size"], "augment": info["augment"],
                     "time_limit_s": 3600.0}
         print(f"{name}: {len(genomes)} genomes, {info['train']} training images, batch {info['batch_size']} "
               f"({info['steps_per_epoch']} steps per epoch), {args.epochs} epochs each", flush=True)
         rows = []
         with ProcessPoolExecutor(args.workers, initializer=_load, initargs=(folder,)) as pool:
-            for row in pool.map(score_genome, [(i, g.to_dict(), settings) for i, g in enumerate(genomes)]):
+            jobs = [(i, g.to_dict(), settings, known.get(i)) for i, g in enumerate(genomes)]
+            for row in pool.map(score_genome, jobs):
                 rows.append(row)
                 print(f"  {row['index']:2d} {row['status']:8s} final {row['final']:.3f} ep1 {row.get('ep1', 0):.3f} "
                       f"naswot {row['naswot']:.1f} synflow {row['synflow']:.1f} {row['seconds']:.0f} s "
                       f"{row['summary']}", flush=True)
-        (args.work / f"{name}.json").write_text(json.dumps(rows, indent=1))
+        saved.write_text(json.dumps(rows, indent=1))
         report(name, rows, args.epochs, info["steps_per_epoch"])
 
 
@@ -198,6 +219,10 @@ def report(name: str, rows: list[dict], epochs: int, steps_per_epoch: int) -> No
                             sum(r.get(f"ep{e}_s", 0.0) for r in rows) / len(rows)))
     signals.append(("slope epochs 1→3", [(r.get("ep3") or 0.0) - (r.get("ep1") or 0.0) for r in rows],
                     sum(r.get("ep3_s", 0.0) for r in rows) / len(rows)))
+    for e in OWN_SCHEDULES:
+        if all(f"own{e}" in r for r in rows):
+            signals.append((f"a training of {e} epoch{'s' if e > 1 else ''} with its own schedule",
+                            [r[f"own{e}"] for r in rows], sum(r[f"own{e}_s"] for r in rows) / len(rows)))
     ok = sum(r["status"] == "ok" for r in rows)
     print(f"\n{name}: {len(rows)} genomes ({ok} trained all {epochs} epochs), full training {mean_full_s:.1f} s "
           f"per genome on one worker; validation accuracy after {epochs} epochs: median "

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from automodel import cli
-from automodel.budget import FINAL_SHARE, MAX_FINAL_EPOCHS, Plan, generation_epochs, make_plan, parse_duration
+from automodel.budget import (DIRECT_BELOW, FINAL_SHARE, MAX_FINAL_EPOCHS, START_UP_S, Plan, generation_epochs,
+                              make_plan, parse_duration)
 from automodel.config import PLANNED, Config, ConfigError
 from automodel.errors import ConfigError as SameError
 from automodel.model import build_model
@@ -67,9 +68,18 @@ def test_a_larger_budget_buys_more_and_the_plan_fits_its_budget():
     assert large.final_s <= FINAL_SHARE * large.budget_s
 
 
-def test_a_budget_too_small_for_a_generation_trains_fewer_candidates():
-    tiny = plan(20, epoch_s=5.0)
-    assert tiny.generations == 1 and tiny.epochs == 1 and 2 <= tiny.population < 8
+def test_a_budget_too_short_to_search_trains_one_network_with_all_of_it():
+    tiny = plan(20, epoch_s=1.0)
+    assert tiny.candidate_epochs < DIRECT_BELOW and tiny.direct
+    assert tiny.final_epochs == int((20 - 2.0 - START_UP_S) / 1.2)   # all the time left, none kept for a search
+    assert "too short to search" in tiny.summary()
+    assert not plan(600).direct and Plan.from_dict({k: v for k, v in tiny.to_dict().items() if k != "direct"}).direct \
+        is False   # plans recorded before direct plans existed were searches
+
+
+def test_a_budget_too_small_for_a_generation_of_the_given_epochs_trains_fewer_candidates():
+    tiny = plan(20, epoch_s=5.0, epochs=3)
+    assert not tiny.direct and tiny.generations == 1 and tiny.epochs == 3 and 2 <= tiny.population < 8
 
 
 def test_settings_a_person_gave_are_kept_by_the_plan():
@@ -135,6 +145,19 @@ def test_a_search_with_a_budget_plans_itself_records_the_plan_and_follows_it(tmp
     assert len(store.generations("b")) <= plan.generations
     final = next(t for t in evaluator.tasks if t.final and t.probe_steps is None)
     assert final.epochs == config.final_epochs and final.threads == run["plan"]["final_threads"]
+
+
+def test_a_budget_too_short_to_search_trains_the_reference_network_as_the_final_model(tmp_path):
+    status, store, evaluator = budget_search(tmp_path, budget_s=10.0)
+    assert status == "completed"
+    run = store.get_run("b")
+    assert run["plan"]["direct"] and store.individuals("b") == [] and store.generations("b") == []
+    trained = [t for t in evaluator.tasks if t.probe_steps is None]
+    assert len(trained) == 1 and trained[0].final
+    assert trained[0].genome.summary() == run["best_summary"]
+    # The plain CNN, fitted to 8×8 images (no pooling below a 4-pixel map).
+    assert trained[0].genome.summary().startswith("C32k3relu/max·bn C64k3relu/max·bn C128k3relu·bn")
+    assert run["test_accuracy"] is not None and run.get("best_fitness") is None
 
 
 def test_a_resumed_budget_run_keeps_its_plan(tmp_path):

@@ -932,3 +932,22 @@ def test_strided_projections_on_few_channels_avoid_the_strided_1x1_kernel_and_ke
     assert type(first) is SubsampledPointwiseConv         # 3 input channels: the kernel that crashed
     assert type(second) is nn.Conv2d and second.stride == (2, 2)   # 16 channels: the strided kernel is safe
     assert "features.0.skip.0.weight" in model.state_dict()
+
+
+@pytest.mark.parametrize("space", [SearchSpace(), SearchSpace(filters=[8, 16], heads=["gap", "flatten"], conv_blocks=[1, 2],
+                                                          dense_layers=[1, 2], dropout=[0.1, 0.5], weight_decays=[0.0],
+                                                          optimizers=["sgd"], kernel_sizes=[5], activations=["gelu"],
+                                                          block_kinds=["residual"], downsampling=["stride"])])
+def test_the_reference_network_is_the_plain_cnn_as_near_as_the_space_allows(space):
+    from automodel.genome import reference_genome
+    g = reference_genome(space)
+    assert space.conv_blocks[0] <= len(g.conv) <= space.conv_blocks[1]
+    assert space.dense_layers[0] <= len(g.dense) <= space.dense_layers[1]
+    assert all(b.filters in space.filters and b.kernel in space.kernel_sizes and b.activation in space.activations
+               and b.kind in space.block_kinds and b.downsample in space.downsampling for b in g.conv)
+    assert [b.filters for b in g.conv] == sorted(b.filters for b in g.conv)
+    assert g.head in space.heads and g.dropout in space.dropout and g.optimizer in space.optimizers
+    low, high = space.learning_rate_range(g.optimizer)
+    assert low <= g.learning_rate <= high and g.weight_decay in space.weight_decays
+    if space == SearchSpace():
+        assert g.summary() == "C32k3relu/max·bn C64k3relu/max·bn C128k3relu/max·bn → flatten | drop 0 | adamw 1.0e-03 wd 0.0005"
