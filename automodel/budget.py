@@ -9,8 +9,8 @@ run keeps it:
 - ``FINAL_SHARE`` of the budget is kept for the final training, whose epochs follow from the
   timing (between 1 and ``MAX_FINAL_EPOCHS``);
 - the rest is the search's: it buys a number of candidate-epochs (its seconds × workers ÷ the
-  seconds of one epoch), which sets the epochs per candidate (3 or 9: more rungs of successive
-  halving for larger budgets), the population and the generations that fit;
+  seconds of one epoch), which sets the epochs per candidate (9, with successive halving's rungs,
+  once one generation of eight fits them; else 3), the population and the generations that fit;
 - a budget that buys fewer than ``DIRECT_BELOW`` candidate-epochs is too short to search: ranking
   networks after one epoch each is no better than drawing lots (bench/RESULTS.md §12), so the whole
   budget trains one network instead, the plain CNN of :func:`~automodel.genome.reference_genome`
@@ -128,8 +128,12 @@ def make_plan(budget_s: float, *, elapsed_s: float, epoch_s: float, final_epoch_
         return Plan(budget_s=budget_s, population=2, generations=1, epochs=1, min_epochs=1, final_epochs=epochs_all,
                     search_s=elapsed_s, final_s=epochs_all * final_epoch_s, epoch_s=epoch_s,
                     final_epoch_s=final_epoch_s, workers=workers, candidate_epochs=buys, direct=True)
-    epochs = given.get("epochs") or (3 if buys < 600 else 9)
     min_epochs = given.get("min_epochs") or 1
+    # Nine epochs a candidate as soon as one generation of eight fits with successive halving's rungs:
+    # a rung that pauses a long schedule ranks better than a short training of the same cost, and the
+    # survivors' later rungs rank nearly as a full training does (bench/RESULTS.md §12).
+    epochs = given.get("epochs") or (9 if generation_epochs(8, fidelities_for(9, min(min_epochs, 9)),
+                                                            reduction_factor) <= buys else 3)
     population = given.get("population") or (8 if buys < 300 else 16 if buys < 3000 else 24)
     rungs = fidelities_for(epochs, min_epochs)
     per_generation = generation_epochs(population, rungs, reduction_factor)

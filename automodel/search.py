@@ -292,7 +292,8 @@ class Search:
             if result.step_seconds is not None:
                 timed[task.threads] = result.step_seconds
 
-        evaluator.evaluate(tasks, timing, lambda _t, _i: None, self.stop)
+        for task in tasks:   # one after the other: two timings side by side would slow each other down
+            evaluator.evaluate([task], timing, lambda _t, _i: None, self.stop)
         threads = min(timed, key=timed.get) if timed else options[-1]
         data = self.data
         batch = resolve_batch_size(self.config.batch_size, len(data.train_x))

@@ -7,13 +7,15 @@ Searches (``--searches``):
 - ``ga``: ``automodel run --budget`` as a person runs it (the defaults);
 - ``ga-fresh``: the same without weight inheritance (``--no-inherit-weights``);
 - ``ga-continue``: the same with a final training that starts from the winner's trained weights;
+- ``ga-3``: the same with 3 epochs per candidate (one rung on these sets: the plan's choice before
+  it chose 9 epochs, with rungs at 3 and 9, whenever one generation of eight fits them);
 - ``random``: one generation holding as many candidates as the GA's run trained, the same
   successive halving, trainer and final training;
 - ``tpe``: every generation after the first asked of Optuna's TPE sampler (bench/searches.py),
   the same plan, trainer, halving and final training.
 
     python bench/bench_budget.py [--sets glyphs,shapes] [--multiples 1,3] [--seeds 0,1,2]
-                                 [--searches ga,random,tpe] [--work bench/out/budget]
+                                 [--searches ga,random,tpe | "1:ga;3:ga,random,tpe"] [--work bench/out/budget]
     python bench/bench_budget.py --report [--work bench/out/budget]
 
 Every run's row is kept in WORK/rows.jsonl; ``--report`` prints the table of means over seeds of all
@@ -35,9 +37,10 @@ sys.path.insert(0, str(ROOT))
 
 from bench.hand_cnn import train_and_test  # noqa: E402
 
-FLAGS = {"ga": [], "ga-fresh": ["--no-inherit-weights"], "ga-continue": ["--final-from", "search"]}
-LABELS = {"ga": "GA", "ga-fresh": "GA, no inheritance", "ga-continue": "GA, final continues", "random": "random",
-          "tpe": "TPE", "hand": "hand CNN"}
+FLAGS = {"ga": [], "ga-fresh": ["--no-inherit-weights"], "ga-continue": ["--final-from", "search"],
+         "ga-3": ["--epochs", "3"]}
+LABELS = {"ga": "GA", "ga-fresh": "GA, no inheritance", "ga-continue": "GA, final continues",
+          "ga-3": "GA, 3 epochs", "random": "random", "tpe": "TPE", "hand": "hand CNN"}
 
 
 def automodel(*args: str, runner: list[str] | None = None) -> dict:
@@ -55,7 +58,8 @@ def main() -> None:
     parser.add_argument("--sets", default="glyphs,shapes")
     parser.add_argument("--multiples", default="1,3")
     parser.add_argument("--seeds", default="0")
-    parser.add_argument("--searches", default="ga,random,tpe")
+    parser.add_argument("--searches", default="ga,random,tpe",
+                        help="searches for every multiple, or per multiple: '1:ga;3:ga,random,tpe'")
     parser.add_argument("--work", type=Path, default=ROOT / "bench" / "out" / "budget")
     parser.add_argument("--report", action="store_true", help="only print the table and draw the plot")
     args = parser.parse_args()
@@ -68,7 +72,10 @@ def main() -> None:
     import torch
     print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
           f"torch {torch.__version__}")
-    searches = args.searches.split(",")
+    if ":" in args.searches:
+        per_multiple = {float(k): v.split(",") for k, v in (part.split(":") for part in args.searches.split(";"))}
+    else:
+        per_multiple = {float(k): args.searches.split(",") for k in args.multiples.split(",")}
     for name in args.sets.split(","):
         folder = str(ensure_set(name, work / "sets", 3000, 0))
         for seed in map(int, args.seeds.split(",")):
@@ -76,7 +83,7 @@ def main() -> None:
             print(f"{name} seed {seed}: hand CNN {hand:.4f} in {t:.1f} s (T)", flush=True)
             keep(work, {"set": name, "seed": seed, "search": "hand", "k": 1.0, "budget": t, "test": hand,
                         "elapsed": t, "plan": ""})
-            for k in map(float, args.multiples.split(",")):
+            for k, searches in per_multiple.items():
                 budget = f"{k * t:.0f}"
                 db = str(work / f"{name}-{seed}.json")
                 common = ["--dataset", folder, "--budget", budget, "--seed", str(seed), "--db", db]
@@ -105,7 +112,8 @@ def main() -> None:
                     print(f"{name} seed {seed} {k:g}×T: {LABELS[search]} {run['test_accuracy']:.4f} in "
                           f"{elapsed:.1f} s of {budget} s ({detail})", flush=True)
                     keep(work, {"set": name, "seed": seed, "search": search, "k": k, "budget": float(budget),
-                                "test": run["test_accuracy"], "elapsed": elapsed, "plan": detail})
+                                "test": run["test_accuracy"], "elapsed": elapsed, "plan": detail,
+                                "cut_share": _cut_share(db, run["run_id"])})
     report(work)
 
 
@@ -119,21 +127,23 @@ def report(work: Path) -> None:
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
         groups.setdefault((row["set"], row["search"], row["k"]), []).append(row)
-    print("\n| set | search | budget | seeds | test accuracy (mean ± sd) | wall / budget (worst) |")
-    print("|---|---|---|---|---|---|")
+    print("\n| set | search | budget | seeds | test accuracy (mean ± sd) | wall / budget (worst) | cut share | plans |")
+    print("|---|---|---|---|---|---|---|---|")
     for (name, search, k), members in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][2], kv[0][1])):
         tests = [m["test"] for m in members]
         sd = statistics.stdev(tests) if len(tests) > 1 else 0.0
         over = max(m["elapsed"] / m["budget"] for m in members)
+        cut = statistics.fmean(m.get("cut_share", 0.0) for m in members)
+        plans = "; ".join(sorted({m["plan"] for m in members if m["plan"]}))
         print(f"| {name} | {LABELS[search]} | {k:g}×T | {len(members)} | {statistics.fmean(tests):.3f} ± {sd:.3f} "
-              f"| {over:.2f} |")
+              f"| {over:.2f} | {cut:.2f} | {plans} |")
     draw(groups, ROOT / "bench" / "budget.svg")
 
 
 def draw(groups: dict[tuple, list[dict]], path: Path) -> None:
     """Mean test accuracy against the budget (in T), one panel per set, one line per search."""
     sets = sorted({name for name, _, _ in groups})
-    colours = {"ga": "#4c78a8", "ga-fresh": "#9ecae9", "ga-continue": "#54a24b", "random": "#f58518",
+    colours = {"ga": "#4c78a8", "ga-fresh": "#9ecae9", "ga-continue": "#54a24b", "ga-3": "#b279a2", "random": "#f58518",
                "tpe": "#e45756", "hand": "#222222"}
     width, height, pad = 360, 260, 44
     ks = sorted({k for _, search, k in groups if search != "hand"}) or [1.0]
@@ -177,6 +187,14 @@ def draw(groups: dict[tuple, list[dict]], path: Path) -> None:
                  f'budget, in multiples of one hand-written training (T)</text></svg>')
     path.write_text("\n".join(parts) + "\n")
     print(f"plot: {path.relative_to(ROOT)}")
+
+
+def _cut_share(db: str, run_id: str) -> float:
+    """The share of the candidates' training seconds spent on candidates successive halving later cut."""
+    from automodel.store import Store
+    rows = [r for r in Store(db).individuals(run_id) if not r.get("cached")]
+    total = sum(r.get("seconds") or 0.0 for r in rows)
+    return sum(r.get("seconds") or 0.0 for r in rows if r["status"] == "pruned") / total if total else 0.0
 
 
 def _elapsed(db: str, run_id: str) -> float:

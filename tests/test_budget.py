@@ -96,9 +96,10 @@ class TimedFakeEvaluator:
     workers = 2
 
     def __init__(self, data, settings):
-        self.data, self.settings, self.tasks = data, settings, []
+        self.data, self.settings, self.tasks, self.calls = data, settings, [], []
 
     def evaluate(self, tasks, on_result, on_progress, should_stop):
+        self.calls.append(list(tasks))
         for task in tasks:
             self.tasks.append(task)
             if task.probe_steps is not None:
@@ -145,6 +146,8 @@ def test_a_search_with_a_budget_plans_itself_records_the_plan_and_follows_it(tmp
     assert len(store.generations("b")) <= plan.generations
     final = next(t for t in evaluator.tasks if t.final and t.probe_steps is None)
     assert final.epochs == config.final_epochs and final.threads == run["plan"]["final_threads"]
+    # The final's timings (one worker's threads, all threads) run one at a time, never side by side.
+    assert all(len([t for t in call if t.final]) <= 1 for call in evaluator.calls)
 
 
 def test_a_budget_too_short_to_search_trains_the_reference_network_as_the_final_model(tmp_path):
