@@ -415,13 +415,15 @@ class Search:
         return budget is not None and self._elapsed() >= budget
 
     def population(self, generation: int) -> list[Genome]:
-        """The genomes of a generation: sampled for the first, bred from the records after."""
+        """The genomes of a generation: for the first, the plain reference CNN (as near as the space
+        allows: a network that trains on any image set, so the search never ends below it) and
+        samples of the space; bred from the records after."""
         c = self.config
         if generation == 0:
             self._parents = {}
             rng = random.Random(derive_seed(c.seed, "initial"))
-            population: list[Genome] = []
-            for _ in range(c.population):
+            population: list[Genome] = [self.fit(reference_genome(self.space))]
+            for _ in range(c.population - 1):
                 genome = self.fit(sample_genome(self.space, rng))
                 for _ in range(NOVELTY_TRIES):
                     if genome not in population:
