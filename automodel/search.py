@@ -367,7 +367,7 @@ class Search:
             record = self._record_generation(generation, time.monotonic() - gen_started)
             # Only this generation's candidates can be parents of the next (and the best, the final's start).
             self.weights.keep_only([r["key"] for r in self.store.individuals(self.run_id, generation)] +
-                                   [self._best["key"]] * (self._best is not None))
+                                   ([self._best["key"]] if self._best is not None else []))
             if self._budget_spent():
                 self.reporter.message("time budget spent; ending the search with the best so far")
                 return "searched"

@@ -112,14 +112,17 @@ def score(g: Genome) -> float:
 class WeighingEvaluator:
     """Scores genomes without training; hands back fresh weights and keeps every task it was given."""
 
-    def __init__(self, data, die_after: int | None = None):
-        self.data, self.tasks, self.die_after = data, [], die_after
+    def __init__(self, data, die_after: int | None = None, fail_generation: int | None = None):
+        self.data, self.tasks, self.die_after, self.fail_generation = data, [], die_after, fail_generation
 
     def evaluate(self, tasks, on_result, on_progress, should_stop):
         for task in tasks:
             if self.die_after is not None and len(self.tasks) >= self.die_after:
                 raise SystemExit("killed")
             self.tasks.append(task)
+            if task.generation == self.fail_generation:
+                on_result(task, TrainResult("oom", 0.0, params=1, reason="out of memory (injected)"))
+                continue
             model = build_model(task.genome, self.data.input_shape, self.data.classes, self.data.mean, self.data.std)
             share = inherit_weights(model, task.inherit) if task.inherit is not None else None
             on_result(task, TrainResult("ok", score(task.genome), params=1, seconds=0.01,
@@ -202,3 +205,11 @@ def test_the_final_training_starts_from_scratch_by_default(tmp_path, config):
     _, store, evaluator, _ = search(tmp_path, config)
     final = [t for t in evaluator.tasks if t.final]
     assert final[0].inherit is None and store.get_run("r")["final_start"] == "scratch"
+
+
+def test_a_generation_in_which_every_candidate_failed_leaves_nothing_to_inherit(tmp_path, config):
+    status, store, evaluator, s = search(tmp_path, config, fail_generation=0)
+    assert status == "completed"
+    assert all(r["status"] == "oom" for r in store.individuals("r", 0))
+    assert all(t.inherit is None for t in evaluator.tasks if t.generation == 1)
+    assert store.get_run("r")["test_accuracy"] is not None
