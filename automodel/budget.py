@@ -11,10 +11,11 @@ run keeps it:
 - the rest is the search's: it buys a number of candidate-epochs (its seconds × workers ÷ the
   seconds of one epoch), which sets the epochs per candidate (9, with successive halving's rungs,
   once one generation of eight fits them; else 3), the population and the generations that fit;
-- a budget that buys fewer than ``DIRECT_BELOW`` candidate-epochs is too short to search: ranking
-  networks after one epoch each is no better than drawing lots (bench/RESULTS.md §12), so the whole
-  budget trains one network instead, the plain CNN of :func:`~automodel.genome.reference_genome`
-  (a ``direct`` plan).
+- a budget too short for one generation of ``DIRECT_POPULATION`` candidates at nine epochs (with
+  successive halving's rungs) is too short to search: candidates trained for one or three epochs
+  are ranked little better than by drawing lots, and the short final training left after them
+  loses to one plain CNN trained with all of the time (bench/RESULTS.md §11 and §12). Such a
+  budget trains that network, :func:`~automodel.genome.reference_genome` (a ``direct`` plan).
 
 Settings a person gave (``Config.overrides``) are kept as given. While the run goes on the
 timing is replaced by what candidates really cost: a generation is not started when the
@@ -37,7 +38,7 @@ FINAL_SHARE = 0.3         # of the budget, kept for the final training
 MAX_FINAL_EPOCHS = 30
 START_UP_S = 3.0          # the last records, the test report and the checkpoint
 DEFAULT_BUDGET = "5m"     # the command line's budget when none of PLANNED and no budget is given
-DIRECT_BELOW = 24         # candidate-epochs (8 candidates × 3 epochs): fewer, and the budget trains one network
+DIRECT_POPULATION = 8     # a search needs at least one generation of this many at nine epochs, else one network
 
 _UNITS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600}
 
@@ -123,17 +124,17 @@ def make_plan(budget_s: float, *, elapsed_s: float, epoch_s: float, final_epoch_
     final_s = final_epochs * final_epoch_s
     search_s = max(1.0, left - final_s)
     buys = search_s * workers / max(epoch_s, 1e-6)
-    if buys < DIRECT_BELOW and not set(given) & {"population", "generations", "epochs", "min_epochs"}:
+    min_epochs = given.get("min_epochs") or 1
+    nine = generation_epochs(DIRECT_POPULATION, fidelities_for(9, min(min_epochs, 9)), reduction_factor)
+    if buys < nine and not set(given) & {"population", "generations", "epochs", "min_epochs"}:
         epochs_all = given.get("final_epochs") or max(1, min(MAX_FINAL_EPOCHS, int(left / final_epoch_s)))
         return Plan(budget_s=budget_s, population=2, generations=1, epochs=1, min_epochs=1, final_epochs=epochs_all,
                     search_s=elapsed_s, final_s=epochs_all * final_epoch_s, epoch_s=epoch_s,
                     final_epoch_s=final_epoch_s, workers=workers, candidate_epochs=buys, direct=True)
-    min_epochs = given.get("min_epochs") or 1
-    # Nine epochs a candidate as soon as one generation of eight fits with successive halving's rungs:
-    # a rung that pauses a long schedule ranks better than a short training of the same cost, and the
-    # survivors' later rungs rank nearly as a full training does (bench/RESULTS.md §12).
-    epochs = given.get("epochs") or (9 if generation_epochs(8, fidelities_for(9, min(min_epochs, 9)),
-                                                            reduction_factor) <= buys else 3)
+    # Nine epochs a candidate: a rung that pauses a long schedule ranks better than a short training of
+    # the same cost, and the survivors' later rungs rank nearly as a full training does (bench/RESULTS.md
+    # §12). Three only when a person's settings leave no room for nine.
+    epochs = given.get("epochs") or (9 if nine <= buys else 3)
     population = given.get("population") or (8 if buys < 300 else 16 if buys < 3000 else 24)
     rungs = fidelities_for(epochs, min_epochs)
     per_generation = generation_epochs(population, rungs, reduction_factor)

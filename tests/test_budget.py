@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from automodel import cli
-from automodel.budget import (DIRECT_BELOW, FINAL_SHARE, MAX_FINAL_EPOCHS, START_UP_S, Plan, generation_epochs,
+from automodel.budget import (DIRECT_POPULATION, FINAL_SHARE, MAX_FINAL_EPOCHS, START_UP_S, Plan, generation_epochs,
                               make_plan, parse_duration)
 from automodel.config import PLANNED, Config, ConfigError
 from automodel.errors import ConfigError as SameError
@@ -69,9 +69,10 @@ def test_a_larger_budget_buys_more_and_the_plan_fits_its_budget():
 
 
 def test_a_budget_too_short_to_search_trains_one_network_with_all_of_it():
-    tiny = plan(20, epoch_s=1.0)
-    assert tiny.candidate_epochs < DIRECT_BELOW and tiny.direct
-    assert tiny.final_epochs == int((20 - 2.0 - START_UP_S) / 1.2)   # all the time left, none kept for a search
+    tiny = plan(20, epoch_s=2.0)
+    nine = generation_epochs(DIRECT_POPULATION, fidelities(9, 1), 3)
+    assert tiny.candidate_epochs < nine and tiny.direct
+    assert tiny.final_epochs == int((20 - 2.0 - START_UP_S) / 2.4)   # all the time left, none kept for a search
     assert "too short to search" in tiny.summary()
     assert not plan(600).direct and Plan.from_dict({k: v for k, v in tiny.to_dict().items() if k != "direct"}).direct \
         is False   # plans recorded before direct plans existed were searches
