@@ -157,8 +157,9 @@ class Config:
     prune: bool = False               # stop hopeless candidates after their first epoch
     prune_fraction: float = 0.5       # … when below this share of the earlier first-epoch median
     # A child starts from its parent's trained weights wherever its layers match in shape
-    # (Lamarckian inheritance; automodel/training/inheritance.py).
-    inherit_weights: bool = True
+    # (Lamarckian inheritance; automodel/training/inheritance.py). Off by default: it has not yet
+    # measured better than fresh weights at equal budget (bench/RESULTS.md §13).
+    inherit_weights: bool = False
     max_params: int = 20_000_000
     max_macs: int | None = None       # multiply-accumulates per image; None: MACS_PER_PIXEL × height × width
     max_latency_ms: float | None = None  # inference time per image at batch 1 on the search's device; None: no limit

@@ -5,7 +5,8 @@ the test split. Sets: the harder ones of bench/harder_sets.py (test styles never
 Searches (``--searches``):
 
 - ``ga``: ``automodel run --budget`` as a person runs it (the defaults);
-- ``ga-fresh``: the same without weight inheritance (``--no-inherit-weights``);
+- ``ga-fresh``: the same without weight inheritance (``--no-inherit-weights``; the default since
+  2026-12-02: ``ga-inherit`` is the same with it);
 - ``ga-continue``: the same with a final training that starts from the winner's trained weights;
 - ``ga-3``: the same with 3 epochs per candidate (one rung on these sets: the plan's choice before
   it chose 9 epochs, with rungs at 3 and 9, whenever one generation of eight fits them);
@@ -37,9 +38,9 @@ sys.path.insert(0, str(ROOT))
 
 from bench.hand_cnn import train_and_test  # noqa: E402
 
-FLAGS = {"ga": [], "ga-fresh": ["--no-inherit-weights"], "ga-continue": ["--final-from", "search"],
+FLAGS = {"ga": [], "ga-fresh": ["--no-inherit-weights"], "ga-inherit": ["--inherit-weights"], "ga-continue": ["--final-from", "search"],
          "ga-3": ["--epochs", "3"]}
-LABELS = {"ga": "GA", "ga-fresh": "GA, no inheritance", "ga-continue": "GA, final continues",
+LABELS = {"ga": "GA", "ga-fresh": "GA, no inheritance", "ga-inherit": "GA, inheritance", "ga-continue": "GA, final continues",
           "ga-3": "GA, 3 epochs", "random": "random", "tpe": "TPE", "hand": "hand CNN"}
 
 
@@ -143,7 +144,7 @@ def report(work: Path) -> None:
 def draw(groups: dict[tuple, list[dict]], path: Path) -> None:
     """Mean test accuracy against the budget (in T), one panel per set, one line per search."""
     sets = sorted({name for name, _, _ in groups})
-    colours = {"ga": "#4c78a8", "ga-fresh": "#9ecae9", "ga-continue": "#54a24b", "ga-3": "#b279a2", "random": "#f58518",
+    colours = {"ga": "#4c78a8", "ga-fresh": "#9ecae9", "ga-inherit": "#72b7b2", "ga-continue": "#54a24b", "ga-3": "#b279a2", "random": "#f58518",
                "tpe": "#e45756", "hand": "#222222"}
     width, height, pad = 360, 260, 44
     ks = sorted({k for _, search, k in groups if search != "hand"}) or [1.0]

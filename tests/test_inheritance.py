@@ -148,7 +148,8 @@ def search(tmp_path, config: Config, store: Store | None = None, **options):
 
 @pytest.fixture
 def config() -> Config:
-    return Config(population=6, generations=3, elitism=1, seed=2, mutation_rate=0.2, epochs=1, final_epochs=1)
+    return Config(population=6, generations=3, elitism=1, seed=2, mutation_rate=0.2, epochs=1, final_epochs=1,
+                  inherit_weights=True)
 
 
 def test_children_start_from_a_parent_of_the_previous_generation(tmp_path, config):
