@@ -227,6 +227,10 @@ def status_view(run: Mapping[str, Any], progress: Sequence[Mapping[str, Any]],
         searching = [p for p in progress if not p.get("final")]
         if run.get("pid") is None and not progress:  # claimed by Start or Resume, process not up yet
             parts.append("starting: loading the dataset")
+        elif (finals or run.get("stage") == "final") and _no_search(run):
+            parts.append("training one plain CNN with the whole budget (too short to search)")
+            for p in finals:
+                bars.append(_batch_bar(p, prefix="final training"))
         elif finals or run.get("stage") == "final":
             parts.append(f"final training of the best architecture (searched {done}/{total} generations)")
             for p in finals:
@@ -262,7 +266,7 @@ def status_view(run: Mapping[str, Any], progress: Sequence[Mapping[str, Any]],
     best, test = run.get("best_fitness"), run.get("test_accuracy")
     evaluated = int(run.get("evaluated") or 0)
     base = [_badge(status), f"**{run['run_id']}**"]
-    facts = [f"{done}/{total} generations", f"{evaluated} candidates"]
+    facts = ([NO_SEARCH] if _no_search(run) else [f"{done}/{total} generations", f"{evaluated} candidates"])
     if best is not None:
         facts.append(f"best validation {best:.4f}")
     if test is not None:
@@ -679,6 +683,14 @@ def budget_choice_for(seconds: float | None) -> str:
         return next(label for label, value in BUDGET_CHOICES.items() if value is None)
     timed = {label: value for label, value in BUDGET_CHOICES.items() if value is not None}
     return min(timed, key=lambda label: abs(timed[label] - seconds))
+
+
+NO_SEARCH = "no search: the budget was too short, so one plain CNN trained with all of it"
+
+
+def _no_search(run: Mapping[str, Any]) -> bool:
+    """Whether the run's budget made a direct plan (one network, no generations)."""
+    return bool((run.get("plan") or {}).get("direct"))
 
 
 def plan_caption(run: Mapping[str, Any]) -> str | None:

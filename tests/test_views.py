@@ -145,6 +145,20 @@ def test_status_of_a_completed_run_shows_both_accuracies():
     assert view.bars == [(1.0, "search and final training done")]
 
 
+def test_status_of_a_run_whose_budget_was_too_short_to_search():
+    plan = {"direct": True, "budget_s": 10.0, "final_epochs": 26}
+    progress = [{"generation": -1, "index": 0, "final": True, "epoch": 3, "epochs": 26, "batch": 5,
+                 "batches": 10, "eta_s": 4.0, "worker": "main"}]
+    training = views.status_view(make_run(stage="final", generations_done=0, evaluated=0, plan=plan), progress, [],
+                                 now=NOW)
+    assert "training one plain CNN with the whole budget" in training.headline
+    assert "generations" not in training.headline
+    done = views.status_view(make_run(status="completed", pid=None, generations_done=0, evaluated=0, plan=plan,
+                                      test_accuracy=0.99, stage="done"), [], [], now=NOW)
+    assert views.NO_SEARCH in done.headline and "0/3 generations" not in done.headline
+    assert "test 0.9900" in done.headline
+
+
 def test_status_for_a_resume_that_is_launching():
     view = views.status_view(make_run(status="stopped", pid=None), [], [], now=NOW, starting=True)
     assert view.state == "starting" and view.active
