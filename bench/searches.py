@@ -1,7 +1,7 @@
 """What the benchmarks share: a search without its final training, a random search's share of
 a training budget, and Optuna's TPE sampler as the search's breeder.
 
-``python bench/searches.py tpe run --dataset … --budget …`` runs the search of ``automodel run``
+``pip install -r requirements-bench.txt``, then ``python bench/searches.py tpe run --dataset … --budget …`` runs the search of ``automodel run``
 (the same plan, trainer, successive halving, records and final training) with every generation
 after the first asked of Optuna's TPE sampler instead of bred by the GA.
 """
