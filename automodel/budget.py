@@ -144,6 +144,11 @@ def make_plan(budget_s: float, *, elapsed_s: float, epoch_s: float, final_epoch_
         population = max(2, int(buys / per_candidate))
         per_generation = generation_epochs(population, rungs, reduction_factor)
     generations = given.get("generations") or max(1, int(buys / per_generation))
+    if "population" not in given:
+        # A whole number of generations leaves up to one generation's epochs unbought (a quarter of a
+        # 10×T budget was left unused): more candidates in every generation spend them.
+        while generations * generation_epochs(population + 1, rungs, reduction_factor) <= buys:
+            population += 1
     return Plan(budget_s=budget_s, population=population, generations=generations, epochs=epochs,
                 min_epochs=min(min_epochs, epochs), final_epochs=final_epochs,
                 search_s=elapsed_s + START_UP_S / 2 + search_s, final_s=final_s, epoch_s=epoch_s,

@@ -16,7 +16,13 @@ memorise a style:
     textured backgrounds, outlines of random colour and width, and clutter. The test split uses fill textures and colour palettes that the
     training split never shows.
 
-``python bench/harder_sets.py OUT_DIR`` writes both (3,000 images each: 2,400 train, 600 test).
+``faces``
+    Real photographs, not drawn: the 200 grey 25×25 crops of scikit-image's ``lfw_subset`` (100
+    faces from Labeled Faces in the Wild, 100 patches of other things), the only real-image sample
+    found shipped inside a package. Two classes, a seeded stratified test split of 20%. Small: one
+    hand-written training takes seconds, so only large multiples of it are worth a budget run.
+
+``python bench/harder_sets.py OUT_DIR`` writes the first two (3,000 images each: 2,400 train, 600 test).
 The same seed writes the same pixels on the same fonts and Pillow version.
 """
 
@@ -284,7 +290,22 @@ def _write_split(root: Path, n: int, seed: int, test_share: float, classes, draw
                 draw(cls, split, rng, np_rng).save(folder / f"{i:05d}.png")
 
 
-SETS = {"glyphs": write_glyphs, "shapes": write_shapes}
+def write_faces(root: Path, n: int = 200, seed: int = 0, test_share: float = 0.2) -> None:
+    """scikit-image's lfw_subset (a bench-only dependency) as PNG class folders; ``n`` is ignored."""
+    from skimage.data import lfw_subset
+
+    images = (lfw_subset() * 255).round().astype(np.uint8)
+    half = len(images) // 2                        # the first half are the faces
+    for cls, members in (("face", images[:half]), ("other", images[half:])):
+        order = random.Random(f"{seed}:{cls}").sample(range(len(members)), len(members))
+        n_test = round(len(members) * test_share)
+        for rank, i in enumerate(order):
+            folder = root / ("test" if rank < n_test else "train") / cls
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(members[i], mode="L").save(folder / f"{i:05d}.png")
+
+
+SETS = {"glyphs": write_glyphs, "shapes": write_shapes, "faces": write_faces}
 
 
 def ensure_set(name: str, out_dir: Path, n: int = 3000, seed: int = 0) -> Path:

@@ -68,6 +68,16 @@ def test_a_larger_budget_buys_more_and_the_plan_fits_its_budget():
     assert large.final_s <= FINAL_SHARE * large.budget_s
 
 
+@pytest.mark.parametrize("budget_s", [150, 200, 260, 900, 3600])
+def test_the_plan_spends_what_its_generations_leave_on_more_candidates(budget_s):
+    p = plan(budget_s)
+    assert not p.direct
+    rungs = fidelities(p.epochs, p.min_epochs)
+    bought = p.generations * generation_epochs(p.population, rungs, 3)
+    assert bought <= p.candidate_epochs < p.generations * generation_epochs(p.population + 1, rungs, 3)
+    assert p.candidate_epochs - bought < p.generations * p.epochs   # less than one more candidate a generation
+
+
 def test_a_budget_too_short_to_search_trains_one_network_with_all_of_it():
     tiny = plan(20, epoch_s=2.0)
     nine = generation_epochs(DIRECT_POPULATION, fidelities(9, 1), 3)
