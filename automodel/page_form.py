@@ -349,7 +349,7 @@ def _start(store: Store, config_dict: dict[str, Any], upload, data_dir: Path, cw
 
 def _unpack_upload(upload, run_dir: Path) -> None:
     """Save the uploaded zip inside the run folder and unpack it there (DatasetError on refusal)."""
-    from automodel.archive import ExtractLimits, safe_extract_zip
+    from automodel.data.archive import ExtractLimits, safe_extract_zip
 
     zip_path = run_dir / "upload.zip"
     upload.seek(0)

@@ -4,20 +4,20 @@ and what it answers for a person's own image.
 :func:`test_report` gives per-class accuracy, the confusion matrix and a gallery of misclassified
 test images (small PNG files in the run's folder); the search records it with the final model so
 the page only reads it. :func:`image_tensor` turns an uploaded image into the input a saved model
-takes (the preprocessing of folder datasets: any mode to RGB, then grey when the model is grey,
-resized to the model's size), and :func:`top_predictions` gives its best classes.
+takes (the preprocessing of folder datasets: upright by its EXIF orientation, any mode to RGB,
+then grey when the model is grey, resized to the model's size), and :func:`top_predictions` gives its best classes.
 """
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
+from .data.images import DECODE_ERRORS, read_image, to_channels
 from .errors import ImageInputError  # noqa: F401  (defined with the other errors, re-exported)
 
 GALLERY_SIZE = 24
@@ -78,22 +78,15 @@ def _to_image(x: torch.Tensor) -> Image.Image:
 
 
 def image_tensor(data: bytes, input_shape: Sequence[int], name: str = "the file") -> torch.Tensor:
-    """An uploaded image as the float tensor 1×C×H×W in [0, 1] that ``load_model``'s model takes."""
+    """An image file's bytes as the float tensor 1×C×H×W in [0, 1] that ``load_model``'s model takes:
+    upright, converted and resized exactly as folder datasets are read."""
     channels, height, width = (int(v) for v in input_shape)
     try:
-        with Image.open(io.BytesIO(data)) as im:
-            im.load()
-            from .data import _to_rgb   # the same conversion as folder datasets
-            rgb = _to_rgb(im)
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise ImageInputError(f"{name} is not an image that can be read ({type(exc).__name__}); upload a PNG, "
-                              f"JPEG, BMP, GIF or WebP file.") from None
-    if rgb.size != (width, height):
-        rgb = rgb.resize((width, height), Image.Resampling.BILINEAR)
-    arr = np.asarray(rgb, dtype=np.uint8)
-    if channels == 1:
-        arr = np.asarray(Image.fromarray(arr).convert("L"), dtype=np.uint8)[..., None]
-    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1))).float().div_(255).unsqueeze(0)
+        array, _ = read_image(data, (width, height))
+    except DECODE_ERRORS as exc:
+        raise ImageInputError(f"{name} is not an image that can be read ({type(exc).__name__}); give a PNG, "
+                              f"JPEG, BMP, GIF, TIFF or WebP file.") from None
+    return torch.from_numpy(to_channels(array, channels)).float().div_(255).unsqueeze(0)
 
 
 @torch.inference_mode()

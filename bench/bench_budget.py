@@ -15,6 +15,9 @@ Searches (``--searches``):
 - ``tpe``: every generation after the first asked of Optuna's TPE sampler (bench/searches.py),
   the same plan, trainer, halving and final training.
 
+Where the GA's plan is ``direct`` (too short to search), random search and TPE would train the same
+reference network: their rows repeat the GA's (``same_as``) rather than train it again.
+
     python bench/bench_budget.py [--sets glyphs,shapes] [--multiples 1,3] [--seeds 0,1,2]
                                  [--searches ga,random,tpe | "1:ga;3:ga,random,tpe"] [--work bench/out/budget]
     python bench/bench_budget.py --report [--work bench/out/budget]
@@ -56,7 +59,7 @@ def automodel(*args: str, runner: list[str] | None = None) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sets", default="glyphs,shapes")
+    parser.add_argument("--sets", default="glyphs,shapes", help="any of glyphs, shapes, faces")
     parser.add_argument("--multiples", default="1,3")
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--searches", default="ga,random,tpe",
@@ -88,9 +91,14 @@ def main() -> None:
                 budget = f"{k * t:.0f}"
                 db = str(work / f"{name}-{seed}.json")
                 common = ["--dataset", folder, "--budget", budget, "--seed", str(seed), "--db", db]
-                ga = None
+                ga, ga_row = None, {}
                 for search in searches:
                     run_id = f"{search}-{k:g}-{budget}"
+                    if search in ("random", "tpe") and ga is not None and ga["plan"].get("direct"):
+                        # Too short to search: every search trains the same reference network with all of it.
+                        print(f"{name} seed {seed} {k:g}×T: {LABELS[search]} is the GA's direct run", flush=True)
+                        keep(work, {**ga_row, "search": search, "same_as": "ga"})
+                        continue
                     if search in FLAGS:
                         run = automodel("run", *common, "--run-id", run_id, *FLAGS[search])
                         ga = run if search == "ga" else ga
@@ -112,9 +120,11 @@ def main() -> None:
                               f"final {plan['final_epochs']} ep")
                     print(f"{name} seed {seed} {k:g}×T: {LABELS[search]} {run['test_accuracy']:.4f} in "
                           f"{elapsed:.1f} s of {budget} s ({detail})", flush=True)
-                    keep(work, {"set": name, "seed": seed, "search": search, "k": k, "budget": float(budget),
-                                "test": run["test_accuracy"], "elapsed": elapsed, "plan": detail,
-                                "cut_share": _cut_share(db, run["run_id"])})
+                    row = {"set": name, "seed": seed, "search": search, "k": k, "budget": float(budget),
+                           "test": run["test_accuracy"], "elapsed": elapsed, "plan": detail,
+                           "cut_share": _cut_share(db, run["run_id"])}
+                    ga_row = row if search == "ga" else ga_row
+                    keep(work, row)
     report(work)
 
 

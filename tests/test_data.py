@@ -20,7 +20,9 @@ import torchvision.datasets
 from PIL import Image
 
 from automodel import data as D
-from automodel.archive import ExtractLimits, safe_extract_zip
+from automodel.data.builtin import FASHION_CLASSES, read_idx
+from automodel.data.splits import stratified_split
+from automodel.data.archive import ExtractLimits, safe_extract_zip
 from automodel.data import DatasetError, ImageData, load_dataset
 
 
@@ -135,7 +137,7 @@ def test_digits_zero_validation_fraction_and_bad_fraction():
 
 def test_stratified_split_keeps_one_per_class():
     labels = torch.tensor([0, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2])
-    kept, taken = D._stratified_split(labels, 0.5, seed=3)
+    kept, taken = stratified_split(labels, 0.5, seed=3)
     assert sorted(kept.tolist() + taken.tolist()) == list(range(len(labels)))
     assert set(labels[kept].tolist()) == {0, 1, 2}  # the single-image class stays in training
     assert int((labels[taken] == 2).sum()) == 5
@@ -294,7 +296,7 @@ def test_idx_datasets(tmp_path, monkeypatch, gz, name, sub):
     assert len(d.test_y) == 20 and len(d.train_y) + len(d.val_y) == 50 and len(d.val_y) == 10
     assert int(d.test_x[0, 0, 2, 5]) == 255 and int(d.test_x[0].sum()) == 255
     assert d.test_y.tolist() == [i % 10 for i in range(20)]
-    expected = [str(i) for i in range(10)] if name == "mnist" else list(D.FASHION_CLASSES)
+    expected = [str(i) for i in range(10)] if name == "mnist" else list(FASHION_CLASSES)
     assert d.classes == expected
     if name == "fashion-mnist":
         assert d.classes[0] == "T-shirt/top" and d.classes[9] == "Ankle boot"
@@ -305,9 +307,9 @@ def test_idx_parser_reads_rows_then_columns(tmp_path):
     images[1, 3, 5] = 9
     (tmp_path / "img").write_bytes(idx_images(images))
     (tmp_path / "lab.gz").write_bytes(gzip.compress(idx_labels(np.array([7, 8, 9]))))
-    parsed = D._read_idx(tmp_path / "img")
+    parsed = read_idx(tmp_path / "img")
     assert parsed.shape == (3, 4, 6) and parsed[1, 3, 5] == 9 and int(parsed.sum()) == 9
-    assert D._read_idx(tmp_path / "lab.gz").tolist() == [7, 8, 9]
+    assert read_idx(tmp_path / "lab.gz").tolist() == [7, 8, 9]
 
 
 def test_idx_bad_magic(tmp_path):
@@ -386,10 +388,10 @@ def test_flat_folder_grey_only_stays_one_channel_and_is_deterministic(tmp_path):
 
 def test_small_classes_still_give_non_empty_splits():
     labels = torch.tensor([0, 0, 1, 1, 1])
-    kept, taken = D._stratified_split(labels, 0.15, seed=0)
+    kept, taken = stratified_split(labels, 0.15, seed=0)
     assert len(taken) == 1 and int(labels[taken][0]) == 1  # from the largest class
-    assert len(D._stratified_split(labels, 0.0, seed=0)[1]) == 0
-    assert len(D._stratified_split(torch.tensor([0, 1]), 0.5, seed=0)[1]) == 0  # nothing to spare
+    assert len(stratified_split(labels, 0.0, seed=0)[1]) == 0
+    assert len(stratified_split(torch.tensor([0, 1]), 0.5, seed=0)[1]) == 0  # nothing to spare
 
 
 def test_large_grey_jpegs_are_decoded_small_and_stay_grey(tmp_path):
