@@ -13,10 +13,12 @@ accuracies of different runs are comparable.
 Errors a person can cause (a wrong name, a missing path, an unusable folder or zip) raise
 ``DatasetError`` with one sentence naming the value and what would be accepted.
 
-Modules: ``sources`` (which source a setting names), ``builtin`` (the named datasets' file
-formats), ``folders`` (image folders and zips), ``images`` (one image file, upright), ``splits``
-(``ImageData`` and the splits), ``archive`` (unpacking a zip safely). The names below are imported
-on first use, so ``automodel.data.archive`` and ``automodel.data.images`` load without torch.
+Modules: ``sources`` (which source a setting names; zips), ``builtin`` (the named datasets' file
+formats), ``folders`` (what an image folder holds, from headers only), ``decoding`` (a folder's
+images into tensors: memory check, progress, in parallel), ``cache`` (a decoded folder kept for a
+resume), ``images`` (one image file, upright), ``splits`` (``ImageData`` and the splits),
+``archive`` (unpacking a zip safely). The names below are imported on first use, so
+``automodel.data.archive`` and ``automodel.data.images`` load without torch.
 """
 
 from __future__ import annotations

@@ -1,70 +1,162 @@
-"""Image folders and zips of them → one :class:`ImageData`: which files are classes, which are
-skipped or ignored, one size for all, every image decoded once (``images.read_image``: upright,
-RGB or grey)."""
+"""What an image folder holds, before any pixel is decoded: its layout, its classes and their files,
+the files that are skipped (unreadable) or ignored (not images), and each image's upright size and
+mode from its header. :func:`scan_folder` is all the page needs to describe a folder before a
+search starts (class counts, the size images will be trained at, the memory they will take);
+:mod:`.decoding` turns a scan into tensors.
+
+Decisions, so a person can predict the result:
+
+* A single top-level folder wrapping either layout (usual in zips) is looked through.
+* Flat layout ``root/<class>/*``, or split layout ``root/train/<class>/*`` + ``root/test/<class>/*``
+  (``train`` and ``test`` in any letter case). In the split layout other top-level folders
+  (``val/`` for instance) are not read; their files count as ignored.
+* Classes are the sorted names of training class folders holding at least one readable image.
+  Images in sub-folders of a class folder belong to that class. Hidden files and folders
+  (``.DS_Store``, ``__MACOSX``) and files without an image extension are ignored.
+* One size for all: the most common upright size, scaled (aspect kept) so that its longer side
+  is ``image_size`` when one is given, else at most ``max_side`` (never enlarged).
+"""
 
 from __future__ import annotations
 
-import hashlib
 import os
-import shutil
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-import torch
-
 from ..errors import DatasetError
-from .archive import ExtractLimits, safe_extract_zip
-from .images import IMAGE_EXTENSIONS, decode, upright_size
-from .splits import ImageData, assemble, assemble_with_test_split
+from .images import IMAGE_EXTENSIONS, is_grey_mode, read_header
 
-def load_folder(root: Path, name: str, val_fraction: float, seed: int, max_side: int) -> ImageData:
-    """Load ``root/<class>/*`` (flat) or ``root/train/<class>/*`` + ``root/test/<class>/*`` (split).
+AUTO_MAX_SIDE = 64          # the longer side folder images are scaled down to when no size is given
+NAMES_KEPT = 5              # skipped and ignored files named in a scan's description
+IMBALANCE_WARNING = 5.0     # the largest class this many times the smallest is worth a warning
 
-    Decisions, so a person can predict the result:
 
-    * A single top-level folder wrapping either layout (usual in zips) is looked through.
-    * Classes are the sorted names of training class folders holding at least one readable
-      image; a folder whose files all fail to decode is not a class. Images in sub-folders of
-      a class folder belong to that class.
-    * Flat layout: 20% of each class (rounded, fixed seed) becomes the test split; every class
-      keeps at least one training image, so a class with a single image is in training only.
-      Validation is carved the same way (``val_fraction``, seeded by ``seed``). When rounding
-      leaves a split empty, one image of the largest class that can spare one goes to it.
-    * Split layout: test classes must be a subset of the training classes. If ``test/`` is
-      missing or holds no readable image, the test split is carved from ``train/`` as in the
-      flat layout. Other top-level folders (``val/`` for instance) are not read; their files
-      count as ignored.
-    * If any image is colour all become RGB (transparency composited onto white), else all
-      stay one-channel; all are resized to the most common size, capped at ``max_side``.
-    """
+@dataclass(frozen=True)
+class Header:
+    """One readable image file: its class, split, upright (W, H) and PIL mode."""
+
+    path: Path
+    label: str
+    is_test: bool
+    size: tuple[int, int]
+    mode: str
+
+    @property
+    def grey(self) -> bool:
+        return is_grey_mode(self.mode)
+
+    @property
+    def palette(self) -> bool:
+        return self.mode in ("P", "PA")
+
+
+@dataclass
+class FolderScan:
+    """A folder's images by header only (``headers``: training images first, then test images)."""
+
+    root: Path
+    layout: str                                   # "flat" or "split"
+    headers: list[Header]
+    skipped: list[Path] = field(default_factory=list)   # image files whose header cannot be read
+    ignored: int = 0
+    ignored_names: list[str] = field(default_factory=list)
+
+    @property
+    def classes(self) -> list[str]:
+        return sorted({h.label for h in self.headers if not h.is_test})
+
+    def class_counts(self) -> dict[str, int]:
+        """Readable images per class, training and test together."""
+        counts = Counter(h.label for h in self.headers)
+        return {c: counts[c] for c in sorted(counts)}
+
+    def imbalance(self) -> float:
+        """The largest class's count over the smallest's (1.0 for a balanced folder)."""
+        counts = [n for n in self.class_counts().values() if n]
+        return max(counts) / min(counts) if counts else 1.0
+
+    def size(self, image_size: int | None = None, max_side: int = AUTO_MAX_SIDE) -> tuple[int, int]:
+        """The (W, H) every image is trained at."""
+        return target_size([h.size for h in self.headers], image_size, max_side)
+
+    def channels(self) -> int | None:
+        """1 when every header's mode is grey, 3 when any is a colour mode, None when only palette
+        images could hold colour (they tell once decoded)."""
+        if all(h.grey for h in self.headers):
+            return 1
+        return None if all(h.grey or h.palette for h in self.headers) else 3
+
+    def bytes_needed(self, image_size: int | None = None, max_side: int = AUTO_MAX_SIDE) -> int:
+        """Bytes of the decoded uint8 tensors, all splits together."""
+        w, h = self.size(image_size, max_side)
+        return len(self.headers) * (self.channels() or 3) * w * h
+
+    def describe(self, image_size: int | None = None, max_side: int = AUTO_MAX_SIDE) -> dict:
+        """What a person should know before a search starts on this folder (JSON-ready)."""
+        w, h = self.size(image_size, max_side)
+        return {"layout": self.layout, "images": len(self.headers), "classes": self.class_counts(),
+                "imbalance": round(self.imbalance(), 2), "image_size": [w, h], "channels": self.channels() or 3,
+                "bytes": self.bytes_needed(image_size, max_side), "skipped": len(self.skipped),
+                "skipped_names": [p.name for p in self.skipped[:NAMES_KEPT]], "ignored": self.ignored,
+                "ignored_names": self.ignored_names[:NAMES_KEPT]}
+
+
+def target_size(sizes: list[tuple[int, int]], image_size: int | None, max_side: int = AUTO_MAX_SIDE) -> tuple[int, int]:
+    """The most common (W, H), scaled (aspect kept) so its longer side is ``image_size``, or when
+    that is None, so its longer side is at most ``max_side``."""
+    w, h = Counter(sizes).most_common(1)[0][0]
+    longer = max(w, h)
+    side = image_size if image_size is not None else min(longer, max_side)
+    if side != longer:
+        w, h = max(1, round(w * side / longer)), max(1, round(h * side / longer))
+    return w, h
+
+
+def scan_folder(root: Path, name: str, *, threads: int | None = None) -> FolderScan:
+    """The folder's layout, files and headers (read in ``threads`` threads: they wait on the disk)."""
     root = _unwrap(root)
     train_dir, test_dir = _split_dirs(root)
-    ignored = 0
+    ignored: list[str] = []
     if train_dir is None:
-        train_files, ignored = _scan_classes(root)
+        train_files = _scan_classes(root, ignored)
         test_files: dict[str, list[Path]] = {}
     else:
-        train_files, train_ignored = _scan_classes(train_dir)
-        test_files, test_ignored = _scan_classes(test_dir) if test_dir else ({}, 0)
-        ignored = train_ignored + test_ignored + _count_outside(root, {train_dir, test_dir})
-    decoded = _decode_images(train_files, test_files, max_side, name)
-    classes = sorted({label for _, label in decoded.train})
-    if len(classes) < 2:
+        train_files = _scan_classes(train_dir, ignored)
+        test_files = _scan_classes(test_dir, ignored) if test_dir else {}
+        _list_outside(root, {train_dir, test_dir}, ignored)
+    entries = [(path, label, is_test) for is_test, files in ((False, train_files), (True, test_files))
+               for label, paths in files.items() for path in paths]
+    with ThreadPoolExecutor(max_workers=threads or min(16, 2 * (os.cpu_count() or 1))) as pool:
+        infos = list(pool.map(lambda entry: read_header(entry[0]), entries))
+    headers, skipped = [], []
+    for (path, label, is_test), info in zip(entries, infos):
+        if info is None:
+            skipped.append(path)
+        else:
+            headers.append(Header(path, label, is_test, info[0], info[1]))
+    if not headers:
+        raise DatasetError(f"dataset {name} has no readable images; give class folders of "
+                           f"{', '.join(sorted(e[1:] for e in IMAGE_EXTENSIONS))} files.")
+    scan = FolderScan(root, "flat" if train_dir is None else "split", headers, skipped, len(ignored), ignored)
+    if len(scan.classes) < 2:
         raise DatasetError(f"dataset {name} needs at least two class folders with readable images; "
-                           f"found {len(classes)} in {train_dir or root}.")
-    extra = sorted({label for _, label in decoded.test} - set(classes))
+                           f"found {len(scan.classes)} in {train_dir or root}.")
+    extra = sorted({h.label for h in headers if h.is_test} - set(scan.classes))
     if extra:
         raise DatasetError(f"dataset {name} has test classes without training images ({', '.join(extra)}); "
                            "every test class folder needs a training class folder of the same name.")
-    index = {c: i for i, c in enumerate(classes)}
-    x, y = _stack(decoded.train, index, decoded.colour, decoded.size)
-    if not decoded.test:
-        return assemble_with_test_split(name, x, y, classes, val_fraction, seed, decoded.skipped, ignored)
-    test_x, test_y = _stack(decoded.test, index, decoded.colour, decoded.size)
-    return assemble(name, x, y, test_x, test_y, classes, val_fraction, seed, decoded.skipped, ignored)
+    return scan
+
+
+def image_files(root: Path) -> list[Path]:
+    """Every file a scan of ``root`` would read, without reading any (for a cache's signature)."""
+    root = _unwrap(root)
+    train_dir, test_dir = _split_dirs(root)
+    folders = [root] if train_dir is None else [d for d in (train_dir, test_dir) if d is not None]
+    ignored: list[str] = []
+    return [p for folder in folders for paths in _scan_classes(folder, ignored).values() for p in paths]
 
 
 def _is_hidden(name: str) -> bool:
@@ -99,18 +191,16 @@ def _split_dirs(root: Path) -> tuple[Path | None, Path | None]:
     return train, dirs.get("test")
 
 
-def _scan_classes(folder: Path) -> tuple[dict[str, list[Path]], int]:
-    """Sorted image files under each class folder, and the count of files that are not images."""
+def _scan_classes(folder: Path, ignored: list[str]) -> dict[str, list[Path]]:
+    """Sorted image files under each class folder; the names of files that are not images are
+    added to ``ignored``."""
     files: dict[str, list[Path]] = {}
-    ignored = 0
     for child in sorted(folder.iterdir()):
         if child.is_dir() and not _is_hidden(child.name):
-            images, child_ignored = _walk_images(child)
-            files.setdefault(_class_name(child.name), []).extend(images)
-            ignored += child_ignored
+            files.setdefault(_class_name(child.name), []).extend(_walk_images(child, ignored))
         else:
-            ignored += _count_files(child)
-    return files, ignored
+            _list_files(child, ignored)
+    return files
 
 
 def _class_name(folder_name: str) -> str:
@@ -119,131 +209,31 @@ def _class_name(folder_name: str) -> str:
     return os.fsencode(folder_name).decode("utf-8", "replace")
 
 
-def _walk_images(folder: Path) -> tuple[list[Path], int]:
-    images, ignored = [], 0
+def _walk_images(folder: Path, ignored: list[str]) -> list[Path]:
+    images = []
     for dirpath, dirnames, filenames in os.walk(folder):
         here = Path(dirpath)
         for hidden in [d for d in dirnames if _is_hidden(d)]:
-            ignored += _count_files(here / hidden)
+            _list_files(here / hidden, ignored)
             dirnames.remove(hidden)
         for fname in filenames:
             if not _is_hidden(fname) and Path(fname).suffix.lower() in IMAGE_EXTENSIONS:
                 images.append(here / fname)
             else:
-                ignored += 1
-    return sorted(images), ignored
+                ignored.append(_class_name(fname))
+    return sorted(images)
 
 
-def _count_files(path: Path) -> int:
+def _list_files(path: Path, ignored: list[str]) -> None:
     if not path.is_dir():
-        return 1
-    return sum(len(files) for _, _, files in os.walk(path))
+        ignored.append(_class_name(path.name))
+        return
+    for _, _, files in os.walk(path):
+        ignored.extend(_class_name(f) for f in files)
 
 
-def _count_outside(root: Path, used: set[Path | None]) -> int:
+def _list_outside(root: Path, used: set[Path | None], ignored: list[str]) -> None:
     """Files in a split-layout root that are not under its train/ or test/ folders."""
-    return sum(_count_files(c) for c in root.iterdir() if c not in used)
-
-
-@dataclass
-class _Header:
-    path: Path
-    label: str
-    is_test: bool
-    size: tuple[int, int]  # (W, H), as PIL gives it
-
-
-@dataclass
-class _DecodedImages:
-    train: list[tuple[np.ndarray, str]]  # H×W×3 uint8 arrays with their class
-    test: list[tuple[np.ndarray, str]]
-    size: tuple[int, int]  # (W, H)
-    colour: bool
-    skipped: int
-
-
-def _decode_images(train_files: dict[str, list[Path]], test_files: dict[str, list[Path]],
-                   max_side: int, name: str) -> _DecodedImages:
-    """Read headers to pick one size, then decode every image once, in a few threads.
-
-    PIL releases the GIL while decoding, so threads speed up large folders.
-    """
-    headers, skipped = [], 0
-    for is_test, files in ((False, train_files), (True, test_files)):
-        for label, paths in files.items():
-            for path in paths:
-                size = upright_size(path)
-                if size is None:
-                    skipped += 1
-                else:
-                    headers.append(_Header(path, label, is_test, size))
-    if not headers:
-        raise DatasetError(f"dataset {name} has no readable images; give class folders of "
-                           f"{', '.join(sorted(e[1:] for e in IMAGE_EXTENSIONS))} files.")
-    size = _target_size([h.size for h in headers], max_side)
-    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        results = list(pool.map(lambda h: decode(h.path, size), headers))
-    out = _DecodedImages([], [], size, False, skipped)
-    for header, result in zip(headers, results):
-        if result is None:
-            out.skipped += 1
-            continue
-        array, colour = result
-        out.colour = out.colour or colour
-        (out.test if header.is_test else out.train).append((array, header.label))
-    return out
-
-
-
-def _target_size(sizes: list[tuple[int, int]], max_side: int) -> tuple[int, int]:
-    """The most common (W, H), scaled down (aspect kept) so its longer side is at most ``max_side``."""
-    w, h = Counter(sizes).most_common(1)[0][0]
-    longer = max(w, h)
-    if longer > max_side:
-        w, h = max(1, round(w * max_side / longer)), max(1, round(h * max_side / longer))
-    return w, h
-
-
-
-def _stack(images: list[tuple[np.ndarray, str]], index: dict[str, int], colour: bool,
-           size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N×C×H×W uint8, N int64) with C = 3 when ``colour`` else 1."""
-    w, h = size
-    batch = np.stack([a for a, _ in images]) if images else np.empty((0, h, w, 3), np.uint8)
-    batch = batch.transpose(0, 3, 1, 2) if colour else batch[:, None, :, :, 0]
-    x = torch.from_numpy(np.ascontiguousarray(batch))
-    y = torch.tensor([index[label] for _, label in images], dtype=torch.int64)
-    return x, y
-
-
-
-def default_extract_dir(zip_path: Path, data_dir: Path) -> Path:
-    digest = hashlib.sha1()
-    try:
-        with open(zip_path, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
-    except OSError as exc:
-        raise DatasetError(f"dataset zip {zip_path} cannot be read ({exc.strerror}).") from None
-    return data_dir / "extracted" / digest.hexdigest()[:12]
-
-
-def load_zip(zip_path: Path, dest: Path, name: str, val_fraction: float, seed: int, max_side: int,
-              limits: ExtractLimits, cached: bool) -> ImageData:
-    """Unpack a zip into ``dest`` and load it as a folder.
-
-    When ``cached`` (``dest`` is named by the zip's hash) an existing ``dest`` is reused; a new
-    one is unpacked beside it and renamed into place, so an interrupted or concurrent unpack
-    never leaves a half-filled folder that looks complete.
-    """
-    if not cached:
-        safe_extract_zip(zip_path, dest, limits)
-    elif not dest.is_dir():
-        staging = dest.with_name(f"{dest.name}.partial-{os.getpid()}")
-        shutil.rmtree(staging, ignore_errors=True)
-        safe_extract_zip(zip_path, staging, limits)
-        try:
-            staging.rename(dest)
-        except OSError:  # another process finished the same zip first
-            shutil.rmtree(staging, ignore_errors=True)
-    return load_folder(dest, name, val_fraction, seed, max_side)
+    for child in sorted(root.iterdir()):
+        if child not in used:
+            _list_files(child, ignored)

@@ -55,20 +55,31 @@ def orientation(im: Image.Image) -> int:
     return value if isinstance(value, int) and 1 <= value <= 8 else 1
 
 
-def upright_size(path: Source) -> tuple[int, int] | None:
-    """(W, H) as a viewer shows the image, from the header only; None if unreadable or over
-    ``MAX_IMAGE_PIXELS``."""
+def read_header(path: Source) -> tuple[tuple[int, int], str] | None:
+    """((W, H) as a viewer shows the image, its PIL mode) from the header only; None if unreadable
+    or over ``MAX_IMAGE_PIXELS``."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with _open(path) as im:
-                w, h = im.size
+                (w, h), mode = im.size, im.mode
                 turned = orientation(im) in _SIDEWAYS
     except DECODE_ERRORS:
         return None
     if not 0 < w * h <= MAX_IMAGE_PIXELS:
         return None
-    return (h, w) if turned else (w, h)
+    return ((h, w) if turned else (w, h)), mode
+
+
+def upright_size(path: Source) -> tuple[int, int] | None:
+    """(W, H) as a viewer shows the image, from the header only; None if unreadable or too large."""
+    header = read_header(path)
+    return None if header is None else header[0]
+
+
+def is_grey_mode(mode: str) -> bool:
+    """Whether a PIL mode holds grey values only (a palette mode may hold either)."""
+    return mode in _GRAY_MODES
 
 
 def read_image(path: Source, size: tuple[int, int] | None = None) -> tuple[np.ndarray, bool]:
@@ -101,7 +112,7 @@ def decode(path: Source, size: tuple[int, int]) -> tuple[np.ndarray, bool] | Non
 
 def is_colour(im: Image.Image) -> bool:
     """Colour by mode; a palette image is colour only if it uses non-grey colours."""
-    if im.mode in _GRAY_MODES:
+    if is_grey_mode(im.mode):
         return False
     if im.mode in ("P", "PA"):
         rgb = np.asarray(im.convert("RGB"))
