@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["load_model"]
+__all__ = ["load_model", "predict"]
 __version__ = "0.2.0"
 
 
@@ -11,4 +11,7 @@ def __getattr__(name: str):
     if name == "load_model":
         from .export import load_model
         return load_model
+    if name == "predict":
+        from .training.predict import predict
+        return predict
     raise AttributeError(f"module 'automodel' has no attribute {name!r}")

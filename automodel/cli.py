@@ -118,6 +118,15 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--candidate", metavar="KEY", help="a finalized candidate instead of the run's best")
     export.add_argument("--format", choices=("pt", "onnx", "csv"), default="pt")
     export.add_argument("--out", type=Path)
+    predict = sub.add_parser("predict", help="classify image files with a saved model",
+                             description="Classify image files (or folders of them) with a saved model, "
+                                         "read as training read its images (EXIF orientation, mode, size).")
+    common(predict)
+    predict.add_argument("model", help="a .pt checkpoint saved by AutoModel, or a run ID (its best model)")
+    predict.add_argument("images", nargs="+", help="image files or folders of them")
+    predict.add_argument("--top", type=int, default=3, help="classes shown per image (default 3)")
+    predict.add_argument("--csv", type=Path, help="write one row per image to this CSV file instead")
+
     finalize = sub.add_parser("finalize", help="train a chosen candidate on train + validation and test it")
     common(finalize)
     finalize.add_argument("run_id")
@@ -263,6 +272,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     summary["reason"] = run.get("reason", "")
     if run.get("plan"):
         summary["plan"] = run["plan"]
+    if run.get("data"):
+        summary["data"] = run["data"]   # classes with counts, input shape, split sizes, skipped and ignored
     objectives = (run.get("config") or {}).get("objectives") or ["accuracy"]
     if len(objectives) > 1:
         summary["objectives"] = objectives
@@ -275,6 +286,9 @@ def cmd_show(args: argparse.Namespace) -> int:
     if run.get("plan"):
         from .budget import Plan
         print(f"budget {Plan.from_dict(run['plan']).summary()}")
+    if run.get("input_shape"):
+        from .views import dataset_caption
+        print(f"data: {dataset_caption(run)}")
     print(f"generations {summary['generations_done']}/{summary['generations']}, {summary['evaluated']} candidates")
     for g in summary["generation_records"]:
         print(f"  gen {g['generation']:>3}: best {g['best']:.4f}  mean {g['mean']:.4f}  worst {g['worst']:.4f}  "
@@ -337,6 +351,43 @@ def _export_csv(store: Store, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    model = Path(args.model).expanduser()
+    if not model.is_file():
+        if model.suffix or not args.model.strip() or not Path(args.db).is_file():
+            raise UserError(f"model {args.model} is neither a checkpoint file nor a run ID in {args.db}; give "
+                            f"the .pt file of a saved model or the ID of a run (`automodel list`).")
+        run = _get_run(Store(args.db), args.model)
+        if not run.get("best_model_path") or not Path(run["best_model_path"]).is_file():
+            raise UserError(f"run {args.model} has no saved best model yet; wait for its first candidate to finish.")
+        model = Path(run["best_model_path"])
+    from .training.predict import predict
+    predictions = predict(model, args.images, top=args.top)
+    if args.csv is not None:
+        try:
+            args.csv.parent.mkdir(parents=True, exist_ok=True)
+            with open(args.csv, "w", newline="", encoding="utf-8") as out:
+                _prediction_rows(out, predictions, args.top)
+        except OSError as exc:
+            raise UserError(f"cannot write {args.csv}: {exc.strerror or exc}; give a writable file path.") from None
+        print(args.csv)
+        return EXIT_OK
+    for p in predictions:
+        answer = ", ".join(f"{label} {prob:.3f}" for label, prob in p.top) if p.top else f"error: {p.error}"
+        print(f"{p.path}: {answer}")
+    return EXIT_OK
+
+
+def _prediction_rows(out, predictions, top: int) -> None:
+    import csv
+    writer = csv.writer(out)
+    ranks = [f"{name}_{k}" for k in range(2, top + 1) for name in ("label", "confidence")]
+    writer.writerow(["path", "label", "confidence", *ranks, "error"])
+    for p in predictions:
+        cells = [str(v) if isinstance(v, str) else f"{v:.6f}" for pair in p.top for v in pair]
+        writer.writerow([p.path, *cells, *[""] * (2 * top - len(cells)), p.error])
+
+
 def cmd_finalize(args: argparse.Namespace) -> int:
     from .finalize import finalize_candidate
     store = Store(args.db)
@@ -352,7 +403,7 @@ def cmd_finalize(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"run": cmd_run, "resume": cmd_resume, "stop": cmd_stop, "list": cmd_list, "show": cmd_show,
-            "export": cmd_export, "finalize": cmd_finalize}
+            "export": cmd_export, "predict": cmd_predict, "finalize": cmd_finalize}
 
 # ---------------------------------------------------------------------------------- helpers
 

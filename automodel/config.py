@@ -30,7 +30,9 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 DEVICES = ("auto", "cpu", "cuda")
 BACKENDS = ("local", "ray")
 AUGMENTATIONS = ("auto", "none", "crop", "flip_crop")
-FINAL_STARTS = ("scratch", "search")   # the final training starts from fresh weights, or the winner's trained ones
+# The final training starts from fresh weights, or the winner's trained ones; auto: fresh, unless the
+# final is no longer than the training the winner already had (it would end below it).
+FINAL_STARTS = ("auto", "scratch", "search")
 
 
 # Learning rates that train, per optimizer, at the reference batch size of 64 (the trainer scales
@@ -146,9 +148,12 @@ class Config:
     min_epochs: int = 1               # successive halving: every new candidate first trains this many
     reduction_factor: int = 3         # … and the best 1/reduction_factor of each rung goes on to the next
     final_epochs: int = 15
-    final_from: str = "scratch"       # scratch | search: the final training starts from the winner's trained weights
+    final_from: str = "auto"          # auto | scratch | search: where the final training starts (FINAL_STARTS)
     batch_size: int | None = None     # None: from the training set's size (see resolve_batch_size)
     val_fraction: float = 0.15
+    # The longer side, in pixels, that folder images are scaled to (aspect kept); built-in datasets
+    # keep their own size. auto: the images' own size, at most 64 on a CPU and 128 on a GPU.
+    image_size: int | str = "auto"
     augment: str = "auto"
     label_smoothing: float = 0.1
     clip_grad_norm: float = 5.0       # 0 turns gradient clipping off
@@ -208,6 +213,9 @@ class Config:
         if self.batch_size is not None:
             _check_int("batch_size", self.batch_size, 1, 65_536)
         _check_float("val_fraction", self.val_fraction, 0.0, 0.9, low_open=True)
+        if self.image_size != "auto" and (not _is_int(self.image_size) or not 8 <= self.image_size <= 1024):
+            raise ConfigError(f"image_size = {self.image_size!r} is not accepted; use auto or a whole number of "
+                              f"pixels from 8 to 1024 (the longer side images are scaled to).")
         _check_choice("augment", self.augment, AUGMENTATIONS)
         _check_choice("final_from", self.final_from, FINAL_STARTS)
         _check_float("label_smoothing", self.label_smoothing, 0.0, 0.5)
@@ -357,6 +365,18 @@ def available_cpus() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:   # not Linux
         return max(1, os.cpu_count() or 1)
+
+
+AUTO_IMAGE_SIDE = {"cpu": 64, "cuda": 128}   # image_size auto: the most the longer side is scaled to
+
+
+def resolve_image_size(image_size: int | str, device: str) -> tuple[int | None, int]:
+    """``(image_size, max_side)`` for ``load_dataset``: a number is the longer side, exactly; auto
+    keeps the images' own size up to ``AUTO_IMAGE_SIDE`` of the device the candidates train on
+    (``cpu`` or ``cuda``)."""
+    if image_size == "auto":
+        return None, AUTO_IMAGE_SIDE["cuda" if device == "cuda" else "cpu"]
+    return int(image_size), int(image_size)
 
 
 GPU_WORKERS = 4   # candidates per GPU with workers auto: small CNNs leave a large GPU mostly idle one at a time

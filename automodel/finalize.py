@@ -19,6 +19,7 @@ from pathlib import Path
 
 from .config import Config
 from .data import load_dataset
+from .data.folders import AUTO_MAX_SIDE
 from .errors import FinalizeError  # noqa: F401  (defined with the other errors, re-exported)
 from .evaluator import Task
 from .export import save_checkpoint
@@ -90,9 +91,11 @@ def _train_and_keep(store: Store, run_id: str, run: dict, record: dict, data_dir
     config = Config.from_dict(run["config"])
     key = record["key"]
     stop = _StopFlag()
+    image_size, max_side = run.get("image_size") or (None, AUTO_MAX_SIDE)   # as the search decoded it
     data = load_dataset(config.dataset, Path(data_dir or run.get("data_dir") or "data"),
                         val_fraction=config.val_fraction, seed=config.seed,
-                        work_dir=run_dir_for(store, run_id) / "dataset")
+                        work_dir=run_dir_for(store, run_id) / "dataset", image_size=image_size, max_side=max_side,
+                        cache_dir=run_dir_for(store, run_id))
     search = Search(config, store, run_id)   # for its settings only: nothing of the run is changed
     search.data = data
     settings = search._train_settings(data)

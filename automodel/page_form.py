@@ -12,7 +12,9 @@ import streamlit as st
 
 from . import jobs, page_access, page_sections, views
 from .config import (ACTIVATIONS, AUGMENTATIONS, BACKENDS, BLOCK_KINDS, CROSSOVER_METHODS, DEVICES, DOWNSAMPLING,
-                     FINAL_STARTS, HEADS, OPTIMIZERS, PLANNED, SELECTION_METHODS, Config, ConfigError)
+                     FINAL_STARTS, HEADS, OPTIMIZERS, PLANNED, SELECTION_METHODS, Config, ConfigError,
+                     resolve_image_size)
+from .errors import DatasetError
 from .store import Store, StoreError, default_db_path
 
 # Choices offered for the search space (the defaults are a subset of each).
@@ -32,6 +34,7 @@ SPACE_OPTIONS: dict[str, list[Any]] = {
 BLOCK_HELP = {"plain": "plain (conv, BN, activation)", "residual": "residual (two convs + skip)",
               "separable": "depthwise-separable"}
 WORKER_CHOICES = ["auto", 1, 2, 3, 4, 6, 8, 12, 16]
+IMAGE_SIZE_CHOICES = ["auto", 16, 24, 32, 48, 64, 96, 128, 160, 192, 224, 256, 320, 384, 512]
 HEAD_HELP = {"flatten": "flatten (map ≤ 4×4)", "avgmax": "global average + max pool", "gap": "global average pool"}
 SELECTION_HELP = {"roulette": "roulette wheel (fitness-proportional)", "tournament": "tournament",
                   "rank": "rank-based", "truncation": "truncation (best fraction)",
@@ -52,6 +55,7 @@ def conditional_defaults() -> None:
     st.session_state.setdefault("folder_path", "")
     st.session_state.setdefault("limit_mb", 2048)
     st.session_state.setdefault("limit_files", 200_000)
+    st.session_state.setdefault("cfg_image_size", "auto")
 
 
 def _apply_config(config: dict[str, Any]) -> None:
@@ -140,6 +144,13 @@ def _form(store: Store | None, data_dir: Path, cwd: Path) -> None:
                 st.number_input("Most files in the archive", min_value=1, step=10_000, key="limit_files")
                 st.caption("Checked before anything is unpacked. Entries with absolute paths, '..' or links "
                            "are refused; files that are not images are ignored and counted.")
+        if choice in (views.FOLDER_CHOICE, views.UPLOAD_CHOICE):
+            st.selectbox("Image size (longer side, pixels)", IMAGE_SIZE_CHOICES, key="cfg_image_size",
+                         help="Folder images are scaled so their longer side is this many pixels (aspect kept). "
+                              "auto: their own size, at most 64 on a CPU and 128 on a GPU. Smaller is faster; "
+                              "larger sees more detail and needs more memory.")
+        if choice == views.FOLDER_CHOICE:
+            _folder_preview(data_dir)
 
     st.subheader("How long may the search take?")
     budget = views.BUDGET_CHOICES[st.selectbox(
@@ -195,8 +206,11 @@ def _form(store: Store | None, data_dir: Path, cwd: Path) -> None:
                         help="Share of the training data held out to measure fitness.")
         st.selectbox("Augmentation", AUGMENTATIONS, key="cfg_augment")
         st.selectbox("The final training starts from", FINAL_STARTS, key="cfg_final_from",
-                     format_func=lambda v: {"scratch": "fresh weights",
-                                            "search": "the winner's trained weights"}.get(v, v))
+                     format_func=lambda v: {"auto": "auto: fresh, or the winner's when the final is short",
+                                            "scratch": "fresh weights",
+                                            "search": "the winner's trained weights"}.get(v, v),
+                     help="auto starts from fresh weights, unless the final training is no longer than the "
+                          "winner's training in the search: then it continues from the winner's weights.")
         st.number_input("Label smoothing", step=0.05, format="%.2f", key="cfg_label_smoothing")
         st.number_input("Gradient clipping (norm)", step=1.0, format="%.1f", key="cfg_clip_grad_norm",
                         help="0 turns clipping off.")
@@ -278,6 +292,36 @@ def _form(store: Store | None, data_dir: Path, cwd: Path) -> None:
     with st.container():
         for kind, text in st.session_state.pop("_start_messages", []):
             getattr(st, kind)(text)
+
+
+def _folder_preview(data_dir: Path) -> None:
+    """What the folder holds and what it will cost, before Start (headers only, remembered per folder)."""
+    folder = (st.session_state.get("folder_path") or "").strip()
+    path = Path(folder).expanduser()
+    if not folder or not path.is_dir() or not page_access.inside_roots(path.resolve(), data_dir):
+        return
+    try:
+        described = _describe_folder(str(path.resolve()), path.stat().st_mtime_ns, st.session_state.get("cfg_image_size"),
+                                     st.session_state.get("cfg_device") or "auto")
+    except DatasetError as exc:
+        st.warning(str(exc))
+        return
+    caption, warning = views.folder_preview(described)
+    st.caption(caption)
+    if warning:
+        st.warning(warning)
+
+
+@st.cache_data(show_spinner="Reading the folder's image headers…", max_entries=16)
+def _describe_folder(folder: str, _mtime_ns: int, image_size: Any, device: str) -> dict[str, Any]:
+    from automodel.data.folders import scan_folder
+
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    size, max_side = resolve_image_size(image_size if image_size is not None else "auto", device)
+    return scan_folder(Path(folder), folder).describe(size, max_side)
 
 
 def _form_config(choice: str, upload, data_dir: Path, budget: float | None,

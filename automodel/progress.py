@@ -17,7 +17,7 @@ class BarReporter(Reporter):
 
     def __init__(self, stream=sys.stderr):
         self.stream = stream
-        self.generations = self.candidates = None
+        self.generations = self.candidates = self.images = None
         self.batches: dict[str, tqdm] = {}   # by the candidate's worker label
         self.positions: dict[str, int] = {}
 
@@ -63,12 +63,21 @@ class BarReporter(Reporter):
         self.message(f"generation {record['generation']}: best {record['best']:.4f}  mean {record['mean']:.4f}  "
                      f"worst {record['worst']:.4f}  ({record['seconds']:.1f} s)")
 
+    def data_progress(self, done: int, total: int) -> None:
+        if self.images is None:
+            self.images = tqdm(total=total, desc="decoding images", position=0, leave=False, file=self.stream,
+                               dynamic_ncols=True, unit="img")
+        self.images.n = done
+        self.images.refresh()
+        if done >= total:
+            self._close(("images",))
+
     def message(self, text: str) -> None:
         tqdm.write(text, file=self.stream)
 
     def close(self) -> None:
         self._close_batches()
-        self._close(("candidates", "generations"))
+        self._close(("images", "candidates", "generations"))
 
     def _close_batches(self) -> None:
         for bar in self.batches.values():

@@ -25,7 +25,8 @@ from pathlib import Path
 import torch
 
 from .budget import Plan, final_epochs_for, make_plan
-from .config import PLANNED, Config, available_cpus, resolve_batch_size, resolve_max_macs, resolve_workers
+from .config import (PLANNED, Config, available_cpus, resolve_batch_size, resolve_image_size, resolve_max_macs,
+                     resolve_workers)
 from .data import ImageData, load_dataset
 from .evaluator import Evaluator, Task
 from .export import save_checkpoint
@@ -84,6 +85,7 @@ class Reporter:
     def candidate_done(self, task: Task, record: dict) -> None: ...
     def generation_done(self, record: dict) -> None: ...
     def message(self, text: str) -> None: ...
+    def data_progress(self, done: int, total: int) -> None: ...
     def close(self) -> None: ...
 
 
@@ -154,14 +156,14 @@ class Search:
         evaluator = None
         heartbeat = Heartbeat(self.store, self.run_id).start()
         try:
-            data = load_dataset(self.config.dataset, self.data_dir, val_fraction=self.config.val_fraction,
-                                seed=self.config.seed, work_dir=self.run_dir / "dataset")
+            data = self._load_data(run)
             self.data = data
             settings = self._train_settings(data)
             self.store.update_run(self.run_id, device=settings.device, classes=data.classes,
                                   input_shape=list(data.input_shape), train_size=len(data.train_x),
                                   val_size=len(data.val_x), test_size=len(data.test_x),
-                                  skipped_images=data.skipped, ignored_files=data.ignored)
+                                  skipped_images=data.skipped, ignored_files=data.ignored, data=data.describe(),
+                                  stage="search", loading=None)
             status = "stopped"  # a stop during set-up (a download, starting Ray) is obeyed here
             if not self.stop():
                 evaluator = (self.evaluator_factory(data, settings) if self.evaluator_factory else
@@ -182,6 +184,31 @@ class Search:
         self.store.update_run(self.run_id, status=status, ended_at=time.time(), pid=None,
                               elapsed_s=self._elapsed())
         return status
+
+    def _load_data(self, run: dict) -> ImageData:
+        """The run's dataset, at the image size it was first decoded at (a resume on another machine
+        keeps it), from the run's decoded cache when the files have not changed."""
+        c = self.config
+        if run.get("image_size") is None:
+            image_size, max_side = resolve_image_size(c.image_size, self._training_device())
+            self.store.update_run(self.run_id, image_size=[image_size, max_side])
+        else:
+            image_size, max_side = run["image_size"]
+        self.store.update_run(self.run_id, stage="data")
+        return load_dataset(c.dataset, self.data_dir, val_fraction=c.val_fraction, seed=c.seed,
+                            work_dir=self.run_dir / "dataset", image_size=image_size, max_side=max_side,
+                            cache_dir=self.run_dir, on_progress=self._on_data_progress)
+
+    def _training_device(self) -> str:
+        """cuda when candidates will train on a GPU (here, or on a Ray cluster's nodes), else cpu."""
+        c = self.config
+        if c.backend == "ray" and c.device != "cpu" and (c.gpus_per_candidate or 0) > 0:
+            return "cuda"
+        return resolve_device(c.device).type
+
+    def _on_data_progress(self, done: int, total: int) -> None:
+        self.store.update_run(self.run_id, loading={"done": done, "total": total})
+        self.reporter.data_progress(done, total)
 
     def _local_evaluator(self, data: ImageData, settings: TrainSettings) -> Evaluator:
         """Candidates trained in worker processes, one at a time or several at once."""
@@ -269,6 +296,15 @@ class Search:
             return False
         times = [g["seconds"] for g in self.store.generations(self.run_id)]
         return bool(times) and self._elapsed() + statistics.fmean(times) > self.config.time_budget_s
+
+    def _final_continues(self, best: dict, epochs: int) -> bool:
+        """Whether the final training starts from the winner's trained weights: when asked to, or
+        (auto) when it would train no longer than the winner already did. A final that short ends
+        below the winner's own training when it starts afresh; when a budget leaves the final less
+        time than planned (a winner slower than the plan's timing) this is what keeps it ahead."""
+        if self.config.final_from == "search":
+            return True
+        return self.config.final_from == "auto" and epochs <= int(best.get("epochs") or 0)
 
     def _final_plan(self, evaluator: Evaluator, genome: Genome) -> tuple[int, int | None]:
         """(epochs, threads) of the final training: as configured (and all of this process's threads),
@@ -527,7 +563,7 @@ class Search:
 
     def _keeps_weights(self) -> bool:
         """Whether candidates' trained weights are kept: to be inherited, or for the final to start from."""
-        return self.config.inherit_weights or self.config.final_from == "search"
+        return self.config.inherit_weights or self.config.final_from in ("search", "auto")
 
     def _inheritance(self, index: int, genome: Genome, need_weights: bool) -> tuple[str | None, dict | None]:
         """(parent key, its trained weights) for the child at ``index``: of the parents it was bred from
@@ -735,7 +771,7 @@ class Search:
         self.reporter.message(f"final training of the best genome for {epochs} epochs")
         # The final training trains far longer than a candidate: a candidate's time limit is not its own.
         final_epoch_s = ((self.store.get_run(self.run_id) or {}).get("plan") or {}).get("final_epoch_s") or 0.0
-        start = self.weights.load(best["key"]) if self.config.final_from == "search" else None
+        start = self.weights.load(best["key"]) if self._final_continues(best, epochs) else None
         task = Task(FINAL_GENERATION, 0, genome, derive_seed(self.config.seed, "final"), final=True,
                     epochs=epochs, threads=threads, parent=best["key"] if start is not None else None, inherit=start,
                     time_limit_s=max(self.config.time_limit_s, 3 * epochs * final_epoch_s))

@@ -225,8 +225,16 @@ def status_view(run: Mapping[str, Any], progress: Sequence[Mapping[str, Any]],
         bars: list[tuple[float, str]] = []
         finals = [p for p in progress if p.get("final")]
         searching = [p for p in progress if not p.get("final")]
+        loading = run.get("loading") or {}
         if run.get("pid") is None and not progress:  # claimed by Start or Resume, process not up yet
             parts.append("starting: loading the dataset")
+        elif run.get("stage") == "data":
+            done_images, all_images = int(loading.get("done") or 0), int(loading.get("total") or 0)
+            if all_images:
+                parts.append(f"loading the dataset: {done_images:,} of {all_images:,} images decoded")
+                bars.append((_clip(done_images / all_images), f"decoding images: {done_images:,}/{all_images:,}"))
+            else:
+                parts.append("loading the dataset")
         elif (finals or run.get("stage") == "final") and _no_search(run):
             parts.append("training one plain CNN with the whole budget (too short to search)")
             for p in finals:
@@ -456,12 +464,52 @@ def dataset_caption(run: Mapping[str, Any]) -> str:
     text = (f"{len(classes)} classes ({shown}) · images {'×'.join(map(str, run['input_shape']))} · "
             f"train {run.get('train_size', 0):,} / validation {run.get('val_size', 0):,} / "
             f"test {run.get('test_size', 0):,}")
+    data = run.get("data") or {}
     extra = []
     if run.get("skipped_images"):
-        extra.append(f"{run['skipped_images']} images could not be decoded and were skipped")
+        n = int(run["skipped_images"])
+        extra.append(f"{n} image{' could' if n == 1 else 's could'} not be decoded and {'was' if n == 1 else 'were'} "
+                     f"skipped" + _named(data.get("skipped_names")))
     if run.get("ignored_files"):
-        extra.append(f"{run['ignored_files']} files that are not images were ignored")
+        n = int(run["ignored_files"])
+        extra.append(f"{n} file{' that is not an image was' if n == 1 else 's that are not images were'} ignored"
+                     + _named(data.get("ignored_names")))
     return text + ("; " + "; ".join(extra) if extra else "")
+
+
+IMBALANCE_WARNING = 5.0   # the largest class this many times the smallest is worth a warning
+
+
+def folder_preview(described: Mapping[str, Any]) -> tuple[str, str | None]:
+    """What the form says about a folder before Start (from ``FolderScan.describe``): the caption,
+    and a warning when one class is more than ``IMBALANCE_WARNING`` times another."""
+    counts = described.get("classes") or {}
+    w, h = described.get("image_size") or (0, 0)
+    shown = ", ".join(f"{name} {n:,}" for name, n in list(counts.items())[:8]) + (" …" if len(counts) > 8 else "")
+    parts = [f"{int(described.get('images') or 0):,} images in {len(counts)} classes ({shown})",
+             f"trained at {w}×{h}, {described.get('channels', 3)} channel{'s' if described.get('channels', 3) != 1 else ''}",
+             f"{fmt_bytes(described.get('bytes') or 0)} in memory"]
+    if described.get("skipped"):
+        parts.append(f"{described['skipped']} unreadable, skipped" + _named(described.get("skipped_names")))
+    if described.get("ignored"):
+        parts.append(f"{described['ignored']} not images, ignored" + _named(described.get("ignored_names")))
+    warning = None
+    if counts and described.get("imbalance", 1.0) > IMBALANCE_WARNING:
+        largest, smallest = max(counts, key=counts.get), min(counts, key=counts.get)
+        warning = (f"The classes are unbalanced: {largest} has {counts[largest]:,} images, {smallest} only "
+                   f"{counts[smallest]:,} ({described['imbalance']:.0f}×); accuracy will favour the large classes.")
+    return " · ".join(parts), warning
+
+
+def fmt_bytes(n: float) -> str:
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{int(n)} B"
+
+
+def _named(names: Sequence[str] | None) -> str:
+    return f" ({', '.join(names)}{', …' if len(names) >= 5 else ''})" if names else ""
 
 
 # ----------------------------------------------------------------------------- charts

@@ -17,6 +17,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from automodel import jobs, page_form, page_sections, views
@@ -212,6 +213,28 @@ def test_server_folders_are_limited_to_the_configured_roots(db, tmp_path):
     at.sidebar.text_input(key="folder_path").set_value(str(allowed / "cats" / ".." / ".." / "private")).run()
     assert "outside the folders" in texts(at.sidebar.error)[0]          # no escape by ..
     at.sidebar.text_input(key="folder_path").set_value(str(allowed / "cats")).run()
+    assert texts(at.sidebar.error) == []
+
+
+def test_a_folder_is_described_before_start_with_its_size_memory_and_imbalance(db, tmp_path):
+    root = tmp_path / "photos"
+    for cls, n in (("cats", 12), ("dogs", 2)):
+        (root / cls).mkdir(parents=True)
+        for i in range(n):
+            Image.new("RGB", (80, 60), (i * 10, 40, 90)).save(root / cls / f"{i}.jpg")
+    (root / "cats" / "Thumbs.db").write_bytes(b"junk")
+    at = AppTest.from_file(APP, default_timeout=30)
+    at.secrets["dataset_roots"] = [str(tmp_path)]
+    at.run()
+    at.sidebar.selectbox(key="dataset_choice").set_value("Image folder on this server").run()
+    at.sidebar.text_input(key="folder_path").set_value(str(root)).run()
+    assert at.sidebar.selectbox(key="cfg_image_size").value == "auto"
+    captions = [c for c in texts(at.sidebar.caption) if "images in" in c]
+    assert captions == ["14 images in 2 classes (cats 12, dogs 2) · trained at 64×48, 3 channels · "
+                        "129.0 kB in memory · 1 not images, ignored (Thumbs.db)"]
+    assert any("unbalanced: cats has 12 images, dogs only 2 (6×)" in w for w in texts(at.sidebar.warning))
+    at.sidebar.selectbox(key="cfg_image_size").set_value(32).run()
+    assert any("trained at 32×24" in c for c in texts(at.sidebar.caption))
     assert texts(at.sidebar.error) == []
 
 

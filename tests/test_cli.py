@@ -279,3 +279,46 @@ def test_stop_pressed_before_the_search_process_starts_is_kept(tmp_path):
     assert result.returncode == 0, result.stderr
     assert Store(db).get_run("early")["status"] == "stopped"
     assert not Store(db).individuals("early")
+
+
+def test_a_folder_run_at_a_chosen_image_size_records_its_data_and_resumes_from_the_decoded_cache(tmp_path, wait_for):
+    from PIL import Image
+
+    from automodel.export import read_checkpoint
+    folder = tmp_path / "photos"
+    for c, colour in enumerate(((220, 30, 30), (30, 30, 220))):
+        (folder / f"class {c}").mkdir(parents=True)
+        for i in range(12):
+            shade = tuple(min(255, v + 3 * i) for v in colour)
+            Image.new("RGB", (40, 30), shade).save(folder / f"class {c}" / f"{i}.jpg")
+    db = tmp_path / "db.json"
+    process = spawn("run", "--dataset", str(folder), "--image-size", "16", "--population", "2", "--generations", "30",
+                    "--epochs", "1", "--final-epochs", "1", "--seed", "0", "--run-id", "p", "--db", str(db), "--quiet")
+    try:
+        wait_for(lambda: db.exists() and (Store(db).get_run("p") or {}).get("generations_done", 0) >= 1, 120,
+                 "a first generation")
+        automodel("stop", "p", "--db", str(db))   # asks; the process ends when its candidate is abandoned
+        process.communicate(timeout=120)
+    finally:
+        process.kill()
+    shown = show(db, "p")
+    assert shown["status"] == "stopped"
+    data = shown["data"]
+    assert data["input_shape"] == [3, 12, 16] and data["classes"] == {"class 0": 12, "class 1": 12}
+    assert data["train"] + data["validation"] + data["test"] == 24 and data["skipped"] == 0
+    cache = Path(shown["best_model_path"]).parent / "decoded.pt"
+    decoded_at = cache.stat().st_mtime_ns
+    resumed = spawn("resume", "p", "--db", str(db), "--quiet")
+    try:
+        wait_for(lambda: (Store(db).get_run("p") or {}).get("generations_done", 0) >= shown["generations_done"] + 1,
+                 120, "a generation after the resume")
+        automodel("stop", "p", "--db", str(db))
+        resumed.communicate(timeout=120)
+    finally:
+        resumed.kill()
+    assert cache.stat().st_mtime_ns == decoded_at          # read, not decoded and written again
+    assert show(db, "p")["data"]["input_shape"] == [3, 12, 16]
+    assert read_checkpoint(shown["best_model_path"])["input_shape"] == [3, 12, 16]
+    result = automodel("predict", "p", str(folder / "class 0"), "--db", str(db), check=True)
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 12 and all(": class " in line for line in lines)

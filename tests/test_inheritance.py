@@ -172,7 +172,7 @@ def test_children_start_from_a_parent_of_the_previous_generation(tmp_path, confi
 
 
 def test_no_inheritance_when_it_is_off(tmp_path, config):
-    config.inherit_weights = False
+    config.inherit_weights, config.final_from = False, "scratch"
     _, store, evaluator, s = search(tmp_path, config)
     assert all(r["parent"] is None and r["inherited"] is None for r in store.individuals("r"))
     assert all(t.inherit is None for t in evaluator.tasks)
@@ -202,7 +202,19 @@ def test_the_final_training_can_start_from_the_winners_weights(tmp_path, config)
     assert all(r["parent"] is None for r in store.individuals("r"))   # the candidates did not inherit
 
 
-def test_the_final_training_starts_from_scratch_by_default(tmp_path, config):
+@pytest.mark.parametrize("final_epochs, start", [(3, "scratch"), (1, "search")])
+def test_by_default_the_final_starts_afresh_unless_it_is_no_longer_than_the_winners_training(
+        tmp_path, config, final_epochs, start):
+    config.inherit_weights, config.final_epochs = False, final_epochs   # candidates train 1 epoch
+    assert config.final_from == "auto"
+    _, store, evaluator, _ = search(tmp_path, config)
+    final = [t for t in evaluator.tasks if t.final]
+    run = store.get_run("r")
+    assert run["final_start"] == start and (final[0].inherit is not None) == (start == "search")
+
+
+def test_the_final_training_starts_from_scratch_when_asked(tmp_path, config):
+    config.final_from = "scratch"
     _, store, evaluator, _ = search(tmp_path, config)
     final = [t for t in evaluator.tasks if t.final]
     assert final[0].inherit is None and store.get_run("r")["final_start"] == "scratch"

@@ -108,6 +108,36 @@ def test_status_of_a_claimed_run_whose_process_is_starting():
     assert "starting: loading the dataset" in view.headline
 
 
+def test_status_while_a_large_folder_is_decoded_shows_how_far_it_is():
+    view = views.status_view(make_run(stage="data", loading={"done": 4000, "total": 20000}, generations_done=0),
+                             [], [], now=NOW)
+    assert "loading the dataset: 4,000 of 20,000 images decoded" in view.headline
+    assert view.bars == [(pytest.approx(0.2), "decoding images: 4,000/20,000")]
+    assert "loading the dataset" in views.status_view(make_run(stage="data", generations_done=0), [], [],
+                                                       now=NOW).headline
+
+
+def test_the_folder_preview_names_the_size_the_memory_and_an_imbalance():
+    described = {"images": 1300, "classes": {"cat": 1200, "dog": 100}, "imbalance": 12.0, "image_size": [64, 48],
+                 "channels": 3, "bytes": 1300 * 3 * 64 * 48, "skipped": 2, "skipped_names": ["a.jpg", "b.jpg"],
+                 "ignored": 7, "ignored_names": ["x.txt", "y.db", "z.ini", "w.ini", "v.ini"]}
+    caption, warning = views.folder_preview(described)
+    assert caption == ("1,300 images in 2 classes (cat 1,200, dog 100) · trained at 64×48, 3 channels · "
+                       "12.0 MB in memory · 2 unreadable, skipped (a.jpg, b.jpg) · "
+                       "7 not images, ignored (x.txt, y.db, z.ini, w.ini, v.ini, …)")
+    assert warning == ("The classes are unbalanced: cat has 1,200 images, dog only 100 (12×); accuracy will "
+                       "favour the large classes.")
+    assert views.folder_preview({**described, "imbalance": 2.0})[1] is None
+
+
+def test_the_dataset_caption_names_a_few_skipped_and_ignored_files():
+    run = make_run(input_shape=[3, 8, 8], classes=["a", "b"], train_size=10, val_size=2, test_size=3,
+                   skipped_images=1, ignored_files=2,
+                   data={"skipped_names": ["broken.jpg"], "ignored_names": ["Thumbs.db", ".DS_Store"]})
+    assert views.dataset_caption(run).endswith("1 image could not be decoded and was skipped (broken.jpg); "
+                                               "2 files that are not images were ignored (Thumbs.db, .DS_Store)")
+
+
 def test_status_during_final_training():
     progress = [{"generation": -1, "index": 0, "final": True, "epoch": 3, "epochs": 5, "batch": 5,
                  "batches": 10, "eta_s": 4.0, "worker": "main"}]

@@ -30,7 +30,6 @@ from .images import IMAGE_EXTENSIONS, is_grey_mode, read_header
 
 AUTO_MAX_SIDE = 64          # the longer side folder images are scaled down to when no size is given
 NAMES_KEPT = 5              # skipped and ignored files named in a scan's description
-IMBALANCE_WARNING = 5.0     # the largest class this many times the smallest is worth a warning
 
 
 @dataclass(frozen=True)
