@@ -8,14 +8,13 @@ from __future__ import annotations
 import argparse
 from dataclasses import fields
 import json
-import shutil
 import sys
 import time
 from pathlib import Path
 
-from . import jobs
-from .config import Config, read_settings_file
-from .errors import CheckpointError, ConfigError, DatasetError, UserFacingError
+from . import api, jobs
+from .config import GROUPS, Config, read_settings_file, setting_help
+from .errors import ConfigError, UserFacingError
 from .genome import Genome
 from .jobs import new_run_id
 from .store import ACTIVE_STATUSES, Store, StoreError, default_db_path
@@ -65,7 +64,7 @@ def run_flags() -> dict[str, dict]:
             continue
         flag = "--" + f.name.replace("_", "-")
         if f.name == "budget_s":
-            flags[f.name] = {"flag": "--budget", "type": _duration}
+            flags[f.name] = {"flag": "--budget", "type": _duration, "metavar": "DURATION"}
         elif f.type == "bool":
             flags[f.name] = {"flag": flag, "action": argparse.BooleanOptionalAction}
         elif f.type == "int | str":
@@ -84,13 +83,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="start a search")
     common(run)
-    run.add_argument("--run-id")
+    run.add_argument("--run-id", help="the run's name (default: run-DATE-TIME-XXXX)")
     run.add_argument("--config", type=Path, help="JSON file of settings (flags override it)")
     run.add_argument("--data-dir", type=Path, default=Path("data"), help="where datasets are read or downloaded")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
+    groups = {group: run.add_argument_group(f"{group} settings") for group in GROUPS}
+    meta = {f.name: f.metadata for f in fields(Config)}
     for name, spec in run_flags().items():
         options = {k: v for k, v in spec.items() if k != "flag"}
-        run.add_argument(spec["flag"], dest=name, default=None, help=f"the config's {name} (see README)", **options)
+        groups[meta[name]["group"]].add_argument(spec["flag"], dest=name, default=None, help=setting_help(name),
+                                                 **options)
 
     resume = sub.add_parser("resume", help="continue a stopped or interrupted search")
     common(resume)
@@ -150,21 +152,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = load_config(args)
     store = Store(args.db)
     run_id = args.run_id or new_run_id()
-    _check_run_id(run_id)
+    api.check_run_id(run_id)
     from .data import is_builtin_dataset
     if not is_builtin_dataset(config.dataset) and Path(config.dataset).expanduser().exists():
         config.dataset = str(Path(config.dataset).expanduser().resolve())  # resume finds it from any folder
-    with store.locked():
-        existing = store.get_run(run_id)
-        if existing is None:
-            store.claim_run_slot(run_id, config.to_dict(), jobs.is_alive, total_generations=config.generations)
-        elif not _is_reservation(store, existing):
-            raise UserError(f"run {run_id} already exists in {store.path}; use `resume {run_id}` or another --run-id.")
-        elif existing.get("stop_requested"):
-            # Stop was pressed between the page's claim and this process starting.
-            store.update_run(run_id, status="stopped", ended_at=time.time())
-            print(f"run {run_id}: stopped before it started")
-            return EXIT_OK
+    if not api.claim(store, run_id, config):   # Stop was pressed between the page's claim and this process
+        print(f"run {run_id}: stopped before it started")
+        return EXIT_OK
     return _execute(store, run_id, config, args)
 
 
@@ -184,53 +178,17 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 
 def _execute(store: Store, run_id: str, config: Config, args: argparse.Namespace) -> int:
-    store.update_run(run_id, data_dir=str(Path(args.data_dir).resolve()))
     reporter = None
     if not args.quiet:
         from .progress import BarReporter
         reporter = BarReporter()
     try:
-        factory = _evaluator_factory(config)
-    except UserError as exc:   # e.g. backend ray without Ray: the claimed run must not stay "running"
-        _mark_failed(store, run_id, str(exc))
-        raise
-    from .search import Search
-    search = Search(config, store, run_id, data_dir=args.data_dir, reporter=reporter, evaluator_factory=factory)
-    try:
-        status = search.run()
-    except (DatasetError, ConfigError) as exc:
-        _mark_failed(store, run_id, str(exc))
-        raise UserError(str(exc)) from None
-    except (StoreError, CheckpointError, OSError) as exc:
-        # e.g. a full disk: what was recorded stays as it was; the run is marked failed if it can be
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        _mark_failed(store, run_id, reason)
-        print(f"automodel: run {run_id} failed: {reason}", file=sys.stderr)
+        status = api.execute(store, run_id, config, data_dir=args.data_dir, reporter=reporter)
+    except StoreError as exc:
+        print(f"automodel: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    except BaseException as exc:
-        _mark_failed(store, run_id, f"{type(exc).__name__}: {exc}")
-        raise
     _print_outcome(store.get_run(run_id), store)
     return EXIT_OK if status in ("completed", "stopped") else EXIT_FAILED
-
-
-def _mark_failed(store: Store, run_id: str, reason: str) -> None:
-    try:
-        store.update_run(run_id, status="failed", pid=None, reason=reason)
-    except StoreError:
-        pass  # the store itself cannot be written (full disk); `list` will show it interrupted
-
-
-def _evaluator_factory(config: Config):
-    """None: the search's default, in-process evaluator."""
-    if config.backend != "ray":
-        return None
-    try:
-        from .ray_evaluator import ray_evaluator_factory
-    except ImportError:
-        raise UserError("backend 'ray' needs Ray: pip install -r requirements-ray.txt "
-                        "(or use --backend local).") from None
-    return ray_evaluator_factory(config)
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
@@ -306,32 +264,10 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     store = Store(args.db)
-    run = _get_run(store, args.run_id)
+    _get_run(store, args.run_id)
     if args.format == "csv":
         return _export_csv(store, args)
-    if args.candidate:
-        entry = (run.get("finalized") or {}).get(args.candidate)
-        if not entry or not Path(entry["path"]).is_file():
-            raise UserError(f"candidate {args.candidate} of run {args.run_id} is not finalized yet; run "
-                            f"`automodel finalize {args.run_id} --candidate {args.candidate}` first.")
-        source = entry["path"]
-    else:
-        source = run.get("best_model_path")
-    if not source or not Path(source).is_file():
-        raise UserError(f"run {args.run_id} has no saved best model yet; wait for its first candidate to finish.")
-    from .export import export_onnx, read_checkpoint
-    read_checkpoint(source)
-    try:
-        if args.format == "pt":
-            out = args.out or Path(source)
-            if Path(out).resolve() != Path(source).resolve():
-                Path(out).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(source, out)
-        else:
-            out = export_onnx(source, args.out or Path(source).with_suffix(".onnx"))
-    except OSError as exc:
-        raise UserError(f"cannot write {args.out}: {exc.strerror or exc}; give a writable file path.") from None
-    print(out)
+    print(api.Run(args.run_id, args.db).export(args.out, format=args.format, candidate=args.candidate))
     return EXIT_OK
 
 
@@ -412,7 +348,6 @@ def load_config(args: argparse.Namespace) -> Config:
     """The config file, then the flags. A budget's plan keeps the planned settings the person gave
     (by a flag, or in a file that does not list its ``overrides``); with no budget anywhere and none
     of them given, the run gets the default budget."""
-    from .budget import DEFAULT_BUDGET, PLANNED, parse_duration
     settings = read_settings_file(args.config) if args.config else {}
     base = Config.from_dict(settings).to_dict()
     # A file that lists its overrides (the page writes every setting) says itself what was given.
@@ -422,10 +357,7 @@ def load_config(args: argparse.Namespace) -> Config:
         if value is not None:
             base[name] = value
             given.add(name)
-    if "budget_s" not in settings and base.get("budget_s") is None and not given & set(PLANNED):
-        base["budget_s"] = parse_duration(DEFAULT_BUDGET)
-    base["overrides"] = sorted(given & set(PLANNED))
-    return Config.from_dict(base)
+    return api.configure(base, given, default_budget="budget_s" not in settings)
 
 
 def pareto_members(records: list[dict], objectives: list[str]) -> list[dict]:
@@ -449,21 +381,10 @@ def run_summary(run: dict) -> dict:
     }
 
 
-def _is_reservation(store: Store, run: dict) -> bool:
-    """A run the page claimed (no process yet, nothing recorded); a stop may already be asked."""
-    return (run.get("status") in ACTIVE_STATUSES and run.get("pid") is None and not run.get("started_at")
-            and not store.individuals(run["run_id"]))
-
-
-def _check_run_id(run_id: str) -> None:
-    if not run_id or len(run_id) > 100 or not all(ch.isalnum() or ch in "-_." for ch in run_id) or run_id[0] == ".":
-        raise UserError(f"run id {run_id!r} is not accepted; use up to 100 letters, digits, '-', '_' or '.'.")
-
-
 def _get_run(store: Store, run_id: str) -> dict:
     run = store.get_run(run_id)
     if run is None:
-        raise UserError(f"no run {run_id!r} in {store.path}; `automodel list` shows the runs there.")
+        raise api.no_run(run_id, store)
     return run
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,29 @@ FINAL_STARTS = ("auto", "scratch", "search")
 # Learning rates that train, per optimizer, at the reference batch size of 64 (the trainer scales
 # them with the batch size): measured by bench/bench_priors.py on the harder sets of bench/.
 DEFAULT_LEARNING_RATES = {"sgd": [0.01, 0.05], "adam": [7e-4, 3e-3], "adamw": [7e-4, 3e-3]}
+
+
+GROUPS = ("data", "budget", "search", "training", "costs", "back end")   # as README's settings table groups them
+
+
+def setting(default: Any, group: str, help: str, *, accepts: str | tuple[str, ...] | None = None) -> Any:
+    """A Config field with the one definition of its meaning: the group it belongs to, what it does
+    and the values it accepts; the command line's ``--help``, the page and README read them here.
+    ``default`` may be a factory (a list's)."""
+    accepted = ", ".join(accepts) if isinstance(accepts, tuple) else accepts
+    metadata = {"group": group, "help": help, "accepts": accepted}
+    if callable(default):
+        return field(default_factory=default, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def setting_help(name: str) -> str:
+    """One setting's help: what it does, its default and the values it accepts."""
+    f = next(f for f in fields(Config) if f.name == name)
+    default = f.default_factory() if f.default_factory is not MISSING else f.default   # type: ignore[misc]
+    shown = "none" if default is None else ",".join(default) if isinstance(default, list) else default
+    accepts = f"; accepts {f.metadata['accepts']}" if f.metadata.get("accepts") else ""
+    return f"{f.metadata['help']} (default {shown}{accepts})"
 
 
 @dataclass
@@ -125,58 +148,97 @@ class SearchSpace:
 class Config:
     """Everything that defines one search. Defaults give the Quick demo on the bundled data."""
 
-    dataset: str = "digits"
-    # genetic algorithm
-    population: int = 8
-    generations: int = 3
-    selection: str = "tournament"
-    tournament_size: int = 3          # clipped to the population size
-    truncation_fraction: float = 0.5
-    crossover: str = "uniform"
-    crossover_rate: float = 0.3
-    mutation_rate: float = 0.05       # per gene: about one or two changes per child, a local step
-    elitism: int = 1
-    seed: int = 0
-    target_fitness: float | None = None
-    time_budget_s: float | None = None   # the search's time (the final training not counted); see budget_s
+    # ---- data
+    dataset: str = setting("digits", "data", "a built-in dataset (digits, cifar10, cifar100, mnist, fashion-mnist), "
+                           "a folder of images (one sub-folder per class, or train/ and test/), or a .zip of one")
+    image_size: int | str = setting(
+        "auto", "data", "the longer side, in pixels, that folder images are scaled to (aspect kept); auto: their "
+        "own size, at most 64 on a CPU and 128 on a GPU; built-in datasets keep their size", accepts="auto or 8-1024")
+    val_fraction: float = setting(0.15, "data", "share of the training data held out to measure fitness",
+                                  accepts="above 0, at most 0.9")
+    # ---- budget
     # The whole run's time, final training included (seconds; "5m" or "1h" on the command line): the
     # search plans population, generations, epochs and final epochs from it (automodel/budget.py).
-    budget_s: float | None = None
-    overrides: list[str] = field(default_factory=list)   # settings the person gave, which a budget's plan keeps
-    # training of each candidate
-    epochs: int = 3                   # the full budget of a candidate (the top rung)
-    min_epochs: int = 1               # successive halving: every new candidate first trains this many
-    reduction_factor: int = 3         # … and the best 1/reduction_factor of each rung goes on to the next
-    final_epochs: int = 15
-    final_from: str = "auto"          # auto | scratch | search: where the final training starts (FINAL_STARTS)
-    batch_size: int | None = None     # None: from the training set's size (see resolve_batch_size)
-    val_fraction: float = 0.15
-    # The longer side, in pixels, that folder images are scaled to (aspect kept); built-in datasets
-    # keep their own size. auto: the images' own size, at most 64 on a CPU and 128 on a GPU.
-    image_size: int | str = "auto"
-    augment: str = "auto"
-    label_smoothing: float = 0.1
-    clip_grad_norm: float = 5.0       # 0 turns gradient clipping off
-    compile: bool = False             # torch.compile each candidate (GPU; pays seconds of compiling per network)
-    time_limit_s: float = 600.0       # with a time budget, at most a quarter of it
-    prune: bool = False               # stop hopeless candidates after their first epoch
-    prune_fraction: float = 0.5       # … when below this share of the earlier first-epoch median
-    # A child starts from its parent's trained weights wherever its layers match in shape
-    # (Lamarckian inheritance; automodel/training/inheritance.py). Off by default: it has not yet
-    # measured better than fresh weights at equal budget (bench/RESULTS.md §13).
-    inherit_weights: bool = False
-    max_params: int = 20_000_000
-    max_macs: int | None = None       # multiply-accumulates per image; None: MACS_PER_PIXEL × height × width
-    max_latency_ms: float | None = None  # inference time per image at batch 1 on the search's device; None: no limit
-    objectives: list[str] = field(default_factory=lambda: ["accuracy"])  # accuracy, then any of params, macs, latency
-    device: str = "auto"
-    backend: str = "local"
-    workers: int | str = "auto"       # candidates trained at once by the local back end; auto: see resolve_workers
-    # the ray backend (ignored by the local one)
-    ray_address: str | None = None    # None: start a local Ray for the run; "auto" or host:port: join a cluster
-    cpus_per_candidate: float = 1.0   # CPUs each candidate's Ray task reserves (also its torch threads, rounded down)
-    gpus_per_candidate: float | None = None  # GPUs (fractions share one); None: 1 if the device is cuda, else 0
-    retries: int = 1                  # times a candidate whose Ray worker died is tried again
+    budget_s: float | None = setting(
+        None, "budget", "the whole run's time, final training included (90, 90s, 5m, 1h); plans population, "
+        "generations, epochs and final epochs unless they are given (5m when none of them is)",
+        accepts="at least 10 seconds")
+    overrides: list[str] = setting(list, "budget", "the planned settings a person gave, which a budget's plan keeps "
+                                   "(filled in by the command line and the page)")
+    time_budget_s: float | None = setting(None, "budget", "an end to the generations only, in seconds (the final "
+                                          "training not counted); none: no limit", accepts="above 0")
+    target_fitness: float | None = setting(None, "budget", "end the search once a candidate reaches this validation "
+                                           "accuracy; none: never", accepts="0-1")
+    # ---- genetic algorithm
+    population: int = setting(8, "search", "candidates per generation", accepts="2-10000")
+    generations: int = setting(3, "search", "number of generations", accepts="1-100000")
+    selection: str = setting("tournament", "search", "how parents are chosen", accepts=SELECTION_METHODS)
+    tournament_size: int = setting(3, "search", "entrants per tournament (clipped to the population)",
+                                   accepts="1-10000")
+    truncation_fraction: float = setting(0.5, "search", "share of the best that truncation selection draws from",
+                                         accepts="above 0, at most 1")
+    crossover: str = setting("uniform", "search", "how two parents' genes are combined", accepts=CROSSOVER_METHODS)
+    crossover_rate: float = setting(0.3, "search", "chance that a pair of parents is crossed", accepts="0-1")
+    mutation_rate: float = setting(0.05, "search", "per-gene chance of being redrawn (and of adding or removing a "
+                                   "layer): about one or two changes per child, a local step", accepts="0-1")
+    elitism: int = setting(1, "search", "best candidates copied unchanged into the next generation",
+                           accepts="0 to population - 1")
+    seed: int = setting(0, "search", "the run's seed: the same seed gives the same search", accepts="0 or more")
+    warm_start: list[str] = setting(list, "search", "earlier runs (of the same store) whose best distinct genomes "
+                                    "seed generation 0, up to half of it, repaired to this run's images and budgets; "
+                                    "the rest is sampled as usual", accepts="run IDs, e.g. run-a,run-b")
+    # ---- training of each candidate and of the final model
+    epochs: int = setting(3, "training", "a candidate's full training, its top rung of successive halving",
+                          accepts="1-10000")
+    min_epochs: int = setting(1, "training", "successive halving's first rung (raised to at least 300 steps); "
+                              "min_epochs = epochs turns halving off", accepts="1-10000")
+    reduction_factor: int = setting(3, "training", "successive halving keeps the best 1 in this many of each rung",
+                                    accepts="2-100")
+    final_epochs: int = setting(15, "training", "epochs of the final training on train + validation",
+                                accepts="1-10000")
+    final_from: str = setting("auto", "training", "where the final training starts: fresh weights (scratch), the "
+                              "winner's trained weights (search), or auto: fresh unless the final is no longer than "
+                              "the winner's training", accepts=FINAL_STARTS)
+    batch_size: int | None = setting(None, "training", "images per step; none: from the training set's size "
+                                     "(16 to 256)", accepts="1-65536")
+    augment: str = setting("auto", "training", "augmentation per batch: none, crop (random translation), flip_crop; "
+                           "auto: no flips for digit datasets", accepts=AUGMENTATIONS)
+    label_smoothing: float = setting(0.1, "training", "label smoothing of the loss; 0 turns it off", accepts="0-0.5")
+    clip_grad_norm: float = setting(5.0, "training", "gradient norm clipping; 0 turns it off", accepts="0 or more")
+    compile: bool = setting(False, "training", "torch.compile each candidate (a GPU's; seconds of compiling per "
+                            "network)")
+    time_limit_s: float = setting(600.0, "training", "a candidate's time limit in seconds; with a budget at most a "
+                                  "quarter of it", accepts="above 0")
+    prune: bool = setting(False, "training", "also stop a candidate after its first epoch when it scores below "
+                          "prune_fraction × the median first epoch of earlier generations")
+    prune_fraction: float = setting(0.5, "training", "the share of the earlier first-epoch median below which prune "
+                                    "stops a candidate", accepts="above 0, at most 1")
+    # Off by default: it has not yet measured better than fresh weights at equal budget (bench/RESULTS.md §13).
+    inherit_weights: bool = setting(False, "training", "children start from a parent's trained weights where their "
+                                    "layers match in shape (Lamarckian inheritance)")
+    # ---- size and cost limits, objectives
+    max_params: int = setting(20_000_000, "costs", "parameter cap: larger genomes are repaired, or refused",
+                              accepts="1 or more")
+    max_macs: int | None = setting(None, "costs", "multiply-accumulates per image; none: 20,000 × height × width; "
+                                   "genomes above it are repaired before training", accepts="1 or more")
+    max_latency_ms: float | None = setting(None, "costs", "refuse, before training, a network slower than this per "
+                                           "image at batch 1 on the search's device; none: no limit",
+                                           accepts="above 0")
+    objectives: list[str] = setting(lambda: ["accuracy"], "costs", "accuracy, then any of params, macs, latency: "
+                                    "several make the search find the Pareto front", accepts="e.g. accuracy,params")
+    # ---- where candidates train
+    device: str = setting("auto", "back end", "auto (CUDA when present), cpu or cuda", accepts=DEVICES)
+    backend: str = setting("local", "back end", "local (worker processes on this machine) or ray (a cluster)",
+                           accepts=BACKENDS)
+    workers: int | str = setting("auto", "back end", "candidates trained at once by the local back end; auto: one "
+                                 "per CPU core (4 per GPU)", accepts="auto or 1-1024")
+    ray_address: str | None = setting(None, "back end", "none: start a local Ray for the run; auto or host:port: "
+                                      "join a running cluster")
+    cpus_per_candidate: float = setting(1.0, "back end", "CPUs each candidate's Ray task reserves (also its torch "
+                                        "threads, rounded down)", accepts="above 0")
+    gpus_per_candidate: float | None = setting(None, "back end", "GPUs each candidate's Ray task reserves (fractions "
+                                               "share one); none: 1 on cuda, else 0", accepts="0-1")
+    retries: int = setting(1, "back end", "times a candidate whose Ray worker died is tried again", accepts="0-10")
     space: SearchSpace = field(default_factory=SearchSpace)
 
     def validate(self) -> None:
@@ -197,6 +259,9 @@ class Config:
             raise ConfigError(f"elitism {self.elitism} must be smaller than the population ({self.population}); "
                               f"use 0 to {self.population - 1}.")
         _check_int("seed", self.seed, 0, 2**63 - 1)
+        if not isinstance(self.warm_start, list) or not all(isinstance(r, str) and r.strip() for r in self.warm_start):
+            raise ConfigError(f"warm_start = {self.warm_start!r} is not accepted; give run IDs of this store, e.g. "
+                              f"run-a,run-b.")
         if self.target_fitness is not None:
             _check_float("target_fitness", self.target_fitness, 0.0, 1.0)
         if self.time_budget_s is not None:

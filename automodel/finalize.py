@@ -25,7 +25,7 @@ from .evaluator import Task
 from .export import save_checkpoint
 from .genome import Genome
 from .jobs import pid_is_search, run_dir_for
-from .search import FINAL_GENERATION, Search, derive_seed
+from .evolution.loop import FINAL_GENERATION, Search, derive_seed
 from .store import Store
 from .trainer import DeviceData, TrainResult, resolve_device
 from .worker_pool import WorkerPoolEvaluator

@@ -13,7 +13,7 @@ import streamlit as st
 from . import jobs, page_access, page_sections, views
 from .config import (ACTIVATIONS, AUGMENTATIONS, BACKENDS, BLOCK_KINDS, CROSSOVER_METHODS, DEVICES, DOWNSAMPLING,
                      FINAL_STARTS, HEADS, OPTIMIZERS, PLANNED, SELECTION_METHODS, Config, ConfigError,
-                     resolve_image_size)
+                     resolve_image_size, setting_help)
 from .errors import DatasetError
 from .store import Store, StoreError, default_db_path
 
@@ -145,10 +145,7 @@ def _form(store: Store | None, data_dir: Path, cwd: Path) -> None:
                 st.caption("Checked before anything is unpacked. Entries with absolute paths, '..' or links "
                            "are refused; files that are not images are ignored and counted.")
         if choice in (views.FOLDER_CHOICE, views.UPLOAD_CHOICE):
-            st.selectbox("Image size (longer side, pixels)", IMAGE_SIZE_CHOICES, key="cfg_image_size",
-                         help="Folder images are scaled so their longer side is this many pixels (aspect kept). "
-                              "auto: their own size, at most 64 on a CPU and 128 on a GPU. Smaller is faster; "
-                              "larger sees more detail and needs more memory.")
+            st.selectbox("Image size (longer side, pixels)", IMAGE_SIZE_CHOICES, **cfg("image_size"))
         if choice == views.FOLDER_CHOICE:
             _folder_preview(data_dir)
 
@@ -168,93 +165,75 @@ def _form(store: Store | None, data_dir: Path, cwd: Path) -> None:
 
     st.subheader("Genetic algorithm")
     a, b = st.columns(2)
-    a.number_input("Population", step=1, key="cfg_population", help="Candidates per generation.", disabled=planned)
-    b.number_input("Generations", step=1, key="cfg_generations", disabled=planned)
-    selection = st.selectbox("Selection", SELECTION_METHODS, key="cfg_selection",
+    a.number_input("Population", step=1, **cfg("population"), disabled=planned)
+    b.number_input("Generations", step=1, **cfg("generations"), disabled=planned)
+    selection = st.selectbox("Selection", SELECTION_METHODS, **cfg("selection"),
                              format_func=lambda m: SELECTION_HELP.get(m, m))
     a, b = st.columns(2)
-    a.number_input("Tournament size", step=1, key="cfg_tournament_size", disabled=selection != "tournament")
-    b.number_input("Truncation fraction", step=0.05, format="%.2f", key="cfg_truncation_fraction",
+    a.number_input("Tournament size", step=1, **cfg("tournament_size"), disabled=selection != "tournament")
+    b.number_input("Truncation fraction", step=0.05, format="%.2f", **cfg("truncation_fraction"),
                    disabled=selection != "truncation")
     a, b = st.columns(2)
-    a.selectbox("Crossover", CROSSOVER_METHODS, key="cfg_crossover", format_func=lambda m: CROSSOVER_HELP.get(m, m))
-    b.number_input("Crossover rate", step=0.05, format="%.2f", key="cfg_crossover_rate")
+    a.selectbox("Crossover", CROSSOVER_METHODS, **cfg("crossover"), format_func=lambda m: CROSSOVER_HELP.get(m, m))
+    b.number_input("Crossover rate", step=0.05, format="%.2f", **cfg("crossover_rate"))
     a, b = st.columns(2)
-    a.number_input("Mutation rate", step=0.05, format="%.2f", key="cfg_mutation_rate")
-    b.number_input("Elitism", step=1, key="cfg_elitism", help="Best candidates copied unchanged.")
-    st.number_input("Seed", step=1, key="cfg_seed", help="The same seed gives the same search.")
+    a.number_input("Mutation rate", step=0.05, format="%.2f", **cfg("mutation_rate"))
+    b.number_input("Elitism", step=1, **cfg("elitism"))
+    st.number_input("Seed", step=1, **cfg("seed"))
+    earlier = [r["run_id"] for r in (store.list_runs() if store is not None else []) if r.get("best_genome")]
+    st.session_state["cfg_warm_start"] = [r for r in st.session_state.get("cfg_warm_start") or [] if r in earlier]
+    st.multiselect("Start from earlier runs", earlier, **cfg("warm_start"), placeholder="no: sample generation 0")
 
     st.subheader("Training budget")
     a, b = st.columns(2)
-    a.number_input("Epochs per candidate", step=1, key="cfg_epochs", help="The full budget of a candidate.",
+    a.number_input("Epochs per candidate", step=1, **cfg("epochs"),
                    disabled=planned)
-    b.number_input("Final epochs", step=1, key="cfg_final_epochs", help="Training of the best architecture at the end.",
+    b.number_input("Final epochs", step=1, **cfg("final_epochs"),
                    disabled=planned)
     a, b = st.columns(2)
-    a.number_input("First rung (epochs)", step=1, key="cfg_min_epochs", disabled=planned,
-                   help="Successive halving: every new candidate trains this many epochs first; equal to the "
-                        "epochs per candidate turns it off.")
-    b.number_input("Keep 1 in", step=1, key="cfg_reduction_factor",
-                   help="The best 1 in this many of each rung trains on to the next (epochs × this factor).")
+    a.number_input("First rung (epochs)", step=1, **cfg("min_epochs"), disabled=planned)
+    b.number_input("Keep 1 in", step=1, **cfg("reduction_factor"))
     a, b = st.columns(2)
-    a.number_input("Time limit per candidate (s)", step=30.0, format="%.1f", key="cfg_time_limit_s")
-    b.selectbox("Device", DEVICES, key="cfg_device")
+    a.number_input("Time limit per candidate (s)", step=30.0, format="%.1f", **cfg("time_limit_s"))
+    b.selectbox("Device", DEVICES, **cfg("device"))
     with st.expander("More training settings"):
-        st.number_input("Batch size", value=None, step=1, key="cfg_batch_size", placeholder="auto",
-                        help="Empty: chosen from the training set's size (16 to 256).")
-        st.number_input("Validation fraction", step=0.05, format="%.2f", key="cfg_val_fraction",
-                        help="Share of the training data held out to measure fitness.")
-        st.selectbox("Augmentation", AUGMENTATIONS, key="cfg_augment")
-        st.selectbox("The final training starts from", FINAL_STARTS, key="cfg_final_from",
+        st.number_input("Batch size", value=None, step=1, **cfg("batch_size"), placeholder="auto")
+        st.number_input("Validation fraction", step=0.05, format="%.2f", **cfg("val_fraction"))
+        st.selectbox("Augmentation", AUGMENTATIONS, **cfg("augment"))
+        st.selectbox("The final training starts from", FINAL_STARTS, **cfg("final_from"),
                      format_func=lambda v: {"auto": "auto: fresh, or the winner's when the final is short",
                                             "scratch": "fresh weights",
-                                            "search": "the winner's trained weights"}.get(v, v),
-                     help="auto starts from fresh weights, unless the final training is no longer than the "
-                          "winner's training in the search: then it continues from the winner's weights.")
-        st.number_input("Label smoothing", step=0.05, format="%.2f", key="cfg_label_smoothing")
-        st.number_input("Gradient clipping (norm)", step=1.0, format="%.1f", key="cfg_clip_grad_norm",
-                        help="0 turns clipping off.")
-        st.multiselect("Trade accuracy against", ["params", "macs", "latency"], key="cfg_objectives",
-                       format_func=lambda c: views.COST_LABELS[c][1],
-                       help="Several objectives: the search looks for the Pareto front (NSGA-II) and you pick "
-                            "a member to finalize.")
+                                            "search": "the winner's trained weights"}.get(v, v))
+        st.number_input("Label smoothing", step=0.05, format="%.2f", **cfg("label_smoothing"))
+        st.number_input("Gradient clipping (norm)", step=1.0, format="%.1f", **cfg("clip_grad_norm"))
+        st.multiselect("Trade accuracy against", ["params", "macs", "latency"], **cfg("objectives"),
+                       format_func=lambda c: views.COST_LABELS[c][1])
         st.number_input("Slowest model (ms per image)", value=None, step=0.5, format="%.2f",
-                        key="cfg_max_latency_ms", placeholder="no limit",
-                        help="Inference at batch 1 on the search's device; slower networks are refused before "
-                             "training.")
-        st.number_input("Largest model (parameters)", step=1_000_000, key="cfg_max_params")
-        st.number_input("Most multiply-accumulates per image", value=None, step=1_000_000, key="cfg_max_macs",
-                        placeholder="auto: 20,000 × pixels",
-                        help="Genomes above it are repaired (more downsampling, fewer filters) before training.")
+                        **cfg("max_latency_ms"), placeholder="no limit")
+        st.number_input("Largest model (parameters)", step=1_000_000, **cfg("max_params"))
+        st.number_input("Most multiply-accumulates per image", value=None, step=1_000_000, **cfg("max_macs"),
+                        placeholder="auto: 20,000 × pixels")
         st.number_input("Stop at validation accuracy", value=None, step=0.01, format="%.2f",
-                        key="cfg_target_fitness", placeholder="none")
+                        **cfg("target_fitness"), placeholder="none")
         st.number_input("Time budget for the search (s)", value=None, step=60.0, format="%.0f",
-                        key="cfg_time_budget_s", placeholder="none")
-        prune = st.checkbox("Prune hopeless candidates after their first epoch", key="cfg_prune",
-                            help="A candidate whose first-epoch accuracy is far below the earlier "
-                                 "generations' median stops there and keeps its partial score.")
+                        **cfg("time_budget_s"), placeholder="none")
+        prune = st.checkbox("Prune hopeless candidates after their first epoch", **cfg("prune"))
         st.number_input("Prune below this share of the median", step=0.05, format="%.2f",
-                        key="cfg_prune_fraction", disabled=not prune)
-        st.checkbox("Children start from their parent's trained weights", key="cfg_inherit_weights",
-                    help="Wherever a child's layers match its parent's in shape, they start from the "
-                         "parent's trained values (Lamarckian inheritance), so children learn sooner.")
+                        **cfg("prune_fraction"), disabled=not prune)
+        st.checkbox("Children start from their parent's trained weights", **cfg("inherit_weights"))
 
     with st.expander("Where candidates train"):
-        backend = st.selectbox("Back end", BACKENDS, key="cfg_backend",
+        backend = st.selectbox("Back end", BACKENDS, **cfg("backend"),
                                format_func=lambda b: {"local": "this machine",
                                                       "ray": "Ray (a cluster, or this machine)"}.get(b, b))
-        st.selectbox("Candidates at once (this machine)", WORKER_CHOICES, key="cfg_workers",
-                     disabled=backend != "local",
-                     help="auto: one per CPU core with one thread each (4 per GPU); 1: one at a time with "
-                          "all threads.")
+        st.selectbox("Candidates at once (this machine)", WORKER_CHOICES, **cfg("workers"),
+                     disabled=backend != "local")
         off = backend != "ray"
-        st.text_input("Ray address", key="cfg_ray_address", disabled=off, placeholder="start a local Ray",
-                      help="auto or host:port to join a running cluster; empty starts a local Ray.")
-        st.number_input("CPUs per candidate", step=1.0, format="%.1f", key="cfg_cpus_per_candidate", disabled=off)
+        st.text_input("Ray address", **cfg("ray_address"), disabled=off, placeholder="start a local Ray")
+        st.number_input("CPUs per candidate", step=1.0, format="%.1f", **cfg("cpus_per_candidate"), disabled=off)
         st.number_input("GPUs per candidate", value=None, step=0.25, format="%.2f", disabled=off,
-                        key="cfg_gpus_per_candidate", placeholder="1 on cuda, else 0",
-                        help="Fractions let candidates share a GPU (0.25: four at once).")
-        st.number_input("Retries of a lost candidate", step=1, key="cfg_retries", disabled=off)
+                        **cfg("gpus_per_candidate"), placeholder="1 on cuda, else 0")
+        st.number_input("Retries of a lost candidate", step=1, **cfg("retries"), disabled=off)
 
     with st.expander("Search space"):
         st.slider("Convolution blocks", 1, 12, key="space_conv_blocks")
@@ -292,6 +271,11 @@ def _form(store: Store | None, data_dir: Path, cwd: Path) -> None:
     with st.container():
         for kind, text in st.session_state.pop("_start_messages", []):
             getattr(st, kind)(text)
+
+
+def cfg(name: str) -> dict[str, str]:
+    """A settings widget's key and help: the help is the setting's own (``config.setting_help``)."""
+    return {"key": f"cfg_{name}", "help": setting_help(name)}
 
 
 def _folder_preview(data_dir: Path) -> None:

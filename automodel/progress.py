@@ -7,7 +7,7 @@ import sys
 from tqdm import tqdm
 
 from .evaluator import Task
-from .search import Reporter
+from .evolution.loop import Reporter
 
 
 class BarReporter(Reporter):

@@ -8,6 +8,8 @@ Searches (``--searches``):
 - ``ga-fresh``: the same without weight inheritance (``--no-inherit-weights``; the default since
   2026-12-02: ``ga-inherit`` is the same with it);
 - ``ga-continue``: the same with a final training that starts from the winner's trained weights;
+- ``ga-search-continue``: a search even where the plan would train one network (``--epochs 9`` is
+  given, so no ``direct`` plan), its final continuing from the winner's weights;
 - ``ga-3``: the same with 3 epochs per candidate (one rung on these sets: the plan's choice before
   it chose 9 epochs, with rungs at 3 and 9, whenever one generation of eight fits them);
 - ``random``: one generation holding as many candidates as the GA's run trained, the same
@@ -42,9 +44,9 @@ sys.path.insert(0, str(ROOT))
 from bench.hand_cnn import train_and_test  # noqa: E402
 
 FLAGS = {"ga": [], "ga-fresh": ["--no-inherit-weights"], "ga-inherit": ["--inherit-weights"], "ga-continue": ["--final-from", "search"],
-         "ga-3": ["--epochs", "3"]}
+         "ga-3": ["--epochs", "3"], "ga-search-continue": ["--epochs", "9", "--final-from", "search"]}
 LABELS = {"ga": "GA", "ga-fresh": "GA, no inheritance", "ga-inherit": "GA, inheritance", "ga-continue": "GA, final continues",
-          "ga-3": "GA, 3 epochs", "random": "random", "tpe": "TPE", "hand": "hand CNN"}
+          "ga-3": "GA, 3 epochs", "ga-search-continue": "GA searching, final continues", "random": "random", "tpe": "TPE", "hand": "hand CNN"}
 
 
 def automodel(*args: str, runner: list[str] | None = None) -> dict:

@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from automodel.config import Config  # noqa: E402
-from automodel.search import Search  # noqa: E402
+from automodel.evolution.loop import Search  # noqa: E402
 from automodel.store import Store  # noqa: E402
 
 

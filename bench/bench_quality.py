@@ -47,7 +47,7 @@ import torch  # noqa: E402
 from automodel.config import Config, resolve_batch_size  # noqa: E402
 from automodel.data import load_dataset  # noqa: E402
 from automodel.genome import ConvBlock, Genome  # noqa: E402
-from automodel.search import Search  # noqa: E402
+from automodel.evolution.loop import Search  # noqa: E402
 from automodel.store import Store  # noqa: E402
 from automodel.trainer import DeviceData, TrainSettings, resolve_augment, train_candidate  # noqa: E402
 from harder_sets import ensure_set  # noqa: E402

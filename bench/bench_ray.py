@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from automodel.config import Config  # noqa: E402
 from automodel.data import load_dataset  # noqa: E402
 from automodel.evaluator import LocalEvaluator, Task  # noqa: E402
-from automodel.search import Search, derive_seed  # noqa: E402
+from automodel.evolution.loop import Search, derive_seed  # noqa: E402
 from automodel.store import Store  # noqa: E402
 from automodel.trainer import DeviceData, TrainSettings, resolve_augment, resolve_device  # noqa: E402
 

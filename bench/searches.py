@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from automodel.genome import ConvBlock, DenseLayer, Genome  # noqa: E402
 from automodel.operators import equal_fidelity_fitness  # noqa: E402
-from automodel.search import CONTINUABLE, NOVELTY_TRIES, Search, derive_seed  # noqa: E402
+from automodel.evolution.loop import CONTINUABLE, NOVELTY_TRIES, Search, derive_seed  # noqa: E402
 
 
 class SearchOnly(Search):
@@ -149,9 +149,9 @@ def main(argv: list[str]) -> int:
     if not argv or argv[0] != "tpe":
         print("usage: python bench/searches.py tpe run --dataset … [automodel run flags]", file=sys.stderr)
         return 2
-    import automodel.search
+    import automodel.evolution.loop
     from automodel import cli
-    automodel.search.Search = TPESearch   # the CLI builds its search from automodel.search.Search
+    automodel.evolution.loop.Search = TPESearch   # the CLI builds its search from the loop module's Search
     return cli.main(argv[1:])
 
 

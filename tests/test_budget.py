@@ -18,7 +18,7 @@ from automodel.budget import (DIRECT_POPULATION, FINAL_SHARE, MAX_FINAL_EPOCHS, 
 from automodel.config import PLANNED, Config, ConfigError
 from automodel.errors import ConfigError as SameError
 from automodel.model import build_model
-from automodel.search import PROBE_GENERATION, Search
+from automodel.evolution.loop import PROBE_GENERATION, Search
 from automodel.store import Store
 from automodel.trainer import TrainResult
 

@@ -8,7 +8,7 @@ from torch import nn
 from automodel.config import Config
 from automodel.export import FORMAT_V1, load_model
 from automodel.genome import Genome
-from automodel.search import Search
+from automodel.evolution.loop import Search
 from automodel.store import Store
 from automodel.trainer import TrainResult
 

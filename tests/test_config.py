@@ -220,3 +220,37 @@ def test_huge_number_in_file_is_refused(tmp_path):
     path = tmp_path / "c.json"
     path.write_text('{"mutation_rate": 1e999}', encoding="utf-8")  # parses as inf without a constant
     _raises(lambda: Config.from_json_file(path), "mutation_rate", "from 0 to 1")
+
+
+def test_every_setting_has_one_definition_of_its_group_help_and_accepted_values():
+    import dataclasses
+
+    from automodel.config import GROUPS, setting_help
+    for f in dataclasses.fields(Config):
+        if f.name == "space":   # a section of its own (README's search-space table)
+            continue
+        assert f.metadata.get("group") in GROUPS, f.name
+        assert len(f.metadata.get("help", "")) > 15, f.name
+        assert "(default " in setting_help(f.name)
+
+
+def test_the_command_lines_help_is_each_settings_own_and_grouped():
+    from automodel import cli
+    from automodel.config import setting_help
+    text = cli.build_parser()._subparsers._group_actions[0].choices["run"].format_help()
+    assert "see README" not in text
+    for group in ("data settings", "budget settings", "search settings", "training settings", "costs settings",
+                  "back end settings"):
+        assert f"\n{group}:" in text
+    flat = " ".join(text.split())
+    for name in ("population", "image_size", "final_from", "objectives"):
+        assert " ".join(setting_help(name).split()) in flat
+
+
+def test_readme_lists_every_setting():
+    import dataclasses
+    from pathlib import Path
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    table = readme[readme.index("## Configuration"):readme.index("## Accuracy and cost together")]
+    for f in dataclasses.fields(Config):
+        assert f"`{f.name}`" in table, f"README's settings table lacks {f.name}"

@@ -81,7 +81,7 @@ def test_search_fails_with_a_clear_reason_when_the_disk_fills(tmp_path, monkeypa
             disk_full()
         return real_save(path, *args, metrics=metrics, **kwargs)
 
-    monkeypatch.setattr("automodel.search.save_checkpoint", full_at_the_final_model)
+    monkeypatch.setattr("automodel.evolution.loop.save_checkpoint", full_at_the_final_model)
     code = cli.main(["run", "--dataset", "digits", "--population", "2", "--generations", "1", "--epochs", "1",
                      "--final-epochs", "1", "--run-id", "full", "--db", str(db), "--quiet"])
     assert code == 1

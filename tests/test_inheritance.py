@@ -12,7 +12,7 @@ from automodel.config import Config
 from automodel.data import load_dataset
 from automodel.genome import Genome, sample_genome
 from automodel.model import build_model
-from automodel.search import Search
+from automodel.evolution.loop import Search
 from automodel.store import Store
 from automodel.trainer import DeviceData, TrainResult, TrainSettings, train_candidate
 from automodel.training.inheritance import WeightStore, choose_parent, inherit_weights, parameter_shapes, shared_share

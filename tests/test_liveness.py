@@ -8,7 +8,7 @@ import time
 
 from automodel import jobs
 from automodel.config import Config
-from automodel.search import Search
+from automodel.evolution.loop import Search
 from automodel.store import Store
 
 HERE = socket.gethostname()
@@ -48,7 +48,7 @@ def test_the_search_keeps_its_heartbeat_while_it_runs(tmp_path, monkeypatch):
     store.create_run("h", config.to_dict())
     search = Watch(config, store, "h")
     search_heartbeat = jobs.Heartbeat
-    monkeypatch.setattr("automodel.search.Heartbeat",
+    monkeypatch.setattr("automodel.evolution.loop.Heartbeat",
                         lambda store, run_id: search_heartbeat(store, run_id, every_s=0.05))
     assert search.run() == "completed"
     assert beats[1] > beats[0]

@@ -34,7 +34,7 @@ from automodel.config import SearchSpace  # noqa: E402
 from automodel.data import load_dataset  # noqa: E402
 from automodel.evaluator import LocalEvaluator, Task  # noqa: E402
 from automodel.genome import sample_genome  # noqa: E402
-from automodel.search import Search  # noqa: E402
+from automodel.evolution.loop import Search  # noqa: E402
 from automodel.store import Store  # noqa: E402
 from automodel.trainer import DeviceData, TrainResult, TrainSettings, train_candidate  # noqa: E402
 
@@ -129,7 +129,7 @@ import os, sys
 from pathlib import Path
 from automodel.config import Config
 from automodel.ray_evaluator import ray_evaluator_factory, train_task
-from automodel.search import Search
+from automodel.evolution.loop import Search
 from automodel.store import Store
 
 ALWAYS, ONCE, MARKERS = {"g0-i1"}, {"g0-i2"}, Path(sys.argv[2])
@@ -178,7 +178,7 @@ STUCK_WORKER_SEARCH = """
 import sys, time
 from automodel.config import Config
 from automodel.ray_evaluator import ray_evaluator_factory, train_task
-from automodel.search import Search
+from automodel.evolution.loop import Search
 from automodel.store import Store
 
 def stuck_task(box, task, settings, board):
@@ -395,7 +395,7 @@ def test_asking_for_gpus_a_local_ray_lacks_is_refused_and_leaves_nothing_running
 
 def test_automodel_works_without_ray_and_says_how_to_get_it(tmp_path):
     code = ("import sys; sys.modules['ray'] = None\n"   # `import ray` now fails as if it were not installed
-            "import automodel, automodel.cli, automodel.search, automodel.evaluator\n"
+            "import automodel, automodel.cli, automodel.evolution.loop, automodel.evaluator\n"
             "from automodel.cli import main\n"
             f"sys.exit(main(['run', '--population', '2', '--backend', 'ray', '--run-id', 'n', "
             f"'--db', {str(tmp_path / 'db.json')!r}, '--quiet']))\n")

@@ -9,7 +9,7 @@ import pytest
 from automodel.config import Config
 from automodel.genome import Genome
 from automodel.model import build_model
-from automodel.search import Search
+from automodel.evolution.loop import Search
 from automodel.store import Store
 from automodel.trainer import TrainResult
 
@@ -257,3 +257,25 @@ def test_a_pruned_candidate_never_becomes_the_best(tmp_path, config):
     assert Search(config, store, "q", evaluator_factory=lambda d, s: PrunedHigh(d, s)).run() == "completed"
     run = store.get_run("q")
     assert run["best_fitness"] == 0.5 and run["best_index"] == 1
+
+
+def test_when_the_budget_cuts_every_candidate_short_the_furthest_trained_one_wins(tmp_path, config):
+    class EveryoneCut(FakeEvaluator):
+        def evaluate(self, tasks, on_result, on_progress, should_stop):
+            for task in tasks:
+                if task.final:
+                    super().evaluate([task], on_result, on_progress, should_stop)
+                    continue
+                # index 2 trained furthest (2 epochs); index 0 scores higher after only 1
+                epochs = 2 if task.index == 2 else 1
+                fitness = 0.9 if task.index == 0 else 0.4 + 0.01 * task.index
+                on_result(task, TrainResult("partial", fitness, params=1, epochs_done=epochs,
+                                            reason="time budget spent"))
+
+    config.generations = 1
+    store = Store(tmp_path / "db.json")
+    store.create_run("cut", config.to_dict())
+    assert Search(config, store, "cut", evaluator_factory=lambda d, s: EveryoneCut(d, s)).run() == "completed"
+    run = store.get_run("cut")
+    assert run["best_index"] == 2 and run["best_fitness"] == pytest.approx(0.42)
+    assert run["test_accuracy"] is not None and run["best_model_path"]

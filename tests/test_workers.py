@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from automodel.config import Config, resolve_workers
-from automodel.search import Reporter, Search
+from automodel.evolution.loop import Reporter, Search
 from automodel.store import Store
 from automodel.trainer import DeviceData
 from automodel.worker_pool import WorkerPoolEvaluator, train_in_worker

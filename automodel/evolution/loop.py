@@ -24,23 +24,24 @@ from pathlib import Path
 
 import torch
 
-from .budget import Plan, final_epochs_for, make_plan
-from .config import (PLANNED, Config, available_cpus, resolve_batch_size, resolve_image_size, resolve_max_macs,
+from ..budget import Plan, final_epochs_for, make_plan
+from ..config import (PLANNED, Config, available_cpus, resolve_batch_size, resolve_image_size, resolve_max_macs,
                      resolve_workers)
-from .data import ImageData, load_dataset
-from .evaluator import Evaluator, Task
-from .export import save_checkpoint
-from .genome import Genome, diversity, reference_genome, sample_genome
-from .jobs import Heartbeat, run_dir_for
-from .model import fit_to_budget, fit_to_image, measure_cost
-from .operators import (CROSSOVERS, SELECTIONS, equal_fidelity_fitness, mutate, select_elite, select_nsga2,
+from ..data import ImageData, load_dataset
+from ..evaluator import Evaluator, Task
+from ..export import save_checkpoint
+from ..genome import Genome, diversity, reference_genome, sample_genome
+from ..jobs import Heartbeat, run_dir_for
+from ..model import fit_to_budget, fit_to_image, measure_cost
+from ..operators import (CROSSOVERS, SELECTIONS, equal_fidelity_fitness, mutate, select_elite, select_nsga2,
                         select_nsga2_elite)
-from .pareto import nsga2_ranks, objective_point
-from .store import Store
-from .throttle import Throttle
-from .trainer import (OK, PRUNED, TOO_LARGE, Checkpoint, DeviceData, TrainResult, TrainSettings, resolve_augment,
+from ..pareto import nsga2_ranks, objective_point
+from ..store import Store
+from ..throttle import Throttle
+from ..trainer import (OK, PRUNED, TOO_LARGE, Checkpoint, DeviceData, TrainResult, TrainSettings, resolve_augment,
                       resolve_device)
-from .training.inheritance import WeightStore, choose_parent
+from ..training.inheritance import WeightStore, choose_parent
+from .warm_start import warm_start_genomes
 
 FINAL_GENERATION = -1   # the final training's progress is labelled with this generation
 PROBE_GENERATION = -2   # the timing a budget is planned from
@@ -219,7 +220,7 @@ class Search:
         device_data = DeviceData(data, resolve_device(settings.device))
         # Even one worker is a process of its own: a candidate that crashes or hangs in native code
         # then takes only its worker down, never the search.
-        from .worker_pool import WorkerPoolEvaluator
+        from ..worker_pool import WorkerPoolEvaluator
         return WorkerPoolEvaluator(device_data, replace(settings, threads=threads), workers)
 
     def _elapsed(self) -> float:
@@ -459,7 +460,10 @@ class Search:
             self._parents = {}
             rng = random.Random(derive_seed(c.seed, "initial"))
             population: list[Genome] = [self.fit(reference_genome(self.space))]
-            for _ in range(c.population - 1):
+            for genome in self.warm_genomes():
+                if genome not in population and len(population) < c.population:
+                    population.append(genome)
+            while len(population) < c.population:
                 genome = self.fit(sample_genome(self.space, rng))
                 for _ in range(NOVELTY_TRIES):
                     if genome not in population:
@@ -485,6 +489,21 @@ class Search:
                                {Genome.from_dict(r["genome"]).key() for r in earlier}, ranks=ranks)
         self._parents = {index: tuple(genomes[i] for i in pair) for index, (_child, pair) in enumerate(offspring)}
         return [child for child, _pair in offspring]
+
+    def warm_genomes(self) -> list[Genome]:
+        """Generation 0's genomes from earlier runs (``warm_start``), fitted to this run: chosen once
+        and recorded with the run (``warm_genomes``), so that a resume starts from the same ones
+        whatever those runs did since."""
+        c = self.config
+        if not c.warm_start:
+            return []
+        run = self.store.get_run(self.run_id) or {}
+        if run.get("warm_genomes") is None:
+            chosen = warm_start_genomes(self.store, c.warm_start, limit=max(1, c.population // 2))
+            self.store.update_run(self.run_id, warm_genomes=[g.to_dict() for g in chosen])
+        else:
+            chosen = [Genome.from_dict(d) for d in run["warm_genomes"]]
+        return [self.fit(g) for g in chosen]
 
     def breed(self, genomes: list[Genome], fitness: list[float], rng: random.Random,
               known: set[str], ranks: list[tuple[int, float]] | None = None) -> list[tuple[Genome, tuple[int, ...]]]:
@@ -725,10 +744,25 @@ class Search:
                                   best_summary=record["summary"], best_genome=record["genome"],
                                   best_generation=record["generation"], best_index=record["index"])
 
+    def _furthest_trained(self) -> dict | None:
+        """When no candidate trained all its epochs (a budget that ran out inside the top rung), the
+        winner is the fittest of those that trained furthest, compared at equal fidelity; None when
+        every candidate failed."""
+        scored = [r for r in self.store.individuals(self.run_id)
+                  if r["status"] in CONTINUABLE and not r.get("cached") and r.get("epochs")]
+        if not scored:
+            return None
+        best = max(scored, key=lambda r: (r["epochs"], *_rank(r)))
+        self._best = best
+        self.store.update_run(self.run_id, best_fitness=best["fitness"], best_key=best["key"],
+                              best_summary=best["summary"], best_genome=best["genome"],
+                              best_generation=best["generation"], best_index=best["index"])
+        return best
+
     def test_report(self, genome: Genome, state_dict: dict, gallery_dir: Path) -> dict:
         """Per-class accuracy, confusion matrix and misclassified examples of a final model (on the CPU)."""
-        from .model import build_model
-        from .report import test_report
+        from ..model import build_model
+        from ..report import test_report
         model = build_model(genome, self.data.input_shape, self.data.classes, self.data.mean, self.data.std)
         model.load_state_dict(state_dict)
         return test_report(model, self.data.test_x, self.data.test_y, self.data.classes, gallery_dir)
@@ -759,8 +793,8 @@ class Search:
     # ------------------------------------------------------------------ final model
     def _final_training(self, evaluator: Evaluator) -> str:
         """Train the best genome again on train + validation and score it once on the test split."""
-        best = self._best
-        if best is None or best["status"] != "ok":
+        best = self._best if self._best is not None and self._best["status"] == OK else self._furthest_trained()
+        if best is None:
             self.store.update_run(self.run_id, reason="no candidate trained successfully")
             return "failed"
         self.store.update_run(self.run_id, evaluated=len(self.store.individuals(self.run_id)), stage="final")
