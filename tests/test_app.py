@@ -288,6 +288,18 @@ def test_the_form_starts_a_search_with_the_chosen_objectives_workers_and_space(d
     assert config.space.learning_rates["sgd"] == [Config().space.learning_rates["sgd"][0], 0.08]
 
 
+def test_the_form_starts_from_an_earlier_run_when_asked(db, launched):
+    store = Store(db)
+    add_finished_run(store, "earlier", time.time() - 100, best=0.9)
+    at = open_form(page())
+    assert "earlier" in at.sidebar.multiselect(key="cfg_warm_start").options
+    at.sidebar.multiselect(key="cfg_warm_start").set_value(["earlier"]).run()
+    assert texts(at.sidebar.error) == []
+    at.sidebar.button(key="start").click().run()
+    started = [r for r in store.list_runs() if r["run_id"] != "earlier"]
+    assert len(started) == 1 and Config.from_dict(started[0]["config"]).warm_start == ["earlier"]
+
+
 def test_a_learning_rate_range_upside_down_is_one_sentence(db):
     at = page()
     at.sidebar.number_input(key="space_lr_adam_low").set_value(0.5).run()
