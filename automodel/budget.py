@@ -12,12 +12,10 @@ run keeps it:
   seconds of one epoch), which sets the epochs per candidate (9, with successive halving's rungs,
   once one generation of eight fits them; else 3), the population and the generations that fit;
 - a budget too short for one generation of ``DIRECT_POPULATION`` candidates at nine epochs (with
-  successive halving's rungs), or whose final share buys fewer than ``SEARCH_FINAL_EPOCHS``
-  epochs, is too short to search: candidates trained for one or three epochs are ranked little
-  better than by drawing lots, and a short final training after a search loses to one plain CNN
-  trained with all of the time (bench/RESULTS.md §11, §12 and §14: at 5×T the searches' finals had
-  4–14 epochs and scored below the plain CNN trained alone). Such a budget trains that network,
-  :func:`~automodel.genome.reference_genome` (a ``direct`` plan).
+  successive halving's rungs) is too short to search: candidates trained for one or three epochs
+  are ranked little better than by drawing lots, and the short final training left after them
+  loses to one plain CNN trained with all of the time (bench/RESULTS.md §11 and §12). Such a
+  budget trains that network, :func:`~automodel.genome.reference_genome` (a ``direct`` plan).
 
 Settings a person gave (``Config.overrides``) are kept as given. While the run goes on the
 timing is replaced by what candidates really cost: a generation is not started when the
@@ -41,7 +39,6 @@ MAX_FINAL_EPOCHS = 30
 START_UP_S = 3.0          # the last records, the test report and the checkpoint
 DEFAULT_BUDGET = "5m"     # the command line's budget when none of PLANNED and no budget is given
 DIRECT_POPULATION = 8     # a search needs at least one generation of this many at nine epochs, else one network
-SEARCH_FINAL_EPOCHS = 15  # … and a final training of at least a plain recipe's epochs after it
 
 _UNITS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600}
 
@@ -129,8 +126,7 @@ def make_plan(budget_s: float, *, elapsed_s: float, epoch_s: float, final_epoch_
     buys = search_s * workers / max(epoch_s, 1e-6)
     min_epochs = given.get("min_epochs") or 1
     nine = generation_epochs(DIRECT_POPULATION, fidelities_for(9, min(min_epochs, 9)), reduction_factor)
-    too_short = buys < nine or ("final_epochs" not in given and final_epochs < SEARCH_FINAL_EPOCHS)
-    if too_short and not set(given) & {"population", "generations", "epochs", "min_epochs"}:
+    if buys < nine and not set(given) & {"population", "generations", "epochs", "min_epochs"}:
         epochs_all = given.get("final_epochs") or max(1, min(MAX_FINAL_EPOCHS, int(left / final_epoch_s)))
         return Plan(budget_s=budget_s, population=2, generations=1, epochs=1, min_epochs=1, final_epochs=epochs_all,
                     search_s=elapsed_s, final_s=epochs_all * final_epoch_s, epoch_s=epoch_s,
