@@ -30,8 +30,8 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 DEVICES = ("auto", "cpu", "cuda")
 BACKENDS = ("local", "ray")
 AUGMENTATIONS = ("auto", "none", "crop", "flip_crop")
-# The final training starts from fresh weights, or the winner's trained ones; auto: fresh, unless the
-# final is no longer than the training the winner already had (it would end below it).
+# The final training starts from fresh weights, or the winner's trained ones; auto: the winner's when
+# the run has them (a budget too short to search has none), else fresh.
 FINAL_STARTS = ("auto", "scratch", "search")
 
 
@@ -197,8 +197,8 @@ class Config:
     final_epochs: int = setting(15, "training", "epochs of the final training on train + validation",
                                 accepts="1-10000")
     final_from: str = setting("auto", "training", "where the final training starts: fresh weights (scratch), the "
-                              "winner's trained weights (search), or auto: fresh unless the final is no longer than "
-                              "the winner's training", accepts=FINAL_STARTS)
+                              "winner's trained weights (search), or auto: the winner's when the run has them, "
+                              "else fresh", accepts=FINAL_STARTS)
     batch_size: int | None = setting(None, "training", "images per step; none: from the training set's size "
                                      "(16 to 256)", accepts="1-65536")
     augment: str = setting("auto", "training", "augmentation per batch: none, crop (random translation), flip_crop; "

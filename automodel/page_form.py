@@ -201,7 +201,7 @@ def _form(store: Store | None, data_dir: Path, cwd: Path) -> None:
         st.number_input("Validation fraction", step=0.05, format="%.2f", **cfg("val_fraction"))
         st.selectbox("Augmentation", AUGMENTATIONS, **cfg("augment"))
         st.selectbox("The final training starts from", FINAL_STARTS, **cfg("final_from"),
-                     format_func=lambda v: {"auto": "auto: fresh, or the winner's when the final is short",
+                     format_func=lambda v: {"auto": "auto: the winner's trained weights when there are some",
                                             "scratch": "fresh weights",
                                             "search": "the winner's trained weights"}.get(v, v))
         st.number_input("Label smoothing", step=0.05, format="%.2f", **cfg("label_smoothing"))

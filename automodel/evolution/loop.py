@@ -299,13 +299,11 @@ class Search:
         return bool(times) and self._elapsed() + statistics.fmean(times) > self.config.time_budget_s
 
     def _final_continues(self, best: dict, epochs: int) -> bool:
-        """Whether the final training starts from the winner's trained weights: when asked to, or
-        (auto) when it would train no longer than the winner already did. A final that short ends
-        below the winner's own training when it starts afresh; when a budget leaves the final less
-        time than planned (a winner slower than the plan's timing) this is what keeps it ahead."""
-        if self.config.final_from == "search":
-            return True
-        return self.config.final_from == "auto" and epochs <= int(best.get("epochs") or 0)
+        """Whether the final training starts from the winner's trained weights (when the run kept
+        them): asked for (search), or auto. Continuing beat a fresh start in every measured pair
+        (bench/RESULTS.md §13 and §14: at 3×, 5× and 20×T, finals of 4 to 30 epochs), most of all when
+        a budget left the final fewer epochs than planned (a winner slower than the plan's timing)."""
+        return self.config.final_from in ("search", "auto")
 
     def _final_plan(self, evaluator: Evaluator, genome: Genome) -> tuple[int, int | None]:
         """(epochs, threads) of the final training: as configured (and all of this process's threads),
