@@ -50,7 +50,7 @@ def main() -> None:
     speed = {}
     for batch in BATCHES:
         settings = TrainSettings(epochs=1, batch_size=batch, augment="crop", threads=args.threads)
-        result = train_candidate(genome, device_data, settings, seed=0, probe_steps=40)
+        result = train_candidate(genome, device_data, settings, seed=0, probe_steps=80)
         speed[batch] = batch / result.step_seconds
         print(f"batch {batch}: {speed[batch]:.0f} images/s", flush=True)
     budget_s = args.epochs * len(data.train_x) / speed[16]

@@ -82,7 +82,10 @@ def decode_scan(scan: FolderScan, name: str, *, val_fraction: float, seed: int, 
         result = early[i] if i in early else decode(headers[i].path, (w, h))
         if result is None:
             return False
-        x[slot[i]] = to_channels(result[0], channels)
+        if channels == 3:
+            x[slot[i]] = result[0].transpose(2, 0, 1)   # one strided copy, straight into the split
+        else:
+            x[slot[i]] = to_channels(result[0], 1)
         return True
 
     decoded = np.ones(len(headers), dtype=bool)

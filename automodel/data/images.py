@@ -132,7 +132,7 @@ def to_rgb(im: Image.Image) -> Image.Image:
     if im.mode in ("RGBA", "LA", "La", "RGBa", "PA"):
         background = Image.new("RGBA", im.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, im.convert("RGBA")).convert("RGB")
-    return im.convert("RGB")
+    return im if im.mode == "RGB" else im.convert("RGB")
 
 
 def to_channels(array: np.ndarray, channels: int) -> np.ndarray:
