@@ -121,6 +121,14 @@ def evaluator_factory(config: Config):
     return ray_evaluator_factory(config)
 
 
+def pareto_members(records: list[dict], objectives: list[str]) -> list[dict]:
+    """The non-dominated fully trained candidates of ``records``, as ``show --json`` gives them."""
+    from .pareto import pareto_front
+    return [{"key": r["key"], "fitness": r["fitness"], "params": r.get("params"), "macs": r.get("macs"),
+             "latency_ms": r.get("latency_ms"), "summary": r.get("summary"), "generation": r["generation"],
+             "index": r["index"]} for r in pareto_front(records, objectives)]
+
+
 def mark_failed(store: Store, run_id: str, reason: str) -> None:
     try:
         store.update_run(run_id, status="failed", pid=None, reason=reason)
@@ -220,11 +228,7 @@ class Run:
 
     def pareto(self) -> list[dict]:
         """With several objectives, the non-dominated fully trained candidates (``show --json``'s ``pareto``)."""
-        from .pareto import pareto_front
-        objectives = self.config.objectives
-        return [{"key": r["key"], "fitness": r["fitness"], "params": r.get("params"), "macs": r.get("macs"),
-                 "latency_ms": r.get("latency_ms"), "summary": r.get("summary"), "generation": r["generation"],
-                 "index": r["index"]} for r in pareto_front(self.store.individuals(self.run_id), objectives)]
+        return pareto_members(self.store.individuals(self.run_id), self.config.objectives)
 
     def wait(self, timeout: float | None = None, poll_s: float = 1.0) -> str:
         """Wait until the run is no longer active (or ``timeout`` seconds pass); returns its status."""

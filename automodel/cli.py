@@ -83,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="start a search")
     common(run)
-    run.add_argument("--run-id", help="the run's name (default: run-DATE-TIME-XXXX)")
+    run.add_argument("--run-id", help="the run's name (default: run-DATE-TIME and four random hex digits)")
     run.add_argument("--config", type=Path, help="JSON file of settings (flags override it)")
     run.add_argument("--data-dir", type=Path, default=Path("data"), help="where datasets are read or downloaded")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -235,7 +235,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     objectives = (run.get("config") or {}).get("objectives") or ["accuracy"]
     if len(objectives) > 1:
         summary["objectives"] = objectives
-        summary["pareto"] = pareto_members(store.individuals(args.run_id), objectives)
+        summary["pareto"] = api.pareto_members(store.individuals(args.run_id), objectives)
         summary["finalized"] = run.get("finalized") or {}
     if args.json:
         print(json.dumps(summary, indent=2))
@@ -358,14 +358,6 @@ def load_config(args: argparse.Namespace) -> Config:
             base[name] = value
             given.add(name)
     return api.configure(base, given, default_budget="budget_s" not in settings)
-
-
-def pareto_members(records: list[dict], objectives: list[str]) -> list[dict]:
-    """The run's Pareto front as `show --json` gives it."""
-    from .pareto import pareto_front
-    return [{"key": r["key"], "fitness": r["fitness"], "params": r.get("params"), "macs": r.get("macs"),
-             "latency_ms": r.get("latency_ms"), "summary": r.get("summary"), "generation": r["generation"],
-             "index": r["index"]} for r in pareto_front(records, objectives)]
 
 
 def run_summary(run: dict) -> dict:
