@@ -65,6 +65,8 @@ def run_flags() -> dict[str, dict]:
         flag = "--" + f.name.replace("_", "-")
         if f.name == "budget_s":
             flags[f.name] = {"flag": "--budget", "type": _duration, "metavar": "DURATION"}
+        elif f.name == "mlflow":
+            flags[f.name] = {"flag": flag, "type": str, "nargs": "?", "const": "default", "metavar": "URI"}
         elif f.type == "bool":
             flags[f.name] = {"flag": flag, "action": argparse.BooleanOptionalAction}
         elif f.type == "int | str":
@@ -232,6 +234,8 @@ def cmd_show(args: argparse.Namespace) -> int:
         summary["plan"] = run["plan"]
     if run.get("data"):
         summary["data"] = run["data"]   # classes with counts, input shape, split sizes, skipped and ignored
+    if run.get("tracking"):
+        summary["tracking"] = run["tracking"]   # where the run is mirrored (MLflow) and what failed there
     objectives = (run.get("config") or {}).get("objectives") or ["accuracy"]
     if len(objectives) > 1:
         summary["objectives"] = objectives
@@ -257,6 +261,13 @@ def cmd_show(args: argparse.Namespace) -> int:
         shape = run.get("input_shape")
         if shape:
             _print_layers(Genome.from_dict(run["best_genome"]), shape, len(run.get("classes") or []))
+    tracking = run.get("tracking")
+    if tracking:
+        logged = f"run {tracking['run_id']}" if tracking.get("run_id") else "a run"
+        print(f"MLflow: {logged} in experiment {tracking.get('experiment')} at {tracking.get('uri')}; "
+              f"see {tracking.get('ui')}")
+        if tracking.get("error"):
+            print(f"MLflow logging: {tracking['error']}")
     if summary["reason"]:
         print(f"note: {summary['reason']}")
     return EXIT_OK

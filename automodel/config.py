@@ -9,6 +9,7 @@ line and the page show that sentence as it is.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -40,7 +41,7 @@ FINAL_STARTS = ("auto", "scratch", "search")
 DEFAULT_LEARNING_RATES = {"sgd": [0.01, 0.05], "adam": [7e-4, 3e-3], "adamw": [7e-4, 3e-3]}
 
 
-GROUPS = ("data", "budget", "search", "training", "costs", "back end")   # as README's settings table groups them
+GROUPS = ("data", "budget", "search", "training", "costs", "back end", "tracking")   # as README's settings table groups them
 
 
 def setting(default: Any, group: str, help: str, *, accepts: str | tuple[str, ...] | None = None) -> Any:
@@ -239,6 +240,11 @@ class Config:
     gpus_per_candidate: float | None = setting(None, "back end", "GPUs each candidate's Ray task reserves (fractions "
                                                "share one); none: 1 on cuda, else 0", accepts="0-1")
     retries: int = setting(1, "back end", "times a candidate whose Ray worker died is tried again", accepts="0-10")
+    # ---- where the run is also recorded
+    mlflow: str | None = setting(None, "tracking", "log the run and each candidate to MLflow at this tracking URI; "
+                                 "default: $MLFLOW_TRACKING_URI, else mlflow.db beside the store; none: off",
+                                 accepts="none, default, or a URI (sqlite:///path.db, http://host:port)")
+    mlflow_experiment: str = setting("automodel", "tracking", "the MLflow experiment the run is logged under")
     space: SearchSpace = field(default_factory=SearchSpace)
 
     def validate(self) -> None:
@@ -323,9 +329,22 @@ class Config:
                 raise ConfigError(f"gpus_per_candidate = {self.gpus_per_candidate!r} asks for GPUs but device is cpu; "
                                   f"use device auto or cuda, or gpus_per_candidate 0.")
         _check_int("retries", self.retries, 0, 10)
+        self._validate_tracking()
         if not isinstance(self.space, SearchSpace):
             raise ConfigError("space must be a mapping of search-space settings.")
         self.space.validate()
+
+    def _validate_tracking(self) -> None:
+        if self.mlflow is not None:
+            if not isinstance(self.mlflow, str) or not self.mlflow.strip() or any(ch.isspace() for ch in self.mlflow):
+                raise ConfigError(f"mlflow = {self.mlflow!r} is not accepted; give default or a tracking URI such as "
+                                  f"sqlite:///mlflow.db or http://127.0.0.1:5000, or leave it out.")
+            if importlib.util.find_spec("mlflow") is None:
+                raise ConfigError("MLflow tracking needs the mlflow package, which is not installed; install it with "
+                                  "pip install -r requirements-mlflow.txt, or leave out mlflow.")
+        if not isinstance(self.mlflow_experiment, str) or not self.mlflow_experiment.strip():
+            raise ConfigError(f"mlflow_experiment = {self.mlflow_experiment!r} is not accepted; give an experiment "
+                              f"name, e.g. automodel.")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

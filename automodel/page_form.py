@@ -71,7 +71,7 @@ def _apply_config(config: dict[str, Any]) -> None:
         value = config[name]
         if name == "objectives":
             value = [v for v in value if v != "accuracy"]
-        st.session_state[f"cfg_{name}"] = "" if value is None and name == "ray_address" else value
+        st.session_state[f"cfg_{name}"] = "" if value is None and name in ("ray_address", "mlflow") else value
     for name, value in config["space"].items():
         if name == "learning_rates":
             for optimizer in OPTIMIZERS:
@@ -234,6 +234,11 @@ def _form(store: Store | None, data_dir: Path, cwd: Path) -> None:
         st.number_input("GPUs per candidate", value=None, step=0.25, format="%.2f", disabled=off,
                         **cfg("gpus_per_candidate"), placeholder="1 on cuda, else 0")
         st.number_input("Retries of a lost candidate", step=1, **cfg("retries"), disabled=off)
+
+    with st.expander("Experiment tracking"):
+        st.text_input("MLflow tracking URI", **cfg("mlflow"),
+                      placeholder="off; default: mlflow.db beside the store")
+        st.text_input("MLflow experiment", **cfg("mlflow_experiment"))
 
     with st.expander("Search space"):
         st.slider("Convolution blocks", 1, 12, key="space_conv_blocks")

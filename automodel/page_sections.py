@@ -368,6 +368,9 @@ def downloads_block(store: Store, run: dict) -> None:
                        help="Exported when you click (a few seconds); dynamic batch size, input 'images'.")
     st.download_button("Candidates (.csv)", data=_csv_bytes(store, run_id), file_name=f"{run_id}-candidates.csv",
                        mime="text/csv", key="download_csv", on_click="ignore", width="stretch")
+    tracking = views.tracking_caption(run)
+    if tracking:
+        st.caption(tracking)
 
 
 def _read_bytes(path: str):

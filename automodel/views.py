@@ -770,6 +770,18 @@ def dataset_choice_for(dataset: str) -> str:
     return FOLDER_CHOICE
 
 
+def tracking_caption(run: Mapping[str, Any]) -> str | None:
+    """Where the run is also logged (MLflow), how to see it there, and what failed, for the page."""
+    tracking = run.get("tracking")
+    if not tracking:
+        return None
+    where = f"MLflow experiment *{tracking.get('experiment')}* at `{tracking.get('uri')}`"
+    text = f"Also logged to {where}; see it with `{tracking.get('ui')}`."
+    if tracking.get("error"):
+        text += f" {tracking['error']}."
+    return text
+
+
 def form_config(values: Mapping[str, Any], dataset: str) -> dict[str, Any]:
     """Form values (keyed by Config field; search space under "space") → a Config dict to validate.
 

@@ -40,12 +40,15 @@ from ..store import Store
 from ..throttle import Throttle
 from ..trainer import (OK, PRUNED, TOO_LARGE, Checkpoint, DeviceData, TrainResult, TrainSettings, resolve_augment,
                       resolve_device)
+from ..tracking import BackgroundTracker
 from ..training.inheritance import WeightStore, choose_parent
 from .warm_start import warm_start_genomes
 
 FINAL_GENERATION = -1   # the final training's progress is labelled with this generation
 PROBE_GENERATION = -2   # the timing a budget is planned from
 PROBE_STEPS = 20        # steps each probe times (after its warm-up steps)
+TRACKING_CLOSE_S = 120.0  # the longest a finished search waits for its tracker to log what is queued
+TRACKING_ABORT_S = 10.0   # the same for a search ended by an error
 FALLBACK_STEP_S = 0.05  # seconds per step when no probe could be timed (every one failed)
 NOVELTY_TRIES = 5       # redraws of a child that repeats an already evaluated genome
 PARTIAL = "partial"     # trained to a lower rung; waits for the rest of its rung to be ranked
@@ -143,6 +146,7 @@ class Search:
         self._progress_writes = Throttle(0.25)   # store writes of live progress, per worker label
         self.weights = WeightStore(self.run_dir / "weights")   # trained weights of candidates that may be parents
         self._parents: dict[int, tuple[Genome, ...]] = {}   # index → the parents a child was bred from
+        self.tracker: BackgroundTracker | None = None   # MLflow, when the run is tracked
 
     # ------------------------------------------------------------------ entry point
     def run(self) -> str:
@@ -173,9 +177,15 @@ class Search:
                 self._follow_plan(evaluator)
             if not self.stop():
                 self._load_cache()
+                self._start_tracking()
                 status = self._one_network() if self.plan is not None and self.plan.direct else self._evolve(evaluator)
             if status == "searched":
                 status = self._final_training(evaluator)
+        except BaseException:
+            if self.tracker is not None:   # log what is queued; the records hold everything anyway
+                self.tracker.close(TRACKING_ABORT_S)
+                self.tracker = None
+            raise
         finally:
             heartbeat.stop()
             if evaluator is not None:
@@ -184,7 +194,33 @@ class Search:
             self.reporter.close()
         self.store.update_run(self.run_id, status=status, ended_at=time.time(), pid=None,
                               elapsed_s=self._elapsed())
+        self._finish_tracking()
         return status
+
+    # ------------------------------------------------------------------ experiment tracking
+    def _start_tracking(self) -> None:
+        """Mirror the records to MLflow when the run asks for it (in a thread: never in the search's way)."""
+        if self.config.mlflow is None:
+            return
+        from ..tracking.mlflow_tracker import MlflowTracker, tracking_uri, ui_command
+        uri, experiment = tracking_uri(self.config.mlflow, self.store.path), self.config.mlflow_experiment
+        self.tracker = BackgroundTracker(lambda: MlflowTracker(uri, experiment, self.run_id),
+                                         self.reporter.message, name="MLflow")
+        self.store.update_run(self.run_id, tracking={"to": "mlflow", "uri": uri, "experiment": experiment,
+                                                     "ui": ui_command(uri)})
+        run = self.store.get_run(self.run_id) or {}
+        self.tracker.start(run, self.store.individuals(self.run_id), self.store.generations(self.run_id))
+
+    def _finish_tracking(self) -> None:
+        if self.tracker is None:
+            return
+        self.tracker.finish(self.store.get_run(self.run_id) or {}, self.run_dir)
+        self.tracker.close(TRACKING_CLOSE_S)
+        tracking = dict((self.store.get_run(self.run_id) or {}).get("tracking") or {})
+        tracking.update(run_id=self.tracker.where.get("run_id"), experiment_id=self.tracker.where.get("experiment_id"),
+                        errors=self.tracker.errors, error=self.tracker.first_error)
+        self.store.update_run(self.run_id, tracking=tracking)
+        self.tracker = None
 
     def _load_data(self, run: dict) -> ImageData:
         """The run's dataset, at the image size it was first decoded at (a resume on another machine
@@ -712,6 +748,8 @@ class Search:
             "cached": cached, "recorded_at": time.time(),
         }
         self.store.add_individual(record)
+        if self.tracker is not None:
+            self.tracker.candidate(record)
         if not cached:
             self._cache[record["key"]] = record
         self._update_best(record)
@@ -783,6 +821,8 @@ class Search:
             "seconds": round(seconds, 3), "recorded_at": time.time(),
         }
         self.store.add_generation(record)
+        if self.tracker is not None:
+            self.tracker.generation(record)
         self.store.update_run(self.run_id, generations_done=generation + 1,
                               evaluated=len(self.store.individuals(self.run_id)))
         self.reporter.generation_done(record)
