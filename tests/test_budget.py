@@ -236,3 +236,21 @@ def test_the_quick_demo_as_a_budget_ends_in_its_time_with_a_model(tmp_path):
     shown = json.loads(subprocess.run([sys.executable, "-m", "automodel", "show", "demo", "--db", str(db), "--json"],
                                       cwd=ROOT, capture_output=True, text=True, timeout=60).stdout)
     assert shown["plan"]["budget_s"] == 30 and shown["plan"]["population"] >= 2
+
+
+def test_a_budget_too_short_to_search_trains_the_best_network_of_the_runs_it_starts_from(tmp_path):
+    from automodel.genome import ConvBlock, Genome
+    store = Store(tmp_path / "db.json")
+    winner = Genome(conv=(ConvBlock(24, 3, "gelu", "max", True), ConvBlock(48, 3, "gelu", "max", True)), dense=(),
+                    dropout=0.1, optimizer="adamw", learning_rate=2e-3, weight_decay=1e-4)
+    store.create_run("earlier", Config().to_dict(), status="completed", best_genome=winner.to_dict())
+    status, store, evaluator = budget_search(tmp_path, budget_s=10.0, warm_start=["earlier"])
+    assert status == "completed"
+    run = store.get_run("b")
+    assert run["plan"]["direct"]
+    (final,) = [t for t in evaluator.tasks if t.probe_steps is None]
+    # The winner fitted to the digits' 8×8 images (downsampling may be dropped), nothing else changed.
+    assert final.final and run["best_key"] == final.genome.key()
+    assert [(b.filters, b.activation) for b in final.genome.conv] == [(24, "gelu"), (48, "gelu")]
+    assert (final.genome.optimizer, final.genome.learning_rate) == ("adamw", 2e-3)
+    assert run["warm_genomes"] == [winner.to_dict()]

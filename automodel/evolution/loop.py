@@ -448,14 +448,16 @@ class Search:
         return "searched"
 
     def _one_network(self) -> str:
-        """A budget too short to search (a ``direct`` plan): the plain reference CNN becomes the one
-        the final training trains, with all of the time left."""
-        genome = self.fit(reference_genome(self.space))
+        """A budget too short to search (a ``direct`` plan): one network gets all of the time left,
+        the best of the runs it starts from (``warm_start``), else the plain reference CNN."""
+        warm = self.warm_genomes()
+        genome = warm[0] if warm else self.fit(reference_genome(self.space))
         self._best = {"genome": genome.to_dict(), "key": genome.key(), "summary": genome.summary(), "fitness": None,
                       "status": OK}
         self.store.update_run(self.run_id, best_key=genome.key(), best_summary=genome.summary(),
                               best_genome=genome.to_dict())
-        self.reporter.message("the budget is too short to search: all of it trains one plain CNN")
+        self.reporter.message("the budget is too short to search: all of it trains "
+                              + ("the best network of the runs it starts from" if warm else "one plain CNN"))
         return "searched"
 
     def _run_generation(self, generation: int, population: list[Genome], evaluator: Evaluator) -> str:
