@@ -13,14 +13,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .api import Best, Run, open_run, runs, search
-    from .export import load_model
-    from .training.predict import Prediction, predict
+    from automodel.api import Best, Run, open_run, runs, search
+    from automodel.training.export import load_model
+    from automodel.training.predict import Prediction, predict
 
 __all__ = ["Best", "Prediction", "Run", "load_model", "open_run", "predict", "runs", "search"]
 __version__ = "0.2.0"
 
-_HOMES = {"search": "api", "runs": "api", "open_run": "api", "Run": "api", "Best": "api", "load_model": "export",
+_HOMES = {"search": "api", "runs": "api", "open_run": "api", "Run": "api", "Best": "api", "load_model": "training.export",
           "predict": "training.predict", "Prediction": "training.predict"}
 
 

@@ -25,18 +25,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import jobs
-from .config import PLANNED, Config
-from .errors import CheckpointError, ConfigError, DatasetError, StoreError, UserFacingError
-from .store import ACTIVE_STATUSES, Store, default_db_path
+from automodel.config import PLANNED, Config
+from automodel.errors import CheckpointError, ConfigError, DatasetError, StoreError, UserFacingError
+from automodel.process import jobs
+from automodel.store import ACTIVE_STATUSES, Store, default_db_path
 
 if TYPE_CHECKING:
     import pandas as pd
     import torch
 
-    from .genome import Genome
-    from .evolution.loop import Reporter
-    from .training.predict import Prediction
+    from automodel.evolution.genome import Genome
+    from automodel.evolution.loop import Reporter
+    from automodel.training.predict import Prediction
 
 DEFAULT_BUDGET = "5m"   # a search's budget when neither a budget nor any planned setting is given
 
@@ -51,7 +51,7 @@ def configure(settings: Mapping[str, Any], given: Iterable[str] | None = None, *
     "5m"). ``given`` names the settings a person chose (by default every key of ``settings``): a
     budget's plan keeps those of PLANNED; with no budget and none of PLANNED given, the run gets
     ``DEFAULT_BUDGET`` (unless ``default_budget`` is false: a settings file that says "no budget")."""
-    from .budget import parse_duration
+    from automodel.evolution.budget import parse_duration
     values = dict(settings)
     chosen = set(values) - {"overrides"} if given is None else set(given)
     if values.get("budget_s") is not None:
@@ -67,7 +67,7 @@ def claim(store: Store, run_id: str, config: Config) -> bool:
     stop came before this process started (the run is then marked stopped)."""
     check_run_id(run_id)
     if config.warm_start:
-        from .evolution.warm_start import warm_start_genomes
+        from automodel.evolution.warm_start import warm_start_genomes
         warm_start_genomes(store, config.warm_start, limit=1)   # the runs named exist and trained something
     with store.locked():
         existing = store.get_run(run_id)
@@ -92,7 +92,7 @@ def execute(store: Store, run_id: str, config: Config, *, data_dir: str | Path =
     except UserFacingError as exc:   # e.g. backend ray without Ray: the claimed run must not stay "running"
         mark_failed(store, run_id, str(exc))
         raise
-    from .evolution.loop import Search
+    from automodel.evolution.loop import Search
     search = Search(config, store, run_id, data_dir=data_dir, reporter=reporter, evaluator_factory=factory)
     try:
         return search.run()
@@ -114,7 +114,7 @@ def evaluator_factory(config: Config):
     if config.backend != "ray":
         return None
     try:
-        from .ray_evaluator import ray_evaluator_factory
+        from automodel.evaluators.ray_cluster import ray_evaluator_factory
     except ImportError:
         raise ConfigError("backend 'ray' needs Ray: pip install -r requirements-ray.txt "
                           "(or use backend local).") from None
@@ -123,7 +123,7 @@ def evaluator_factory(config: Config):
 
 def pareto_members(records: list[dict], objectives: list[str]) -> list[dict]:
     """The non-dominated fully trained candidates of ``records``, as ``show --json`` gives them."""
-    from .pareto import pareto_front
+    from automodel.evolution.pareto import pareto_front
     return [{"key": r["key"], "fitness": r["fitness"], "params": r.get("params"), "macs": r.get("macs"),
              "latency_ms": r.get("latency_ms"), "summary": r.get("summary"), "generation": r["generation"],
              "index": r["index"]} for r in pareto_front(records, objectives)]
@@ -168,7 +168,7 @@ class Best:
         """The saved model (``load_model``), in eval mode."""
         if self.model_path is None or not self.model_path.is_file():
             raise RunError("this run has no saved model yet; wait for its first candidate to finish.")
-        from .export import load_model
+        from automodel.training.export import load_model
         return load_model(self.model_path, map_location=device)
 
 
@@ -207,7 +207,7 @@ class Run:
         record = self.record
         if not record.get("best_genome"):
             return None
-        from .genome import Genome
+        from automodel.evolution.genome import Genome
         path = record.get("best_model_path")
         return Best(Genome.from_dict(record["best_genome"]), record.get("best_fitness"), record.get("test_accuracy"),
                     Path(path) if path else None, record.get("best_summary") or "")
@@ -218,7 +218,7 @@ class Run:
 
         import pandas as pd
 
-        from .views import records_csv
+        from automodel.page.views import records_csv
         return pd.read_csv(io.BytesIO(records_csv(self.store.individuals(self.run_id))))
 
     def generations(self) -> pd.DataFrame:
@@ -271,7 +271,7 @@ class Run:
             raise ConfigError(f"format {format!r} is not accepted; use pt, onnx or csv.")
         record = self.record
         if format == "csv":
-            from .views import records_csv
+            from automodel.page.views import records_csv
             out = Path(path or run_folder(self) / "candidates.csv")
             _write(out, records_csv(self.store.individuals(self.run_id)))
             return out
@@ -285,7 +285,7 @@ class Run:
             source = Path(record.get("best_model_path") or "")
         if not source.is_file():
             raise RunError(f"run {self.run_id} has no saved best model yet; wait for its first candidate to finish.")
-        from .export import export_onnx, read_checkpoint
+        from automodel.training.export import export_onnx, read_checkpoint
         read_checkpoint(source)
         try:
             if format == "pt":
@@ -303,7 +303,7 @@ class Run:
         best = self.best
         if best is None or best.model_path is None:
             raise RunError(f"run {self.run_id} has no saved best model yet; wait for its first candidate to finish.")
-        from .training.predict import predict
+        from automodel.training.predict import predict
         return predict(best.model_path, images, top=top)
 
 
@@ -318,7 +318,7 @@ def search(dataset: str | Path, *, budget: str | float | None = None, db: str | 
     ``background=True`` in its own process, as the page starts it (``Run.wait``, ``Run.stop``)."""
     store = Store(db if db is not None else default_db_path())
     dataset = str(dataset)
-    from .data import is_builtin_dataset
+    from automodel.data import is_builtin_dataset
     if not is_builtin_dataset(dataset) and Path(dataset).expanduser().exists():
         dataset = str(Path(dataset).expanduser().resolve())   # a resume finds it from any folder
     values = {**settings, "dataset": dataset}
@@ -353,7 +353,7 @@ def run_folder(run: Run) -> Path:
 def _reporter(progress: bool) -> Reporter | None:
     if not progress:
         return None
-    from .progress import BarReporter
+    from automodel.cli.progress import BarReporter
     return BarReporter(sys.stderr)
 
 

@@ -15,9 +15,9 @@ import math
 import os
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
-from .errors import ConfigError  # noqa: F401  (defined with the other errors, re-exported)
+from automodel.errors import ConfigError  # noqa: F401  (defined with the other errors, re-exported)
 
 PLANNED = ("population", "generations", "epochs", "min_epochs", "final_epochs")   # what a budget plans
 
@@ -58,7 +58,7 @@ def setting(default: Any, group: str, help: str, *, accepts: str | tuple[str, ..
 def setting_help(name: str) -> str:
     """One setting's help: what it does, its default and the values it accepts."""
     f = next(f for f in fields(Config) if f.name == name)
-    default = f.default_factory() if f.default_factory is not MISSING else f.default   # type: ignore[misc]
+    default = f.default_factory() if f.default_factory is not MISSING else f.default
     shown = "none" if default is None else ",".join(default) if isinstance(default, list) else default
     accepts = f"; accepts {f.metadata['accepts']}" if f.metadata.get("accepts") else ""
     return f"{f.metadata['help']} (default {shown}{accepts})"
@@ -86,7 +86,7 @@ class SearchSpace:
     weight_decays: list[float] = field(default_factory=lambda: [0.0, 1e-5, 1e-4, 5e-4])
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "SearchSpace":
+    def from_dict(cls, data: dict[str, Any]) -> SearchSpace:
         """Build a space from JSON-like data; spaces saved by earlier versions are translated:
         ``pooling`` became ``downsampling``, and a list of learning rates becomes, for every
         optimizer, the range from its smallest to its largest value."""
@@ -380,7 +380,7 @@ class Config:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Config":
+    def from_dict(cls, data: dict[str, Any]) -> Config:
         """Build and validate a config; unknown keys and wrong types are refused."""
         if not isinstance(data, dict):
             raise ConfigError("the config must be a JSON object of settings.")
@@ -396,7 +396,7 @@ class Config:
         return config
 
     @classmethod
-    def from_json_file(cls, path: str | Path) -> "Config":
+    def from_json_file(cls, path: str | Path) -> Config:
         return cls.from_dict(read_settings_file(path))
 
 
@@ -489,11 +489,11 @@ def _refuse_unknown(data: dict, cls: type, what: str) -> None:
         raise ConfigError(f"unknown {what} {unknown[0]!r}; accepted: {', '.join(sorted(known))}.")
 
 
-def _is_int(value: Any) -> bool:
+def _is_int(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_num(value: Any) -> bool:
+def _is_num(value: Any) -> TypeGuard[int | float]:
     return (isinstance(value, (int, float)) and not isinstance(value, bool)
             and math.isfinite(value))
 

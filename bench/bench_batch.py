@@ -26,8 +26,8 @@ sys.path.insert(0, str(ROOT))
 
 from automodel.config import SearchSpace  # noqa: E402
 from automodel.data import load_dataset  # noqa: E402
-from automodel.genome import reference_genome  # noqa: E402
-from automodel.trainer import DeviceData, TrainSettings, train_candidate  # noqa: E402
+from automodel.evolution.genome import reference_genome  # noqa: E402
+from automodel.training.trainer import DeviceData, TrainSettings, train_candidate  # noqa: E402
 
 BATCHES = (16, 32, 64, 128)
 

@@ -74,8 +74,9 @@ def main() -> None:
     if args.report:
         report(work)
         return
-    from bench.harder_sets import ensure_set
     import torch
+
+    from bench.harder_sets import ensure_set
     print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
           f"torch {torch.__version__}")
     if ":" in args.searches:
@@ -166,7 +167,7 @@ def draw(groups: dict[tuple, list[dict]], path: Path) -> None:
     for p, name in enumerate(sets):
         x0 = p * width
 
-        def x(k: float) -> float:
+        def x(k: float, x0: float = x0) -> float:
             return x0 + pad + (k / k_max) * (width - 2 * pad)
 
         def y(acc: float) -> float:

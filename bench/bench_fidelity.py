@@ -42,9 +42,9 @@ sys.path.insert(0, str(ROOT))
 
 from automodel.config import Config, resolve_batch_size, resolve_max_macs  # noqa: E402
 from automodel.data import load_dataset  # noqa: E402
-from automodel.genome import Genome, sample_genome  # noqa: E402
-from automodel.model import build_model, fit_to_budget, fit_to_image, measure_cost  # noqa: E402
-from automodel.trainer import DeviceData, TrainSettings, resolve_augment, train_candidate  # noqa: E402
+from automodel.evolution.genome import Genome, sample_genome  # noqa: E402
+from automodel.training.model import build_model, fit_to_budget, fit_to_image, measure_cost  # noqa: E402
+from automodel.training.trainer import DeviceData, TrainSettings, resolve_augment, train_candidate  # noqa: E402
 
 ACTIVATIONS = (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Tanh)
 EARLY_EPOCHS = (1, 2, 3, 5)

@@ -30,10 +30,10 @@ sys.path.insert(0, str(ROOT / "bench"))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
+from searches import SearchOnly  # noqa: E402
 
 from automodel.config import Config  # noqa: E402
 from automodel.store import Store  # noqa: E402
-from searches import SearchOnly  # noqa: E402
 
 
 def synthetic_folder(root: Path, images: int) -> Path:

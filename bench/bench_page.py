@@ -2,7 +2,7 @@
 time to the first full chart (target 2 s) and of a redraw after a choice (target 0.5 s).
 
 Times, separately, what one redraw of the live view does — the store reads (runs, progress,
-generations, all individuals) and the data shaping in automodel.views (frames, tables, the
+generations, all individuals) and the data shaping in automodel.page.views (frames, tables, the
 Altair chart serialised to a Vega-Lite dict) — in two cases: a quiet store (files unchanged since
 the last redraw, so the store reuses its parse) and a busy one (a candidate was recorded since,
 so the individuals file is parsed again). Then a whole page run under Streamlit's AppTest, which
@@ -33,8 +33,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from automodel import jobs, views  # noqa: E402
 from automodel.config import Config  # noqa: E402
+from automodel.page import views  # noqa: E402
+from automodel.process import jobs  # noqa: E402
 from automodel.store import Store  # noqa: E402
 
 STATUSES = ["ok"] * 46 + ["oom", "nan", "timeout", "too_large"]
@@ -166,7 +167,7 @@ def apptest(db: Path, repeat: int) -> None:
     logging.getLogger("streamlit").setLevel(logging.ERROR)
     from streamlit.testing.v1 import AppTest
 
-    import automodel.model  # noqa: F401 - torch import, paid once per server, not per redraw
+    import automodel.training.model  # noqa: F401 - torch import, paid once per server, not per redraw
 
     at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60)
     started = time.perf_counter()

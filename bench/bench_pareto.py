@@ -31,12 +31,12 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import torch  # noqa: E402
+from harder_sets import ensure_set  # noqa: E402
+from searches import SearchOnly, within_epochs  # noqa: E402
 
 from automodel.config import Config  # noqa: E402
-from automodel.pareto import hypervolume_2d, nondominated_sort  # noqa: E402
+from automodel.evolution.pareto import hypervolume_2d, nondominated_sort  # noqa: E402
 from automodel.store import Store  # noqa: E402
-from searches import SearchOnly, within_epochs  # noqa: E402
-from harder_sets import ensure_set  # noqa: E402
 
 
 def _scaled_log(value: float, low: float, high: float) -> float:

@@ -22,8 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from automodel.genome import ConvBlock, Genome  # noqa: E402
-from automodel.model import SubsampledPointwiseConv, build_model  # noqa: E402
+from automodel.evolution.genome import ConvBlock, Genome  # noqa: E402
+from automodel.training.model import SubsampledPointwiseConv, build_model  # noqa: E402
 
 GENOMES = {
     "1 residual stride block, 16 filters": (ConvBlock(16, 5, "silu", "stride", True, "residual"),),

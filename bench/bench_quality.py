@@ -43,15 +43,15 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import torch  # noqa: E402
+from harder_sets import ensure_set  # noqa: E402
+from searches import SearchOnly, within_epochs  # noqa: E402
 
 from automodel.config import Config, resolve_batch_size  # noqa: E402
 from automodel.data import load_dataset  # noqa: E402
-from automodel.genome import ConvBlock, Genome  # noqa: E402
+from automodel.evolution.genome import ConvBlock, Genome  # noqa: E402
 from automodel.evolution.loop import Search  # noqa: E402
 from automodel.store import Store  # noqa: E402
-from automodel.trainer import DeviceData, TrainSettings, resolve_augment, train_candidate  # noqa: E402
-from harder_sets import ensure_set  # noqa: E402
-from searches import SearchOnly, within_epochs  # noqa: E402
+from automodel.training.trainer import DeviceData, TrainSettings, resolve_augment, train_candidate  # noqa: E402
 
 HAND_DESIGNED = Genome(conv=tuple(ConvBlock(f, 3, "relu", "max", True) for f in (32, 64, 128)), dense=(),
                        head="gap", dropout=0.0, optimizer="adamw", learning_rate=2e-3, weight_decay=5e-4)

@@ -32,10 +32,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from automodel.config import Config  # noqa: E402
 from automodel.data import load_dataset  # noqa: E402
-from automodel.evaluator import LocalEvaluator, Task  # noqa: E402
+from automodel.evaluators.base import LocalEvaluator, Task  # noqa: E402
 from automodel.evolution.loop import Search, derive_seed  # noqa: E402
 from automodel.store import Store  # noqa: E402
-from automodel.trainer import DeviceData, TrainSettings, resolve_augment, resolve_device  # noqa: E402
+from automodel.training.trainer import DeviceData, TrainSettings, resolve_augment, resolve_device  # noqa: E402
 
 
 def generation_tasks(config: Config, generation: int = 0) -> list[Task]:
@@ -66,7 +66,7 @@ def main() -> None:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")   # a private, short-lived local instance
     import ray
 
-    from automodel.ray_evaluator import RayEvaluator   # here, so that --help works without Ray
+    from automodel.evaluators.ray_cluster import RayEvaluator  # here, so that --help works without Ray
     config = Config(dataset=args.dataset, population=args.population, epochs=args.epochs, seed=args.seed,
                     device=args.device)
     data = load_dataset(config.dataset, "data", val_fraction=config.val_fraction, seed=config.seed)

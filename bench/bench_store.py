@@ -26,7 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from automodel.config import SearchSpace  # noqa: E402
-from automodel.genome import sample_genome  # noqa: E402
+from automodel.evolution.genome import sample_genome  # noqa: E402
 from automodel.store import Store  # noqa: E402
 
 POPULATION = 50
@@ -64,9 +64,10 @@ def main() -> None:
             store.add_individuals(record(i, rng) for i in range(done, size))
             done = size
             extra = record(size - 1, rng)   # replaces the last one: the run keeps its size
-            add = median_ms(lambda: store.add_individual(extra), 5)
+            add = median_ms(lambda extra=extra: store.add_individual(extra), 5)
             read_all = median_ms(lambda: Store(store.path).individuals("bench"), 5)
-            read_gen = median_ms(lambda: Store(store.path).individuals("bench", generation=(size - 1) // POPULATION), 5)
+            read_gen = median_ms(lambda size=size: Store(store.path).individuals("bench", generation=(size - 1) // POPULATION),
+                                 5)
             stop = median_ms(lambda: Store(store.path).stop_requested("bench"), 20)
             progress = median_ms(lambda: store.set_progress("bench", {"epoch": 1, "batch": 3, "loss": 0.5}), 20)
             megabytes = sum(f.stat().st_size for f in store.individuals_dir.rglob("*.json")) / 1e6

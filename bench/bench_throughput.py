@@ -33,9 +33,9 @@ from torchvision import transforms
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from automodel.data import ImageData  # noqa: E402
-from automodel.genome import ConvBlock, DenseLayer, Genome  # noqa: E402
-from automodel.model import build_model  # noqa: E402
-from automodel.trainer import DeviceData, TrainSettings, resolve_device, train_candidate  # noqa: E402
+from automodel.evolution.genome import ConvBlock, DenseLayer, Genome  # noqa: E402
+from automodel.training.model import build_model  # noqa: E402
+from automodel.training.trainer import DeviceData, TrainSettings, resolve_device, train_candidate  # noqa: E402
 
 GENOME = Genome(conv=(ConvBlock(32, 3, "relu", "max", True), ConvBlock(64, 3, "relu", "max", True),
                       ConvBlock(128, 3, "relu", "max", True)),
@@ -92,7 +92,7 @@ def automodel_epochs(data: DeviceData, epochs: int, augment: str) -> float:
 
 def _scoring_seconds(data: DeviceData) -> float:
     """The trainer also scores the validation split; the baseline does not, so subtract it."""
-    from automodel.trainer import accuracy
+    from automodel.training.trainer import accuracy
     model = build_model(GENOME, (3, 32, 32), data.classes, MEAN, STD).to(data.device, memory_format=torch.channels_last)
     started = time.perf_counter()
     accuracy(model, data.val_x, data.val_y)

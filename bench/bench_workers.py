@@ -29,11 +29,11 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import torch  # noqa: E402
+from harder_sets import ensure_set  # noqa: E402
+from searches import SearchOnly  # noqa: E402
 
 from automodel.config import Config, available_cpus, resolve_workers  # noqa: E402
 from automodel.store import Store  # noqa: E402
-from searches import SearchOnly  # noqa: E402
-from harder_sets import ensure_set  # noqa: E402
 
 
 def one_run(dataset: str, workers, seed: int) -> dict:

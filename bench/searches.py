@@ -14,9 +14,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from automodel.genome import ConvBlock, DenseLayer, Genome  # noqa: E402
-from automodel.operators import equal_fidelity_fitness  # noqa: E402
+from automodel.evolution.genome import ConvBlock, DenseLayer, Genome  # noqa: E402
 from automodel.evolution.loop import CONTINUABLE, NOVELTY_TRIES, Search, derive_seed  # noqa: E402
+from automodel.evolution.operators import equal_fidelity_fitness  # noqa: E402
 
 
 class SearchOnly(Search):
@@ -150,7 +150,7 @@ def main(argv: list[str]) -> int:
         print("usage: python bench/searches.py tpe run --dataset … [automodel run flags]", file=sys.stderr)
         return 2
     import automodel.evolution.loop
-    from automodel import cli
+    from automodel.cli import commands as cli
     automodel.evolution.loop.Search = TPESearch   # the CLI builds its search from the loop module's Search
     return cli.main(argv[1:])
 

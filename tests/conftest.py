@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from automodel import jobs
+from automodel.process import jobs
 
 REPO = Path(__file__).resolve().parent.parent
 

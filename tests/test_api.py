@@ -14,8 +14,8 @@ import torch
 
 import automodel
 from automodel import api
-from automodel.budget import DEFAULT_BUDGET, parse_duration
 from automodel.errors import ConfigError, UserFacingError
+from automodel.evolution.budget import DEFAULT_BUDGET, parse_duration
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = dict(population=4, generations=2, epochs=1, final_epochs=1, seed=0)

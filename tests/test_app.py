@@ -20,8 +20,11 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from automodel import jobs, page_form, page_sections, views
 from automodel.config import Config, ConfigError
+from automodel.page import form as page_form
+from automodel.page import sections as page_sections
+from automodel.page import views
+from automodel.process import jobs
 from automodel.store import Store
 
 REPO = Path(__file__).resolve().parent.parent

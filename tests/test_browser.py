@@ -80,7 +80,7 @@ def _stop_searches(db: Path) -> None:
     """A failed test must not leave the search it started running (it has its own process group)."""
     if not db.exists():
         return
-    from automodel import jobs
+    from automodel.process import jobs
     from automodel.store import ACTIVE_STATUSES, Store
     store = Store(db)
     for run in store.list_runs():
@@ -362,7 +362,7 @@ def test_a_killed_page_server_and_a_new_one_show_the_search_still_running(tmp_pa
                 expect(status).to_contain_text("running", timeout=FIRST_GENERATION_S * 1000)
                 os.killpg(server.pid, signal.SIGKILL)          # the page's server dies, hard
                 server.wait(timeout=10)
-                from automodel import jobs
+                from automodel.process import jobs
                 from automodel.store import ACTIVE_STATUSES, Store
                 (run,) = Store(db).list_runs()
                 assert run["status"] in ACTIVE_STATUSES

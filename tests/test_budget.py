@@ -12,15 +12,23 @@ from pathlib import Path
 
 import pytest
 
-from automodel import cli
-from automodel.budget import (DIRECT_POPULATION, FINAL_SHARE, MAX_FINAL_EPOCHS, START_UP_S, Plan, generation_epochs,
-                              make_plan, parse_duration)
+from automodel.cli import commands as cli
 from automodel.config import PLANNED, Config, ConfigError
 from automodel.errors import ConfigError as SameError
-from automodel.model import build_model
+from automodel.evolution.budget import (
+    DIRECT_POPULATION,
+    FINAL_SHARE,
+    MAX_FINAL_EPOCHS,
+    START_UP_S,
+    Plan,
+    generation_epochs,
+    make_plan,
+    parse_duration,
+)
 from automodel.evolution.loop import PROBE_GENERATION, Search
 from automodel.store import Store
-from automodel.trainer import TrainResult
+from automodel.training.model import build_model
+from automodel.training.trainer import TrainResult
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -239,7 +247,7 @@ def test_the_quick_demo_as_a_budget_ends_in_its_time_with_a_model(tmp_path):
 
 
 def test_a_budget_too_short_to_search_trains_the_best_network_of_the_runs_it_starts_from(tmp_path):
-    from automodel.genome import ConvBlock, Genome
+    from automodel.evolution.genome import ConvBlock, Genome
     store = Store(tmp_path / "db.json")
     winner = Genome(conv=(ConvBlock(24, 3, "gelu", "max", True), ConvBlock(48, 3, "gelu", "max", True)), dense=(),
                     dropout=0.1, optimizer="adamw", learning_rate=2e-3, weight_decay=1e-4)

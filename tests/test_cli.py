@@ -269,8 +269,8 @@ def test_onnx_file_is_self_contained(demo, tmp_path):
 
 
 def test_stop_pressed_before_the_search_process_starts_is_kept(tmp_path):
-    from automodel import jobs
     from automodel.config import Config
+    from automodel.process import jobs
     db = tmp_path / "db.json"
     store = Store(db)
     store.claim_run_slot("early", Config().to_dict(), jobs.is_alive)   # what the page does on Start
@@ -284,7 +284,7 @@ def test_stop_pressed_before_the_search_process_starts_is_kept(tmp_path):
 def test_a_folder_run_at_a_chosen_image_size_records_its_data_and_resumes_from_the_decoded_cache(tmp_path, wait_for):
     from PIL import Image
 
-    from automodel.export import read_checkpoint
+    from automodel.training.export import read_checkpoint
     folder = tmp_path / "photos"
     for c, colour in enumerate(((220, 30, 30), (30, 30, 220))):
         (folder / f"class {c}").mkdir(parents=True)

@@ -6,11 +6,11 @@ import torch
 from torch import nn
 
 from automodel.config import Config
-from automodel.export import FORMAT_V1, load_model
-from automodel.genome import Genome
+from automodel.evolution.genome import Genome
 from automodel.evolution.loop import Search
 from automodel.store import Store
-from automodel.trainer import TrainResult
+from automodel.training.export import FORMAT_V1, load_model
+from automodel.training.trainer import TrainResult
 
 # A genome as the previous version recorded it: blocks with "pooling", no "kind", no "head",
 # dense layers without "batch_norm".
@@ -83,7 +83,7 @@ class ScoreByWidth:
         self.trained: list[str] = []
 
     def evaluate(self, tasks, on_result, on_progress, should_stop):
-        from automodel.model import build_model
+        from automodel.training.model import build_model
         for task in tasks:
             self.trained.append(task.genome.key())
             model = build_model(task.genome, (1, 8, 8), [str(i) for i in range(10)])

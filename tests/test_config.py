@@ -200,7 +200,7 @@ def test_non_utf8_file(tmp_path):
 @pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
 def test_nan_in_file_is_refused_in_one_line(tmp_path, constant):
     path = tmp_path / "nan.json"
-    path.write_text('{"population": 8, "mutation_rate": %s}' % constant, encoding="utf-8")
+    path.write_text(f'{{"population": 8, "mutation_rate": {constant}}}', encoding="utf-8")
     _raises(lambda: Config.from_json_file(path), "mutation_rate", "from 0 to 1")
 
 
@@ -235,7 +235,7 @@ def test_every_setting_has_one_definition_of_its_group_help_and_accepted_values(
 
 
 def test_the_command_lines_help_is_each_settings_own_and_grouped():
-    from automodel import cli
+    from automodel.cli import commands as cli
     from automodel.config import setting_help
     text = cli.build_parser()._subparsers._group_actions[0].choices["run"].format_help()
     assert "see README" not in text

@@ -20,11 +20,10 @@ import torchvision.datasets
 from PIL import Image
 
 from automodel import data as D
+from automodel.data import DatasetError, ImageData, load_dataset
+from automodel.data.archive import ExtractLimits, safe_extract_zip
 from automodel.data.builtin import FASHION_CLASSES, read_idx
 from automodel.data.splits import stratified_split
-from automodel.data.archive import ExtractLimits, safe_extract_zip
-from automodel.data import DatasetError, ImageData, load_dataset
-
 
 # ----------------------------------------------------------------------------- helpers
 

@@ -15,11 +15,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from automodel import cli, export
-from automodel.export import CheckpointError, read_checkpoint, save_checkpoint
-from automodel.genome import ConvBlock, Genome
-from automodel.model import build_model
+from automodel.cli import commands as cli
+from automodel.evolution.genome import ConvBlock, Genome
 from automodel.store import Store, StoreError
+from automodel.training import export
+from automodel.training.export import CheckpointError, read_checkpoint, save_checkpoint
+from automodel.training.model import build_model
 
 pytestmark = pytest.mark.slow   # real processes, servers or a browser
 

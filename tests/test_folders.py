@@ -12,8 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from automodel.data import DatasetError, load_dataset
-from automodel.data import decoding
+from automodel.data import DatasetError, decoding, load_dataset
 from automodel.data.folders import scan_folder, target_size
 
 

@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from automodel.config import SearchSpace
-from automodel.genome import ConvBlock, Genome
+from automodel.evolution.genome import ConvBlock, Genome
 from automodel.store import Store
 from automodel.testing.space_fuzz import FuzzCase, run_cases, sample_cases, summarize, widest_space
 

@@ -11,20 +11,39 @@ from dataclasses import replace
 
 import pytest
 import torch
+from spaces import make_space
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from automodel.config import (BLOCK_KINDS, DEFAULT_LEARNING_RATES, DOWNSAMPLING, HEADS, OPTIMIZERS,
-                              SearchSpace)
-from automodel.genome import (ConvBlock, DenseLayer, Genome, diversity, gene_slots, perturb_learning_rate,
-                              sample_genome, sample_learning_rate)
-from automodel.model import (BLOCKS, MAX_FEATURE_SIDE, Cost, GlobalAvgMaxPool, PlainBlock, build_model, count_macs,
-                             count_parameters, describe_block, estimate_parameters, fit_to_budget, layer_table,
-                             measure_cost, plan_conv_blocks, SubsampledPointwiseConv)
-from automodel.operators import CROSSOVERS, mutate
-
-from spaces import make_space
-
+from automodel.config import BLOCK_KINDS, DEFAULT_LEARNING_RATES, DOWNSAMPLING, HEADS, OPTIMIZERS, SearchSpace
+from automodel.evolution.genome import (
+    ConvBlock,
+    DenseLayer,
+    Genome,
+    diversity,
+    gene_slots,
+    perturb_learning_rate,
+    sample_genome,
+    sample_learning_rate,
+)
+from automodel.evolution.operators import CROSSOVERS, mutate
+from automodel.training.model import (
+    BLOCKS,
+    MAX_FEATURE_SIDE,
+    Cost,
+    GlobalAvgMaxPool,
+    PlainBlock,
+    SubsampledPointwiseConv,
+    build_model,
+    count_macs,
+    count_parameters,
+    describe_block,
+    estimate_parameters,
+    fit_to_budget,
+    layer_table,
+    measure_cost,
+    plan_conv_blocks,
+)
 
 SPACE = make_space()
 # The pool is drawn from a wider space, so that every gene value appears.
@@ -939,7 +958,7 @@ def test_strided_projections_on_few_channels_avoid_the_strided_1x1_kernel_and_ke
                                                           optimizers=["sgd"], kernel_sizes=[5], activations=["gelu"],
                                                           block_kinds=["residual"], downsampling=["stride"])])
 def test_the_reference_network_is_the_plain_cnn_as_near_as_the_space_allows(space):
-    from automodel.genome import reference_genome
+    from automodel.evolution.genome import reference_genome
     g = reference_genome(space)
     assert space.conv_blocks[0] <= len(g.conv) <= space.conv_blocks[1]
     assert space.dense_layers[0] <= len(g.dense) <= space.dense_layers[1]

@@ -13,7 +13,7 @@ from PIL import Image
 
 from automodel.data import load_dataset
 from automodel.data.images import ORIENTATION_TAG, read_image, upright_size
-from automodel.report import image_tensor
+from automodel.training.report import image_tensor
 
 W, H = 24, 16  # not square, so a turn by 90° shows in the size too
 INVERSE = {  # the transposition that stores an upright image under each EXIF orientation

@@ -10,12 +10,12 @@ import torch
 
 from automodel.config import Config
 from automodel.data import load_dataset
-from automodel.genome import Genome, sample_genome
-from automodel.model import build_model
+from automodel.evolution.genome import Genome, sample_genome
 from automodel.evolution.loop import Search
 from automodel.store import Store
-from automodel.trainer import DeviceData, TrainResult, TrainSettings, train_candidate
 from automodel.training.inheritance import WeightStore, choose_parent, inherit_weights, parameter_shapes, shared_share
+from automodel.training.model import build_model
+from automodel.training.trainer import DeviceData, TrainResult, TrainSettings, train_candidate
 
 SHAPE, CLASSES = (1, 16, 16), [str(i) for i in range(10)]
 

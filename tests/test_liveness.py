@@ -6,9 +6,9 @@ import os
 import socket
 import time
 
-from automodel import jobs
 from automodel.config import Config
 from automodel.evolution.loop import Search
+from automodel.process import jobs
 from automodel.store import Store
 
 HERE = socket.gethostname()

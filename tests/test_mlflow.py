@@ -9,16 +9,15 @@ import time
 from pathlib import Path
 
 import pytest
-
-from mlflow import MlflowClient   # requirements-dev.txt installs requirements-mlflow.txt
+from mlflow import MlflowClient  # requirements-dev.txt installs requirements-mlflow.txt
 
 from automodel.config import Config, ConfigError
 from automodel.evolution.loop import Search
-from automodel.model import build_model
 from automodel.store import Store
 from automodel.tracking import BackgroundTracker
 from automodel.tracking.mlflow_tracker import MlflowTracker, genome_params, tracking_uri, ui_command
-from automodel.trainer import TrainResult
+from automodel.training.model import build_model
+from automodel.training.trainer import TrainResult
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -247,7 +246,7 @@ def test_tracking_settings_are_validated_in_one_sentence(monkeypatch):
 
 
 def test_the_command_line_flag_takes_an_optional_uri():
-    from automodel.cli import build_parser
+    from automodel.cli.commands import build_parser
     parser = build_parser()
     assert parser.parse_args(["run", "--mlflow"]).mlflow == "default"
     assert parser.parse_args(["run", "--mlflow", "sqlite:///m.db"]).mlflow == "sqlite:///m.db"
@@ -271,7 +270,7 @@ def test_the_page_starts_a_tracked_search_and_says_where_it_is_logged(db, launch
 
 
 def test_the_page_caption_names_the_tracking_store_and_its_failure():
-    from automodel.views import tracking_caption
+    from automodel.page.views import tracking_caption
     assert tracking_caption({}) is None
     tracking = {"uri": "sqlite:///data/mlflow.db", "experiment": "automodel",
                 "ui": "mlflow ui --backend-store-uri sqlite:///data/mlflow.db", "error": None}

@@ -8,17 +8,36 @@ from collections import Counter
 from dataclasses import fields, replace
 
 import pytest
-
-from automodel.config import OPTIMIZERS, SearchSpace
-from automodel.genome import (SCALAR_GENES, ConvBlock, DenseLayer, Genome, from_slots, gene_slots, sample_genome,
-                              scalar_value)
-from automodel.operators import (CONV_GENES, CROSSOVERS, SELECTIONS, _mutate_training, crossover_one_point,
-                                 crossover_two_point, crossover_uniform, equal_fidelity_fitness, mutate,
-                                 select_elite, select_rank, select_roulette, select_sus, select_tournament,
-                                 select_truncation)
-
 from spaces import make_space
 
+from automodel.config import OPTIMIZERS, SearchSpace
+from automodel.evolution.genome import (
+    SCALAR_GENES,
+    ConvBlock,
+    DenseLayer,
+    Genome,
+    from_slots,
+    gene_slots,
+    sample_genome,
+    scalar_value,
+)
+from automodel.evolution.operators import (
+    CONV_GENES,
+    CROSSOVERS,
+    SELECTIONS,
+    _mutate_training,
+    crossover_one_point,
+    crossover_two_point,
+    crossover_uniform,
+    equal_fidelity_fitness,
+    mutate,
+    select_elite,
+    select_rank,
+    select_roulette,
+    select_sus,
+    select_tournament,
+    select_truncation,
+)
 
 SPACE = make_space()
 
@@ -223,7 +242,7 @@ def test_equal_fidelity_values_never_rank_a_higher_rung_lower():
         values = equal_fidelity_fitness(fitness, epochs)
         assert len(values) == len(fitness)
         top = max(epochs)
-        for i, (f, e, v) in enumerate(zip(fitness, epochs, values)):
+        for f, e, v in zip(fitness, epochs, values):
             assert v <= f  # values stay accuracies, only ever lowered
             higher = [w for w, d in zip(values, epochs) if d > e]   # the values of the rungs above
             if higher and f >= min(higher):
@@ -589,7 +608,7 @@ def test_mutation_chains_keep_each_rate_in_its_optimizer_range():
     space.validate()
     rng = random.Random(50)
     steps = 0
-    for start in range(5):
+    for _start in range(5):
         g = sample_genome(space, rng)
         for _ in range(400):
             g = mutate(g, space, 0.4, rng)

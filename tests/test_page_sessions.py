@@ -7,7 +7,8 @@ import threading
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from automodel import jobs, views
+from automodel.page import views
+from automodel.process import jobs
 from automodel.store import ACTIVE_STATUSES, Store
 
 pytestmark = pytest.mark.slow   # real processes, servers or a browser

@@ -14,9 +14,16 @@ import pytest
 
 from automodel import load_model
 from automodel.config import Config, ConfigError
-from automodel.operators import select_nsga2, select_nsga2_elite
-from automodel.pareto import (crowding_distance, dominates, first_front, hypervolume_2d, nondominated_sort,
-                              nsga2_ranks, pareto_front)
+from automodel.evolution.operators import select_nsga2, select_nsga2_elite
+from automodel.evolution.pareto import (
+    crowding_distance,
+    dominates,
+    first_front,
+    hypervolume_2d,
+    nondominated_sort,
+    nsga2_ranks,
+    pareto_front,
+)
 from automodel.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -12,14 +12,14 @@ import torch
 from PIL import Image
 
 import automodel
-from automodel import cli
+from automodel.cli import commands as cli
 from automodel.data.images import ORIENTATION_TAG
 from automodel.errors import ImageInputError
-from automodel.export import load_model, save_checkpoint
-from automodel.genome import ConvBlock, Genome
-from automodel.model import build_model
-from automodel.report import image_tensor
+from automodel.evolution.genome import ConvBlock, Genome
 from automodel.store import Store
+from automodel.training.export import load_model, save_checkpoint
+from automodel.training.model import build_model
+from automodel.training.report import image_tensor
 
 GENOME = Genome(conv=(ConvBlock(8, 3, "relu", "max", False),), dense=(), dropout=0.0, optimizer="adam",
                 learning_rate=1e-3, weight_decay=0.0)

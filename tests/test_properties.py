@@ -9,9 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from automodel.config import Config, SearchSpace
-from automodel.genome import Genome, gene_slots, sample_genome
-from automodel.operators import CROSSOVERS, equal_fidelity_fitness, mutate
-from automodel.pareto import dominates, nondominated_sort
+from automodel.evolution.genome import Genome, gene_slots, sample_genome
+from automodel.evolution.operators import CROSSOVERS, equal_fidelity_fitness, mutate
+from automodel.evolution.pareto import dominates, nondominated_sort
 
 spaces = st.builds(
     lambda low, extra, filters, kernels, kinds, heads, sgd: SearchSpace(

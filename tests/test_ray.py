@@ -32,11 +32,11 @@ import torch  # noqa: E402
 from automodel import load_model  # noqa: E402
 from automodel.config import SearchSpace  # noqa: E402
 from automodel.data import load_dataset  # noqa: E402
-from automodel.evaluator import LocalEvaluator, Task  # noqa: E402
-from automodel.genome import sample_genome  # noqa: E402
+from automodel.evaluators.base import LocalEvaluator, Task  # noqa: E402
+from automodel.evolution.genome import sample_genome  # noqa: E402
 from automodel.evolution.loop import Search  # noqa: E402
 from automodel.store import Store  # noqa: E402
-from automodel.trainer import DeviceData, TrainResult, TrainSettings, train_candidate  # noqa: E402
+from automodel.training.trainer import DeviceData, TrainResult, TrainSettings, train_candidate  # noqa: E402
 
 pytestmark = pytest.mark.slow   # real processes, servers or a browser
 
@@ -128,7 +128,7 @@ DYING_WORKER_SEARCH = """
 import os, sys
 from pathlib import Path
 from automodel.config import Config
-from automodel.ray_evaluator import ray_evaluator_factory, train_task
+from automodel.evaluators.ray_cluster import ray_evaluator_factory, train_task
 from automodel.evolution.loop import Search
 from automodel.store import Store
 
@@ -177,7 +177,7 @@ def test_a_worker_that_dies_fails_its_candidate_or_is_retried_and_the_run_comple
 STUCK_WORKER_SEARCH = """
 import sys, time
 from automodel.config import Config
-from automodel.ray_evaluator import ray_evaluator_factory, train_task
+from automodel.evaluators.ray_cluster import ray_evaluator_factory, train_task
 from automodel.evolution.loop import Search
 from automodel.store import Store
 
@@ -272,7 +272,7 @@ def _tasks(generation: int, count: int, rng: random.Random) -> list[Task]:
 
 
 def test_evaluator_reads_the_data_once_per_worker_and_matches_local_training_with_equal_threads():
-    from automodel.ray_evaluator import RayEvaluator
+    from automodel.evaluators.ray_cluster import RayEvaluator
     data = load_dataset("digits")
     settings = TrainSettings(epochs=2, augment="crop", progress_every_s=0.05)
     rng = random.Random(7)
@@ -395,8 +395,8 @@ def test_asking_for_gpus_a_local_ray_lacks_is_refused_and_leaves_nothing_running
 
 def test_automodel_works_without_ray_and_says_how_to_get_it(tmp_path):
     code = ("import sys; sys.modules['ray'] = None\n"   # `import ray` now fails as if it were not installed
-            "import automodel, automodel.cli, automodel.evolution.loop, automodel.evaluator\n"
-            "from automodel.cli import main\n"
+            "import automodel, automodel.cli.commands, automodel.evolution.loop, automodel.evaluators.base\n"
+            "from automodel.cli.commands import main\n"
             f"sys.exit(main(['run', '--population', '2', '--backend', 'ray', '--run-id', 'n', "
             f"'--db', {str(tmp_path / 'db.json')!r}, '--quiet']))\n")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,

@@ -10,8 +10,8 @@ import torch
 from PIL import Image
 from torch import nn
 
-from automodel import report as reports
-from automodel.report import ImageInputError, image_tensor, top_predictions
+from automodel.training import report as reports
+from automodel.training.report import ImageInputError, image_tensor, top_predictions
 
 
 class Fixed(nn.Module):

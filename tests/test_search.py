@@ -7,11 +7,11 @@ import time
 import pytest
 
 from automodel.config import Config
-from automodel.genome import Genome
-from automodel.model import build_model
+from automodel.evolution.genome import Genome
 from automodel.evolution.loop import Search
 from automodel.store import Store
-from automodel.trainer import TrainResult
+from automodel.training.model import build_model
+from automodel.training.trainer import TrainResult
 
 
 def fake_fitness(genome: Genome) -> float:
@@ -181,7 +181,7 @@ def test_stop_request_from_the_store_stops_the_search(tmp_path, config):
 
 
 def test_best_model_so_far_is_saved_during_the_search(tmp_path, config):
-    from automodel.export import read_checkpoint
+    from automodel.training.export import read_checkpoint
     store = Store(tmp_path / "db.json")
     store.create_run("r3", config.to_dict())
 

@@ -1,4 +1,4 @@
-"""Tests for automodel.store: records round trip, corrupt files are refused untouched, and
+"""Tests for automodel.store.tinydb_store: records round trip, corrupt files are refused untouched, and
 several processes (one search, many readers, an occasional stop request) never corrupt or
 lose each other's writes."""
 
@@ -14,14 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from automodel.store import (
-    RUN_STATUSES,
-    AtomicJSONStorage,
-    RunActiveError,
-    Store,
-    StoreError,
-    default_db_path,
-)
+from automodel.store import RUN_STATUSES, RunActiveError, Store, StoreError, default_db_path
+from automodel.store.tinydb_store import AtomicJSONStorage
 
 SPAWN = mp.get_context("spawn")
 PROCESS_TIMEOUT_S = 60

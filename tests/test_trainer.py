@@ -9,10 +9,18 @@ import pytest
 import torch
 
 from automodel.data import load_dataset
-from automodel.genome import ConvBlock, DenseLayer, Genome
-from automodel.model import CandidateNet
-from automodel.trainer import (DeviceData, TrainSettings, augment_batch, chance_loss, resolve_augment,
-                               scaled_learning_rate, train_candidate, warmup_linear_decay)
+from automodel.evolution.genome import ConvBlock, DenseLayer, Genome
+from automodel.training.model import CandidateNet
+from automodel.training.trainer import (
+    DeviceData,
+    TrainSettings,
+    augment_batch,
+    chance_loss,
+    resolve_augment,
+    scaled_learning_rate,
+    train_candidate,
+    warmup_linear_decay,
+)
 
 SMALL = Genome(conv=(ConvBlock(16, 3, "relu", "max", True),), dense=(DenseLayer(32, "relu"),), dropout=0.1,
                optimizer="adam", learning_rate=3e-3, weight_decay=0.0)

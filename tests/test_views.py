@@ -1,4 +1,4 @@
-"""The page's data shaping (automodel.views): tables, chart specs, status lines, form settings."""
+"""The page's data shaping (automodel.page.views): tables, chart specs, status lines, form settings."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import json
 import pandas as pd
 import pytest
 
-from automodel import views
 from automodel.config import Config, ConfigError
+from automodel.page import views
 
 NOW = 1_800_000_000.0
 
@@ -411,8 +411,8 @@ def test_dataset_choice_for_names_and_paths():
 # ----------------------------------------------------------------------------- insight
 
 def test_architecture_diagram_has_every_layer_and_the_skips():
-    from automodel.genome import ConvBlock, Genome
-    from automodel.model import layer_table
+    from automodel.evolution.genome import ConvBlock, Genome
+    from automodel.training.model import layer_table
     genome = Genome(conv=(ConvBlock(16, 3, "relu", "max", True, "residual"), ConvBlock(16, 3, "relu", "none", True,
                                                                                         "residual")),
                     dense=(), dropout=0.0, optimizer="sgd", learning_rate=0.05, weight_decay=0.0)

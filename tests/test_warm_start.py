@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import pytest
 
-from automodel import cli
+from automodel.cli import commands as cli
 from automodel.config import Config
 from automodel.errors import ConfigError
+from automodel.evolution.genome import ConvBlock, Genome
 from automodel.evolution.loop import Search
 from automodel.evolution.warm_start import warm_start_genomes
-from automodel.genome import ConvBlock, Genome
-from automodel.model import build_model
 from automodel.store import Store
-from automodel.trainer import TrainResult
+from automodel.training.model import build_model
+from automodel.training.trainer import TrainResult
 
 
 def genome(filters: int, blocks: int = 1) -> Genome:

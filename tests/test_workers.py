@@ -16,10 +16,10 @@ import pytest
 import torch
 
 from automodel.config import Config, resolve_workers
+from automodel.evaluators.worker_pool import WorkerPoolEvaluator, train_in_worker
 from automodel.evolution.loop import Reporter, Search
 from automodel.store import Store
-from automodel.trainer import DeviceData
-from automodel.worker_pool import WorkerPoolEvaluator, train_in_worker
+from automodel.training.trainer import DeviceData
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = {"dataset": "digits", "population": 4, "generations": 2, "epochs": 1, "final_epochs": 1, "seed": 5,

@@ -26,13 +26,13 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from ..errors import DatasetError
+from automodel.errors import DatasetError
 
 if TYPE_CHECKING:
-    from .builtin import DATASET_NAMES, DIGITS_FILE
-    from .images import IMAGE_EXTENSIONS, MAX_IMAGE_PIXELS
-    from .sources import is_builtin_dataset, load_dataset
-    from .splits import TEST_FRACTION, TEST_SPLIT_SEED, ImageData
+    from automodel.data.builtin import DATASET_NAMES, DIGITS_FILE
+    from automodel.data.images import IMAGE_EXTENSIONS, MAX_IMAGE_PIXELS
+    from automodel.data.sources import is_builtin_dataset, load_dataset
+    from automodel.data.splits import TEST_FRACTION, TEST_SPLIT_SEED, ImageData
 
 _HOMES = {"DATASET_NAMES": "builtin", "DIGITS_FILE": "builtin", "IMAGE_EXTENSIONS": "images",
           "MAX_IMAGE_PIXELS": "images", "is_builtin_dataset": "sources", "load_dataset": "sources",

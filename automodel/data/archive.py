@@ -13,7 +13,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import DatasetError
+from automodel.errors import DatasetError
 
 _RATIO_MIN_BYTES = 1 << 20  # smaller entries cannot bomb anything, whatever their ratio
 

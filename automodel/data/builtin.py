@@ -9,14 +9,15 @@ import pickle
 import re
 import struct
 import zlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 
-from ..errors import DatasetError
-from .splits import ImageData, assemble, assemble_with_test_split
+from automodel.data.splits import ImageData, assemble, assemble_with_test_split
+from automodel.errors import DatasetError
 
 DATASET_NAMES = ("digits", "cifar10", "cifar100", "mnist", "fashion-mnist")
 ALIASES = {

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import torch
 
-from ..files import replacing
-from .splits import ImageData
+from automodel.data.splits import ImageData
+from automodel.store.files import replacing
 
 CACHE_FILE = "decoded.pt"
 FORMAT = 1   # raised whenever what decoding produces changes, so older caches are decoded again

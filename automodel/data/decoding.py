@@ -25,11 +25,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import DatasetError
-from . import cache
-from .folders import AUTO_MAX_SIDE, NAMES_KEPT, FolderScan, Header, image_files, scan_folder
-from .images import decode, to_channels
-from .splits import ImageData, from_split_order, split_order
+from automodel.data import cache
+from automodel.data.folders import AUTO_MAX_SIDE, NAMES_KEPT, FolderScan, Header, image_files, scan_folder
+from automodel.data.images import decode, to_channels
+from automodel.data.splits import ImageData, from_split_order, split_order
+from automodel.errors import DatasetError
 
 MEMORY_SHARE = 0.6          # of the memory that is free, the most the decoded set may take (training needs the rest)
 PROGRESS_EVERY_S = 0.5

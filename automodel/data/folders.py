@@ -25,8 +25,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import DatasetError
-from .images import IMAGE_EXTENSIONS, is_grey_mode, read_header
+from automodel.data.images import IMAGE_EXTENSIONS, is_grey_mode, read_header
+from automodel.errors import DatasetError
 
 AUTO_MAX_SIDE = 64          # the longer side folder images are scaled down to when no size is given
 NAMES_KEPT = 5              # skipped and ignored files named in a scan's description

@@ -9,12 +9,12 @@ import shutil
 import zipfile
 from pathlib import Path
 
-from ..errors import DatasetError
-from .archive import ExtractLimits, safe_extract_zip
-from .builtin import ALIASES, DATASET_NAMES, load_builtin
-from .decoding import Progress, load_folder
-from .folders import AUTO_MAX_SIDE
-from .splits import ImageData
+from automodel.data.archive import ExtractLimits, safe_extract_zip
+from automodel.data.builtin import ALIASES, DATASET_NAMES, load_builtin
+from automodel.data.decoding import Progress, load_folder
+from automodel.data.folders import AUTO_MAX_SIDE
+from automodel.data.splits import ImageData
+from automodel.errors import DatasetError
 
 NAMES_HINT = "give digits, cifar10, cifar100, mnist, fashion-mnist, or a path to an image folder or .zip of one"
 

@@ -1,2 +1,3 @@
-"""The evolutionary search: the generational loop (``loop``). The genome, the operators and the
-Pareto ranking it uses are ``automodel.genome``, ``automodel.operators`` and ``automodel.pareto``."""
+"""The evolutionary search: the genome (``genome``), its operators (``operators``), Pareto ranking
+(``pareto``), the plan a budget makes (``budget``), starting from earlier runs (``warm_start``) and the
+generational loop (``loop``)."""

@@ -24,25 +24,41 @@ from pathlib import Path
 
 import torch
 
-from ..budget import Plan, final_epochs_for, make_plan
-from ..config import (PLANNED, Config, available_cpus, resolve_batch_size, resolve_image_size, resolve_max_macs,
-                     resolve_workers)
-from ..data import ImageData, load_dataset
-from ..evaluator import Evaluator, Task
-from ..export import save_checkpoint
-from ..genome import Genome, diversity, reference_genome, sample_genome
-from ..jobs import Heartbeat, run_dir_for
-from ..model import fit_to_budget, fit_to_image, measure_cost
-from ..operators import (CROSSOVERS, SELECTIONS, equal_fidelity_fitness, mutate, select_elite, select_nsga2,
-                        select_nsga2_elite)
-from ..pareto import nsga2_ranks, objective_point
-from ..store import Store
-from ..throttle import Throttle
-from ..trainer import (OK, PRUNED, TOO_LARGE, Checkpoint, DeviceData, TrainResult, TrainSettings, resolve_augment,
-                      resolve_device)
-from ..tracking import BackgroundTracker
-from ..training.inheritance import WeightStore, choose_parent
-from .warm_start import warm_start_genomes
+from automodel.config import (
+    PLANNED,
+    Config,
+    available_cpus,
+    resolve_batch_size,
+    resolve_image_size,
+    resolve_max_macs,
+    resolve_workers,
+)
+from automodel.data import ImageData, load_dataset
+from automodel.evaluators.base import Evaluator, Task
+from automodel.evolution.breeding import NOVELTY_TRIES, breed
+from automodel.evolution.budget import Plan, final_epochs_for, make_plan
+from automodel.evolution.genome import Genome, diversity, reference_genome, sample_genome
+from automodel.evolution.operators import equal_fidelity_fitness
+from automodel.evolution.pareto import nsga2_ranks, objective_point
+from automodel.evolution.throttle import Throttle
+from automodel.evolution.warm_start import warm_start_genomes
+from automodel.process.jobs import Heartbeat, run_dir_for
+from automodel.store import Store
+from automodel.tracking import BackgroundTracker
+from automodel.training.export import save_checkpoint
+from automodel.training.inheritance import WeightStore, choose_parent
+from automodel.training.model import fit_to_budget, fit_to_image, measure_cost
+from automodel.training.trainer import (
+    OK,
+    PRUNED,
+    TOO_LARGE,
+    Checkpoint,
+    DeviceData,
+    TrainResult,
+    TrainSettings,
+    resolve_augment,
+    resolve_device,
+)
 
 FINAL_GENERATION = -1   # the final training's progress is labelled with this generation
 PROBE_GENERATION = -2   # the timing a budget is planned from
@@ -50,7 +66,6 @@ PROBE_STEPS = 20        # steps each probe times (after its warm-up steps)
 TRACKING_CLOSE_S = 120.0  # the longest a finished search waits for its tracker to log what is queued
 TRACKING_ABORT_S = 10.0   # the same for a search ended by an error
 FALLBACK_STEP_S = 0.05  # seconds per step when no probe could be timed (every one failed)
-NOVELTY_TRIES = 5       # redraws of a child that repeats an already evaluated genome
 PARTIAL = "partial"     # trained to a lower rung; waits for the rest of its rung to be ranked
 CONTINUABLE = (OK, PARTIAL, PRUNED)   # statuses whose score at a rung means something (failures score 0)
 
@@ -148,6 +163,13 @@ class Search:
         self._parents: dict[int, tuple[Genome, ...]] = {}   # index → the parents a child was bred from
         self.tracker: BackgroundTracker | None = None   # MLflow, when the run is tracked
 
+    @property
+    def dataset(self) -> ImageData:
+        """The run's data, once loaded (the loop's steps after loading read it)."""
+        if self.data is None:
+            raise RuntimeError("the search's dataset is read before it was loaded")
+        return self.data
+
     # ------------------------------------------------------------------ entry point
     def run(self) -> str:
         """Run (or continue) the search to its end; returns the run's final status."""
@@ -158,7 +180,7 @@ class Search:
                               reason="", started_at=run.get("started_at") or time.time(),
                               resumed_at=time.time())
         self._install_signal_handlers()
-        evaluator = None
+        evaluator: Evaluator | None = None
         heartbeat = Heartbeat(self.store, self.run_id).start()
         try:
             data = self._load_data(run)
@@ -173,13 +195,13 @@ class Search:
             if not self.stop():
                 evaluator = (self.evaluator_factory(data, settings) if self.evaluator_factory else
                              self._local_evaluator(data, settings))
-            if not self.stop() and self.config.budget_s is not None:
+            if evaluator is not None and not self.stop() and self.config.budget_s is not None:
                 self._follow_plan(evaluator)
-            if not self.stop():
+            if evaluator is not None and not self.stop():
                 self._load_cache()
                 self._start_tracking()
                 status = self._one_network() if self.plan is not None and self.plan.direct else self._evolve(evaluator)
-            if status == "searched":
+            if evaluator is not None and status == "searched":
                 status = self._final_training(evaluator)
         except BaseException:
             if self.tracker is not None:   # log what is queued; the records hold everything anyway
@@ -202,7 +224,7 @@ class Search:
         """Mirror the records to MLflow when the run asks for it (in a thread: never in the search's way)."""
         if self.config.mlflow is None:
             return
-        from ..tracking.mlflow_tracker import MlflowTracker, tracking_uri, ui_command
+        from automodel.tracking.mlflow_tracker import MlflowTracker, tracking_uri, ui_command
         uri, experiment = tracking_uri(self.config.mlflow, self.store.path), self.config.mlflow_experiment
         self.tracker = BackgroundTracker(lambda: MlflowTracker(uri, experiment, self.run_id),
                                          self.reporter.message, name="MLflow")
@@ -256,7 +278,7 @@ class Search:
         device_data = DeviceData(data, resolve_device(settings.device))
         # Even one worker is a process of its own: a candidate that crashes or hangs in native code
         # then takes only its worker down, never the search.
-        from ..worker_pool import WorkerPoolEvaluator
+        from automodel.evaluators.worker_pool import WorkerPoolEvaluator
         return WorkerPoolEvaluator(device_data, replace(settings, threads=threads), workers)
 
     def _elapsed(self) -> float:
@@ -295,7 +317,7 @@ class Search:
     def _make_plan(self, evaluator: Evaluator) -> Plan | None:
         """The plan from the budget and one short timing: a few candidates of the space, one per
         worker at once (as the search will train them), each timed over ``PROBE_STEPS`` steps."""
-        c, data = self.config, self.data
+        c, data = self.config, self.dataset
         workers = getattr(evaluator, "workers", None) or max(1, int(available_cpus() // c.cpus_per_candidate))
         rng = random.Random(derive_seed(c.seed, "probe"))
         genomes = [self.fit(sample_genome(self.space, rng)) for _ in range(workers)]
@@ -314,6 +336,7 @@ class Search:
         epoch_s = step_s * steps_per_epoch * (1 + len(data.val_x) / max(1, len(data.train_x)) / 3)
         final_epoch_s = step_s * max(1, (len(data.train_x) + len(data.val_x)) // batch)
         given = {name: getattr(c, name) for name in c.overrides}
+        assert c.budget_s is not None   # only a run with a budget is planned
         return make_plan(c.budget_s, elapsed_s=self._elapsed(), epoch_s=epoch_s, final_epoch_s=final_epoch_s,
                          workers=workers, reduction_factor=c.reduction_factor, given=given,
                          fidelities_for=lambda epochs, low: replace(c, epochs=epochs, min_epochs=min(low, epochs))
@@ -329,7 +352,7 @@ class Search:
 
     def _no_time_for(self, generation: int) -> bool:
         """With a budget: whether the generations so far say this one would end after the search's share."""
-        if self.plan is None or generation == 0:
+        if self.plan is None or generation == 0 or self.config.time_budget_s is None:
             return False
         times = [g["seconds"] for g in self.store.generations(self.run_id)]
         return bool(times) and self._elapsed() + statistics.fmean(times) > self.config.time_budget_s
@@ -360,13 +383,13 @@ class Search:
         timed: dict[int, float] = {}
 
         def timing(task: Task, result: TrainResult) -> None:
-            if result.step_seconds is not None:
+            if result.step_seconds is not None and task.threads is not None:
                 timed[task.threads] = result.step_seconds
 
         for task in tasks:   # one after the other: two timings side by side would slow each other down
             evaluator.evaluate([task], timing, lambda _t, _i: None, self.stop)
-        threads = min(timed, key=timed.get) if timed else options[-1]
-        data = self.data
+        threads = min(timed, key=lambda t: timed[t]) if timed else options[-1]
+        data = self.dataset
         batch = resolve_batch_size(self.config.batch_size, len(data.train_x))
         epoch_s = timed.get(threads, self.plan.final_epoch_s) * max(1, (len(data.train_x) + len(data.val_x)) // batch)
         epochs = self.config.final_epochs
@@ -385,7 +408,7 @@ class Search:
         return self.config.fidelities(steps_per_epoch=max(1, len(self.data.train_x) // batch))
 
     def max_macs(self) -> int:
-        return resolve_max_macs(self.config.max_macs, self.data.input_shape)
+        return resolve_max_macs(self.config.max_macs, self.dataset.input_shape)
 
     def fit(self, genome: Genome) -> Genome:
         """The genome fitted to the run's images and repaired to its MACs and parameter budgets (see
@@ -404,7 +427,7 @@ class Search:
         """(parameters, MACs per image) of the genome on this run's images."""
         key = genome.key()
         if key not in self._costs:
-            cost = measure_cost(genome, self.data.input_shape, len(self.data.classes))
+            cost = measure_cost(genome, self.dataset.input_shape, len(self.dataset.classes))
             self._costs[key] = (cost.params, cost.macs)
         return self._costs[key]
 
@@ -521,8 +544,8 @@ class Search:
                       else (math.inf,) * len(c.objectives) for r, f in zip(parents, fitness)]
             ranks = nsga2_ranks(points)
         genomes = [Genome.from_dict(r["genome"]) for r in parents]
-        offspring = self.breed(genomes, fitness, random.Random(derive_seed(c.seed, "breed", generation)),
-                               {Genome.from_dict(r["genome"]).key() for r in earlier}, ranks=ranks)
+        offspring = breed(genomes, fitness, c, random.Random(derive_seed(c.seed, "breed", generation)),
+                          repair=self.fit, known={Genome.from_dict(r["genome"]).key() for r in earlier}, ranks=ranks)
         self._parents = {index: tuple(genomes[i] for i in pair) for index, (_child, pair) in enumerate(offspring)}
         return [child for child, _pair in offspring]
 
@@ -540,45 +563,6 @@ class Search:
         else:
             chosen = [Genome.from_dict(d) for d in run["warm_genomes"]]
         return [self.fit(g) for g in chosen]
-
-    def breed(self, genomes: list[Genome], fitness: list[float], rng: random.Random,
-              known: set[str], ranks: list[tuple[int, float]] | None = None) -> list[tuple[Genome, tuple[int, ...]]]:
-        """Elites pass unchanged; the rest are children of selected parents, crossed and mutated.
-        Each of the next generation's genomes comes with the indices of the parents it was bred from.
-
-        With several objectives, ``ranks`` (NSGA-II's front number and crowding) replace the
-        fitness in both: the elites are the best of the front, parents win crowded tournaments.
-        A child that repeats a genome in ``known`` (those of earlier generations) is mutated
-        again a few times. ``known`` must depend only on earlier generations, never on what is
-        already trained of this one, or a resumed run would breed differently.
-        """
-        c = self.config
-        if ranks is not None:
-            elites = select_nsga2_elite(ranks, c.elitism)
-            pick = lambda: select_nsga2(ranks, 2, rng)   # noqa: E731
-        else:
-            select = SELECTIONS[c.selection]
-            options = {"tournament": {"tournament_size": c.tournament_size},
-                       "truncation": {"truncation_fraction": c.truncation_fraction}}.get(c.selection, {})
-            elites = select_elite(fitness, c.elitism)
-            pick = lambda: select(fitness, 2, rng, **options)   # noqa: E731
-        cross = CROSSOVERS[c.crossover]
-        nxt = [(genomes[i], (i,)) for i in elites]
-        while len(nxt) < c.population:
-            i, j = pick()
-            a, b = genomes[i], genomes[j]
-            crossed = rng.random() < c.crossover_rate
-            if crossed:
-                a, b = cross(a, b, self.space, rng)
-            for child, own in ((a, i), (b, j)):
-                child = self.fit(mutate(child, self.space, c.mutation_rate, rng))
-                for _ in range(NOVELTY_TRIES):
-                    if child.key() not in known and all(child != other for other, _ in nxt):
-                        break
-                    child = self.fit(mutate(child, self.space, max(c.mutation_rate, 0.02), rng))
-                if len(nxt) < c.population:
-                    nxt.append((child, (i, j) if crossed else (own,)))
-        return nxt
 
     # ------------------------------------------------------------------ candidates
     def _plan(self, generation: int, population: list[Genome], contenders: list[int], fidelity: int) -> list[Task]:
@@ -627,7 +611,7 @@ class Search:
         parents = [p for p in self._parents.get(index, ()) if self.weights.path(p.key()).exists()]
         if not self.config.inherit_weights or not parents:
             return None, None
-        chosen = choose_parent(genome, parents, self.data.input_shape, len(self.data.classes))
+        chosen = choose_parent(genome, parents, self.dataset.input_shape, len(self.dataset.classes))
         if chosen is None:
             return None, None
         key = parents[chosen].key()
@@ -799,15 +783,15 @@ class Search:
 
     def test_report(self, genome: Genome, state_dict: dict, gallery_dir: Path) -> dict:
         """Per-class accuracy, confusion matrix and misclassified examples of a final model (on the CPU)."""
-        from ..model import build_model
-        from ..report import test_report
-        model = build_model(genome, self.data.input_shape, self.data.classes, self.data.mean, self.data.std)
+        from automodel.training.model import build_model
+        from automodel.training.report import test_report
+        model = build_model(genome, self.dataset.input_shape, self.dataset.classes, self.dataset.mean, self.dataset.std)
         model.load_state_dict(state_dict)
-        return test_report(model, self.data.test_x, self.data.test_y, self.data.classes, gallery_dir)
+        return test_report(model, self.dataset.test_x, self.dataset.test_y, self.dataset.classes, gallery_dir)
 
     def _save_model(self, genome: Genome, state_dict: dict, metrics: dict) -> Path:
-        return save_checkpoint(self.run_dir / "best.pt", genome, state_dict, input_shape=self.data.input_shape,
-                               classes=self.data.classes, mean=self.data.mean, std=self.data.std, metrics=metrics)
+        return save_checkpoint(self.run_dir / "best.pt", genome, state_dict, input_shape=self.dataset.input_shape,
+                               classes=self.dataset.classes, mean=self.dataset.mean, std=self.dataset.std, metrics=metrics)
 
     def _record_generation(self, generation: int, seconds: float) -> dict:
         rows = self.store.individuals(self.run_id, generation)

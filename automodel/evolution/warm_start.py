@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..errors import ConfigError
-from ..genome import Genome
-from ..store import Store
+from automodel.errors import ConfigError
+from automodel.evolution.genome import Genome
+from automodel.store import Store
 
 SCORED = ("ok", "partial", "pruned")   # statuses whose fitness ranks a genome
 

@@ -31,9 +31,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..config import Config, SearchSpace, resolve_max_macs
-from ..genome import Genome, sample_genome
-from ..model import fit_to_budget, fit_to_image
+from automodel.config import Config, SearchSpace, resolve_max_macs
+from automodel.evolution.genome import Genome, sample_genome
+from automodel.training.model import fit_to_budget, fit_to_image
 
 STARTUP_TIMEOUT_S = 120.0   # a child's own start (importing torch) on a slow machine
 
@@ -69,7 +69,7 @@ class FuzzReport:
 
 def widest_space() -> SearchSpace:
     """Every value kind the config accepts, at its extremes and in between (``validate`` bounds)."""
-    from ..config import ACTIVATIONS, BLOCK_KINDS, DOWNSAMPLING, HEADS, OPTIMIZERS
+    from automodel.config import ACTIVATIONS, BLOCK_KINDS, DOWNSAMPLING, HEADS, OPTIMIZERS
     space = SearchSpace(conv_blocks=[1, 12], filters=[1, 2, 3, 4, 5, 8, 16, 33, 64, 128, 256, 512, 1024],
                         kernel_sizes=[1, 3, 5, 7, 9, 11], block_kinds=list(BLOCK_KINDS), activations=list(ACTIVATIONS),
                         downsampling=list(DOWNSAMPLING), batch_norm=[True, False], heads=list(HEADS),
@@ -231,8 +231,8 @@ def train_case(case: FuzzCase) -> None:
     import torch
     from torch import nn
 
-    from ..model import build_model
-    from ..trainer import augment_batch, make_optimizer
+    from automodel.training.model import build_model
+    from automodel.training.trainer import augment_batch, make_optimizer
 
     if case.probe == "crash":
         os.kill(os.getpid(), signal.SIGSEGV)

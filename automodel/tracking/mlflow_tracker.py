@@ -84,12 +84,12 @@ class MlflowTracker:
     """Logs one AutoModel run to an MLflow tracking store."""
 
     def __init__(self, uri: str, experiment: str, run_id: str):
-        from mlflow import MlflowClient   # imported here: MLflow is optional and slow to import
+        from mlflow import MlflowClient  # imported here: MLflow is optional and slow to import
 
         self.uri, self.experiment_name, self.run_id = uri, experiment, run_id
         self.client = MlflowClient(tracking_uri=uri)
-        self.parent: str | None = None
-        self.experiment_id: str | None = None
+        self.parent = ""          # the search's MLflow run, once started
+        self.experiment_id = ""
         self.children: dict[tuple[int, int], tuple[str, int, str]] = {}   # (gen, index) → (MLflow run, epochs, status)
         self.generations_logged: set[int] = set()
 
@@ -221,7 +221,7 @@ class MlflowTracker:
             self.client.log_batch(run_id, metrics=items[i:i + METRIC_BATCH])
 
     def _log_model(self, run: dict, run_dir: Path) -> None:
-        from ..export import export_onnx
+        from automodel.training.export import export_onnx
         checkpoint = Path(run.get("best_model_path") or run_dir / "best.pt")
         if not checkpoint.is_file():
             return

@@ -1,1 +1,3 @@
-"""Training one candidate: what a network starts from and how it learns."""
+"""Training one candidate: genome to network (``model``), the training loop (``trainer``), weight
+inheritance (``inheritance``), checkpoints and ONNX (``export``), test reports (``report``) and
+predictions (``predict``)."""

@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..genome import Genome
-from ..model import build_model
+from automodel.evolution.genome import Genome
+from automodel.training.model import build_model
 
 
 def parameter_shapes(genome: Genome, input_shape: Sequence[int], num_classes: int) -> dict[str, tuple[int, ...]]:

@@ -18,8 +18,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.images import DECODE_ERRORS, IMAGE_EXTENSIONS, read_image, to_channels
-from ..errors import ImageInputError
+from automodel.data.images import DECODE_ERRORS, IMAGE_EXTENSIONS, read_image, to_channels
+from automodel.errors import ImageInputError
+from automodel.training.model import CandidateNet
 
 BATCH = 64
 
@@ -41,7 +42,7 @@ class Prediction:
         return self.top[0][1] if self.top else None
 
 
-def predict(model: str | Path | torch.nn.Module, images: str | Path | Iterable[str | Path], *, top: int = 3,
+def predict(model: str | Path | CandidateNet, images: str | Path | Iterable[str | Path], *, top: int = 3,
             device: str | torch.device = "cpu", batch_size: int = BATCH) -> list[Prediction]:
     """Classify image files and folders of them with a checkpoint (a path, or a model from
     ``load_model``). Returns one :class:`Prediction` per image file, in the order given (a
@@ -49,7 +50,7 @@ def predict(model: str | Path | torch.nn.Module, images: str | Path | Iterable[s
     if top < 1:
         raise ImageInputError(f"top {top} is not accepted; give a whole number of classes from 1.")
     if isinstance(model, (str, Path)):
-        from ..export import load_model
+        from automodel.training.export import load_model
         model = load_model(model, map_location=device)
     model = model.to(device).eval()
     files = list(image_paths([images] if isinstance(images, (str, Path)) else images))
@@ -97,7 +98,7 @@ def _read(entry: tuple[Path, bool], channels: int, size: tuple[int, int]) -> np.
 
 
 @torch.inference_mode()
-def _classify(model: torch.nn.Module, arrays: Sequence[np.ndarray], top: int,
+def _classify(model: CandidateNet, arrays: Sequence[np.ndarray], top: int,
               device: str | torch.device) -> list[list[tuple[str, float]]]:
     x = torch.from_numpy(np.stack(arrays)).to(device).float().div_(255)
     probs = torch.softmax(model(x).float(), dim=1)

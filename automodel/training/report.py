@@ -17,8 +17,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .data.images import DECODE_ERRORS, read_image, to_channels
-from .errors import ImageInputError  # noqa: F401  (defined with the other errors, re-exported)
+from automodel.data.images import DECODE_ERRORS, read_image, to_channels
+from automodel.errors import ImageInputError  # noqa: F401  (defined with the other errors, re-exported)
+from automodel.training.model import CandidateNet
 
 GALLERY_SIZE = 24
 
@@ -90,7 +91,7 @@ def image_tensor(data: bytes, input_shape: Sequence[int], name: str = "the file"
 
 
 @torch.inference_mode()
-def top_predictions(model: torch.nn.Module, x: torch.Tensor, k: int = 3) -> list[tuple[str, float]]:
+def top_predictions(model: CandidateNet, x: torch.Tensor, k: int = 3) -> list[tuple[str, float]]:
     """The ``k`` most probable classes of one image, with their probabilities."""
     model.eval()
     probs = torch.softmax(model(x).float(), dim=1)[0]

@@ -15,9 +15,21 @@ import random
 from collections.abc import Callable, Sequence
 from itertools import accumulate
 
-from .config import SearchSpace
-from .genome import (SCALAR_GENES, ConvBlock, DenseLayer, Genome, from_slots, gene_slots, perturb_learning_rate,
-                     sample_conv_block, sample_dense_layer, sample_scalar, scalar_value, with_scalars)
+from automodel.config import SearchSpace
+from automodel.evolution.genome import (
+    SCALAR_GENES,
+    ConvBlock,
+    DenseLayer,
+    Genome,
+    from_slots,
+    gene_slots,
+    perturb_learning_rate,
+    sample_conv_block,
+    sample_dense_layer,
+    sample_scalar,
+    scalar_value,
+    with_scalars,
+)
 
 # ---------------------------------------------------------------------------------- selection
 
@@ -99,7 +111,7 @@ SELECTIONS: dict[str, Callable[..., list[int]]] = {
 def select_nsga2(ranks: Sequence[tuple[int, float]], k: int, rng: random.Random, tournament_size: int = 2) -> list[int]:
     """NSGA-II's crowded tournament selection (Deb et al. 2002): each pick is the best of
     ``tournament_size`` entrants by (front number, then larger crowding distance). ``ranks`` comes
-    from :func:`automodel.pareto.nsga2_ranks` (smaller is better)."""
+    from :func:`automodel.evolution.pareto.nsga2_ranks` (smaller is better)."""
     size = max(1, min(tournament_size, len(ranks)))
     return [min(rng.sample(range(len(ranks)), size), key=lambda i: (ranks[i], i)) for _ in range(k)]
 

@@ -1,7 +1,7 @@
 """Train a generation's candidates as Ray tasks, on one machine or on every GPU of a cluster.
 
 The only module of AutoModel that imports Ray (``pip install -r requirements-ray.txt``).
-:class:`RayEvaluator` implements the :class:`~automodel.evaluator.Evaluator` interface: the
+:class:`RayEvaluator` implements the :class:`~automodel.evaluators.base.Evaluator` interface: the
 search hands it a batch of tasks and gets each result back as it completes.
 
 How it is placed
@@ -14,7 +14,7 @@ How the data travels
     The driver (the search process) loads the dataset as usual and puts its uint8 tensors into
     Ray's object store once per run. Each node pulls that object once; each worker process
     reads it once, on its first candidate, into a module-level cache holding a
-    :class:`~automodel.trainer.DeviceData` (on the GPU when it has one), and keeps it for every
+    :class:`~automodel.training.trainer.DeviceData` (on the GPU when it has one), and keeps it for every
     later candidate: workers are kept alive between tasks (``max_calls=0``, GPU tasks too). So
     the dataset only needs to exist where the search runs; worker nodes need no copy of it.
     The object store holds datasets up to its size (by default 30% of a node's memory), which
@@ -47,7 +47,7 @@ Crashes and hangs
 
 The local Ray instance
     Without ``ray_address``, a private Ray instance is started for the run by a small helper
-    process in its own session (``python -m automodel.ray_head``), which the search then
+    process in its own session (``python -m automodel.evaluators.ray_head``), which the search then
     joins. Ray's own processes are therefore outside the search's process group: a stop sent to
     that group (as the page does, SIGTERM) reaches only the search, which stops the candidates
     and then closes the instance, instead of Ray's daemons dying under it. The helper shares
@@ -86,12 +86,12 @@ import ray
 import ray.exceptions
 import torch
 
-from .config import Config, ConfigError
-from .data import ImageData
-from . import ray_head
-from .evaluator import ProgressCallback, ResultCallback, Task, run_task
-from .throttle import Throttle
-from .trainer import ERROR, OOM, TIMEOUT, DeviceData, TrainResult, TrainSettings
+from automodel.config import Config, ConfigError
+from automodel.data import ImageData
+from automodel.evaluators import ray_head
+from automodel.evaluators.base import ProgressCallback, ResultCallback, Task, run_task
+from automodel.evolution.throttle import Throttle
+from automodel.training.trainer import ERROR, OOM, TIMEOUT, DeviceData, TrainResult, TrainSettings
 
 POLL_S = 0.25                 # longest wait between checks for progress and stop requests
 HEAD_START_TIMEOUT_S = 180.0  # a slow machine needs a while to start Ray's processes
@@ -102,7 +102,7 @@ SPLITS = ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y")
 
 
 def ray_evaluator_factory(config: Config, task_function: Callable | None = None,
-                          ) -> Callable[[ImageData, TrainSettings], "RayEvaluator"]:
+                          ) -> Callable[[ImageData, TrainSettings], RayEvaluator]:
     """What the search calls (in its main thread) to get its evaluator for ``config``."""
 
     def make(data: ImageData, settings: TrainSettings) -> RayEvaluator:
@@ -306,7 +306,7 @@ class RayEvaluator:
                 for ref, task in finished:
                     self._started.pop(task.worker_label, None)   # the next rung starts its own clock
                     on_result(task, self._collect(ref))
-                for ref, task in self._hung():
+                for _ref, task in self._hung():
                     limit = task.time_limit(self.settings)
                     on_result(task, TrainResult(TIMEOUT, 0.0, seconds=limit, reason=(
                         f"no result {self.watchdog_margin_s:g} s past its time limit of {limit:g} s (stuck inside "
@@ -439,8 +439,7 @@ def _use_local_token() -> None:
     if os.environ.get("RAY_AUTH_MODE") is not None:
         return   # the person chose a mode; the helper inherited the same
     try:
-        from ray._private.authentication.authentication_token_setup import (
-            maybe_enable_token_auth_if_token_available)
+        from ray._private.authentication.authentication_token_setup import maybe_enable_token_auth_if_token_available
     except ImportError:   # a Ray without token authentication
         return
     quiet = logging.getLogger("ray._private.authentication.authentication_token_setup")
@@ -486,7 +485,7 @@ class _LocalHead:
         root = str(Path(__file__).resolve().parent.parent)
         env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
         env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-        self.process = subprocess.Popen([sys.executable, "-m", "automodel.ray_head", str(os.getpid()),
+        self.process = subprocess.Popen([sys.executable, "-m", "automodel.evaluators.ray_head", str(os.getpid()),
                                          json.dumps(options)],
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
                                         start_new_session=True)

@@ -15,7 +15,7 @@ run keeps it:
   successive halving's rungs) is too short to search: candidates trained for one or three epochs
   are ranked little better than by drawing lots, and the short final training left after them
   loses to one plain CNN trained with all of the time (bench/RESULTS.md §11 and §12). Such a
-  budget trains that network, :func:`~automodel.genome.reference_genome` (a ``direct`` plan).
+  budget trains that network, :func:`~automodel.evolution.genome.reference_genome` (a ``direct`` plan).
 
 Settings a person gave (``Config.overrides``) are kept as given. While the run goes on the
 timing is replaced by what candidates really cost: a generation is not started when the
@@ -31,8 +31,8 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from .config import PLANNED  # noqa: F401  (the settings a plan sets)
-from .errors import ConfigError
+from automodel.config import PLANNED  # noqa: F401  (the settings a plan sets)
+from automodel.errors import ConfigError
 
 FINAL_SHARE = 0.3         # of the budget, kept for the final training
 MAX_FINAL_EPOCHS = 30
@@ -92,7 +92,7 @@ class Plan:
         return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in asdict(self).items()}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Plan":
+    def from_dict(cls, data: dict[str, Any]) -> Plan:
         return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
 
     def summary(self) -> str:

@@ -19,12 +19,12 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .config import Config, ConfigError
-from .data import ImageData
-from .genome import Genome
-from .model import build_model, count_parameters, estimate_parameters
-from .throttle import Throttle
-from .training.inheritance import inherit_weights
+from automodel.config import Config, ConfigError
+from automodel.data import ImageData
+from automodel.evolution.genome import Genome
+from automodel.evolution.throttle import Throttle
+from automodel.training.inheritance import inherit_weights
+from automodel.training.model import build_model, count_parameters, estimate_parameters
 
 OK, OOM, NAN, TIMEOUT, TOO_LARGE, TOO_SLOW, ERROR, STOPPED, PRUNED, STALLED, PROBED = (
     "ok", "oom", "nan", "timeout", "too_large", "too_slow", "error", "stopped", "pruned", "stalled", "probed")
@@ -262,7 +262,7 @@ def train_candidate(genome: Genome, data: DeviceData, settings: TrainSettings, s
         torch.manual_seed(seed)
         generator = torch.Generator(device=data.device).manual_seed(seed)
         model = build_model(genome, data.input_shape, data.classes, data.mean, data.std)
-        model = model.to(data.device, memory_format=torch.channels_last)
+        model = model.to(data.device, memory_format=torch.channels_last)  # type: ignore[call-overload]
         inherited = inherit_weights(model, inherit) if inherit is not None and resume is None else None
         optimizer = make_optimizer(genome, model, settings.batch_size)
         latency = None
@@ -279,9 +279,8 @@ def train_candidate(genome: Genome, data: DeviceData, settings: TrainSettings, s
             optimizer.load_state_dict(resume.optimizer)
             generator.set_state(resume.generator)
             _set_torch_rng(resume.torch_rng, data.device)
-        if settings.compile:
-            model = _Compiled(model)
-        run = _Run(model, optimizer, genome, data, settings, generator, started, final, keep_weights, prune_below,
+        trained: nn.Module = _Compiled(model) if settings.compile else model
+        run = _Run(trained, optimizer, genome, data, settings, generator, started, final, keep_weights, prune_below,
                    pause_after, resume, on_progress, should_stop, probe_steps)
         result = run.fit()
         result.latency_ms = latency
@@ -417,10 +416,12 @@ class _Run:
             if not self.final and steps >= s.stall_after_steps > epoch * batches and epoch + 1 < s.epochs:
                 recent = losses[-max(1, batches // 4):].mean().item()
                 if recent >= 0.99 * chance:
+                    assert val is not None   # a candidate (not the final) is scored every epoch
                     return self.result(STALLED, val, f"not learning: training loss {recent:.3f} after {steps} "
                                                      f"steps is not below the {chance:.3f} of guessing by class "
                                                      f"frequency")
             if epoch == 0 and self.prune_below is not None and s.epochs > 1:
+                assert val is not None   # only candidates are pruned, and they are scored every epoch
                 first_epoch_fitness = val
                 if val < self.prune_below:
                     return self.result(PRUNED, val, f"first-epoch accuracy {val:.3f} below {self.prune_below:.3f}",
@@ -429,6 +430,7 @@ class _Run:
             step_times.append(time.perf_counter())
             return self._probed(step_times)
         fitness = self.history[-1]["val_accuracy"] if not self.final else val
+        assert fitness is not None   # the last epoch is always scored
         paused = self.stop_epoch < s.epochs
         checkpoint = self._checkpoint() if paused else None
         state = None

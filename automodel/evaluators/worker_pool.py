@@ -1,6 +1,6 @@
 """Train several candidates at once on one machine, in worker processes (no Ray needed).
 
-:class:`WorkerPoolEvaluator` implements the :class:`~automodel.evaluator.Evaluator` interface
+:class:`WorkerPoolEvaluator` implements the :class:`~automodel.evaluators.base.Evaluator` interface
 with a :class:`concurrent.futures.ProcessPoolExecutor` (spawned processes, as CUDA requires).
 
 The data
@@ -43,9 +43,9 @@ from dataclasses import replace
 
 import torch
 
-from .evaluator import ProgressCallback, ResultCallback, Task, run_task
-from .model import count_macs
-from .trainer import ERROR, STOPPED, TIMEOUT, DeviceData, TrainResult, TrainSettings
+from automodel.evaluators.base import ProgressCallback, ResultCallback, Task, run_task
+from automodel.training.model import count_macs
+from automodel.training.trainer import ERROR, STOPPED, TIMEOUT, DeviceData, TrainResult, TrainSettings
 
 POLL_S = 0.2            # longest wait between looks at progress and stop requests
 PROGRESS_EVERY_S = 0.5  # per candidate, what workers send (the page reads about once a second)

@@ -20,26 +20,27 @@ that is over a MACs or parameter budget, deterministically, or says it cannot.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
 
-from .genome import ConvBlock, Genome
+from automodel.evolution.genome import ConvBlock, Genome
 
 MAX_FEATURE_SIDE = 4
 
 
 def activation_layer(name: str) -> nn.Module:
-    return {
+    layers: dict[str, Callable[[], nn.Module]] = {
         "relu": nn.ReLU,
         "leaky_relu": lambda: nn.LeakyReLU(0.1),
         "elu": nn.ELU,
         "gelu": nn.GELU,
         "silu": nn.SiLU,
         "tanh": nn.Tanh,
-    }[name]()
+    }
+    return layers[name]()
 
 
 @dataclass(frozen=True)
@@ -139,7 +140,7 @@ class ResidualBlock(nn.Module):
         self.conv2 = _conv(plan.out_channels, plan.out_channels, plan.kernel, bias=bias)
         self.norm2 = _norm(plan.out_channels, block.batch_norm)
         if plan.in_channels != plan.out_channels or plan.stride != (1, 1):
-            self.skip = nn.Sequential(_conv(plan.in_channels, plan.out_channels, 1, plan.stride, bias=bias),
+            self.skip: nn.Module = nn.Sequential(_conv(plan.in_channels, plan.out_channels, 1, plan.stride, bias=bias),
                                       _norm(plan.out_channels, block.batch_norm))
         else:
             self.skip = nn.Identity()
@@ -186,6 +187,9 @@ class GlobalAvgMaxPool(nn.Module):
 
 class CandidateNet(nn.Module):
     """A CNN built from a genome; normalisation is part of the model."""
+
+    mean: torch.Tensor   # buffers, registered in __init__
+    std: torch.Tensor
 
     def __init__(self, genome: Genome, input_shape: Sequence[int], classes: Sequence[str],
                  mean: Sequence[float], std: Sequence[float]):
@@ -391,7 +395,7 @@ def layer_table(genome: Genome, input_shape: Sequence[int], num_classes: int) ->
     for module in model.classifier:
         if isinstance(module, nn.AdaptiveAvgPool2d):
             size = module.output_size if isinstance(module.output_size, tuple) else (module.output_size,) * 2
-            shape = (shape[0], *size)
+            shape = (shape[0], *(int(s or 1) for s in size))
             name = "Global average pool" if size == (1, 1) else f"Adaptive average pool to {size[0]}×{size[1]}"
         elif isinstance(module, nn.Flatten):
             shape = (math.prod(shape),)

@@ -1,6 +1,6 @@
 """One architecture as plain data: sampling, canonical hashing, summaries.
 
-A :class:`Genome` is immutable and JSON-able. It says *what* to build; :mod:`automodel.model`
+A :class:`Genome` is immutable and JSON-able. It says *what* to build; :mod:`automodel.training.model`
 decides *how* it fits a given image size (downsampling that would go below 1×1 is skipped,
 kernels are clipped to the feature map), so every genome builds on every dataset.
 """
@@ -14,7 +14,7 @@ import random
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from .config import SearchSpace
+from automodel.config import SearchSpace
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,7 @@ class Genome:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Genome":
+    def from_dict(cls, data: dict[str, Any]) -> Genome:
         """Also reads genomes recorded by earlier versions (a block's ``pooling``, no ``kind`` or
         ``head``): they mean the same network as before."""
         return cls(
@@ -172,7 +172,8 @@ def sample_scalar(name: str, space: SearchSpace, rng: random.Random) -> Any:
     if name == "training":
         optimizer = rng.choice(space.optimizers)
         return optimizer, sample_learning_rate(optimizer, space, rng)
-    choices = {"head": space.heads, "dropout": space.dropout, "weight_decay": space.weight_decays}[name]
+    options: dict[str, list[Any]] = {"head": space.heads, "dropout": space.dropout, "weight_decay": space.weight_decays}
+    choices = options[name]
     return rng.choice(choices)
 
 

@@ -17,18 +17,18 @@ import threading
 import time
 from pathlib import Path
 
-from .config import Config
-from .data import load_dataset
-from .data.folders import AUTO_MAX_SIDE
-from .errors import FinalizeError  # noqa: F401  (defined with the other errors, re-exported)
-from .evaluator import Task
-from .export import save_checkpoint
-from .genome import Genome
-from .jobs import pid_is_search, run_dir_for
-from .evolution.loop import FINAL_GENERATION, Search, derive_seed
-from .store import Store
-from .trainer import DeviceData, TrainResult, resolve_device
-from .worker_pool import WorkerPoolEvaluator
+from automodel.config import Config
+from automodel.data import load_dataset
+from automodel.data.folders import AUTO_MAX_SIDE
+from automodel.errors import FinalizeError  # noqa: F401  (defined with the other errors, re-exported)
+from automodel.evaluators.base import Task
+from automodel.evaluators.worker_pool import WorkerPoolEvaluator
+from automodel.evolution.genome import Genome
+from automodel.evolution.loop import FINAL_GENERATION, Search, derive_seed
+from automodel.process.jobs import pid_is_search, run_dir_for
+from automodel.store import Store
+from automodel.training.export import save_checkpoint
+from automodel.training.trainer import DeviceData, TrainResult, resolve_device
 
 WAIT_POLL_S = 0.5
 

@@ -21,8 +21,8 @@ from typing import Any
 import altair as alt
 import pandas as pd
 
-from .config import Config, SearchSpace
-from .store import ACTIVE_STATUSES
+from automodel.config import Config, SearchSpace
+from automodel.store import ACTIVE_STATUSES
 
 # ----------------------------------------------------------------------------- colours, labels
 
@@ -429,7 +429,7 @@ def chart_caption(frame: pd.DataFrame) -> str:
 
 
 def layer_frame(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
-    """``automodel.model.layer_table`` rows → a table with a total row at the end."""
+    """``automodel.training.model.layer_table`` rows → a table with a total row at the end."""
     frame = pd.DataFrame.from_records(
         [{"Layer": r["layer"], "Output shape": r["output_shape"], "Parameters": int(r["parameters"])} for r in rows],
         columns=["Layer", "Output shape", "Parameters"])
@@ -616,7 +616,7 @@ COST_LABELS = {"params": ("params", "Parameters"), "macs": ("macs", "Multiply-ac
 def pareto_frame(records: Iterable[Mapping[str, Any]], objectives: Sequence[str]) -> pd.DataFrame:
     """The fully trained candidates (one per genome) with their costs and whether they are on the
     run's Pareto front."""
-    from .pareto import pareto_front
+    from automodel.evolution.pareto import pareto_front
     records = list(records)
     front = {r["key"] for r in pareto_front(records, objectives)}
     seen, rows = set(), []
@@ -746,7 +746,7 @@ def plan_caption(run: Mapping[str, Any]) -> str | None:
     plan = run.get("plan")
     if not plan:
         return None
-    from .budget import Plan, describe_duration
+    from automodel.evolution.budget import Plan, describe_duration
     text = f"Budget {Plan.from_dict(plan).summary()}"
     if run.get("elapsed_s") is not None and run.get("status") not in ACTIVE_STATUSES:
         text += f"; took {describe_duration(float(run['elapsed_s']))}"
@@ -815,7 +815,7 @@ def form_config(values: Mapping[str, Any], dataset: str) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- insight
 
 def architecture_dot(rows: Sequence[Mapping[str, Any]], title: str = "") -> str:
-    """``automodel.model.layer_table`` rows → a Graphviz DOT diagram: layers top to bottom with
+    """``automodel.training.model.layer_table`` rows → a Graphviz DOT diagram: layers top to bottom with
     their output shapes and parameters; a residual block's skip is drawn as its own edge around it."""
     def esc(text: str) -> str:
         return str(text).replace("\\", "\\\\").replace('"', '\\"')

@@ -6,8 +6,8 @@ import sys
 
 from tqdm import tqdm
 
-from .evaluator import Task
-from .evolution.loop import Reporter
+from automodel.evaluators.base import Task
+from automodel.evolution.loop import Reporter
 
 
 class BarReporter(Reporter):

@@ -101,7 +101,7 @@ def objective_point(record: Mapping[str, Any], objectives: Sequence[str], accura
     return tuple(values)
 
 
-def pareto_front(records: Sequence[Mapping[str, Any]], objectives: Sequence[str]) -> list[dict]:
+def pareto_front(records: Sequence[Mapping[str, Any]], objectives: Sequence[str]) -> list[Mapping[str, Any]]:
     """The non-dominated records among the fully trained ones (status ok), one per genome, best
     accuracy first. Copies of a genome (elites, repeats) appear once."""
     unique: dict[str, Mapping[str, Any]] = {}

@@ -35,6 +35,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -43,8 +44,8 @@ from tinydb.queries import QueryLike
 from tinydb.storages import Storage
 from tinydb.table import Table
 
-from .errors import RunActiveError, StoreError  # noqa: F401  (defined with the other errors, re-exported)
-from .files import process_lock, write_atomically
+from automodel.errors import RunActiveError, StoreError  # noqa: F401  (defined with the other errors, re-exported)
+from automodel.store.files import process_lock, write_atomically
 
 __all__ = [
     "RUN_STATUSES",
@@ -326,6 +327,10 @@ def _remove_where(table: dict[str, dict[str, Any]], cond: QueryLike) -> None:
         del table[doc_id]
 
 
+def _put_individuals(group: list[dict[str, Any]], tables: RawTables) -> None:
+    _put_all(tables.setdefault("individuals", {}), group, _individual_key)
+
+
 def _individual_key(record: Mapping[str, Any]) -> tuple[Any, Any, Any]:
     return (record["run_id"], record["generation"], record["index"])
 
@@ -362,8 +367,8 @@ class Store:
     genome) may be shared with this instance's parse cache: copy before changing them in place.
     """
 
-    def __init__(self, path: str | Path = default_db_path()):
-        self.path = Path(path)
+    def __init__(self, path: str | Path | None = None):
+        self.path = Path(path) if path is not None else default_db_path()
         # Candidates live in one small file per run and generation, so that recording one costs the
         # same at the 100th candidate as at the 100,000th; earlier versions kept them all in
         # ``individuals_path``, which is moved into these files the first time it is seen.
@@ -507,8 +512,7 @@ class Store:
         for (run_id, generation), group in groups.items():
             database = self._generation_file(run_id, generation)
             _make_folder(database.path.parent)
-            database.mutate(lambda tables, group=group: _put_all(tables.setdefault("individuals", {}), group,
-                                                                 _individual_key))
+            database.mutate(partial(_put_individuals, group))
 
     def individuals(self, run_id: str, generation: int | None = None) -> list[dict]:
         """The run's individuals (optionally one generation's), sorted by (generation, index)."""

@@ -1,6 +1,6 @@
 """The sections of a run's panel below the fitness chart, one tab each: population (with failures),
 best model (with downloads), architecture, genes, Pareto front, test results and try the model.
-Each is one function that lays out what ``automodel.views`` shapes."""
+Each is one function that lays out what ``automodel.page.views`` shapes."""
 
 from __future__ import annotations
 
@@ -13,9 +13,10 @@ from pathlib import Path
 
 import streamlit as st
 
-from . import jobs, views
-from .errors import ImageInputError
-from .store import ACTIVE_STATUSES, Store
+from automodel.errors import ImageInputError
+from automodel.page import views
+from automodel.process import jobs
+from automodel.store import ACTIVE_STATUSES, Store
 
 TABLE_PAGE_ROWS = 200             # rows of the population table sent to the browser at once
 USAGE_SNIPPET = 'from automodel import load_model\nmodel = load_model("{name}")'
@@ -23,8 +24,8 @@ USAGE_SNIPPET = 'from automodel import load_model\nmodel = load_model("{name}")'
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def _layer_rows(genome_json: str, input_shape: tuple[int, ...], num_classes: int) -> list[dict]:
-    from .genome import Genome
-    from .model import layer_table
+    from automodel.evolution.genome import Genome
+    from automodel.training.model import layer_table
     return layer_table(Genome.from_dict(json.loads(genome_json)), list(input_shape), max(num_classes, 2))
 
 
@@ -277,7 +278,7 @@ def test_results_block(run: dict) -> None:
 
 @st.cache_resource(show_spinner=False, max_entries=4)
 def _model_for(path: str, mtime: float):
-    from . import load_model
+    from automodel import load_model
     return load_model(path)
 
 
@@ -293,7 +294,7 @@ def try_block(run: dict) -> None:
                              "training images were.")
     if not files:
         return
-    from .report import image_tensor, top_predictions
+    from automodel.training.report import image_tensor, top_predictions
     model = _model_for(path, Path(path).stat().st_mtime)
     for upload in files:
         try:
@@ -381,7 +382,7 @@ def _read_bytes(path: str):
 
 def _onnx_bytes(model_path: str):
     def export() -> bytes:
-        from .export import export_onnx
+        from automodel.training.export import export_onnx
         out = Path(model_path).with_suffix(".onnx")  # beside the checkpoint, in the run's folder
         if not out.is_file() or out.stat().st_mtime < Path(model_path).stat().st_mtime:
             export_onnx(model_path, out)

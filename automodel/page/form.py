@@ -10,12 +10,30 @@ from typing import Any
 
 import streamlit as st
 
-from . import jobs, page_access, page_sections, views
-from .config import (ACTIVATIONS, AUGMENTATIONS, BACKENDS, BLOCK_KINDS, CROSSOVER_METHODS, DEVICES, DOWNSAMPLING,
-                     FINAL_STARTS, HEADS, OPTIMIZERS, PLANNED, SELECTION_METHODS, Config, ConfigError,
-                     resolve_image_size, setting_help)
-from .errors import DatasetError
-from .store import Store, StoreError, default_db_path
+from automodel.config import (
+    ACTIVATIONS,
+    AUGMENTATIONS,
+    BACKENDS,
+    BLOCK_KINDS,
+    CROSSOVER_METHODS,
+    DEVICES,
+    DOWNSAMPLING,
+    FINAL_STARTS,
+    HEADS,
+    OPTIMIZERS,
+    PLANNED,
+    SELECTION_METHODS,
+    Config,
+    ConfigError,
+    resolve_image_size,
+    setting_help,
+)
+from automodel.errors import DatasetError
+from automodel.page import access as page_access
+from automodel.page import sections as page_sections
+from automodel.page import views
+from automodel.process import jobs
+from automodel.store import Store, StoreError, default_db_path
 
 # Choices offered for the search space (the defaults are a subset of each).
 SPACE_OPTIONS: dict[str, list[Any]] = {

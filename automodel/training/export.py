@@ -12,10 +12,10 @@ from typing import Any
 
 import torch
 
-from .errors import CheckpointError  # noqa: F401  (defined with the other errors, re-exported)
-from .files import replacing
-from .genome import Genome
-from .model import CandidateNet, build_model, plan_conv_blocks
+from automodel.errors import CheckpointError  # noqa: F401  (defined with the other errors, re-exported)
+from automodel.evolution.genome import Genome
+from automodel.store.files import replacing
+from automodel.training.model import CandidateNet, build_model, plan_conv_blocks
 
 FORMAT = "automodel-checkpoint-v2"
 FORMAT_V1 = "automodel-checkpoint-v1"   # written by earlier versions; read and upgraded on load

@@ -1,7 +1,7 @@
 """The helper process that runs a private Ray instance for one search (``--backend ray`` without
-``--ray-address``); see ``automodel.ray_evaluator``'s notes on the local instance.
+``--ray-address``); see ``automodel.evaluators.ray_cluster``'s notes on the local instance.
 
-    python -m automodel.ray_head PARENT_PID OPTIONS_JSON
+    python -m automodel.evaluators.ray_head PARENT_PID OPTIONS_JSON
 
 It starts Ray with the options, prints ``AUTOMODEL-RAY-HEAD {"address": …}`` on one line, and shuts
 Ray down when its standard input closes, when it gets SIGTERM, SIGINT or SIGHUP, or when its parent

@@ -6,18 +6,19 @@ Exit codes: 0 success, 1 a run that failed, 2 bad input (one sentence on stderr)
 from __future__ import annotations
 
 import argparse
-from dataclasses import fields
 import json
 import sys
 import time
+from dataclasses import fields
 from pathlib import Path
 
-from . import api, jobs
-from .config import GROUPS, Config, read_settings_file, setting_help
-from .errors import ConfigError, UserFacingError
-from .genome import Genome
-from .jobs import new_run_id
-from .store import ACTIVE_STATUSES, Store, StoreError, default_db_path
+from automodel import api
+from automodel.config import GROUPS, Config, read_settings_file, setting_help
+from automodel.errors import ConfigError, UserFacingError
+from automodel.evolution.genome import Genome
+from automodel.process import jobs
+from automodel.process.jobs import new_run_id
+from automodel.store import ACTIVE_STATUSES, Store, StoreError, default_db_path
 
 # The modules that need torch are imported where they are used, so that `stop`, `list` and
 # `show` answer at once instead of paying seconds for importing torch.
@@ -42,7 +43,7 @@ def _comma_list(text: str) -> list[str]:
 
 
 def _duration(text: str) -> float:
-    from .budget import parse_duration
+    from automodel.evolution.budget import parse_duration
     try:
         return parse_duration(text)
     except ConfigError as exc:
@@ -155,7 +156,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     store = Store(args.db)
     run_id = args.run_id or new_run_id()
     api.check_run_id(run_id)
-    from .data import is_builtin_dataset
+    from automodel.data import is_builtin_dataset
     if not is_builtin_dataset(config.dataset) and Path(config.dataset).expanduser().exists():
         config.dataset = str(Path(config.dataset).expanduser().resolve())  # resume finds it from any folder
     if not api.claim(store, run_id, config):   # Stop was pressed between the page's claim and this process
@@ -182,7 +183,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
 def _execute(store: Store, run_id: str, config: Config, args: argparse.Namespace) -> int:
     reporter = None
     if not args.quiet:
-        from .progress import BarReporter
+        from automodel.cli.progress import BarReporter
         reporter = BarReporter()
     try:
         status = api.execute(store, run_id, config, data_dir=args.data_dir, reporter=reporter)
@@ -246,10 +247,10 @@ def cmd_show(args: argparse.Namespace) -> int:
         return EXIT_OK
     print(f"run {summary['run_id']} — {summary['status']} on {summary['dataset']}")
     if run.get("plan"):
-        from .budget import Plan
+        from automodel.evolution.budget import Plan
         print(f"budget {Plan.from_dict(run['plan']).summary()}")
     if run.get("input_shape"):
-        from .views import dataset_caption
+        from automodel.page.views import dataset_caption
         print(f"data: {dataset_caption(run)}")
     print(f"generations {summary['generations_done']}/{summary['generations']}, {summary['evaluated']} candidates")
     for g in summary["generation_records"]:
@@ -284,7 +285,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def _export_csv(store: Store, args: argparse.Namespace) -> int:
     """The run's candidate records: the same CSV as the page's download; to stdout without --out."""
-    from .views import records_csv
+    from automodel.page.views import records_csv
     data = records_csv(store.individuals(args.run_id))
     if args.out is None:
         sys.stdout.write(data.decode("utf-8"))
@@ -308,7 +309,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         if not run.get("best_model_path") or not Path(run["best_model_path"]).is_file():
             raise UserError(f"run {args.model} has no saved best model yet; wait for its first candidate to finish.")
         model = Path(run["best_model_path"])
-    from .training.predict import predict
+    from automodel.training.predict import predict
     predictions = predict(model, args.images, top=args.top)
     if args.csv is not None:
         try:
@@ -336,7 +337,7 @@ def _prediction_rows(out, predictions, top: int) -> None:
 
 
 def cmd_finalize(args: argparse.Namespace) -> int:
-    from .finalize import finalize_candidate
+    from automodel.process.finalize import finalize_candidate
     store = Store(args.db)
     _get_run(store, args.run_id)
     outcome = finalize_candidate(store, args.run_id, args.candidate, data_dir=args.data_dir)
@@ -404,7 +405,7 @@ def _print_outcome(run: dict, store: Store) -> None:
 
 
 def _print_layers(genome: Genome, input_shape: list[int], num_classes: int) -> None:
-    from .model import layer_table
+    from automodel.training.model import layer_table
     for row in layer_table(genome, input_shape, max(num_classes, 2)):
         print(f"    {row['layer']:32} {row['output_shape']:>14} {row['parameters']:>10,}")
 

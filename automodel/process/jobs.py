@@ -18,8 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .store import ACTIVE_STATUSES, RunActiveError, Store, StoreError
-
+from automodel.store import ACTIVE_STATUSES, RunActiveError, Store, StoreError
 
 
 def new_run_id() -> str:
@@ -270,7 +269,7 @@ def start_search(store: Store, run_id: str, config: dict, *, data_dir: Path, cwd
     into the run's folder, let ``prepare(run_dir)`` put files there (an upload), and launch the
     search process. A failure after the claim marks the run failed (its one-sentence reason kept)
     and is raised again; a refused claim raises RunActiveError before anything is written."""
-    from .config import Config
+    from automodel.config import Config
     parsed = Config.from_dict(config)
     store.claim_run_slot(run_id, parsed.to_dict(), is_alive, total_generations=parsed.generations)
     run_dir = run_dir_for(store, run_id)
@@ -284,7 +283,7 @@ def start_search(store: Store, run_id: str, config: dict, *, data_dir: Path, cwd
         proc = launch(search_command(store.path, run_id, resume=False, config_path=config_path, data_dir=data_dir),
                       log_path=run_dir / "search.log", cwd=cwd)
     except Exception as exc:
-        from .errors import UserFacingError
+        from automodel.errors import UserFacingError
         reason = str(exc) if isinstance(exc, UserFacingError) else f"could not start the search ({exc})"
         store.update_run(run_id, status="failed", reason=reason, ended_at=time.time())
         raise

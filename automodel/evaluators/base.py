@@ -2,7 +2,7 @@
 
 Back ends share one interface, :class:`Evaluator`; the search never knows which one it has.
 :class:`LocalEvaluator` trains in this process, one candidate after another (tests, benchmarks);
-searches use :class:`~automodel.worker_pool.WorkerPoolEvaluator`, which trains in worker processes.
+searches use :class:`~automodel.evaluators.worker_pool.WorkerPoolEvaluator`, which trains in worker processes.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
-from .genome import Genome
-from .trainer import Checkpoint, DeviceData, TrainResult, TrainSettings, train_candidate
+from automodel.evolution.genome import Genome
+from automodel.training.trainer import Checkpoint, DeviceData, TrainResult, TrainSettings, train_candidate
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,7 @@ class Evaluator(Protocol):
 class LocalEvaluator:
     """Trains in this process, in task order. Nothing guards this process from a candidate that
     crashes or hangs in native code, so searches train in worker processes
-    (:class:`~automodel.worker_pool.WorkerPoolEvaluator`, one worker or more); this one is for
+    (:class:`~automodel.evaluators.worker_pool.WorkerPoolEvaluator`, one worker or more); this one is for
     tests and benchmarks that compare trainings in one process."""
 
     def __init__(self, data: DeviceData, settings: TrainSettings):
