@@ -26,7 +26,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from automodel.config import PLANNED, Config
-from automodel.errors import CheckpointError, ConfigError, DatasetError, StoreError, UserFacingError
+from automodel.errors import (
+    CheckpointError,
+    ConfigError,
+    DatasetError,
+    StoreError,
+    UserFacingError,
+    first_line,
+    no_run_message,
+)
 from automodel.process import jobs
 from automodel.store import ACTIVE_STATUSES, Store, default_db_path
 
@@ -101,7 +109,7 @@ def execute(store: Store, run_id: str, config: Config, *, data_dir: str | Path =
         raise
     except (StoreError, CheckpointError, OSError) as exc:
         # e.g. a full disk: what was recorded stays as it was; the run is marked failed if it can be
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        reason = first_line(exc, limit=10_000)
         mark_failed(store, run_id, reason)
         raise StoreError(f"run {run_id} failed: {reason}") from exc
     except BaseException as exc:
@@ -148,7 +156,7 @@ def check_run_id(run_id: str) -> None:
 
 
 def no_run(run_id: str, store: Store) -> RunError:
-    return RunError(f"no run {run_id!r} in {store.path}; `automodel list` shows the runs there.")
+    return RunError(no_run_message(run_id, store.path))
 
 
 # ------------------------------------------------------------------------------ the surface

@@ -8,6 +8,17 @@ catches all of them.
 from __future__ import annotations
 
 
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """An exception's first line of text, at most ``limit`` characters; its type's name when it has none."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:limit] if text else type(exc).__name__
+
+
+def no_run_message(run_id: str, db: object) -> str:
+    """The sentence for a run ID that is not in the store ``db``."""
+    return f"no run {run_id!r} in {db}; `automodel list` shows the runs there."
+
+
 class UserFacingError(Exception):
     """Base of the errors whose message is one sentence for a person."""
 

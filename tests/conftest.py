@@ -3,14 +3,13 @@
 - ``db``: a fresh database path, also handed to the page through ``AUTOMODEL_DB``;
 - ``launched``: the page's search launches recorded instead of started;
 - ``new_page``: a factory of Streamlit AppTest page sessions, already run once;
-- ``wait_for``: bounded polling, ``wait_for(condition, timeout_s, what)`` returns the first truthy value;
-- ``cli_env``: the environment for ``python -m automodel`` subprocesses (one torch thread each, so
-  that processes running side by side on a small machine do not fight over cores).
+- ``wait_for``: bounded polling, ``wait_for(condition, timeout_s, what)`` returns the first truthy value.
+
+``processes.py`` runs ``python -m automodel`` as a real process (``run_cli``, ``spawn_cli``).
 """
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -71,8 +70,3 @@ def _wait_for(condition: Callable, timeout: float, what: str, interval: float = 
 @pytest.fixture
 def wait_for() -> Callable:
     return _wait_for
-
-
-@pytest.fixture
-def cli_env() -> dict[str, str]:
-    return {**os.environ, "OMP_NUM_THREADS": "1"}

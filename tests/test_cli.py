@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from processes import one_thread_env, run_cli, spawn_cli
 
 from automodel import load_model
 from automodel.data import load_dataset
@@ -50,23 +51,7 @@ print(json.dumps({"errors": errors, "reads": reads, "seen": sorted(seen)}))
 """
 
 
-def automodel(*args: str, timeout: float = 300, check: bool = False) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "automodel", *args], cwd=ROOT, capture_output=True, text=True,
-                            timeout=timeout, env=_env())
-    if check and result.returncode != 0:
-        raise AssertionError(f"automodel {' '.join(args)} exited {result.returncode}: {result.stderr[-2000:]}")
-    return result
-
-
-def spawn(*args: str, **kw) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "automodel", *args], cwd=ROOT, env=_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
-
-
-def _env() -> dict:
-    # One thread per search process: two processes spinning OpenMP threads on a 2-core machine
-    # slow each other down many times over.
-    return {**os.environ, "OMP_NUM_THREADS": "1"}
+automodel, spawn, _env = run_cli, spawn_cli, one_thread_env
 
 
 def show(db: Path, run_id: str) -> dict:
@@ -121,7 +106,7 @@ def test_saved_model_reproduces_the_recorded_test_accuracy(demo):
 
 
 def test_onnx_export_gives_the_same_predictions(demo, tmp_path):
-    ort = pytest.importorskip("onnxruntime")
+    import onnxruntime as ort
     out = tmp_path / "best.onnx"
     result = automodel("export", "demo", "--format", "onnx", "--out", str(out), "--db", str(demo["db"]))
     assert result.returncode == 0, result.stderr[-2000:]
@@ -257,7 +242,7 @@ def test_unknown_run_and_config_file_errors(tmp_path):
 
 
 def test_onnx_file_is_self_contained(demo, tmp_path):
-    ort = pytest.importorskip("onnxruntime")
+    import onnxruntime as ort
     out = tmp_path / "a" / "model.onnx"
     automodel("export", "demo", "--format", "onnx", "--out", str(out), "--db", str(demo["db"]), check=True)
     moved = tmp_path / "elsewhere.onnx"

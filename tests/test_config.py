@@ -107,8 +107,7 @@ def test_bad_setting_names_itself_and_what_is_accepted(overrides, name, accepted
 
 
 def test_tournament_size_above_population_is_accepted_and_left_to_selection_to_clip():
-    # The issue asked for a ConfigError here; config.py now documents "clipped to the population size"
-    # (select_tournament clips it: see test_operators). If the check comes back, make this a BAD_SETTINGS row.
+    # A tournament larger than the population is clipped to it (select_tournament; see test_operators).
     for selection in ("tournament", "rank"):
         config = Config.from_dict({"population": 4, "tournament_size": 5, "selection": selection})
         assert config.tournament_size == 5

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from processes import run_cli
 
 from automodel import load_model
 from automodel.config import Config, ConfigError
@@ -102,9 +103,7 @@ def test_bad_objectives_are_one_sentence(objectives, fragment):
 
 # ------------------------------------------------------------------------------ end to end
 
-def automodel(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "automodel", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout)
+automodel = run_cli
 
 
 @pytest.fixture(scope="module")

@@ -28,6 +28,7 @@ if importlib.util.find_spec("ray") is None:
                 "set AUTOMODEL_REQUIRE_RAY=1 to make this a failure", allow_module_level=True)
 
 import torch  # noqa: E402
+from processes import run_cli, spawn_cli
 
 from automodel import load_model  # noqa: E402
 from automodel.config import SearchSpace  # noqa: E402
@@ -53,13 +54,11 @@ def _env(**extra: str) -> dict:
 
 
 def automodel(*args: str, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "automodel", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout, env=env or _env())
+    return run_cli(*args, timeout=timeout, env=env or _env())
 
 
 def spawn(*args: str, **kw) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "automodel", *args], cwd=ROOT, env=_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+    return spawn_cli(*args, env=_env(), **kw)
 
 
 def ray_processes() -> set[int]:

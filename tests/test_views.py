@@ -510,3 +510,12 @@ def test_gene_and_pareto_charts_of_a_large_run_are_thinned_but_keep_medians_and_
     drawn = spec["datasets"][spec["layer"][1]["data"]["name"]]
     assert len(drawn) <= views.MAX_CHART_POINTS + 2 * 100 + int(pareto["On the front"].sum())
     assert set(pareto[pareto["On the front"]]["key"]) <= {d["key"] for d in drawn}
+
+
+def test_every_status_has_a_label_and_a_colour():
+    from automodel.store.records import CandidateStatus, RunStatus
+    for status in CandidateStatus:
+        assert status in views.STATUS_TEXT and status in views.STATUS_COLORS, status
+    assert set(views.CANDIDATE_STATUSES) == set(CandidateStatus)
+    for status in RunStatus:
+        assert status in views.RUN_BADGES, status

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from processes import spawn_cli
 
 from automodel.config import Config, resolve_workers
 from automodel.evaluators.worker_pool import WorkerPoolEvaluator, train_in_worker
@@ -158,9 +159,7 @@ def test_one_worker_trains_in_a_process_of_its_own_so_a_crash_fails_only_the_can
 # ------------------------------------------------------------------------ real processes
 
 def cli(*args: str, **kw) -> subprocess.Popen:
-    env = dict(os.environ)
-    return subprocess.Popen([sys.executable, "-m", "automodel", *args], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, **kw)
+    return spawn_cli(*args, env=dict(os.environ), **kw)   # every thread: the workers divide them
 
 
 def children_of(pid: int) -> set[int]:

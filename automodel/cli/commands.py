@@ -373,7 +373,7 @@ def load_config(args: argparse.Namespace) -> Config:
 
 
 def run_summary(run: dict) -> dict:
-    """The keys DESIGN.md promises for `show --json`, plus a few for `list`."""
+    """The keys `show --json` always has (README's *Records*), plus a few for `list`."""
     config = run.get("config") or {}
     return {
         "run_id": run["run_id"], "status": run.get("status"), "dataset": config.get("dataset"),

@@ -61,8 +61,8 @@ Signals
 
 What a worker runs
     ``train_task`` (read the dataset once per worker, train, push progress). ``RayEvaluator``
-    takes another function of the same signature as ``task_function``: the tests wrap it to make
-    a worker die, with nothing for that in the product.
+    takes another function of the same signature as ``task_function``, e.g. one that makes a worker
+    die at a chosen moment (fault injection), with nothing for that in the product.
 """
 
 from __future__ import annotations
@@ -88,6 +88,7 @@ import torch
 
 from automodel.config import Config, ConfigError
 from automodel.data import ImageData
+from automodel.errors import first_line
 from automodel.evaluators import ray_head
 from automodel.evaluators.base import ProgressCallback, ResultCallback, Task, run_task
 from automodel.evolution.throttle import Throttle
@@ -251,13 +252,13 @@ class RayEvaluator:
         except ConnectionError as exc:
             if self.address is None:
                 raise ConfigError(f"the search could not join the local Ray instance it started "
-                                  f"({_first_line(exc)}); check the Ray installation or use --backend local.") from None
+                                  f"({first_line(exc)}); check the Ray installation or use --backend local.") from None
             raise ConfigError(f"ray_address {self.address!r}: no Ray cluster answers there "
-                              f"({_first_line(exc)}); start one with `ray start --head`, or leave out "
+                              f"({first_line(exc)}); start one with `ray start --head`, or leave out "
                               f"--ray-address to start a local Ray.") from None
         except Exception as exc:  # e.g. a cluster that wants an authentication token
             where = "the local Ray instance" if self.address is None else f"the Ray cluster at {self.address!r}"
-            raise ConfigError(f"the search could not join {where} ({type(exc).__name__}: {_first_line(exc)}); "
+            raise ConfigError(f"the search could not join {where} ({type(exc).__name__}: {first_line(exc)}); "
                               f"see Ray's messages above.") from None
         finally:
             _restore_handlers(handlers)
@@ -344,13 +345,13 @@ class RayEvaluator:
             return ray.get(ref)
         except ray.exceptions.RayTaskError as exc:   # our code raised in the worker (a bug, not a crash)
             cause = exc.cause if exc.cause is not None else exc
-            return TrainResult(ERROR, 0.0, reason=f"{type(cause).__name__} in the Ray task: {_first_line(cause)}")
+            return TrainResult(ERROR, 0.0, reason=f"{type(cause).__name__} in the Ray task: {first_line(cause)}")
         except ray.exceptions.OutOfMemoryError as exc:
-            return TrainResult(OOM, 0.0, reason=f"Ray killed the worker to save the node's memory: {_first_line(exc)}")
+            return TrainResult(OOM, 0.0, reason=f"Ray killed the worker to save the node's memory: {first_line(exc)}")
         except ray.exceptions.RayError as exc:       # the worker or its node died, or its objects were lost
             attempts = f"{self.retries + 1} attempt{'s' if self.retries else ''}"
             return TrainResult(ERROR, 0.0, reason=f"the Ray worker training it died ({type(exc).__name__}) in "
-                                                  f"{attempts}: {_first_line(exc)}")
+                                                  f"{attempts}: {first_line(exc)}")
 
     def _hung(self) -> list[tuple[ray.ObjectRef, Task]]:
         """Tasks running past their time limit plus the margin (a hang inside a kernel never reaches the
@@ -451,9 +452,7 @@ def _use_local_token() -> None:
         quiet.setLevel(level)
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else type(exc).__name__
+
 
 
 def _current_handlers() -> dict:

@@ -9,7 +9,6 @@ missing — a resumed run reproduces an uninterrupted one.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import random
@@ -37,6 +36,13 @@ from automodel.data import ImageData, load_dataset
 from automodel.evaluators.base import Evaluator, Task
 from automodel.evolution.breeding import NOVELTY_TRIES, breed
 from automodel.evolution.budget import Plan, final_epochs_for, make_plan
+from automodel.evolution.final import (
+    derive_seed,
+    final_task,
+    save_model,
+    test_report,
+    train_settings,
+)
 from automodel.evolution.genome import Genome, diversity, reference_genome, sample_genome
 from automodel.evolution.operators import equal_fidelity_fitness
 from automodel.evolution.pareto import nsga2_ranks, objective_point
@@ -44,8 +50,8 @@ from automodel.evolution.throttle import Throttle
 from automodel.evolution.warm_start import warm_start_genomes
 from automodel.process.jobs import Heartbeat, run_dir_for
 from automodel.store import Store
+from automodel.store.records import SCORED_STATUSES, CandidateStatus
 from automodel.tracking import BackgroundTracker
-from automodel.training.export import save_checkpoint
 from automodel.training.inheritance import WeightStore, choose_parent
 from automodel.training.model import fit_to_budget, fit_to_image, measure_cost
 from automodel.training.trainer import (
@@ -56,18 +62,16 @@ from automodel.training.trainer import (
     DeviceData,
     TrainResult,
     TrainSettings,
-    resolve_augment,
     resolve_device,
 )
 
-FINAL_GENERATION = -1   # the final training's progress is labelled with this generation
 PROBE_GENERATION = -2   # the timing a budget is planned from
 PROBE_STEPS = 20        # steps each probe times (after its warm-up steps)
 TRACKING_CLOSE_S = 120.0  # the longest a finished search waits for its tracker to log what is queued
 TRACKING_ABORT_S = 10.0   # the same for a search ended by an error
 FALLBACK_STEP_S = 0.05  # seconds per step when no probe could be timed (every one failed)
-PARTIAL = "partial"     # trained to a lower rung; waits for the rest of its rung to be ranked
-CONTINUABLE = (OK, PARTIAL, PRUNED)   # statuses whose score at a rung means something (failures score 0)
+PARTIAL = CandidateStatus.PARTIAL   # trained to a lower rung; waits for the rest of its rung to be ranked
+CONTINUABLE = SCORED_STATUSES       # statuses whose score at a rung means something (failures score 0)
 
 
 def score_at(record: dict, epochs: int) -> float | None:
@@ -82,12 +86,6 @@ def score_at(record: dict, epochs: int) -> float | None:
     if trained == epochs or (trained > epochs and not record.get("history")):
         return record["fitness"]   # a record without a learning curve (older versions): its final score
     return None
-
-
-def derive_seed(seed: int, *parts: object) -> int:
-    """A 63-bit seed for one purpose and position, independent of everything else drawn."""
-    text = ":".join(str(p) for p in (seed, *parts))
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") >> 1
 
 
 def _rank(record: dict) -> tuple:
@@ -185,7 +183,7 @@ class Search:
         try:
             data = self._load_data(run)
             self.data = data
-            settings = self._train_settings(data)
+            settings = train_settings(self.config, data)
             self.store.update_run(self.run_id, device=settings.device, classes=data.classes,
                                   input_shape=list(data.input_shape), train_size=len(data.train_x),
                                   val_size=len(data.val_x), test_size=len(data.test_x),
@@ -284,15 +282,6 @@ class Search:
     def _elapsed(self) -> float:
         """Seconds this run has been searching, over all its sessions (the time budget's clock)."""
         return self._elapsed_before + time.monotonic() - self._started
-
-    def _train_settings(self, data: ImageData) -> TrainSettings:
-        c = self.config
-        return TrainSettings(epochs=c.epochs, batch_size=resolve_batch_size(c.batch_size, len(data.train_x)),
-                             device=str(resolve_device(c.device)),
-                             time_limit_s=c.candidate_time_limit(), max_params=c.max_params,
-                             augment=resolve_augment(c.augment, data.name), label_smoothing=c.label_smoothing,
-                             clip_grad_norm=c.clip_grad_norm, compile=c.compile,
-                             measure_latency=c.measures_latency(), max_latency_ms=c.max_latency_ms)
 
     # ------------------------------------------------------------------ a time budget
     def _follow_plan(self, evaluator: Evaluator) -> None:
@@ -781,17 +770,8 @@ class Search:
                               best_generation=best["generation"], best_index=best["index"])
         return best
 
-    def test_report(self, genome: Genome, state_dict: dict, gallery_dir: Path) -> dict:
-        """Per-class accuracy, confusion matrix and misclassified examples of a final model (on the CPU)."""
-        from automodel.training.model import build_model
-        from automodel.training.report import test_report
-        model = build_model(genome, self.dataset.input_shape, self.dataset.classes, self.dataset.mean, self.dataset.std)
-        model.load_state_dict(state_dict)
-        return test_report(model, self.dataset.test_x, self.dataset.test_y, self.dataset.classes, gallery_dir)
-
     def _save_model(self, genome: Genome, state_dict: dict, metrics: dict) -> Path:
-        return save_checkpoint(self.run_dir / "best.pt", genome, state_dict, input_shape=self.dataset.input_shape,
-                               classes=self.dataset.classes, mean=self.dataset.mean, std=self.dataset.std, metrics=metrics)
+        return save_model(self.run_dir / "best.pt", genome, state_dict, self.dataset, metrics)
 
     def _record_generation(self, generation: int, seconds: float) -> dict:
         rows = self.store.individuals(self.run_id, generation)
@@ -830,9 +810,9 @@ class Search:
         # The final training trains far longer than a candidate: a candidate's time limit is not its own.
         final_epoch_s = ((self.store.get_run(self.run_id) or {}).get("plan") or {}).get("final_epoch_s") or 0.0
         start = self.weights.load(best["key"]) if self._final_continues(best, epochs) else None
-        task = Task(FINAL_GENERATION, 0, genome, derive_seed(self.config.seed, "final"), final=True,
-                    epochs=epochs, threads=threads, parent=best["key"] if start is not None else None, inherit=start,
-                    time_limit_s=max(self.config.time_limit_s, 3 * epochs * final_epoch_s))
+        task = final_task(self.config, genome, epochs=epochs, threads=threads,
+                          parent=best["key"] if start is not None else None, inherit=start,
+                          time_limit_s=max(self.config.time_limit_s, 3 * epochs * final_epoch_s))
         results: list[TrainResult] = []
         # Only a stop request ends the final training: the time budget is for the search.
         evaluator.evaluate([task], lambda _t, r: results.append(r), self._on_progress, self.stop)
@@ -845,7 +825,7 @@ class Search:
         path = self._save_model(genome, result.state_dict, {
             "stage": "final", "val_accuracy": best["fitness"], "test_accuracy": result.fitness,
             "final_epochs": self.config.final_epochs})
-        report = self.test_report(genome, result.state_dict, self.run_dir / "misclassified")
+        report = test_report(genome, result.state_dict, self.dataset, self.run_dir / "misclassified")
         self.store.update_run(self.run_id, test_accuracy=result.fitness, best_model_path=str(path), stage="done",
                               final_seconds=round(result.seconds, 3), test_report=report,
                               final_history=result.history, final_start="search" if task.parent else "scratch")

@@ -23,10 +23,11 @@ import pandas as pd
 
 from automodel.config import Config, SearchSpace
 from automodel.store import ACTIVE_STATUSES
+from automodel.store.records import CandidateStatus
 
 # ----------------------------------------------------------------------------- colours, labels
 
-CANDIDATE_STATUSES = ("ok", "partial", "pruned", "stalled", "oom", "nan", "timeout", "too_large", "stopped", "error")
+CANDIDATE_STATUSES = tuple(CandidateStatus)
 # pruned: stopped early on purpose, with its partial score; partial: waiting for the rest of its rung
 NOT_FAILED = ("ok", "partial", "pruned", "stopped")
 STATUS_COLORS = {
@@ -38,6 +39,7 @@ STATUS_COLORS = {
     "nan": "#b07aa1",        # purple: loss became NaN
     "timeout": "#f28e2b",    # orange: time limit
     "too_large": "#9c755f",  # brown: over the parameter limit
+    "too_slow": "#d4a6c8",   # mauve: over the latency limit
     "stopped": "#edc948",    # yellow: the run was stopped while it trained
     "error": "#333333",      # near black: anything else
 }
@@ -50,6 +52,7 @@ STATUS_TEXT = {
     "nan": "✗ NaN loss",
     "timeout": "✗ time limit",
     "too_large": "✗ too large",
+    "too_slow": "✗ too slow",
     "stopped": "■ stopped",
     "error": "✗ error",
 }

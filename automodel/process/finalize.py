@@ -20,14 +20,12 @@ from pathlib import Path
 from automodel.config import Config
 from automodel.data import load_dataset
 from automodel.data.folders import AUTO_MAX_SIDE
-from automodel.errors import FinalizeError  # noqa: F401  (defined with the other errors, re-exported)
-from automodel.evaluators.base import Task
+from automodel.errors import FinalizeError, no_run_message  # noqa: F401  (defined with the other errors, re-exported)
 from automodel.evaluators.worker_pool import WorkerPoolEvaluator
+from automodel.evolution.final import final_task, save_model, test_report, train_settings
 from automodel.evolution.genome import Genome
-from automodel.evolution.loop import FINAL_GENERATION, Search, derive_seed
 from automodel.process.jobs import pid_is_search, run_dir_for
 from automodel.store import Store
-from automodel.training.export import save_checkpoint
 from automodel.training.trainer import DeviceData, TrainResult, resolve_device
 
 WAIT_POLL_S = 0.5
@@ -55,7 +53,7 @@ def finalize_candidate(store: Store, run_id: str, key: str, *, data_dir: str | P
     process trained it) or ``stopped``."""
     run = store.get_run(run_id)
     if run is None:
-        raise FinalizeError(f"no run {run_id!r} in {store.path}; `automodel list` shows the runs there.")
+        raise FinalizeError(no_run_message(run_id, store.path))
     record = candidate_record(store, run_id, key)
     key = record["key"]
     while True:
@@ -96,15 +94,12 @@ def _train_and_keep(store: Store, run_id: str, run: dict, record: dict, data_dir
                         val_fraction=config.val_fraction, seed=config.seed,
                         work_dir=run_dir_for(store, run_id) / "dataset", image_size=image_size, max_side=max_side,
                         cache_dir=run_dir_for(store, run_id))
-    search = Search(config, store, run_id)   # for its settings only: nothing of the run is changed
-    search.data = data
-    settings = search._train_settings(data)
+    settings = train_settings(config, data)
     # In a worker process, as in a search: a crash in native code fails the training, not this process.
     evaluator = WorkerPoolEvaluator(DeviceData(data, resolve_device(settings.device)), settings, 1)
     genome = Genome.from_dict(record["genome"])
     # A budget run chose its final training's threads; the same choice reproduces its final model.
-    task = Task(FINAL_GENERATION, 0, genome, derive_seed(config.seed, "final"), final=True,
-                epochs=config.final_epochs, threads=(run.get("plan") or {}).get("final_threads"))
+    task = final_task(config, genome, epochs=config.final_epochs, threads=(run.get("plan") or {}).get("final_threads"))
     results: list[TrainResult] = []
 
     def progress(_task, info: dict) -> None:
@@ -123,11 +118,10 @@ def _train_and_keep(store: Store, run_id: str, run: dict, record: dict, data_dir
     if result.status != "ok" or result.state_dict is None:
         raise FinalizeError(f"the final training of candidate {key} failed: {result.status} {result.reason}")
     path = candidate_model_path(store, run_id, key)
-    save_checkpoint(path, genome, result.state_dict, input_shape=data.input_shape, classes=data.classes,
-                    mean=data.mean, std=data.std, metrics={
-                        "stage": "final", "candidate": key, "val_accuracy": record["fitness"],
-                        "test_accuracy": result.fitness, "final_epochs": config.final_epochs})
-    report = search.test_report(genome, result.state_dict, path.parent / f"{key}-misclassified")
+    save_model(path, genome, result.state_dict, data, metrics={
+        "stage": "final", "candidate": key, "val_accuracy": record["fitness"], "test_accuracy": result.fitness,
+        "final_epochs": config.final_epochs})
+    report = test_report(genome, result.state_dict, data, path.parent / f"{key}-misclassified")
     entry = {"key": key, "path": str(path), "test_accuracy": result.fitness, "val_accuracy": record["fitness"],
              "test_report": report,
              "params": record.get("params"), "macs": record.get("macs"), "latency_ms": record.get("latency_ms"),

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from automodel.errors import no_run_message
 from automodel.store import ACTIVE_STATUSES, RunActiveError, Store, StoreError
 
 
@@ -134,7 +135,7 @@ def claim_resume(store: Store, run_id: str) -> dict:
         runs = {r["run_id"]: r for r in reconcile(store)}
         run = runs.get(run_id)
         if run is None:
-            raise StoreError(f"no run {run_id!r} in {store.path}; `automodel list` shows the runs there.")
+            raise StoreError(no_run_message(run_id, store.path))
         if run.get("status") == "completed":
             raise StoreError(f"run {run_id} has already completed; nothing to resume.")
         if run.get("status") in ACTIVE_STATUSES:
@@ -150,13 +151,6 @@ def claim_resume(store: Store, run_id: str) -> dict:
 def is_claim(run: dict) -> bool:
     """A run claimed by Start or Resume whose search process has not taken it over yet."""
     return run.get("status") in ACTIVE_STATUSES and run.get("pid") is None and is_alive(run)
-
-
-def active_run(store: Store) -> dict | None:
-    for run in reconcile(store):
-        if run.get("status") in ACTIVE_STATUSES:
-            return run
-    return None
 
 
 def search_command(db: Path, run_id: str, *, resume: bool, config_path: Path | None = None,

@@ -44,8 +44,9 @@ from tinydb.queries import QueryLike
 from tinydb.storages import Storage
 from tinydb.table import Table
 
-from automodel.errors import RunActiveError, StoreError  # noqa: F401  (defined with the other errors, re-exported)
+from automodel.errors import RunActiveError, StoreError, no_run_message  # noqa: F401  (defined with the other errors, re-exported)
 from automodel.store.files import process_lock, write_atomically
+from automodel.store.records import ACTIVE_RUN_STATUSES, RunStatus
 
 __all__ = [
     "RUN_STATUSES",
@@ -57,8 +58,8 @@ __all__ = [
     "default_db_path",
 ]
 
-RUN_STATUSES = ("running", "stopping", "stopped", "completed", "failed", "interrupted")
-ACTIVE_STATUSES = ("running", "stopping")
+RUN_STATUSES = tuple(RunStatus)
+ACTIVE_STATUSES = ACTIVE_RUN_STATUSES
 
 RawTables = dict[str, dict[str, dict[str, Any]]]
 T = TypeVar("T")
@@ -486,8 +487,7 @@ class Store:
         runs = tables.get("runs", {})
         doc_id = _find_id(runs, where("run_id") == run_id)
         if doc_id is None:
-            raise StoreError(f"There is no run named {run_id!r} in {self.path}; "
-                             "`automodel list` shows the runs there.")
+            raise StoreError(no_run_message(run_id, self.path))
         return runs[doc_id]
 
     # ----------------------------------------------------------------------- individuals

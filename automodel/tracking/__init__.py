@@ -15,6 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
+from automodel.errors import first_line
+
 
 class Tracker(Protocol):
     """What a search tells a tracker. Every method may be called again for a record already sent
@@ -78,7 +80,7 @@ class BackgroundTracker:
                     self.backend = self.make_backend()
                 result = getattr(self.backend, method)(*args)
             except Exception as exc:   # a tracker's failure is never the search's
-                self._fail(f"{self.name} logging failed ({type(exc).__name__}: {_first_line(exc)}); the search goes "
+                self._fail(f"{self.name} logging failed ({type(exc).__name__}: {first_line(exc, 300)}); the search goes "
                            f"on without it")
                 continue
             if method == "start":
@@ -91,6 +93,3 @@ class BackgroundTracker:
             self.report(text)
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else "no message"

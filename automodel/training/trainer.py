@@ -21,13 +21,17 @@ from torch import nn
 
 from automodel.config import Config, ConfigError
 from automodel.data import ImageData
+from automodel.errors import first_line
 from automodel.evolution.genome import Genome
 from automodel.evolution.throttle import Throttle
+from automodel.store.records import CandidateStatus
 from automodel.training.inheritance import inherit_weights
 from automodel.training.model import build_model, count_parameters, estimate_parameters
 
-OK, OOM, NAN, TIMEOUT, TOO_LARGE, TOO_SLOW, ERROR, STOPPED, PRUNED, STALLED, PROBED = (
-    "ok", "oom", "nan", "timeout", "too_large", "too_slow", "error", "stopped", "pruned", "stalled", "probed")
+OK, OOM, NAN, TIMEOUT = CandidateStatus.OK, CandidateStatus.OOM, CandidateStatus.NAN, CandidateStatus.TIMEOUT
+TOO_LARGE, TOO_SLOW, ERROR = CandidateStatus.TOO_LARGE, CandidateStatus.TOO_SLOW, CandidateStatus.ERROR
+STOPPED, PRUNED, STALLED = CandidateStatus.STOPPED, CandidateStatus.PRUNED, CandidateStatus.STALLED
+PROBED = "probed"   # a probe's timing, never recorded as a candidate
 PROBE_WARMUP = 3   # a probe's first steps (allocations, kernel choices) are not timed
 
 REFERENCE_BATCH_SIZE = 64   # the batch size the search space's learning rates are given for
@@ -288,7 +292,7 @@ def train_candidate(genome: Genome, data: DeviceData, settings: TrainSettings, s
         return result
     except torch.cuda.OutOfMemoryError as exc:
         return TrainResult(OOM, 0.0, params=params, seconds=time.monotonic() - started,
-                           reason=f"out of GPU memory: {str(exc).splitlines()[0][:200]}")
+                           reason=f"out of GPU memory: {first_line(exc)}")
     except MemoryError:
         return TrainResult(OOM, 0.0, params=params, seconds=time.monotonic() - started,
                            reason="out of memory (host)")
@@ -296,7 +300,7 @@ def train_candidate(genome: Genome, data: DeviceData, settings: TrainSettings, s
         text = str(exc)
         status = OOM if ("out of memory" in text or "can't allocate memory" in text) else ERROR
         return TrainResult(status, 0.0, params=params, seconds=time.monotonic() - started,
-                           reason=f"{type(exc).__name__}: {text.splitlines()[0][:200] if text else ''}")
+                           reason=f"{type(exc).__name__}: {first_line(exc) if text.strip() else ''}")
     finally:
         # Free the candidate's memory before the next one, above all after an OOM on the GPU.
         del model, optimizer
