@@ -44,13 +44,14 @@ from automodel.evolution.final import (
     train_settings,
 )
 from automodel.evolution.genome import Genome, diversity, reference_genome, sample_genome
+from automodel.evolution.halving import CONTINUABLE, score_at, survivors
 from automodel.evolution.operators import equal_fidelity_fitness
 from automodel.evolution.pareto import nsga2_ranks, objective_point
 from automodel.evolution.throttle import Throttle
 from automodel.evolution.warm_start import warm_start_genomes
 from automodel.process.jobs import Heartbeat, run_dir_for
 from automodel.store import Store
-from automodel.store.records import SCORED_STATUSES, CandidateStatus
+from automodel.store.records import CandidateStatus
 from automodel.tracking import BackgroundTracker
 from automodel.training.inheritance import WeightStore, choose_parent
 from automodel.training.model import fit_to_budget, fit_to_image, measure_cost
@@ -71,21 +72,6 @@ TRACKING_CLOSE_S = 120.0  # the longest a finished search waits for its tracker 
 TRACKING_ABORT_S = 10.0   # the same for a search ended by an error
 FALLBACK_STEP_S = 0.05  # seconds per step when no probe could be timed (every one failed)
 PARTIAL = CandidateStatus.PARTIAL   # trained to a lower rung; waits for the rest of its rung to be ranked
-CONTINUABLE = SCORED_STATUSES       # statuses whose score at a rung means something (failures score 0)
-
-
-def score_at(record: dict, epochs: int) -> float | None:
-    """The candidate's validation accuracy after ``epochs`` epochs, if it is known; 0 for a candidate
-    that failed (it never gets better by training more)."""
-    if record["status"] not in CONTINUABLE:
-        return 0.0
-    for point in record.get("history") or ():
-        if point.get("epoch") == epochs and point.get("val_accuracy") is not None:
-            return point["val_accuracy"]
-    trained = record.get("epochs") or 0
-    if trained == epochs or (trained > epochs and not record.get("history")):
-        return record["fitness"]   # a record without a learning curve (older versions): its final score
-    return None
 
 
 def _rank(record: dict) -> tuple:
@@ -636,23 +622,18 @@ class Search:
         ceil(n / reduction_factor) distinct genomes by their score at that rung (earlier index wins a
         tie). The others are recorded as pruned, with their score at the rung as fitness."""
         rows = {r["index"]: r for r in self.store.individuals(self.run_id, generation)}
-        first_index: dict[str, int] = {}
-        for index in contenders:
-            first_index.setdefault(population[index].key(), index)
-        scores = {key: score_at(rows[i], fidelity) for key, i in first_index.items()}
-        keep = math.ceil(len(first_index) / self.config.reduction_factor)
-        ranked = sorted((key for key, i in first_index.items() if rows[i]["status"] in (OK, PARTIAL)),
-                        key=lambda key: (-(scores[key] or 0.0), first_index[key]))
-        promoted = set(ranked[:keep])
+        keys = [genome.key() for genome in population]
+        going_on, keep, distinct = survivors(keys, rows, contenders, fidelity, self.config.reduction_factor)
+        promoted = {keys[i] for i in going_on}
         for index in contenders:
             row = rows[index]
             if population[index].key() not in promoted and row["status"] == PARTIAL:
                 row = {**row, "status": PRUNED, "reason": f"successive halving: after {fidelity} epoch"
-                       f"{'s' if fidelity != 1 else ''} not among the best {keep} of {len(first_index)}"}
+                       f"{'s' if fidelity != 1 else ''} not among the best {keep} of {distinct}"}
                 self.store.add_individual(row)
                 if not row.get("cached"):
                     self._cache[row["key"]] = row
-        return [index for index in contenders if population[index].key() in promoted]
+        return going_on
 
     def prune_threshold(self, generation: int) -> float | None:
         """``prune_fraction`` × the median first-epoch accuracy of earlier generations' candidates.
