@@ -20,12 +20,21 @@ if TYPE_CHECKING:
 __all__ = ["Best", "Prediction", "Run", "load_model", "open_run", "predict", "runs", "search"]
 __version__ = "0.2.0"
 
-_HOMES = {"search": "api", "runs": "api", "open_run": "api", "Run": "api", "Best": "api", "load_model": "training.export",
-          "predict": "training.predict", "Prediction": "training.predict"}
+_HOMES = {
+    "search": "api",
+    "runs": "api",
+    "open_run": "api",
+    "Run": "api",
+    "Best": "api",
+    "load_model": "training.export",
+    "predict": "training.predict",
+    "Prediction": "training.predict",
+}
 
 
 def __getattr__(name: str) -> Any:
     if name in _HOMES:
         import importlib
+
         return getattr(importlib.import_module(f".{_HOMES[name]}", __name__), name)
     raise AttributeError(f"module 'automodel' has no attribute {name!r}")

@@ -46,20 +46,22 @@ if TYPE_CHECKING:
     from automodel.evolution.loop import Reporter
     from automodel.training.predict import Prediction
 
-DEFAULT_BUDGET = "5m"   # a search's budget when neither a budget nor any planned setting is given
+DEFAULT_BUDGET = "5m"  # a search's budget when neither a budget nor any planned setting is given
 
 
 class RunError(UserFacingError, RuntimeError):
     """A run cannot do what was asked (no model yet, still running, not found)."""
 
 
-def configure(settings: Mapping[str, Any], given: Iterable[str] | None = None, *,
-              default_budget: bool = True) -> Config:
+def configure(
+    settings: Mapping[str, Any], given: Iterable[str] | None = None, *, default_budget: bool = True
+) -> Config:
     """The config for ``settings`` (any Config fields; ``budget_s`` in seconds or a duration such as
     "5m"). ``given`` names the settings a person chose (by default every key of ``settings``): a
     budget's plan keeps those of PLANNED; with no budget and none of PLANNED given, the run gets
     ``DEFAULT_BUDGET`` (unless ``default_budget`` is false: a settings file that says "no budget")."""
     from automodel.evolution.budget import parse_duration
+
     values = dict(settings)
     chosen = set(values) - {"overrides"} if given is None else set(given)
     if values.get("budget_s") is not None:
@@ -76,7 +78,8 @@ def claim(store: Store, run_id: str, config: Config) -> bool:
     check_run_id(run_id)
     if config.warm_start:
         from automodel.evolution.warm_start import warm_start_genomes
-        warm_start_genomes(store, config.warm_start, limit=1)   # the runs named exist and trained something
+
+        warm_start_genomes(store, config.warm_start, limit=1)  # the runs named exist and trained something
     with store.locked():
         existing = store.get_run(run_id)
         if existing is None:
@@ -89,18 +92,20 @@ def claim(store: Store, run_id: str, config: Config) -> bool:
     return True
 
 
-def execute(store: Store, run_id: str, config: Config, *, data_dir: str | Path = "data",
-            reporter: Reporter | None = None) -> str:
+def execute(
+    store: Store, run_id: str, config: Config, *, data_dir: str | Path = "data", reporter: Reporter | None = None
+) -> str:
     """Run (or continue) the claimed search ``run_id`` in this process to its end; returns its status.
     Bad data or settings raise their one-sentence error with the run marked failed; so does a store or
     disk failure, as :class:`StoreError`."""
     store.update_run(run_id, data_dir=str(Path(data_dir).resolve()))
     try:
         factory = evaluator_factory(config)
-    except UserFacingError as exc:   # e.g. backend ray without Ray: the claimed run must not stay "running"
+    except UserFacingError as exc:  # e.g. backend ray without Ray: the claimed run must not stay "running"
         mark_failed(store, run_id, str(exc))
         raise
     from automodel.evolution.loop import Search
+
     search = Search(config, store, run_id, data_dir=data_dir, reporter=reporter, evaluator_factory=factory)
     try:
         return search.run()
@@ -124,17 +129,29 @@ def evaluator_factory(config: Config):
     try:
         from automodel.evaluators.ray_cluster import ray_evaluator_factory
     except ImportError:
-        raise ConfigError("backend 'ray' needs Ray: pip install -r requirements-ray.txt "
-                          "(or use backend local).") from None
+        raise ConfigError(
+            "backend 'ray' needs Ray: pip install -r requirements-ray.txt (or use backend local)."
+        ) from None
     return ray_evaluator_factory(config)
 
 
 def pareto_members(records: list[dict], objectives: list[str]) -> list[dict]:
     """The non-dominated fully trained candidates of ``records``, as ``show --json`` gives them."""
     from automodel.evolution.pareto import pareto_front
-    return [{"key": r["key"], "fitness": r["fitness"], "params": r.get("params"), "macs": r.get("macs"),
-             "latency_ms": r.get("latency_ms"), "summary": r.get("summary"), "generation": r["generation"],
-             "index": r["index"]} for r in pareto_front(records, objectives)]
+
+    return [
+        {
+            "key": r["key"],
+            "fitness": r["fitness"],
+            "params": r.get("params"),
+            "macs": r.get("macs"),
+            "latency_ms": r.get("latency_ms"),
+            "summary": r.get("summary"),
+            "generation": r["generation"],
+            "index": r["index"],
+        }
+        for r in pareto_front(records, objectives)
+    ]
 
 
 def mark_failed(store: Store, run_id: str, reason: str) -> None:
@@ -146,8 +163,12 @@ def mark_failed(store: Store, run_id: str, reason: str) -> None:
 
 def is_reservation(store: Store, run: dict) -> bool:
     """A run the page claimed (no process yet, nothing recorded); a stop may already be asked."""
-    return (run.get("status") in ACTIVE_STATUSES and run.get("pid") is None and not run.get("started_at")
-            and not store.individuals(run["run_id"]))
+    return (
+        run.get("status") in ACTIVE_STATUSES
+        and run.get("pid") is None
+        and not run.get("started_at")
+        and not store.individuals(run["run_id"])
+    )
 
 
 def check_run_id(run_id: str) -> None:
@@ -160,6 +181,7 @@ def no_run(run_id: str, store: Store) -> RunError:
 
 
 # ------------------------------------------------------------------------------ the surface
+
 
 @dataclass(frozen=True)
 class Best:
@@ -177,6 +199,7 @@ class Best:
         if self.model_path is None or not self.model_path.is_file():
             raise RunError("this run has no saved model yet; wait for its first candidate to finish.")
         from automodel.training.export import load_model
+
         return load_model(self.model_path, map_location=device)
 
 
@@ -192,8 +215,10 @@ class Run:
     def __repr__(self) -> str:
         record = self.record
         best = record.get("best_fitness")
-        return (f"Run({self.run_id!r}, status={record.get('status')!r}, generations="
-                f"{record.get('generations_done', 0)}, best={best if best is None else round(best, 4)})")
+        return (
+            f"Run({self.run_id!r}, status={record.get('status')!r}, generations="
+            f"{record.get('generations_done', 0)}, best={best if best is None else round(best, 4)})"
+        )
 
     @property
     def record(self) -> dict:
@@ -216,9 +241,15 @@ class Run:
         if not record.get("best_genome"):
             return None
         from automodel.evolution.genome import Genome
+
         path = record.get("best_model_path")
-        return Best(Genome.from_dict(record["best_genome"]), record.get("best_fitness"), record.get("test_accuracy"),
-                    Path(path) if path else None, record.get("best_summary") or "")
+        return Best(
+            Genome.from_dict(record["best_genome"]),
+            record.get("best_fitness"),
+            record.get("test_accuracy"),
+            Path(path) if path else None,
+            record.get("best_summary") or "",
+        )
 
     def records(self) -> pd.DataFrame:
         """Every candidate, one row each (the columns of ``export --format csv``)."""
@@ -227,11 +258,13 @@ class Run:
         import pandas as pd
 
         from automodel.page.views import records_csv
+
         return pd.read_csv(io.BytesIO(records_csv(self.store.individuals(self.run_id))))
 
     def generations(self) -> pd.DataFrame:
         """One row per generation: best, mean and worst fitness, diversity, seconds."""
         import pandas as pd
+
         return pd.DataFrame(self.store.generations(self.run_id))
 
     def pareto(self) -> list[dict]:
@@ -266,8 +299,9 @@ class Run:
             if record.get("stop_requested"):
                 self.store.update_run(self.run_id, status="stopped", ended_at=time.time())
                 return self
-        execute(self.store, self.run_id, Config.from_dict(record["config"]), data_dir=data_dir,
-                reporter=_reporter(progress))
+        execute(
+            self.store, self.run_id, Config.from_dict(record["config"]), data_dir=data_dir, reporter=_reporter(progress)
+        )
         return self
 
     def export(self, path: str | Path | None = None, *, format: str = "pt", candidate: str | None = None) -> Path:
@@ -280,20 +314,24 @@ class Run:
         record = self.record
         if format == "csv":
             from automodel.page.views import records_csv
+
             out = Path(path or run_folder(self) / "candidates.csv")
             _write(out, records_csv(self.store.individuals(self.run_id)))
             return out
         if candidate:
             entry = (record.get("finalized") or {}).get(candidate)
             if not entry or not Path(entry["path"]).is_file():
-                raise RunError(f"candidate {candidate} of run {self.run_id} is not finalized yet; run "
-                               f"`automodel finalize {self.run_id} --candidate {candidate}` first.")
+                raise RunError(
+                    f"candidate {candidate} of run {self.run_id} is not finalized yet; run "
+                    f"`automodel finalize {self.run_id} --candidate {candidate}` first."
+                )
             source = Path(entry["path"])
         else:
             source = Path(record.get("best_model_path") or "")
         if not source.is_file():
             raise RunError(f"run {self.run_id} has no saved best model yet; wait for its first candidate to finish.")
         from automodel.training.export import export_onnx, read_checkpoint
+
         read_checkpoint(source)
         try:
             if format == "pt":
@@ -312,12 +350,21 @@ class Run:
         if best is None or best.model_path is None:
             raise RunError(f"run {self.run_id} has no saved best model yet; wait for its first candidate to finish.")
         from automodel.training.predict import predict
+
         return predict(best.model_path, images, top=top)
 
 
-def search(dataset: str | Path, *, budget: str | float | None = None, db: str | Path | None = None,
-           run_id: str | None = None, background: bool = False, progress: bool = True,
-           data_dir: str | Path = "data", **settings: Any) -> Run:
+def search(
+    dataset: str | Path,
+    *,
+    budget: str | float | None = None,
+    db: str | Path | None = None,
+    run_id: str | None = None,
+    background: bool = False,
+    progress: bool = True,
+    data_dir: str | Path = "data",
+    **settings: Any,
+) -> Run:
     """Start a search on ``dataset`` (a built-in name, an image folder or a zip of one).
 
     ``budget`` ("30s", "5m", "1h" or seconds) covers the whole run, final training included; any
@@ -327,8 +374,9 @@ def search(dataset: str | Path, *, budget: str | float | None = None, db: str | 
     store = Store(db if db is not None else default_db_path())
     dataset = str(dataset)
     from automodel.data import is_builtin_dataset
+
     if not is_builtin_dataset(dataset) and Path(dataset).expanduser().exists():
-        dataset = str(Path(dataset).expanduser().resolve())   # a resume finds it from any folder
+        dataset = str(Path(dataset).expanduser().resolve())  # a resume finds it from any folder
     values = {**settings, "dataset": dataset}
     if budget is not None:
         values["budget_s"] = budget
@@ -362,6 +410,7 @@ def _reporter(progress: bool) -> Reporter | None:
     if not progress:
         return None
     from automodel.cli.progress import BarReporter
+
     return BarReporter(sys.stderr)
 
 

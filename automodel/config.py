@@ -19,7 +19,7 @@ from typing import Any, TypeGuard
 
 from automodel.errors import ConfigError  # noqa: F401  (defined with the other errors, re-exported)
 
-PLANNED = ("population", "generations", "epochs", "min_epochs", "final_epochs")   # what a budget plans
+PLANNED = ("population", "generations", "epochs", "min_epochs", "final_epochs")  # what a budget plans
 
 SELECTION_METHODS = ("roulette", "tournament", "rank", "truncation", "sus")
 CROSSOVER_METHODS = ("one_point", "two_point", "uniform")
@@ -41,7 +41,15 @@ FINAL_STARTS = ("auto", "scratch", "search")
 DEFAULT_LEARNING_RATES = {"sgd": [0.01, 0.05], "adam": [7e-4, 3e-3], "adamw": [7e-4, 3e-3]}
 
 
-GROUPS = ("data", "budget", "search", "training", "costs", "back end", "tracking")   # as README's settings table groups them
+GROUPS = (
+    "data",
+    "budget",
+    "search",
+    "training",
+    "costs",
+    "back end",
+    "tracking",
+)  # as README's settings table groups them
 
 
 def setting(default: Any, group: str, help: str, *, accepts: str | tuple[str, ...] | None = None) -> Any:
@@ -82,7 +90,8 @@ class SearchSpace:
     dropout: list[float] = field(default_factory=lambda: [0.0, 0.1, 0.2, 0.3])
     optimizers: list[str] = field(default_factory=lambda: ["sgd", "adam", "adamw"])
     learning_rates: dict[str, list[float]] = field(
-        default_factory=lambda: {name: list(pair) for name, pair in DEFAULT_LEARNING_RATES.items()})
+        default_factory=lambda: {name: list(pair) for name, pair in DEFAULT_LEARNING_RATES.items()}
+    )
     weight_decays: list[float] = field(default_factory=lambda: [0.0, 1e-5, 1e-4, 5e-4])
 
     @classmethod
@@ -110,39 +119,66 @@ class SearchSpace:
         for name in ("conv_blocks", "dense_layers"):
             pair = getattr(self, name)
             low_ok = 1 if name == "conv_blocks" else 0
-            if (not isinstance(pair, list) or len(pair) != 2 or not all(_is_int(v) for v in pair)
-                    or pair[0] < low_ok or pair[0] > pair[1] or pair[1] > 12):
-                raise ConfigError(f"search space {name} = {pair!r} is not accepted; give [min, max] "
-                                  f"whole numbers with {low_ok} <= min <= max <= 12.")
+            if (
+                not isinstance(pair, list)
+                or len(pair) != 2
+                or not all(_is_int(v) for v in pair)
+                or pair[0] < low_ok
+                or pair[0] > pair[1]
+                or pair[1] > 12
+            ):
+                raise ConfigError(
+                    f"search space {name} = {pair!r} is not accepted; give [min, max] "
+                    f"whole numbers with {low_ok} <= min <= max <= 12."
+                )
         _check_choices("filters", self.filters, lambda v: _is_int(v) and 1 <= v <= 1024, "whole numbers from 1 to 1024")
-        _check_choices("kernel_sizes", self.kernel_sizes, lambda v: _is_int(v) and v >= 1 and v % 2 == 1 and v <= 11,
-                       "odd whole numbers from 1 to 11")
+        _check_choices(
+            "kernel_sizes",
+            self.kernel_sizes,
+            lambda v: _is_int(v) and v >= 1 and v % 2 == 1 and v <= 11,
+            "odd whole numbers from 1 to 11",
+        )
         _check_choices("block_kinds", self.block_kinds, lambda v: v in BLOCK_KINDS, f"any of {', '.join(BLOCK_KINDS)}")
         _check_choices("activations", self.activations, lambda v: v in ACTIVATIONS, f"any of {', '.join(ACTIVATIONS)}")
-        _check_choices("downsampling", self.downsampling, lambda v: v in DOWNSAMPLING,
-                       f"any of {', '.join(DOWNSAMPLING)}")
+        _check_choices(
+            "downsampling", self.downsampling, lambda v: v in DOWNSAMPLING, f"any of {', '.join(DOWNSAMPLING)}"
+        )
         _check_choices("batch_norm", self.batch_norm, lambda v: isinstance(v, bool), "true and/or false")
         _check_choices("heads", self.heads, lambda v: v in HEADS, f"any of {', '.join(HEADS)}")
-        _check_choices("dense_units", self.dense_units, lambda v: _is_int(v) and 1 <= v <= 16384, "whole numbers from 1 to 16384")
-        _check_choices("dropout", self.dropout, lambda v: _is_num(v) and 0 <= v < 1, "numbers from 0 up to (not including) 1")
+        _check_choices(
+            "dense_units", self.dense_units, lambda v: _is_int(v) and 1 <= v <= 16384, "whole numbers from 1 to 16384"
+        )
+        _check_choices(
+            "dropout", self.dropout, lambda v: _is_num(v) and 0 <= v < 1, "numbers from 0 up to (not including) 1"
+        )
         _check_choices("optimizers", self.optimizers, lambda v: v in OPTIMIZERS, f"any of {', '.join(OPTIMIZERS)}")
         self._validate_learning_rates()
         _check_choices("weight_decays", self.weight_decays, lambda v: _is_num(v) and 0 <= v <= 1, "numbers from 0 to 1")
 
     def _validate_learning_rates(self) -> None:
         rates = self.learning_rates
-        accepted = ('a mapping from optimizer to [low, high], e.g. {"sgd": [0.01, 0.2], "adam": [0.0003, 0.003]}, '
-                    "with 0 < low <= high <= 10")
+        accepted = (
+            'a mapping from optimizer to [low, high], e.g. {"sgd": [0.01, 0.2], "adam": [0.0003, 0.003]}, '
+            "with 0 < low <= high <= 10"
+        )
         if not isinstance(rates, dict):
             raise ConfigError(f"search space learning_rates = {rates!r} is not accepted; give {accepted}.")
         for name, pair in rates.items():
             if name not in OPTIMIZERS:
-                raise ConfigError(f"search space learning_rates names {name!r}, which is not an optimizer; "
-                                  f"use {', '.join(OPTIMIZERS)}.")
-            if (not isinstance(pair, list) or len(pair) != 2 or not all(_is_num(v) for v in pair)
-                    or not 0 < pair[0] <= pair[1] <= 10):
-                raise ConfigError(f"search space learning_rates[{name!r}] = {pair!r} is not accepted; give "
-                                  f"[low, high] with 0 < low <= high <= 10.")
+                raise ConfigError(
+                    f"search space learning_rates names {name!r}, which is not an optimizer; "
+                    f"use {', '.join(OPTIMIZERS)}."
+                )
+            if (
+                not isinstance(pair, list)
+                or len(pair) != 2
+                or not all(_is_num(v) for v in pair)
+                or not 0 < pair[0] <= pair[1] <= 10
+            ):
+                raise ConfigError(
+                    f"search space learning_rates[{name!r}] = {pair!r} is not accepted; give "
+                    f"[low, high] with 0 < low <= high <= 10."
+                )
 
 
 @dataclass
@@ -150,108 +186,205 @@ class Config:
     """Everything that defines one search. Defaults give the Quick demo on the bundled data."""
 
     # ---- data
-    dataset: str = setting("digits", "data", "a built-in dataset (digits, cifar10, cifar100, mnist, fashion-mnist), "
-                           "a folder of images (one sub-folder per class, or train/ and test/), or a .zip of one")
+    dataset: str = setting(
+        "digits",
+        "data",
+        "a built-in dataset (digits, cifar10, cifar100, mnist, fashion-mnist), "
+        "a folder of images (one sub-folder per class, or train/ and test/), or a .zip of one",
+    )
     image_size: int | str = setting(
-        "auto", "data", "the longer side, in pixels, that folder images are scaled to (aspect kept); auto: their "
-        "own size, at most 64 on a CPU and 128 on a GPU; built-in datasets keep their size", accepts="auto or 8-1024")
-    val_fraction: float = setting(0.15, "data", "share of the training data held out to measure fitness",
-                                  accepts="above 0, at most 0.9")
+        "auto",
+        "data",
+        "the longer side, in pixels, that folder images are scaled to (aspect kept); auto: their "
+        "own size, at most 64 on a CPU and 128 on a GPU; built-in datasets keep their size",
+        accepts="auto or 8-1024",
+    )
+    val_fraction: float = setting(
+        0.15, "data", "share of the training data held out to measure fitness", accepts="above 0, at most 0.9"
+    )
     # ---- budget
     # The whole run's time, final training included (seconds; "5m" or "1h" on the command line): the
     # search plans population, generations, epochs and final epochs from it (automodel/budget.py).
     budget_s: float | None = setting(
-        None, "budget", "the whole run's time, final training included (90, 90s, 5m, 1h); plans population, "
+        None,
+        "budget",
+        "the whole run's time, final training included (90, 90s, 5m, 1h); plans population, "
         "generations, epochs and final epochs unless they are given (5m when none of them is)",
-        accepts="at least 10 seconds")
-    overrides: list[str] = setting(list, "budget", "the planned settings a person gave, which a budget's plan keeps "
-                                   "(filled in by the command line and the page)")
-    time_budget_s: float | None = setting(None, "budget", "an end to the generations only, in seconds (the final "
-                                          "training not counted); none: no limit", accepts="above 0")
-    target_fitness: float | None = setting(None, "budget", "end the search once a candidate reaches this validation "
-                                           "accuracy; none: never", accepts="0-1")
+        accepts="at least 10 seconds",
+    )
+    overrides: list[str] = setting(
+        list,
+        "budget",
+        "the planned settings a person gave, which a budget's plan keeps (filled in by the command line and the page)",
+    )
+    time_budget_s: float | None = setting(
+        None,
+        "budget",
+        "an end to the generations only, in seconds (the final training not counted); none: no limit",
+        accepts="above 0",
+    )
+    target_fitness: float | None = setting(
+        None, "budget", "end the search once a candidate reaches this validation accuracy; none: never", accepts="0-1"
+    )
     # ---- genetic algorithm
     population: int = setting(8, "search", "candidates per generation", accepts="2-10000")
     generations: int = setting(3, "search", "number of generations", accepts="1-100000")
     selection: str = setting("tournament", "search", "how parents are chosen", accepts=SELECTION_METHODS)
-    tournament_size: int = setting(3, "search", "entrants per tournament (clipped to the population)",
-                                   accepts="1-10000")
-    truncation_fraction: float = setting(0.5, "search", "share of the best that truncation selection draws from",
-                                         accepts="above 0, at most 1")
+    tournament_size: int = setting(
+        3, "search", "entrants per tournament (clipped to the population)", accepts="1-10000"
+    )
+    truncation_fraction: float = setting(
+        0.5, "search", "share of the best that truncation selection draws from", accepts="above 0, at most 1"
+    )
     crossover: str = setting("uniform", "search", "how two parents' genes are combined", accepts=CROSSOVER_METHODS)
     crossover_rate: float = setting(0.3, "search", "chance that a pair of parents is crossed", accepts="0-1")
-    mutation_rate: float = setting(0.05, "search", "per-gene chance of being redrawn (and of adding or removing a "
-                                   "layer): about one or two changes per child, a local step", accepts="0-1")
-    elitism: int = setting(1, "search", "best candidates copied unchanged into the next generation",
-                           accepts="0 to population - 1")
+    mutation_rate: float = setting(
+        0.05,
+        "search",
+        "per-gene chance of being redrawn (and of adding or removing a "
+        "layer): about one or two changes per child, a local step",
+        accepts="0-1",
+    )
+    elitism: int = setting(
+        1, "search", "best candidates copied unchanged into the next generation", accepts="0 to population - 1"
+    )
     seed: int = setting(0, "search", "the run's seed: the same seed gives the same search", accepts="0 or more")
-    warm_start: list[str] = setting(list, "search", "earlier runs (of the same store) whose best distinct genomes "
-                                    "seed generation 0, up to half of it, repaired to this run's images and budgets; "
-                                    "the rest is sampled as usual", accepts="run IDs, e.g. run-a,run-b")
+    warm_start: list[str] = setting(
+        list,
+        "search",
+        "earlier runs (of the same store) whose best distinct genomes "
+        "seed generation 0, up to half of it, repaired to this run's images and budgets; "
+        "the rest is sampled as usual",
+        accepts="run IDs, e.g. run-a,run-b",
+    )
     # ---- training of each candidate and of the final model
-    epochs: int = setting(3, "training", "a candidate's full training, its top rung of successive halving",
-                          accepts="1-10000")
-    min_epochs: int = setting(1, "training", "successive halving's first rung (raised to at least 300 steps); "
-                              "min_epochs = epochs turns halving off", accepts="1-10000")
-    reduction_factor: int = setting(3, "training", "successive halving keeps the best 1 in this many of each rung",
-                                    accepts="2-100")
-    final_epochs: int = setting(15, "training", "epochs of the final training on train + validation",
-                                accepts="1-10000")
-    final_from: str = setting("auto", "training", "where the final training starts: fresh weights (scratch), the "
-                              "winner's trained weights (search), or auto: the winner's when the run has them, "
-                              "else fresh", accepts=FINAL_STARTS)
-    batch_size: int | None = setting(None, "training", "images per step; none: from the training set's size "
-                                     "(16 to 256)", accepts="1-65536")
-    augment: str = setting("auto", "training", "augmentation per batch: none, crop (random translation), flip_crop; "
-                           "auto: no flips for digit datasets", accepts=AUGMENTATIONS)
+    epochs: int = setting(
+        3, "training", "a candidate's full training, its top rung of successive halving", accepts="1-10000"
+    )
+    min_epochs: int = setting(
+        1,
+        "training",
+        "successive halving's first rung (raised to at least 300 steps); min_epochs = epochs turns halving off",
+        accepts="1-10000",
+    )
+    reduction_factor: int = setting(
+        3, "training", "successive halving keeps the best 1 in this many of each rung", accepts="2-100"
+    )
+    final_epochs: int = setting(15, "training", "epochs of the final training on train + validation", accepts="1-10000")
+    final_from: str = setting(
+        "auto",
+        "training",
+        "where the final training starts: fresh weights (scratch), the "
+        "winner's trained weights (search), or auto: the winner's when the run has them, "
+        "else fresh",
+        accepts=FINAL_STARTS,
+    )
+    batch_size: int | None = setting(
+        None, "training", "images per step; none: from the training set's size (16 to 256)", accepts="1-65536"
+    )
+    augment: str = setting(
+        "auto",
+        "training",
+        "augmentation per batch: none, crop (random translation), flip_crop; auto: no flips for digit datasets",
+        accepts=AUGMENTATIONS,
+    )
     label_smoothing: float = setting(0.1, "training", "label smoothing of the loss; 0 turns it off", accepts="0-0.5")
     clip_grad_norm: float = setting(5.0, "training", "gradient norm clipping; 0 turns it off", accepts="0 or more")
-    compile: bool = setting(False, "training", "torch.compile each candidate (a GPU's; seconds of compiling per "
-                            "network)")
-    time_limit_s: float = setting(600.0, "training", "a candidate's time limit in seconds; with a budget at most a "
-                                  "quarter of it", accepts="above 0")
-    prune: bool = setting(False, "training", "also stop a candidate after its first epoch when it scores below "
-                          "prune_fraction × the median first epoch of earlier generations")
-    prune_fraction: float = setting(0.5, "training", "the share of the earlier first-epoch median below which prune "
-                                    "stops a candidate", accepts="above 0, at most 1")
+    compile: bool = setting(
+        False, "training", "torch.compile each candidate (a GPU's; seconds of compiling per network)"
+    )
+    time_limit_s: float = setting(
+        600.0,
+        "training",
+        "a candidate's time limit in seconds; with a budget at most a quarter of it",
+        accepts="above 0",
+    )
+    prune: bool = setting(
+        False,
+        "training",
+        "also stop a candidate after its first epoch when it scores below "
+        "prune_fraction × the median first epoch of earlier generations",
+    )
+    prune_fraction: float = setting(
+        0.5,
+        "training",
+        "the share of the earlier first-epoch median below which prune stops a candidate",
+        accepts="above 0, at most 1",
+    )
     # Off by default: it has not yet measured better than fresh weights at equal budget (bench/RESULTS.md §13).
-    inherit_weights: bool = setting(False, "training", "children start from a parent's trained weights where their "
-                                    "layers match in shape (Lamarckian inheritance)")
+    inherit_weights: bool = setting(
+        False,
+        "training",
+        "children start from a parent's trained weights where their layers match in shape (Lamarckian inheritance)",
+    )
     # ---- size and cost limits, objectives
-    max_params: int = setting(20_000_000, "costs", "parameter cap: larger genomes are repaired, or refused",
-                              accepts="1 or more")
-    max_macs: int | None = setting(None, "costs", "multiply-accumulates per image; none: 20,000 × height × width; "
-                                   "genomes above it are repaired before training", accepts="1 or more")
-    max_latency_ms: float | None = setting(None, "costs", "refuse, before training, a network slower than this per "
-                                           "image at batch 1 on the search's device; none: no limit",
-                                           accepts="above 0")
-    objectives: list[str] = setting(lambda: ["accuracy"], "costs", "accuracy, then any of params, macs, latency: "
-                                    "several make the search find the Pareto front", accepts="e.g. accuracy,params")
+    max_params: int = setting(
+        20_000_000, "costs", "parameter cap: larger genomes are repaired, or refused", accepts="1 or more"
+    )
+    max_macs: int | None = setting(
+        None,
+        "costs",
+        "multiply-accumulates per image; none: 20,000 × height × width; genomes above it are repaired before training",
+        accepts="1 or more",
+    )
+    max_latency_ms: float | None = setting(
+        None,
+        "costs",
+        "refuse, before training, a network slower than this per "
+        "image at batch 1 on the search's device; none: no limit",
+        accepts="above 0",
+    )
+    objectives: list[str] = setting(
+        lambda: ["accuracy"],
+        "costs",
+        "accuracy, then any of params, macs, latency: several make the search find the Pareto front",
+        accepts="e.g. accuracy,params",
+    )
     # ---- where candidates train
     device: str = setting("auto", "back end", "auto (CUDA when present), cpu or cuda", accepts=DEVICES)
-    backend: str = setting("local", "back end", "local (worker processes on this machine) or ray (a cluster)",
-                           accepts=BACKENDS)
-    workers: int | str = setting("auto", "back end", "candidates trained at once by the local back end; auto: one "
-                                 "per CPU core (4 per GPU)", accepts="auto or 1-1024")
-    ray_address: str | None = setting(None, "back end", "none: start a local Ray for the run; auto or host:port: "
-                                      "join a running cluster")
-    cpus_per_candidate: float = setting(1.0, "back end", "CPUs each candidate's Ray task reserves (also its torch "
-                                        "threads, rounded down)", accepts="above 0")
-    gpus_per_candidate: float | None = setting(None, "back end", "GPUs each candidate's Ray task reserves (fractions "
-                                               "share one); none: 1 on cuda, else 0", accepts="0-1")
+    backend: str = setting(
+        "local", "back end", "local (worker processes on this machine) or ray (a cluster)", accepts=BACKENDS
+    )
+    workers: int | str = setting(
+        "auto",
+        "back end",
+        "candidates trained at once by the local back end; auto: one per CPU core (4 per GPU)",
+        accepts="auto or 1-1024",
+    )
+    ray_address: str | None = setting(
+        None, "back end", "none: start a local Ray for the run; auto or host:port: join a running cluster"
+    )
+    cpus_per_candidate: float = setting(
+        1.0,
+        "back end",
+        "CPUs each candidate's Ray task reserves (also its torch threads, rounded down)",
+        accepts="above 0",
+    )
+    gpus_per_candidate: float | None = setting(
+        None,
+        "back end",
+        "GPUs each candidate's Ray task reserves (fractions share one); none: 1 on cuda, else 0",
+        accepts="0-1",
+    )
     retries: int = setting(1, "back end", "times a candidate whose Ray worker died is tried again", accepts="0-10")
     # ---- where the run is also recorded
-    mlflow: str | None = setting(None, "tracking", "log the run and each candidate to MLflow at this tracking URI; "
-                                 "default: $MLFLOW_TRACKING_URI, else mlflow.db beside the store; none: off",
-                                 accepts="none, default, or a URI (sqlite:///path.db, http://host:port)")
+    mlflow: str | None = setting(
+        None,
+        "tracking",
+        "log the run and each candidate to MLflow at this tracking URI; "
+        "default: $MLFLOW_TRACKING_URI, else mlflow.db beside the store; none: off",
+        accepts="none, default, or a URI (sqlite:///path.db, http://host:port)",
+    )
     mlflow_experiment: str = setting("automodel", "tracking", "the MLflow experiment the run is logged under")
     space: SearchSpace = field(default_factory=SearchSpace)
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` for the first unacceptable value."""
         if not isinstance(self.dataset, str) or not self.dataset.strip():
-            raise ConfigError("dataset is empty; give a dataset name (digits, cifar10, cifar100, mnist, "
-                              "fashion-mnist) or a path to an image folder or .zip.")
+            raise ConfigError(
+                "dataset is empty; give a dataset name (digits, cifar10, cifar100, mnist, "
+                "fashion-mnist) or a path to an image folder or .zip."
+            )
         _check_int("population", self.population, 2, 10_000)
         _check_int("generations", self.generations, 1, 100_000)
         _check_choice("selection", self.selection, SELECTION_METHODS)
@@ -262,12 +395,15 @@ class Config:
         _check_float("mutation_rate", self.mutation_rate, 0.0, 1.0)
         _check_int("elitism", self.elitism, 0, 10_000)
         if self.elitism >= self.population:
-            raise ConfigError(f"elitism {self.elitism} must be smaller than the population ({self.population}); "
-                              f"use 0 to {self.population - 1}.")
+            raise ConfigError(
+                f"elitism {self.elitism} must be smaller than the population ({self.population}); "
+                f"use 0 to {self.population - 1}."
+            )
         _check_int("seed", self.seed, 0, 2**63 - 1)
         if not isinstance(self.warm_start, list) or not all(isinstance(r, str) and r.strip() for r in self.warm_start):
-            raise ConfigError(f"warm_start = {self.warm_start!r} is not accepted; give run IDs of this store, e.g. "
-                              f"run-a,run-b.")
+            raise ConfigError(
+                f"warm_start = {self.warm_start!r} is not accepted; give run IDs of this store, e.g. run-a,run-b."
+            )
         if self.target_fitness is not None:
             _check_float("target_fitness", self.target_fitness, 0.0, 1.0)
         if self.time_budget_s is not None:
@@ -275,8 +411,9 @@ class Config:
         if self.budget_s is not None:
             _check_float("budget_s", self.budget_s, 10.0, math.inf)
         if not isinstance(self.overrides, list) or any(o not in PLANNED for o in self.overrides):
-            raise ConfigError(f"overrides = {self.overrides!r} is not accepted; give a list of any of "
-                              f"{', '.join(PLANNED)}.")
+            raise ConfigError(
+                f"overrides = {self.overrides!r} is not accepted; give a list of any of {', '.join(PLANNED)}."
+            )
         _check_int("epochs", self.epochs, 1, 10_000)
         _check_int("min_epochs", self.min_epochs, 1, 10_000)
         _check_int("reduction_factor", self.reduction_factor, 2, 100)
@@ -285,8 +422,10 @@ class Config:
             _check_int("batch_size", self.batch_size, 1, 65_536)
         _check_float("val_fraction", self.val_fraction, 0.0, 0.9, low_open=True)
         if self.image_size != "auto" and (not _is_int(self.image_size) or not 8 <= self.image_size <= 1024):
-            raise ConfigError(f"image_size = {self.image_size!r} is not accepted; use auto or a whole number of "
-                              f"pixels from 8 to 1024 (the longer side images are scaled to).")
+            raise ConfigError(
+                f"image_size = {self.image_size!r} is not accepted; use auto or a whole number of "
+                f"pixels from 8 to 1024 (the longer side images are scaled to)."
+            )
         _check_choice("augment", self.augment, AUGMENTATIONS)
         _check_choice("final_from", self.final_from, FINAL_STARTS)
         _check_float("label_smoothing", self.label_smoothing, 0.0, 0.5)
@@ -304,30 +443,43 @@ class Config:
         if self.max_latency_ms is not None:
             _check_float("max_latency_ms", self.max_latency_ms, 0.0, math.inf, low_open=True)
         costs = ("params", "macs", "latency")
-        if (not isinstance(self.objectives, list) or not self.objectives or self.objectives[0] != "accuracy"
-                or any(o not in costs for o in self.objectives[1:]) or len(set(self.objectives)) != len(self.objectives)):
-            raise ConfigError(f"objectives = {self.objectives!r} is not accepted; give accuracy first, then any of "
-                              f"{', '.join(costs)} once each (e.g. accuracy,params).")
+        if (
+            not isinstance(self.objectives, list)
+            or not self.objectives
+            or self.objectives[0] != "accuracy"
+            or any(o not in costs for o in self.objectives[1:])
+            or len(set(self.objectives)) != len(self.objectives)
+        ):
+            raise ConfigError(
+                f"objectives = {self.objectives!r} is not accepted; give accuracy first, then any of "
+                f"{', '.join(costs)} once each (e.g. accuracy,params)."
+            )
         _check_choice("device", self.device, DEVICES)
         _check_choice("backend", self.backend, BACKENDS)
         if self.workers != "auto":
             if not _is_int(self.workers) or not 1 <= self.workers <= 1024:
-                raise ConfigError(f"workers = {self.workers!r} is not accepted; use auto or a whole number from 1 "
-                                  f"to 1024.")
+                raise ConfigError(
+                    f"workers = {self.workers!r} is not accepted; use auto or a whole number from 1 to 1024."
+                )
         if self.ray_address is not None:
             address = self.ray_address
             if not isinstance(address, str) or not address.strip() or any(ch.isspace() for ch in address):
-                raise ConfigError(f"ray_address = {self.ray_address!r} is not accepted; give auto, host:port or "
-                                  f"ray://host:port, or leave it out to start a local Ray.")
+                raise ConfigError(
+                    f"ray_address = {self.ray_address!r} is not accepted; give auto, host:port or "
+                    f"ray://host:port, or leave it out to start a local Ray."
+                )
             if self.backend != "ray":
-                raise ConfigError(f"ray_address is set but backend is {self.backend!r}; add --backend ray or "
-                                  f"leave out --ray-address.")
+                raise ConfigError(
+                    f"ray_address is set but backend is {self.backend!r}; add --backend ray or leave out --ray-address."
+                )
         _check_float("cpus_per_candidate", self.cpus_per_candidate, 0.0, 1024.0, low_open=True)
         if self.gpus_per_candidate is not None:
             _check_float("gpus_per_candidate", self.gpus_per_candidate, 0.0, 1.0)
             if self.gpus_per_candidate > 0 and self.device == "cpu":
-                raise ConfigError(f"gpus_per_candidate = {self.gpus_per_candidate!r} asks for GPUs but device is cpu; "
-                                  f"use device auto or cuda, or gpus_per_candidate 0.")
+                raise ConfigError(
+                    f"gpus_per_candidate = {self.gpus_per_candidate!r} asks for GPUs but device is cpu; "
+                    f"use device auto or cuda, or gpus_per_candidate 0."
+                )
         _check_int("retries", self.retries, 0, 10)
         self._validate_tracking()
         if not isinstance(self.space, SearchSpace):
@@ -337,14 +489,20 @@ class Config:
     def _validate_tracking(self) -> None:
         if self.mlflow is not None:
             if not isinstance(self.mlflow, str) or not self.mlflow.strip() or any(ch.isspace() for ch in self.mlflow):
-                raise ConfigError(f"mlflow = {self.mlflow!r} is not accepted; give default or a tracking URI such as "
-                                  f"sqlite:///mlflow.db or http://127.0.0.1:5000, or leave it out.")
+                raise ConfigError(
+                    f"mlflow = {self.mlflow!r} is not accepted; give default or a tracking URI such as "
+                    f"sqlite:///mlflow.db or http://127.0.0.1:5000, or leave it out."
+                )
             if importlib.util.find_spec("mlflow") is None:
-                raise ConfigError("MLflow tracking needs the mlflow package, which is not installed; install it with "
-                                  "pip install -r requirements-mlflow.txt, or leave out mlflow.")
+                raise ConfigError(
+                    "MLflow tracking needs the mlflow package, which is not installed; install it with "
+                    "pip install -r requirements-mlflow.txt, or leave out mlflow."
+                )
         if not isinstance(self.mlflow_experiment, str) or not self.mlflow_experiment.strip():
-            raise ConfigError(f"mlflow_experiment = {self.mlflow_experiment!r} is not accepted; give an experiment "
-                              f"name, e.g. automodel.")
+            raise ConfigError(
+                f"mlflow_experiment = {self.mlflow_experiment!r} is not accepted; give an experiment "
+                f"name, e.g. automodel."
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -408,8 +566,9 @@ def read_settings_file(path: str | Path) -> Any:
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist; give the path of a JSON file.") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"config file {path} cannot be read ({exc.__class__.__name__}); "
-                          f"give a UTF-8 JSON file.") from None
+        raise ConfigError(
+            f"config file {path} cannot be read ({exc.__class__.__name__}); give a UTF-8 JSON file."
+        ) from None
     try:
         # NaN and Infinity parse as floats; validation then names the setting that holds one.
         data = json.loads(text)
@@ -418,8 +577,8 @@ def read_settings_file(path: str | Path) -> Any:
     return data
 
 
-MIN_RUNG_STEPS = 300      # the shortest first rung of successive halving, in optimizer steps
-MACS_PER_PIXEL = 20_000   # the default max_macs per input pixel: about 2× a plain 3-block CNN
+MIN_RUNG_STEPS = 300  # the shortest first rung of successive halving, in optimizer steps
+MACS_PER_PIXEL = 20_000  # the default max_macs per input pixel: about 2× a plain 3-block CNN
 
 
 def resolve_max_macs(max_macs: int | None, input_shape) -> int:
@@ -427,7 +586,7 @@ def resolve_max_macs(max_macs: int | None, input_shape) -> int:
     return int(max_macs) if max_macs is not None else MACS_PER_PIXEL * int(input_shape[1]) * int(input_shape[2])
 
 
-STEPS_PER_EPOCH = 128     # the automatic batch size gives at least this many steps per epoch, where it can
+STEPS_PER_EPOCH = 128  # the automatic batch size gives at least this many steps per epoch, where it can
 
 
 def resolve_batch_size(batch_size: int | None, train_size: int) -> int:
@@ -447,11 +606,11 @@ def available_cpus() -> int:
     """CPUs this process may run on."""
     try:
         return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:   # not Linux
+    except AttributeError:  # not Linux
         return max(1, os.cpu_count() or 1)
 
 
-AUTO_IMAGE_SIDE = {"cpu": 64, "cuda": 128}   # image_size auto: the most the longer side is scaled to
+AUTO_IMAGE_SIDE = {"cpu": 64, "cuda": 128}  # image_size auto: the most the longer side is scaled to
 
 
 def resolve_image_size(image_size: int | str, device: str) -> tuple[int | None, int]:
@@ -463,7 +622,7 @@ def resolve_image_size(image_size: int | str, device: str) -> tuple[int | None, 
     return int(image_size), int(image_size)
 
 
-GPU_WORKERS = 4   # candidates per GPU with workers auto: small CNNs leave a large GPU mostly idle one at a time
+GPU_WORKERS = 4  # candidates per GPU with workers auto: small CNNs leave a large GPU mostly idle one at a time
 
 
 def resolve_workers(workers: int | str, device: str, population: int, cpus: int | None = None) -> tuple[int, int]:
@@ -494,8 +653,7 @@ def _is_int(value: Any) -> TypeGuard[int]:
 
 
 def _is_num(value: Any) -> TypeGuard[int | float]:
-    return (isinstance(value, (int, float)) and not isinstance(value, bool)
-            and math.isfinite(value))
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _check_int(name: str, value: Any, low: int, high: int) -> None:

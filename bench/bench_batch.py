@@ -41,12 +41,16 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=ROOT / "bench" / "out" / "batch")
     args = parser.parse_args()
     from bench.harder_sets import ensure_set
+
     folder = ensure_set(args.set, args.work / "sets", 3000, 0)
     data = load_dataset(str(folder), seed=0)
     device_data = DeviceData(data, torch.device("cpu"))
     genome = reference_genome(SearchSpace())
-    print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, set {args.set} "
-          f"({len(data.train_x)} training images), {args.threads} thread(s), genome {genome.summary()}", flush=True)
+    print(
+        f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, set {args.set} "
+        f"({len(data.train_x)} training images), {args.threads} thread(s), genome {genome.summary()}",
+        flush=True,
+    )
     speed = {}
     for batch in BATCHES:
         settings = TrainSettings(epochs=1, batch_size=batch, augment="crop", threads=args.threads)
@@ -61,14 +65,18 @@ def main() -> None:
         epochs = max(1, round(args.epochs * speed[batch] / speed[16]))
         scores, seconds = [], []
         for seed in map(int, args.seeds.split(",")):
-            settings = TrainSettings(epochs=epochs, batch_size=batch, augment="crop", threads=args.threads,
-                                     time_limit_s=10 * budget_s)
+            settings = TrainSettings(
+                epochs=epochs, batch_size=batch, augment="crop", threads=args.threads, time_limit_s=10 * budget_s
+            )
             started = time.perf_counter()
             result = train_candidate(genome, device_data, settings, seed=seed)
             seconds.append(time.perf_counter() - started)
             scores.append(result.fitness)
-        print(f"| {batch} | {speed[batch]:.0f} | {epochs} | {', '.join(f'{s:.3f}' for s in scores)} | "
-              f"{statistics.fmean(scores):.3f} | {statistics.fmean(seconds):.0f} |", flush=True)
+        print(
+            f"| {batch} | {speed[batch]:.0f} | {epochs} | {', '.join(f'{s:.3f}' for s in scores)} | "
+            f"{statistics.fmean(scores):.3f} | {statistics.fmean(seconds):.0f} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -43,19 +43,43 @@ sys.path.insert(0, str(ROOT))
 
 from bench.hand_cnn import train_and_test  # noqa: E402
 
-FLAGS = {"ga": [], "ga-fresh": ["--no-inherit-weights"], "ga-inherit": ["--inherit-weights"], "ga-continue": ["--final-from", "search"],
-         "ga-3": ["--epochs", "3"], "ga-search-continue": ["--epochs", "9", "--final-from", "search"]}
-LABELS = {"ga": "GA", "ga-fresh": "GA, no inheritance", "ga-inherit": "GA, inheritance", "ga-continue": "GA, final continues",
-          "ga-3": "GA, 3 epochs", "ga-search-continue": "GA searching, final continues", "random": "random", "tpe": "TPE", "hand": "hand CNN"}
+FLAGS = {
+    "ga": [],
+    "ga-fresh": ["--no-inherit-weights"],
+    "ga-inherit": ["--inherit-weights"],
+    "ga-continue": ["--final-from", "search"],
+    "ga-3": ["--epochs", "3"],
+    "ga-search-continue": ["--epochs", "9", "--final-from", "search"],
+}
+LABELS = {
+    "ga": "GA",
+    "ga-fresh": "GA, no inheritance",
+    "ga-inherit": "GA, inheritance",
+    "ga-continue": "GA, final continues",
+    "ga-3": "GA, 3 epochs",
+    "ga-search-continue": "GA searching, final continues",
+    "random": "random",
+    "tpe": "TPE",
+    "hand": "hand CNN",
+}
 
 
 def automodel(*args: str, runner: list[str] | None = None) -> dict:
-    subprocess.run([*(runner or [sys.executable, "-m", "automodel"]), *args, "--quiet"], cwd=ROOT, check=True,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [*(runner or [sys.executable, "-m", "automodel"]), *args, "--quiet"],
+        cwd=ROOT,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     db = args[args.index("--db") + 1]
     run_id = args[args.index("--run-id") + 1]
-    shown = subprocess.run([sys.executable, "-m", "automodel", "show", run_id, "--db", db, "--json"], cwd=ROOT,
-                           check=True, capture_output=True, text=True)
+    shown = subprocess.run(
+        [sys.executable, "-m", "automodel", "show", run_id, "--db", db, "--json"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return json.loads(shown.stdout)
 
 
@@ -64,8 +88,11 @@ def main() -> None:
     parser.add_argument("--sets", default="glyphs,shapes", help="any of glyphs, shapes, faces")
     parser.add_argument("--multiples", default="1,3")
     parser.add_argument("--seeds", default="0")
-    parser.add_argument("--searches", default="ga,random,tpe",
-                        help="searches for every multiple, or per multiple: '1:ga;3:ga,random,tpe'")
+    parser.add_argument(
+        "--searches",
+        default="ga,random,tpe",
+        help="searches for every multiple, or per multiple: '1:ga;3:ga,random,tpe'",
+    )
     parser.add_argument("--work", type=Path, default=ROOT / "bench" / "out" / "budget")
     parser.add_argument("--report", action="store_true", help="only print the table and draw the plot")
     args = parser.parse_args()
@@ -77,8 +104,11 @@ def main() -> None:
     import torch
 
     from bench.harder_sets import ensure_set
-    print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
-          f"torch {torch.__version__}")
+
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+        f"torch {torch.__version__}"
+    )
     if ":" in args.searches:
         per_multiple = {float(k): v.split(",") for k, v in (part.split(":") for part in args.searches.split(";"))}
     else:
@@ -88,8 +118,19 @@ def main() -> None:
         for seed in map(int, args.seeds.split(",")):
             hand, t = train_and_test(folder, seed=seed)
             print(f"{name} seed {seed}: hand CNN {hand:.4f} in {t:.1f} s (T)", flush=True)
-            keep(work, {"set": name, "seed": seed, "search": "hand", "k": 1.0, "budget": t, "test": hand,
-                        "elapsed": t, "plan": ""})
+            keep(
+                work,
+                {
+                    "set": name,
+                    "seed": seed,
+                    "search": "hand",
+                    "k": 1.0,
+                    "budget": t,
+                    "test": hand,
+                    "elapsed": t,
+                    "plan": "",
+                },
+            )
             for k, searches in per_multiple.items():
                 budget = f"{k * t:.0f}"
                 db = str(work / f"{name}-{seed}.json")
@@ -109,23 +150,44 @@ def main() -> None:
                         if ga is None:
                             raise SystemExit("random search is given the GA's number of candidates: list ga first")
                         population = max(2, ga["plan"]["population"] * ga["generations_done"])
-                        run = automodel("run", *common, "--run-id", run_id, "--generations", "1",
-                                        "--population", str(population))
+                        run = automodel(
+                            "run", *common, "--run-id", run_id, "--generations", "1", "--population", str(population)
+                        )
                     elif search == "tpe":
-                        run = automodel("tpe", "run", *common, "--run-id", run_id,
-                                        runner=[sys.executable, str(ROOT / "bench" / "searches.py")])
+                        run = automodel(
+                            "tpe",
+                            "run",
+                            *common,
+                            "--run-id",
+                            run_id,
+                            runner=[sys.executable, str(ROOT / "bench" / "searches.py")],
+                        )
                     else:
-                        raise SystemExit(f"unknown search {search!r}; use any of ga, ga-fresh, ga-continue, "
-                                         f"random, tpe")
+                        raise SystemExit(
+                            f"unknown search {search!r}; use any of ga, ga-fresh, ga-continue, random, tpe"
+                        )
                     elapsed = _elapsed(db, run["run_id"])
                     plan = run["plan"]
-                    detail = (f"{plan['population']}×{run['generations_done']} gen, {plan['epochs']} ep, "
-                              f"final {plan['final_epochs']} ep")
-                    print(f"{name} seed {seed} {k:g}×T: {LABELS[search]} {run['test_accuracy']:.4f} in "
-                          f"{elapsed:.1f} s of {budget} s ({detail})", flush=True)
-                    row = {"set": name, "seed": seed, "search": search, "k": k, "budget": float(budget),
-                           "test": run["test_accuracy"], "elapsed": elapsed, "plan": detail,
-                           "cut_share": _cut_share(db, run["run_id"])}
+                    detail = (
+                        f"{plan['population']}×{run['generations_done']} gen, {plan['epochs']} ep, "
+                        f"final {plan['final_epochs']} ep"
+                    )
+                    print(
+                        f"{name} seed {seed} {k:g}×T: {LABELS[search]} {run['test_accuracy']:.4f} in "
+                        f"{elapsed:.1f} s of {budget} s ({detail})",
+                        flush=True,
+                    )
+                    row = {
+                        "set": name,
+                        "seed": seed,
+                        "search": search,
+                        "k": k,
+                        "budget": float(budget),
+                        "test": run["test_accuracy"],
+                        "elapsed": elapsed,
+                        "plan": detail,
+                        "cut_share": _cut_share(db, run["run_id"]),
+                    }
                     ga_row = row if search == "ga" else ga_row
                     keep(work, row)
     report(work)
@@ -149,21 +211,33 @@ def report(work: Path) -> None:
         over = max(m["elapsed"] / m["budget"] for m in members)
         cut = statistics.fmean(m.get("cut_share", 0.0) for m in members)
         plans = "; ".join(sorted({m["plan"] for m in members if m["plan"]}))
-        print(f"| {name} | {LABELS[search]} | {k:g}×T | {len(members)} | {statistics.fmean(tests):.3f} ± {sd:.3f} "
-              f"| {over:.2f} | {cut:.2f} | {plans} |")
+        print(
+            f"| {name} | {LABELS[search]} | {k:g}×T | {len(members)} | {statistics.fmean(tests):.3f} ± {sd:.3f} "
+            f"| {over:.2f} | {cut:.2f} | {plans} |"
+        )
     draw(groups, ROOT / "bench" / "budget.svg")
 
 
 def draw(groups: dict[tuple, list[dict]], path: Path) -> None:
     """Mean test accuracy against the budget (in T), one panel per set, one line per search."""
     sets = sorted({name for name, _, _ in groups})
-    colours = {"ga": "#4c78a8", "ga-fresh": "#9ecae9", "ga-inherit": "#72b7b2", "ga-continue": "#54a24b", "ga-3": "#b279a2", "random": "#f58518",
-               "tpe": "#e45756", "hand": "#222222"}
+    colours = {
+        "ga": "#4c78a8",
+        "ga-fresh": "#9ecae9",
+        "ga-inherit": "#72b7b2",
+        "ga-continue": "#54a24b",
+        "ga-3": "#b279a2",
+        "random": "#f58518",
+        "tpe": "#e45756",
+        "hand": "#222222",
+    }
     width, height, pad = 360, 260, 44
     ks = sorted({k for _, search, k in groups if search != "hand"}) or [1.0]
     k_max = max(ks)
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width * len(sets)}" height="{height + 60}" '
-             f'font-family="sans-serif" font-size="11">']
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width * len(sets)}" height="{height + 60}" '
+        f'font-family="sans-serif" font-size="11">'
+    ]
     for p, name in enumerate(sets):
         x0 = p * width
 
@@ -181,8 +255,11 @@ def draw(groups: dict[tuple, list[dict]], path: Path) -> None:
         for k in ks:
             parts.append(f'<text x="{x(k)}" y="{y(0) + 16}" text-anchor="middle">{k:g}×T</text>')
         for search in [s for s in colours if s != "hand"]:
-            points = sorted((k, statistics.fmean(m["test"] for m in members))
-                            for (n, s, k), members in groups.items() if n == name and s == search)
+            points = sorted(
+                (k, statistics.fmean(m["test"] for m in members))
+                for (n, s, k), members in groups.items()
+                if n == name and s == search
+            )
             if not points:
                 continue
             path_d = " ".join(f"{'M' if i == 0 else 'L'}{x(k):.1f},{y(a):.1f}" for i, (k, a) in enumerate(points))
@@ -195,10 +272,14 @@ def draw(groups: dict[tuple, list[dict]], path: Path) -> None:
             parts.append(f'<rect x="{x(1) - 4:.1f}" y="{y(a) - 4:.1f}" width="8" height="8" fill="#222"/>')
     legend = [s for s in colours if any(search == s for _, search, _ in groups)]
     for i, search in enumerate(legend):
-        parts.append(f'<rect x="{pad + i * 120}" y="{height + 30}" width="10" height="10" fill="{colours[search]}"/>'
-                     f'<text x="{pad + i * 120 + 14}" y="{height + 39}">{LABELS[search]}</text>')
-    parts.append(f'<text x="{pad}" y="{height + 56}" fill="#555">mean final test accuracy over seeds against the '
-                 f'budget, in multiples of one hand-written training (T)</text></svg>')
+        parts.append(
+            f'<rect x="{pad + i * 120}" y="{height + 30}" width="10" height="10" fill="{colours[search]}"/>'
+            f'<text x="{pad + i * 120 + 14}" y="{height + 39}">{LABELS[search]}</text>'
+        )
+    parts.append(
+        f'<text x="{pad}" y="{height + 56}" fill="#555">mean final test accuracy over seeds against the '
+        f"budget, in multiples of one hand-written training (T)</text></svg>"
+    )
     path.write_text("\n".join(parts) + "\n")
     print(f"plot: {path.relative_to(ROOT)}")
 
@@ -206,6 +287,7 @@ def draw(groups: dict[tuple, list[dict]], path: Path) -> None:
 def _cut_share(db: str, run_id: str) -> float:
     """The share of the candidates' training seconds spent on candidates successive halving later cut."""
     from automodel.store import Store
+
     rows = [r for r in Store(db).individuals(run_id) if not r.get("cached")]
     total = sum(r.get("seconds") or 0.0 for r in rows)
     return sum(r.get("seconds") or 0.0 for r in rows if r["status"] == "pruned") / total if total else 0.0
@@ -213,6 +295,7 @@ def _cut_share(db: str, run_id: str) -> float:
 
 def _elapsed(db: str, run_id: str) -> float:
     from automodel.store import Store
+
     return float(Store(db).get_run(run_id)["elapsed_s"])
 
 

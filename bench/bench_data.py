@@ -41,9 +41,9 @@ def _photo(rng: np.random.Generator, width: int, height: int, cls: int) -> Image
     tint = np.array([(0.9, 0.8, 0.5), (0.2, 0.6, 0.2), (0.5, 0.5, 0.55), (0.95, 0.95, 1.0), (0.9, 0.6, 0.3)][cls])
     field = Image.fromarray((small * 255 * tint).astype(np.uint8)).resize((width, height), Image.Resampling.BICUBIC)
     arr = np.asarray(field, dtype=np.int16)
-    for _ in range(int(rng.integers(2, 6))):            # edges: bright or dark bands
+    for _ in range(int(rng.integers(2, 6))):  # edges: bright or dark bands
         y0, x0 = int(rng.integers(0, height)), int(rng.integers(0, width))
-        arr[y0:y0 + height // 8, x0:x0 + width // 5] += int(rng.integers(-90, 90))
+        arr[y0 : y0 + height // 8, x0 : x0 + width // 5] += int(rng.integers(-90, 90))
     arr += rng.normal(0, 6, arr.shape).astype(np.int16)  # grain
     return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
 
@@ -70,6 +70,7 @@ def write_folder(root: Path, count: int, low_mp: float, high_mp: float, seed: in
 def math_exp_uniform(rng: random.Random, low: float, high: float) -> float:
     """Log-uniform between low and high (as many small photos as large ones per doubling)."""
     import math
+
     return math.exp(rng.uniform(math.log(low), math.log(high)))
 
 
@@ -80,7 +81,7 @@ def _write_one(job) -> None:
     folder = Path(root) / CLASSES[cls]
     folder.mkdir(parents=True, exist_ok=True)
     exif = Image.Exif()
-    if turned:   # stored as a phone stores a portrait shot: turned pixels, orientation 6
+    if turned:  # stored as a phone stores a portrait shot: turned pixels, orientation 6
         im = im.transpose(Image.Transpose.ROTATE_90)
         exif[ORIENTATION_TAG] = 6
     ext = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}[fmt]
@@ -148,28 +149,37 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=ROOT / "bench" / "out" / "data")
     args = parser.parse_args()
     import torch
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-          f"Pillow {Image.__version__}", flush=True)
+
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"Pillow {Image.__version__}",
+        flush=True,
+    )
     base = _child(BASELINE, str(ROOT))["peak_rss"]
     print(f"a child process with torch and automodel.data imported: peak RSS {base / 2**20:.0f} MiB", flush=True)
-    print("\n| photos | megapixels | size | load s | images/s | PIL floor s | load / floor speed | "
-          "peak RSS above the imports | decoded tensors | ratio | resume s |")
+    print(
+        "\n| photos | megapixels | size | load s | images/s | PIL floor s | load / floor speed | "
+        "peak RSS above the imports | decoded tensors | ratio | resume s |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for spec in args.sets.split(","):
         count, mp = spec.split(":")
         low, high = (float(v) for v in mp.split("-"))
         folder = write_folder(args.work / f"photos-{count}-{mp}", int(count), low, high)
         for side in map(int, args.sizes.split(",")):
-            floor = pil_floor(folder, side)   # first: it also brings the files into the page cache
+            floor = pil_floor(folder, side)  # first: it also brings the files into the page cache
             cache = args.work / f"cache-{count}-{side}"
             for f in cache.glob("*"):
                 f.unlink()
             first = _child(LOAD, str(ROOT), str(folder), str(side), str(cache))
             again = _child(LOAD, str(ROOT), str(folder), str(side), str(cache))
-            print(f"| {int(count):,} | {mp} | {side} | {first['seconds']:.1f} | {first['images'] / first['seconds']:.0f} "
-                  f"| {floor:.1f} | {floor / first['seconds']:.2f} | {(first['peak_rss'] - base) / 2**20:.0f} MiB "
-                  f"| {first['tensor_bytes'] / 2**20:.0f} MiB | {(first['peak_rss'] - base) / first['tensor_bytes']:.2f} "
-                  f"| {again['seconds']:.2f} |", flush=True)
+            print(
+                f"| {int(count):,} | {mp} | {side} | {first['seconds']:.1f} | {first['images'] / first['seconds']:.0f} "
+                f"| {floor:.1f} | {floor / first['seconds']:.2f} | {(first['peak_rss'] - base) / 2**20:.0f} MiB "
+                f"| {first['tensor_bytes'] / 2**20:.0f} MiB | {(first['peak_rss'] - base) / first['tensor_bytes']:.2f} "
+                f"| {again['seconds']:.2f} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

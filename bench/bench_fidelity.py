@@ -48,7 +48,7 @@ from automodel.training.trainer import DeviceData, TrainSettings, resolve_augmen
 
 ACTIVATIONS = (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Tanh)
 EARLY_EPOCHS = (1, 2, 3, 5)
-OWN_SCHEDULES = (1, 3)   # short trainings whose schedule ends with them
+OWN_SCHEDULES = (1, 3)  # short trainings whose schedule ends with them
 
 
 def naswot(model: nn.Module, x: torch.Tensor) -> float:
@@ -62,7 +62,7 @@ def naswot(model: nn.Module, x: torch.Tensor) -> float:
         kernel.add_(code @ code.T + (1 - code) @ (1 - code).T)
 
     handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, ACTIVATIONS)]
-    model.train()   # batch statistics, as the codes are defined on a batch
+    model.train()  # batch statistics, as the codes are defined on a batch
     with torch.no_grad():
         model(x)
     for handle in handles:
@@ -120,8 +120,7 @@ def full_training(index: int, genome: Genome, settings: TrainSettings) -> dict:
     row["naswot"] = naswot(build_model(genome, data.input_shape, data.classes, data.mean, data.std), batch)
     row["naswot_s"] = time.perf_counter() - started
     started = time.perf_counter()
-    row["synflow"] = synflow(build_model(genome, data.input_shape, data.classes, data.mean, data.std),
-                             data.input_shape)
+    row["synflow"] = synflow(build_model(genome, data.input_shape, data.classes, data.mean, data.std), data.input_shape)
     row["synflow_s"] = time.perf_counter() - started
     result = train_candidate(genome, data, settings, seed=index)
     row.update(status=result.status, final=result.fitness, seconds=result.seconds, reason=result.reason)
@@ -146,6 +145,7 @@ def spearman(a: list[float], b: list[float]) -> float:
                 out[order[k]] = (i + j) / 2
             i = j + 1
         return out
+
     ra, rb = ranks(a), ranks(b)
     ma, mb = sum(ra) / len(ra), sum(rb) / len(rb)
     cov = sum((x - ma) * (y - mb) for x, y in zip(ra, rb))
@@ -160,14 +160,24 @@ def sample(folder: str, count: int, seed: int) -> tuple[list[Genome], dict]:
     genomes, max_macs = [], resolve_max_macs(config.max_macs, data.input_shape)
     while len(genomes) < count:
         genome = fit_to_image(sample_genome(config.space, rng), data.input_shape)
-        genome = fit_to_budget(genome, data.input_shape, len(data.classes), max_macs=max_macs,
-                               max_params=config.max_params, min_filters=min(config.space.filters),
-                               min_blocks=config.space.conv_blocks[0])
+        genome = fit_to_budget(
+            genome,
+            data.input_shape,
+            len(data.classes),
+            max_macs=max_macs,
+            max_params=config.max_params,
+            min_filters=min(config.space.filters),
+            min_blocks=config.space.conv_blocks[0],
+        )
         if genome is not None and genome not in genomes:
             genomes.append(genome)
     batch = resolve_batch_size(config.batch_size, len(data.train_x))
-    return genomes, {"batch_size": batch, "augment": resolve_augment(config.augment, data.name),
-                     "steps_per_epoch": len(data.train_x) // batch, "train": len(data.train_x)}
+    return genomes, {
+        "batch_size": batch,
+        "augment": resolve_augment(config.augment, data.name),
+        "steps_per_epoch": len(data.train_x) // batch,
+        "train": len(data.train_x),
+    }
 
 
 def main() -> None:
@@ -181,26 +191,40 @@ def main() -> None:
     parser.add_argument("--reuse", action="store_true", help="keep the full trainings already recorded")
     args = parser.parse_args()
     from bench.harder_sets import ensure_set
-    print(f"machine: {platform.processor() or platform.machine()}, {args.workers} workers × 1 thread, "
-          f"torch {torch.__version__}", flush=True)
+
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {args.workers} workers × 1 thread, "
+        f"torch {torch.__version__}",
+        flush=True,
+    )
     args.work.mkdir(parents=True, exist_ok=True)
     for name in args.sets.split(","):
         folder = str(ensure_set(name, ROOT / "bench" / "out" / "budget" / "sets", 3000, 0))
         genomes, info = sample(folder, args.genomes, args.seed)
         saved = args.work / f"{name}.json"
         known = {r["index"]: r for r in json.loads(saved.read_text())} if args.reuse and saved.exists() else {}
-        settings = {"epochs": args.epochs, "batch_size": info["batch_size"], "augment": info["augment"],
-                    "time_limit_s": 3600.0}
-        print(f"{name}: {len(genomes)} genomes, {info['train']} training images, batch {info['batch_size']} "
-              f"({info['steps_per_epoch']} steps per epoch), {args.epochs} epochs each", flush=True)
+        settings = {
+            "epochs": args.epochs,
+            "batch_size": info["batch_size"],
+            "augment": info["augment"],
+            "time_limit_s": 3600.0,
+        }
+        print(
+            f"{name}: {len(genomes)} genomes, {info['train']} training images, batch {info['batch_size']} "
+            f"({info['steps_per_epoch']} steps per epoch), {args.epochs} epochs each",
+            flush=True,
+        )
         rows = []
         with ProcessPoolExecutor(args.workers, initializer=_load, initargs=(folder,)) as pool:
             jobs = [(i, g.to_dict(), settings, known.get(i)) for i, g in enumerate(genomes)]
             for row in pool.map(score_genome, jobs):
                 rows.append(row)
-                print(f"  {row['index']:2d} {row['status']:8s} final {row['final']:.3f} ep1 {row.get('ep1', 0):.3f} "
-                      f"naswot {row['naswot']:.1f} synflow {row['synflow']:.1f} {row['seconds']:.0f} s "
-                      f"{row['summary']}", flush=True)
+                print(
+                    f"  {row['index']:2d} {row['status']:8s} final {row['final']:.3f} ep1 {row.get('ep1', 0):.3f} "
+                    f"naswot {row['naswot']:.1f} synflow {row['synflow']:.1f} {row['seconds']:.0f} s "
+                    f"{row['summary']}",
+                    flush=True,
+                )
         saved.write_text(json.dumps(rows, indent=1))
         report(name, rows, args.epochs, info["steps_per_epoch"])
 
@@ -209,24 +233,43 @@ def report(name: str, rows: list[dict], epochs: int, steps_per_epoch: int) -> No
     """Spearman correlation of each signal with the full training's score, and its cost."""
     full = [r["final"] for r in rows]
     mean_full_s = sum(r.get(f"ep{epochs}_s", r["seconds"]) for r in rows) / len(rows)
-    signals = [("parameters", [r["params"] for r in rows], 0.0), ("MACs", [r["macs"] for r in rows], 0.0),
-               ("NASWOT", [r["naswot"] for r in rows], sum(r["naswot_s"] for r in rows) / len(rows)),
-               ("synflow", [r["synflow"] for r in rows], sum(r["synflow_s"] for r in rows) / len(rows))]
+    signals = [
+        ("parameters", [r["params"] for r in rows], 0.0),
+        ("MACs", [r["macs"] for r in rows], 0.0),
+        ("NASWOT", [r["naswot"] for r in rows], sum(r["naswot_s"] for r in rows) / len(rows)),
+        ("synflow", [r["synflow"] for r in rows], sum(r["synflow_s"] for r in rows) / len(rows)),
+    ]
     for e in EARLY_EPOCHS:
         if e < epochs:
-            signals.append((f"after {e} epoch{'s' if e > 1 else ''} ({e * steps_per_epoch} steps)",
-                            [r.get(f"ep{e}") or 0.0 for r in rows],
-                            sum(r.get(f"ep{e}_s", 0.0) for r in rows) / len(rows)))
-    signals.append(("slope epochs 1→3", [(r.get("ep3") or 0.0) - (r.get("ep1") or 0.0) for r in rows],
-                    sum(r.get("ep3_s", 0.0) for r in rows) / len(rows)))
+            signals.append(
+                (
+                    f"after {e} epoch{'s' if e > 1 else ''} ({e * steps_per_epoch} steps)",
+                    [r.get(f"ep{e}") or 0.0 for r in rows],
+                    sum(r.get(f"ep{e}_s", 0.0) for r in rows) / len(rows),
+                )
+            )
+    signals.append(
+        (
+            "slope epochs 1→3",
+            [(r.get("ep3") or 0.0) - (r.get("ep1") or 0.0) for r in rows],
+            sum(r.get("ep3_s", 0.0) for r in rows) / len(rows),
+        )
+    )
     for e in OWN_SCHEDULES:
         if all(f"own{e}" in r for r in rows):
-            signals.append((f"a training of {e} epoch{'s' if e > 1 else ''} with its own schedule",
-                            [r[f"own{e}"] for r in rows], sum(r[f"own{e}_s"] for r in rows) / len(rows)))
+            signals.append(
+                (
+                    f"a training of {e} epoch{'s' if e > 1 else ''} with its own schedule",
+                    [r[f"own{e}"] for r in rows],
+                    sum(r[f"own{e}_s"] for r in rows) / len(rows),
+                )
+            )
     ok = sum(r["status"] == "ok" for r in rows)
-    print(f"\n{name}: {len(rows)} genomes ({ok} trained all {epochs} epochs), full training {mean_full_s:.1f} s "
-          f"per genome on one worker; validation accuracy after {epochs} epochs: median "
-          f"{sorted(full)[len(full) // 2]:.3f}, best {max(full):.3f}")
+    print(
+        f"\n{name}: {len(rows)} genomes ({ok} trained all {epochs} epochs), full training {mean_full_s:.1f} s "
+        f"per genome on one worker; validation accuracy after {epochs} epochs: median "
+        f"{sorted(full)[len(full) // 2]:.3f}, best {max(full):.3f}"
+    )
     print("| signal | Spearman ρ with the full training | seconds per genome | share of a full training |")
     print("|---|---|---|---|")
     for label, values, seconds in signals:

@@ -34,8 +34,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds a genome may take")
     args = parser.parse_args()
-    print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
-          f"torch {torch.__version__}, oneDNN ISA capped to {ISAS[0]} and uncapped")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+        f"torch {torch.__version__}, oneDNN ISA capped to {ISAS[0]} and uncapped"
+    )
     total_failures = 0
     with tempfile.TemporaryDirectory() as work:
         for name, space, count in (("default", SearchSpace(), args.default), ("widest", widest_space(), args.widest)):
@@ -46,9 +48,11 @@ def main() -> None:
             total_failures += len(report.failures)
             crashes = sum(f.outcome == "crash" for f in report.failures)
             seconds = report.case_seconds or [0.0]
-            print(f"{name} space: {report.cases} genomes, {crashes} crashed, {len(report.failures) - crashes} hung, "
-                  f"{report.seconds:.0f} s (per genome: median {statistics.median(seconds):.2f} s, "
-                  f"max {max(seconds):.2f} s)")
+            print(
+                f"{name} space: {report.cases} genomes, {crashes} crashed, {len(report.failures) - crashes} hung, "
+                f"{report.seconds:.0f} s (per genome: median {statistics.median(seconds):.2f} s, "
+                f"max {max(seconds):.2f} s)"
+            )
     print(f"failures: {total_failures}")
 
 

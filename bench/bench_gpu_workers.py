@@ -70,8 +70,12 @@ class Utilisation:
     def _run(self) -> None:
         while not self._stop.wait(0.5):
             try:
-                out = subprocess.run(["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits"],
-                                     capture_output=True, text=True, timeout=5).stdout.split()
+                out = subprocess.run(
+                    ["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits"],
+                    capture_output=True,
+                    text=True,
+                    timeout=5,
+                ).stdout.split()
                 self.samples.append(float(out[0]))
             except (OSError, subprocess.SubprocessError, IndexError, ValueError):
                 try:
@@ -84,9 +88,20 @@ class Utilisation:
 
 
 def generation(dataset: str, workers: int, args, compile_: bool = False) -> tuple[float, int, float | None]:
-    config = Config.from_dict({**Config().to_dict(), "dataset": dataset, "population": args.population,
-                               "generations": 1, "epochs": args.epochs, "min_epochs": args.epochs, "seed": 0,
-                               "device": "cuda", "workers": workers, "compile": compile_})
+    config = Config.from_dict(
+        {
+            **Config().to_dict(),
+            "dataset": dataset,
+            "population": args.population,
+            "generations": 1,
+            "epochs": args.epochs,
+            "min_epochs": args.epochs,
+            "seed": 0,
+            "device": "cuda",
+            "workers": workers,
+            "compile": compile_,
+        }
+    )
     with tempfile.TemporaryDirectory() as tmp:
         store = Store(Path(tmp) / "db.json")
         store.create_run("g", config.to_dict())
@@ -108,23 +123,32 @@ def main(argv: list[str] | None = None) -> int:
     if not torch.cuda.is_available():
         print("no CUDA GPU: nothing measured")
         return 1
-    print(f"# {datetime.date.today()} · {torch.cuda.get_device_name(0)} · torch {torch.__version__} · "
-          f"{args.images} synthetic 3×32×32 images, {args.population} candidates × {args.epochs} epochs")
+    print(
+        f"# {datetime.date.today()} · {torch.cuda.get_device_name(0)} · torch {torch.__version__} · "
+        f"{args.images} synthetic 3×32×32 images, {args.population} candidates × {args.epochs} epochs"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         dataset = str(synthetic_folder(Path(tmp) / "synthetic", args.images))
         rates = {}
         for workers in (int(w) for w in args.workers.split(",")):
             seconds, trained, use = generation(dataset, workers, args)
             rates[workers] = trained / seconds * 3600
-            print(f"workers {workers}: {seconds:.1f} s for {trained} candidates = {rates[workers]:.0f} candidates/hour"
-                  f" · GPU utilisation {use if use is None else round(use)}%", flush=True)
+            print(
+                f"workers {workers}: {seconds:.1f} s for {trained} candidates = {rates[workers]:.0f} candidates/hour"
+                f" · GPU utilisation {use if use is None else round(use)}%",
+                flush=True,
+            )
         best = max(rates, key=rates.get)
-        print(f"gpu_workers_best: {best} ({rates[best] / rates[min(rates)]:.2f}× the candidates per hour of "
-              f"{min(rates)} worker)")
+        print(
+            f"gpu_workers_best: {best} ({rates[best] / rates[min(rates)]:.2f}× the candidates per hour of "
+            f"{min(rates)} worker)"
+        )
         eager, _, _ = generation(dataset, 1, args)
         compiled, _, _ = generation(dataset, 1, args, compile_=True)
-        print(f"torch.compile against eager, one worker: {compiled:.1f} s against {eager:.1f} s "
-              f"({eager / compiled:.2f}× {'faster' if compiled < eager else 'slower'} with compile)")
+        print(
+            f"torch.compile against eager, one worker: {compiled:.1f} s against {eager:.1f} s "
+            f"({eager / compiled:.2f}× {'faster' if compiled < eager else 'slower'} with compile)"
+        )
     return 0
 
 

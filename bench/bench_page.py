@@ -47,34 +47,91 @@ def fill(store: Store, run_id: str, candidates: int, population: int, seed: int 
     generations = candidates // population
     config = Config(population=population, generations=generations + 1).to_dict()
     store.create_run(run_id, config, total_generations=generations + 1, pid=None)
-    genome = {"conv": [{"filters": 32, "kernel": 3, "activation": "relu", "pooling": "max", "batch_norm": True}] * 3,
-              "dense": [{"units": 128, "activation": "relu"}], "dropout": 0.2, "optimizer": "adam",
-              "learning_rate": 0.001, "weight_decay": 0.0001}
+    genome = {
+        "conv": [{"filters": 32, "kernel": 3, "activation": "relu", "pooling": "max", "batch_norm": True}] * 3,
+        "dense": [{"units": 128, "activation": "relu"}],
+        "dropout": 0.2,
+        "optimizer": "adam",
+        "learning_rate": 0.001,
+        "weight_decay": 0.0001,
+    }
     for g in range(generations):
         records = []
         for i in range(population):
             status = rng.choice(STATUSES)
             fitness = min(1.0, 0.5 + 0.4 * g / generations + rng.random() * 0.1) if status == "ok" else 0.0
-            records.append({"run_id": run_id, "generation": g, "index": i, "key": f"{g:04d}{i:04d}{rng.random()}",
-                            "genome": genome, "summary": "C32k3relu/max·bn C32k3relu/max·bn C32k3relu/max·bn → "
-                                                         "D128relu | drop 0.2 | adam 1e-03 wd 0.0001",
-                            "fitness": fitness, "status": status, "reason": "" if status == "ok" else f"{status}",
-                            "params": rng.randint(10_000, 2_000_000), "seconds": rng.random() * 30, "epochs": 5,
-                            "train_loss": rng.random(), "cached": rng.random() < 0.1, "recorded_at": time.time()})
+            records.append(
+                {
+                    "run_id": run_id,
+                    "generation": g,
+                    "index": i,
+                    "key": f"{g:04d}{i:04d}{rng.random()}",
+                    "genome": genome,
+                    "summary": "C32k3relu/max·bn C32k3relu/max·bn C32k3relu/max·bn → "
+                    "D128relu | drop 0.2 | adam 1e-03 wd 0.0001",
+                    "fitness": fitness,
+                    "status": status,
+                    "reason": "" if status == "ok" else f"{status}",
+                    "params": rng.randint(10_000, 2_000_000),
+                    "seconds": rng.random() * 30,
+                    "epochs": 5,
+                    "train_loss": rng.random(),
+                    "cached": rng.random() < 0.1,
+                    "recorded_at": time.time(),
+                }
+            )
         store.add_individuals(records)
         fit = [r["fitness"] for r in records]
-        store.add_generation({"run_id": run_id, "generation": g, "best": max(fit), "mean": statistics.fmean(fit),
-                              "worst": min(fit), "diversity": 0.4, "failed": sum(r["status"] != "ok" for r in records),
-                              "trained": population, "seconds": 60.0, "recorded_at": time.time()})
+        store.add_generation(
+            {
+                "run_id": run_id,
+                "generation": g,
+                "best": max(fit),
+                "mean": statistics.fmean(fit),
+                "worst": min(fit),
+                "diversity": 0.4,
+                "failed": sum(r["status"] != "ok" for r in records),
+                "trained": population,
+                "seconds": 60.0,
+                "recorded_at": time.time(),
+            }
+        )
     # A live run on another host: the page trusts it is alive and draws the live view for it.
-    store.update_run(run_id, status="running", pid=os.getpid(), host="bench-elsewhere", generations_done=generations,
-                     evaluated=generations * population, best_fitness=0.99, best_genome=genome,
-                     best_summary="C32k3relu/max·bn ×3", best_generation=generations - 1, best_index=0,
-                     input_shape=[3, 32, 32], classes=[str(c) for c in range(10)], device="cpu",
-                     resumed_at=time.time())
-    store.set_progress(run_id, {"generation": generations, "generations": generations + 1, "index": 3,
-                                "population": population, "final": False, "summary": "x", "epoch": 2, "epochs": 5,
-                                "batch": 40, "batches": 100, "loss": 0.5, "elapsed_s": 4.0, "eta_s": 9.0})
+    store.update_run(
+        run_id,
+        status="running",
+        pid=os.getpid(),
+        host="bench-elsewhere",
+        generations_done=generations,
+        evaluated=generations * population,
+        best_fitness=0.99,
+        best_genome=genome,
+        best_summary="C32k3relu/max·bn ×3",
+        best_generation=generations - 1,
+        best_index=0,
+        input_shape=[3, 32, 32],
+        classes=[str(c) for c in range(10)],
+        device="cpu",
+        resumed_at=time.time(),
+    )
+    store.set_progress(
+        run_id,
+        {
+            "generation": generations,
+            "generations": generations + 1,
+            "index": 3,
+            "population": population,
+            "final": False,
+            "summary": "x",
+            "epoch": 2,
+            "epochs": 5,
+            "batch": 40,
+            "batches": 100,
+            "loss": 0.5,
+            "elapsed_s": 4.0,
+            "eta_s": 9.0,
+        },
+    )
 
 
 def redraw(store: Store, run_id: str, population: int) -> dict[str, float]:
@@ -96,8 +153,9 @@ def redraw(store: Store, run_id: str, population: int) -> dict[str, float]:
     table = views.population_table(frame, int(frame["generation"].max()))
     t["views: status, frame, population table"] = time.perf_counter() - mark
     mark = time.perf_counter()
-    spec = views.fitness_chart(generations, frame, total_generations=run["total_generations"],
-                               population=population).to_dict()
+    spec = views.fitness_chart(
+        generations, frame, total_generations=run["total_generations"], population=population
+    ).to_dict()
     t["views: fitness chart spec (to_dict)"] = time.perf_counter() - mark
     t["total"] = time.perf_counter() - start
     mark = time.perf_counter()
@@ -131,8 +189,10 @@ def main() -> None:
         store = Store(db)
         fill(store, "bench-run", args.candidates, args.population)
         sizes = {p.name: p.stat().st_size for p in Path(tmp).glob("*.json")}
-        print(f"store with {args.candidates} candidates in {time.perf_counter() - started:.1f} s: "
-              + ", ".join(f"{name} {size / 1e6:.1f} MB" for name, size in sorted(sizes.items())))
+        print(
+            f"store with {args.candidates} candidates in {time.perf_counter() - started:.1f} s: "
+            + ", ".join(f"{name} {size / 1e6:.1f} MB" for name, size in sorted(sizes.items()))
+        )
 
         # The run stays live while the benchmark runs, as a search's heartbeat keeps it: the page
         # redraws its live view every second throughout.
@@ -164,6 +224,7 @@ def apptest(db: Path, repeat: int) -> None:
     """A whole page run in AppTest (Streamlit's script run, widgets and serialisation included)."""
     os.environ["AUTOMODEL_DB"] = str(db)
     import logging
+
     logging.getLogger("streamlit").setLevel(logging.ERROR)
     from streamlit.testing.v1 import AppTest
 
@@ -179,8 +240,10 @@ def apptest(db: Path, repeat: int) -> None:
         started = time.perf_counter()
         at.run()
         times.append(time.perf_counter() - started)
-    print(f"\nwhole page in AppTest: first run {first:.3f} s, then median {statistics.median(times):.3f} s "
-          f"(min {min(times):.3f}, max {max(times):.3f}) over {repeat} runs")
+    print(
+        f"\nwhole page in AppTest: first run {first:.3f} s, then median {statistics.median(times):.3f} s "
+        f"(min {min(times):.3f}, max {max(times):.3f}) over {repeat} runs"
+    )
 
 
 FLOOR_PAGE = """
@@ -199,14 +262,34 @@ def _serve(script: Path, env: dict) -> tuple:
     import socket
     import subprocess
     import urllib.request
+
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(script), "--server.port", str(port),
-                               "--server.address", "127.0.0.1", "--server.headless", "true",
-                               "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false"],
-                              cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            str(script),
+            "--server.port",
+            str(port),
+            "--server.address",
+            "127.0.0.1",
+            "--server.headless",
+            "true",
+            "--server.fileWatcherType",
+            "none",
+            "--browser.gatherUsageStats",
+            "false",
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
@@ -224,27 +307,36 @@ def browser(db: Path, repeat: int) -> None:
     import signal
 
     from playwright.sync_api import expect, sync_playwright
+
     floor_script = db.parent / "one_chart.py"
     floor_script.write_text(FLOOR_PAGE)
     env = {**os.environ, "AUTOMODEL_DB": str(db)}
     servers = {"page": _serve(REPO / "app.py", env), "one chart": _serve(floor_script, env)}
     try:
         with sync_playwright() as playwright:
-            chromium = playwright.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=[
-                "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                "--disable-sync"])
+            chromium = playwright.chromium.launch(
+                executable_path="/usr/bin/chromium",
+                headless=True,
+                args=[
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--disable-sync",
+                ],
+            )
             opens: dict[str, list[float]] = {name: [] for name in servers}
             redraws, tabs = [], []
             for attempt in range(repeat + 1):
-                for name, (_, url) in servers.items():   # interleaved, so both see the same machine
+                for name, (_, url) in servers.items():  # interleaved, so both see the same machine
                     page = chromium.new_page(viewport={"width": 1440, "height": 1000})
                     started = time.perf_counter()
                     page.goto(url)
                     chart = page.locator('[data-testid="stVegaLiteChart"]').first
                     expect(chart.locator('[aria-label*="Statistic: best"]').first).to_be_attached(timeout=60_000)
                     if name == "page":
-                        expect(page.locator(".st-key-status")).to_contain_text("running")   # the live view
-                    if attempt:   # the first opening also warms the server's imports
+                        expect(page.locator(".st-key-status")).to_contain_text("running")  # the live view
+                    if attempt:  # the first opening also warms the server's imports
                         opens[name].append(time.perf_counter() - started)
                     if name == "page":
                         _page_redraws(page, expect, redraws, tabs)
@@ -252,13 +344,19 @@ def browser(db: Path, repeat: int) -> None:
                     time.sleep(1.0)
             chromium.close()
         page, floor = statistics.median(opens["page"]), statistics.median(opens["one chart"])
-        print(f"\nChromium, median of {repeat}: page opened to the fitness chart's points drawn {page:.2f} s "
-              f"(runs: {', '.join(f'{t:.2f}' for t in opens['page'])}); a page of one chart {floor:.2f} s "
-              f"(runs: {', '.join(f'{t:.2f}' for t in opens['one chart'])}); ratio {page / floor:.2f}")
-        print(f"redraw after choosing a generation, median {statistics.median(redraws):.2f} s "
-              f"(runs: {', '.join(f'{t:.2f}' for t in redraws)})")
-        print(f"opening the genes tab to its chart drawn, median {statistics.median(tabs):.2f} s "
-              f"(runs: {', '.join(f'{t:.2f}' for t in tabs)})")
+        print(
+            f"\nChromium, median of {repeat}: page opened to the fitness chart's points drawn {page:.2f} s "
+            f"(runs: {', '.join(f'{t:.2f}' for t in opens['page'])}); a page of one chart {floor:.2f} s "
+            f"(runs: {', '.join(f'{t:.2f}' for t in opens['one chart'])}); ratio {page / floor:.2f}"
+        )
+        print(
+            f"redraw after choosing a generation, median {statistics.median(redraws):.2f} s "
+            f"(runs: {', '.join(f'{t:.2f}' for t in redraws)})"
+        )
+        print(
+            f"opening the genes tab to its chart drawn, median {statistics.median(tabs):.2f} s "
+            f"(runs: {', '.join(f'{t:.2f}' for t in tabs)})"
+        )
     finally:
         for server, _ in servers.values():
             os.killpg(server.pid, signal.SIGTERM)
@@ -277,9 +375,10 @@ def _page_redraws(page, expect, redraws: list[float], tabs: list[float]) -> None
     page.get_by_role("tab", name="Which genes matter", exact=True).click()
     started = time.perf_counter()
     expect(page.locator('[data-testid="stVegaLiteChart"]').nth(1).locator("svg, canvas").first).to_be_attached(
-        timeout=30_000)
+        timeout=30_000
+    )
     tabs.append(time.perf_counter() - started)
-    page.get_by_role("tab", name="Population", exact=True).click()   # back, for the next opening
+    page.get_by_role("tab", name="Population", exact=True).click()  # back, for the next opening
     expect(page.get_by_text("candidates, best first")).to_be_visible(timeout=30_000)
 
 

@@ -60,6 +60,7 @@ def spearman(xs: list[float], ys: list[float]) -> float:
         for rank, i in enumerate(order):
             r[i] = rank
         return r
+
     rx, ry = ranks(xs), ranks(ys)
     mx, my = statistics.fmean(rx), statistics.fmean(ry)
     cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
@@ -67,9 +68,19 @@ def spearman(xs: list[float], ys: list[float]) -> float:
 
 
 def run(dataset: str, seed: int, population: int, generations: int, epochs: int, folder: Path) -> list[dict]:
-    config = Config.from_dict({**Config().to_dict(), "dataset": dataset, "population": population,
-                               "generations": generations, "epochs": epochs, "seed": seed, "device": "cpu",
-                               "objectives": ["accuracy", "params", "latency"], "elitism": 1 if generations > 1 else 0})
+    config = Config.from_dict(
+        {
+            **Config().to_dict(),
+            "dataset": dataset,
+            "population": population,
+            "generations": generations,
+            "epochs": epochs,
+            "seed": seed,
+            "device": "cpu",
+            "objectives": ["accuracy", "params", "latency"],
+            "elitism": 1 if generations > 1 else 0,
+        }
+    )
     store = Store(folder / "db.json")
     store.create_run("b", config.to_dict())
     SearchOnly(config, store, "b", data_dir=ROOT / "data").run()
@@ -84,9 +95,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--generations", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=2)
     args = parser.parse_args(argv)
-    print(f"# {datetime.date.today()} · {platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} "
-          f"threads · GA: population {args.population} × {args.generations} generations; random: "
-          f"{args.population * args.generations} candidates; {args.epochs} epochs each")
+    print(
+        f"# {datetime.date.today()} · {platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} "
+        f"threads · GA: population {args.population} × {args.generations} generations; random: "
+        f"{args.population * args.generations} candidates; {args.epochs} epochs each"
+    )
     print("set | seed | GA hv(acc×params) | random hv(acc×params) | GA hv(acc×latency) | random hv(acc×latency)")
     verdict = []
     for name in args.sets.split(","):
@@ -100,17 +113,24 @@ def main(argv: list[str] | None = None) -> int:
             ga_epochs = sum(row.get("trained_epochs", 0) for row in ga)
             g, r = hypervolumes(ga), hypervolumes(within_epochs(rnd, ga_epochs))
             table.append((g, r))
-            pairs += [(row["macs"], row["latency_ms"]) for row in ga + rnd
-                      if row.get("macs") and row.get("latency_ms") and not row.get("cached")]
-            print(f"{name} | {seed} | {g['params']:.4f} | {r['params']:.4f} | {g['latency']:.4f} | {r['latency']:.4f}",
-                  flush=True)
+            pairs += [
+                (row["macs"], row["latency_ms"])
+                for row in ga + rnd
+                if row.get("macs") and row.get("latency_ms") and not row.get("cached")
+            ]
+            print(
+                f"{name} | {seed} | {g['params']:.4f} | {r['params']:.4f} | {g['latency']:.4f} | {r['latency']:.4f}",
+                flush=True,
+            )
         for objective in ("params", "latency"):
             ga_mean = statistics.fmean(g[objective] for g, _ in table)
             rnd_mean = statistics.fmean(r[objective] for _, r in table)
             ok = ga_mean >= rnd_mean
             verdict.append(ok)
-            print(f"{name} accuracy × {objective}: GA {ga_mean:.4f} · random {rnd_mean:.4f} · GA ≥ random: "
-                  f"{'yes' if ok else 'NO'}")
+            print(
+                f"{name} accuracy × {objective}: GA {ga_mean:.4f} · random {rnd_mean:.4f} · GA ≥ random: "
+                f"{'yes' if ok else 'NO'}"
+            )
         rho = spearman([p[0] for p in pairs], [p[1] for p in pairs])
         print(f"{name}: MACs against measured latency on this CPU, Spearman ρ = {rho:.2f} over {len(pairs)} candidates")
     print(f"pareto_targets_met: {all(verdict)}")

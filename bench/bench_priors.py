@@ -51,27 +51,50 @@ def main(argv: list[str] | None = None) -> int:
     space = SearchSpace.from_dict(json.loads(args.space))
     space.validate()
     chance2 = 2 / len(data.classes)
-    settings = TrainSettings(epochs=args.epochs, batch_size=resolve_batch_size(args.batch_size, len(data.train_x)), augment=resolve_augment("auto", data.name))
+    settings = TrainSettings(
+        epochs=args.epochs,
+        batch_size=resolve_batch_size(args.batch_size, len(data.train_x)),
+        augment=resolve_augment("auto", data.name),
+    )
     max_macs = resolve_max_macs(args.max_macs, data.input_shape)
     rng = random.Random(args.seed)
     groups: dict[str, list[list[float]]] = defaultdict(list)
-    print(f"# {args.set}: {len(data.train_x)} training images, batch {settings.batch_size} "
-          f"({math.ceil(len(data.train_x) / settings.batch_size)} steps per epoch), twice chance = {chance2:.2f}")
+    print(
+        f"# {args.set}: {len(data.train_x)} training images, batch {settings.batch_size} "
+        f"({math.ceil(len(data.train_x) / settings.batch_size)} steps per epoch), twice chance = {chance2:.2f}"
+    )
     for i in range(args.genomes):
-        genome = fit_to_budget(fit_to_image(sample_genome(space, rng), data.input_shape), data.input_shape, len(data.classes), max_macs=max_macs,
-                               max_params=20_000_000) or sample_genome(space, rng)
+        genome = fit_to_budget(
+            fit_to_image(sample_genome(space, rng), data.input_shape),
+            data.input_shape,
+            len(data.classes),
+            max_macs=max_macs,
+            max_params=20_000_000,
+        ) or sample_genome(space, rng)
         started = time.perf_counter()
         result = train_candidate(genome, device_data, settings, seed=args.seed + i)
         curve = [h["val_accuracy"] for h in result.history] + [0.0] * (args.epochs - len(result.history))
-        band = f"{genome.optimizer} lr {'low' if _position(genome, space) < 1 / 3 else 'mid' if _position(genome, space) < 2 / 3 else 'high'}"
+        position = _position(genome, space)
+        band = f"{genome.optimizer} lr {'low' if position < 1 / 3 else 'mid' if position < 2 / 3 else 'high'}"
         downsamples = sum(b.downsample != "none" for b in genome.conv)
         kinds = "+".join(sorted({b.kind for b in genome.conv}))
-        for name in ("all", genome.optimizer, band, f"head {genome.head}", f"blocks {len(genome.conv)}",
-                     f"downsamples {downsamples}", f"dense {len(genome.dense)}", f"dropout {genome.dropout:g}",
-                     f"kinds {kinds}"):
+        for name in (
+            "all",
+            genome.optimizer,
+            band,
+            f"head {genome.head}",
+            f"blocks {len(genome.conv)}",
+            f"downsamples {downsamples}",
+            f"dense {len(genome.dense)}",
+            f"dropout {genome.dropout:g}",
+            f"kinds {kinds}",
+        ):
             groups[name].append(curve)
-        print(f"{i:3d} {result.status:8s} {' '.join(f'{v:.3f}' for v in curve)}  {time.perf_counter() - started:5.1f}s  "
-              f"{genome.summary()}", flush=True)
+        print(
+            f"{i:3d} {result.status:8s} {' '.join(f'{v:.3f}' for v in curve)}  {time.perf_counter() - started:5.1f}s  "
+            f"{genome.summary()}",
+            flush=True,
+        )
     print(f"\n# share above twice chance after each epoch (of {args.genomes})")
     for name in sorted(groups, key=lambda n: (n != "all", n)):
         curves = groups[name]

@@ -25,8 +25,9 @@ from automodel.store import Store  # noqa: E402
 
 
 def one_search(seed: int, prune: bool, generations: int, epochs: int) -> dict:
-    config = Config(population=8, generations=generations, epochs=epochs, final_epochs=5, seed=seed, prune=prune,
-                    device="cpu")
+    config = Config(
+        population=8, generations=generations, epochs=epochs, final_epochs=5, seed=seed, prune=prune, device="cpu"
+    )
     with tempfile.TemporaryDirectory() as folder:
         store = Store(Path(folder) / "db.json")
         store.create_run("b", config.to_dict())
@@ -44,19 +45,25 @@ def main() -> None:
     parser.add_argument("--generations", type=int, default=4)
     parser.add_argument("--epochs", type=int, default=3)
     args = parser.parse_args()
-    print(f"machine: {platform.machine()} CPU, {os.cpu_count()} cores; digits, population 8, "
-          f"{args.generations} generations, {args.epochs} epochs")
+    print(
+        f"machine: {platform.machine()} CPU, {os.cpu_count()} cores; digits, population 8, "
+        f"{args.generations} generations, {args.epochs} epochs"
+    )
     print(f"{'seed':>4} {'prune':>6} {'seconds':>8} {'best val':>9} {'test':>7} {'pruned':>7}")
     rows = {False: [], True: []}
     for seed in args.seeds:
         for prune in (False, True):
             r = one_search(seed, prune, args.generations, args.epochs)
             rows[prune].append(r)
-            print(f"{seed:>4} {str(prune):>6} {r['seconds']:>8.1f} {r['best']:>9.4f} {r['test']:>7.4f} {r['pruned']:>7}")
+            print(
+                f"{seed:>4} {str(prune):>6} {r['seconds']:>8.1f} {r['best']:>9.4f} {r['test']:>7.4f} {r['pruned']:>7}"
+            )
     for prune in (False, True):
-        print(f"mean prune={prune}: {statistics.fmean(r['seconds'] for r in rows[prune]):.1f} s, "
-              f"best {statistics.fmean(r['best'] for r in rows[prune]):.4f}, "
-              f"test {statistics.fmean(r['test'] for r in rows[prune]):.4f}")
+        print(
+            f"mean prune={prune}: {statistics.fmean(r['seconds'] for r in rows[prune]):.1f} s, "
+            f"best {statistics.fmean(r['best'] for r in rows[prune]):.4f}, "
+            f"test {statistics.fmean(r['test'] for r in rows[prune]):.4f}"
+        )
 
 
 if __name__ == "__main__":

@@ -53,8 +53,15 @@ from automodel.evolution.loop import Search  # noqa: E402
 from automodel.store import Store  # noqa: E402
 from automodel.training.trainer import DeviceData, TrainSettings, resolve_augment, train_candidate  # noqa: E402
 
-HAND_DESIGNED = Genome(conv=tuple(ConvBlock(f, 3, "relu", "max", True) for f in (32, 64, 128)), dense=(),
-                       head="gap", dropout=0.0, optimizer="adamw", learning_rate=2e-3, weight_decay=5e-4)
+HAND_DESIGNED = Genome(
+    conv=tuple(ConvBlock(f, 3, "relu", "max", True) for f in (32, 64, 128)),
+    dense=(),
+    head="gap",
+    dropout=0.0,
+    optimizer="adamw",
+    learning_rate=2e-3,
+    weight_decay=5e-4,
+)
 
 
 def dataset_path(name: str) -> str:
@@ -76,12 +83,16 @@ def hand_designed(config: Config) -> tuple[float, float]:
     """(seconds, test accuracy) of the hand-designed CNN: data loading and 15 epochs."""
     started = time.perf_counter()
     data = load_dataset(config.dataset, ROOT / "data", val_fraction=config.val_fraction, seed=config.seed)
-    settings = TrainSettings(epochs=config.final_epochs, batch_size=resolve_batch_size(config.batch_size,
-                                                                                       len(data.train_x)),
-                             augment=resolve_augment(config.augment, data.name),
-                             label_smoothing=config.label_smoothing, clip_grad_norm=config.clip_grad_norm)
-    result = train_candidate(HAND_DESIGNED, DeviceData(data, torch.device("cpu")), settings,
-                             seed=config.seed, final=True)
+    settings = TrainSettings(
+        epochs=config.final_epochs,
+        batch_size=resolve_batch_size(config.batch_size, len(data.train_x)),
+        augment=resolve_augment(config.augment, data.name),
+        label_smoothing=config.label_smoothing,
+        clip_grad_norm=config.clip_grad_norm,
+    )
+    result = train_candidate(
+        HAND_DESIGNED, DeviceData(data, torch.device("cpu")), settings, seed=config.seed, final=True
+    )
     if result.status != "ok":
         raise SystemExit(f"the hand-designed CNN did not train: {result.status} {result.reason}")
     return time.perf_counter() - started, result.fitness
@@ -91,8 +102,9 @@ def measure(name: str, seed: int, base: dict) -> dict:
     config = Config.from_dict({**base, "dataset": dataset_path(name), "seed": seed})
     with tempfile.TemporaryDirectory() as tmp:
         ga_seconds, ga = run_search(config, Path(tmp) / "ga")
-        random_config = Config.from_dict({**config.to_dict(), "population": config.population * config.generations,
-                                          "generations": 1, "elitism": 0})
+        random_config = Config.from_dict(
+            {**config.to_dict(), "population": config.population * config.generations, "generations": 1, "elitism": 0}
+        )
         _, rnd = run_search(random_config, Path(tmp) / "random", SearchOnly)
         hand_seconds, hand_test = hand_designed(config)
         run, classes = ga.get_run("bench"), len(ga.get_run("bench")["classes"])
@@ -101,14 +113,19 @@ def measure(name: str, seed: int, base: dict) -> dict:
         random_rows = rnd.individuals("bench")
         ga_epochs = sum(r.get("trained_epochs", 0) for r in rows)
         return {
-            "set": name, "seed": seed, "classes": classes,
+            "set": name,
+            "seed": seed,
+            "classes": classes,
             "gen0_trains": sum(r["fitness"] > 2 / classes for r in gen0) / len(gen0),
             "ga_best_val": run["best_fitness"],
             "random_best_val": max((r["fitness"] or 0.0 for r in within_epochs(random_rows, ga_epochs)), default=0.0),
-            "random_all": rnd.get_run("bench")["best_fitness"], "ga_trained_epochs": ga_epochs,
+            "random_all": rnd.get_run("bench")["best_fitness"],
+            "ga_trained_epochs": ga_epochs,
             "random_trained_epochs": sum(r.get("trained_epochs", 0) for r in random_rows),
-            "search_test": run["test_accuracy"], "hand_test": hand_test,
-            "search_s": round(ga_seconds, 1), "hand_s": round(hand_seconds, 1),
+            "search_test": run["test_accuracy"],
+            "hand_test": hand_test,
+            "search_s": round(ga_seconds, 1),
+            "hand_s": round(hand_seconds, 1),
             "best": run["best_summary"],
         }
 
@@ -123,17 +140,32 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    base = {**Config().to_dict(), "population": 8, "generations": 3, "epochs": 3, "final_epochs": 15,
-            "device": "cpu"}
+    base = {**Config().to_dict(), "population": 8, "generations": 3, "epochs": 3, "final_epochs": 15, "device": "cpu"}
     if args.config:
         base.update(json.loads(args.config.read_text()))
-    print(f"# {datetime.date.today()} · {platform.machine()}, {torch.get_num_threads()} torch threads, "
-          f"torch {torch.__version__}, python {platform.python_version()}")
-    print(f"# settings: population {base['population']}, generations {base['generations']}, epochs "
-          f"{base['epochs']} (rungs from {base['min_epochs']}, reduction {base['reduction_factor']}), final "
-          f"{base['final_epochs']}, batch {base['batch_size']}")
-    header = ("set", "seed", "gen0_trains", "ga_best_val", "random_best_val", "random_all", "ga_trained_epochs",
-              "random_trained_epochs", "search_test", "hand_test", "search_s", "hand_s")
+    print(
+        f"# {datetime.date.today()} · {platform.machine()}, {torch.get_num_threads()} torch threads, "
+        f"torch {torch.__version__}, python {platform.python_version()}"
+    )
+    print(
+        f"# settings: population {base['population']}, generations {base['generations']}, epochs "
+        f"{base['epochs']} (rungs from {base['min_epochs']}, reduction {base['reduction_factor']}), final "
+        f"{base['final_epochs']}, batch {base['batch_size']}"
+    )
+    header = (
+        "set",
+        "seed",
+        "gen0_trains",
+        "ga_best_val",
+        "random_best_val",
+        "random_all",
+        "ga_trained_epochs",
+        "random_trained_epochs",
+        "search_test",
+        "hand_test",
+        "search_s",
+        "hand_s",
+    )
     print(" | ".join(header) + " | best")
     results = []
     for name in args.sets.split(","):
@@ -155,8 +187,10 @@ def main(argv: list[str] | None = None) -> int:
             "3 search >= hand-designed": mean["search_test"] >= mean["hand_test"],
             "4 time <= 10x hand and < 300 s": (mean["search_s"] <= 10 * mean["hand_s"] and mean["search_s"] < 300),
         }
-        print(f"  time ratio {mean['search_s'] / mean['hand_s']:.1f}× · " + " · ".join(
-            f"{k}: {'yes' if ok else 'NO'}" for k, ok in checks.items()))
+        print(
+            f"  time ratio {mean['search_s'] / mean['hand_s']:.1f}× · "
+            + " · ".join(f"{k}: {'yes' if ok else 'NO'}" for k, ok in checks.items())
+        )
         failed += [f"{name} {k}" for k, ok in checks.items() if not ok]
     print(f"targets_met: {not failed}" + (f" ({'; '.join(failed)})" if failed else ""))
     return 0

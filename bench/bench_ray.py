@@ -63,23 +63,33 @@ def main() -> None:
     parser.add_argument("--gpus-per-candidate", type=float, default=None)
     args = parser.parse_args()
 
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")   # a private, short-lived local instance
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private, short-lived local instance
     import ray
 
     from automodel.evaluators.ray_cluster import RayEvaluator  # here, so that --help works without Ray
-    config = Config(dataset=args.dataset, population=args.population, epochs=args.epochs, seed=args.seed,
-                    device=args.device)
+
+    config = Config(
+        dataset=args.dataset, population=args.population, epochs=args.epochs, seed=args.seed, device=args.device
+    )
     data = load_dataset(config.dataset, "data", val_fraction=config.val_fraction, seed=config.seed)
     device = resolve_device(config.device)
-    settings = TrainSettings(epochs=config.epochs, batch_size=config.batch_size, device=str(device),
-                             augment=resolve_augment(config.augment, data.name))
+    settings = TrainSettings(
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        device=str(device),
+        augment=resolve_augment(config.augment, data.name),
+    )
     tasks = generation_tasks(config)
-    again = generation_tasks(config, generation=1)   # the same candidates, labelled as a second generation
-    print(f"machine: {platform.platform()}, {os.cpu_count()} CPU cores"
-          + (f", {torch.cuda.get_device_name()}" if device.type == "cuda" else "")
-          + f"; torch {torch.__version__} ({torch.get_num_threads()} threads by default), Ray {ray.__version__}")
-    print(f"one generation: {len(tasks)} candidates of {config.dataset} ({len(data.train_x)} training images), "
-          f"{config.epochs} epochs each, batch {config.batch_size}, device {device}\n")
+    again = generation_tasks(config, generation=1)  # the same candidates, labelled as a second generation
+    print(
+        f"machine: {platform.platform()}, {os.cpu_count()} CPU cores"
+        + (f", {torch.cuda.get_device_name()}" if device.type == "cuda" else "")
+        + f"; torch {torch.__version__} ({torch.get_num_threads()} threads by default), Ray {ray.__version__}"
+    )
+    print(
+        f"one generation: {len(tasks)} candidates of {config.dataset} ({len(data.train_x)} training images), "
+        f"{config.epochs} epochs each, batch {config.batch_size}, device {device}\n"
+    )
 
     rows = []
     local_data = DeviceData(data, device)
@@ -90,9 +100,14 @@ def main() -> None:
 
     for workers in [int(w) for w in args.workers.split(",")]:
         started = time.perf_counter()
-        evaluator = RayEvaluator(data, settings, device=config.device, cpus_per_candidate=args.cpus_per_candidate,
-                                 gpus_per_candidate=args.gpus_per_candidate,
-                                 num_cpus=max(1, int(workers * args.cpus_per_candidate)))
+        evaluator = RayEvaluator(
+            data,
+            settings,
+            device=config.device,
+            cpus_per_candidate=args.cpus_per_candidate,
+            gpus_per_candidate=args.gpus_per_candidate,
+            num_cpus=max(1, int(workers * args.cpus_per_candidate)),
+        )
         startup = time.perf_counter() - started
         try:
             cold, first = run(evaluator, tasks)
@@ -101,11 +116,13 @@ def main() -> None:
         finally:
             evaluator.close()
         same = "yes" if first == reference == second else "no" if device.type == "cpu" else "n/a (GPU)"
-        rows.append((f"ray, {workers} worker{'s' if workers > 1 else ''}", f"{startup:.1f}", cold, warm,
-                     str(loads), same))
+        rows.append(
+            (f"ray, {workers} worker{'s' if workers > 1 else ''}", f"{startup:.1f}", cold, warm, str(loads), same)
+        )
 
-    print(f"{'back end':24} {'start s':>8} {'generation s':>13} {'again (warm) s':>15} {'data reads':>11}  "
-          f"same fitness")
+    print(
+        f"{'back end':24} {'start s':>8} {'generation s':>13} {'again (warm) s':>15} {'data reads':>11}  same fitness"
+    )
     for name, startup, cold, warm, loads, same in rows:
         warm_text = "-" if warm is None else f"{warm:.1f}"
         print(f"{name:24} {startup:>8} {cold:>13.1f} {warm_text:>15} {loads:>11}  {same}")

@@ -33,8 +33,24 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 PRESETS = {
     "quick": ["--dataset", "digits", "--population", "8", "--generations", "3", "--epochs", "2", "--seed", "0"],
-    "cifar": ["--dataset", "cifar10", "--population", "10", "--generations", "20", "--epochs", "6", "--min-epochs", "2",
-              "--final-epochs", "30", "--batch-size", "256", "--seed", "0"],
+    "cifar": [
+        "--dataset",
+        "cifar10",
+        "--population",
+        "10",
+        "--generations",
+        "20",
+        "--epochs",
+        "6",
+        "--min-epochs",
+        "2",
+        "--final-epochs",
+        "30",
+        "--batch-size",
+        "256",
+        "--seed",
+        "0",
+    ],
 }
 
 
@@ -45,8 +61,10 @@ def write_synthetic_cifar10(data_dir: Path, train: int = 50_000, test: int = 10_
     rng = np.random.default_rng(0)
     per_batch = train // 5
     for name, count in [*[(f"data_batch_{i}", per_batch) for i in range(1, 6)], ("test_batch", test)]:
-        batch = {b"data": rng.integers(0, 256, size=(count, 3072), dtype=np.uint8),
-                 b"labels": rng.integers(0, 10, size=count).tolist()}
+        batch = {
+            b"data": rng.integers(0, 256, size=(count, 3072), dtype=np.uint8),
+            b"labels": rng.integers(0, 10, size=count).tolist(),
+        }
         with open(folder / name, "wb") as handle:
             pickle.dump(batch, handle)
     names = [b"airplane", b"automobile", b"bird", b"cat", b"deer", b"dog", b"frog", b"horse", b"ship", b"truck"]
@@ -57,6 +75,7 @@ def write_synthetic_cifar10(data_dir: Path, train: int = 50_000, test: int = 10_
 def machine() -> str:
     try:
         import torch
+
         if torch.cuda.is_available():
             return torch.cuda.get_device_name(0)
     except ImportError:
@@ -77,20 +96,42 @@ def main() -> None:
             data_dir = Path(folder) / "data"
             write_synthetic_cifar10(data_dir)
         db = Path(folder) / "db.json"
-        cmd = [sys.executable, "-m", "automodel", "run", *PRESETS[args.preset], "--run-id", "bench",
-               "--db", str(db), "--data-dir", str(data_dir), "--quiet", *args.extra]
+        cmd = [
+            sys.executable,
+            "-m",
+            "automodel",
+            "run",
+            *PRESETS[args.preset],
+            "--run-id",
+            "bench",
+            "--db",
+            str(db),
+            "--data-dir",
+            str(data_dir),
+            "--quiet",
+            *args.extra,
+        ]
         started = time.perf_counter()
         done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
         seconds = time.perf_counter() - started
         if done.returncode != 0:
             sys.exit(f"search failed ({done.returncode}): {done.stderr[-2000:]}")
-        info = json.loads(subprocess.run([sys.executable, "-m", "automodel", "show", "bench", "--json", "--db", str(db)],
-                                         cwd=ROOT, capture_output=True, text=True, check=True).stdout)
+        info = json.loads(
+            subprocess.run(
+                [sys.executable, "-m", "automodel", "show", "bench", "--json", "--db", str(db)],
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+        )
     label = "synthetic" if args.synthetic else "real"
     print(f"machine: {machine()}")
     print(f"preset: {args.preset} ({label} data) {' '.join(PRESETS[args.preset] + args.extra)}")
-    print(f"wall time: {seconds:.1f} s, candidates evaluated: {info['evaluated']}, "
-          f"best validation accuracy: {info['best_fitness']:.4f}, final test accuracy: {info['test_accuracy']:.4f}")
+    print(
+        f"wall time: {seconds:.1f} s, candidates evaluated: {info['evaluated']}, "
+        f"best validation accuracy: {info['best_fitness']:.4f}, final test accuracy: {info['test_accuracy']:.4f}"
+    )
 
 
 if __name__ == "__main__":

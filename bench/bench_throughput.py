@@ -37,10 +37,18 @@ from automodel.evolution.genome import ConvBlock, DenseLayer, Genome  # noqa: E4
 from automodel.training.model import build_model  # noqa: E402
 from automodel.training.trainer import DeviceData, TrainSettings, resolve_device, train_candidate  # noqa: E402
 
-GENOME = Genome(conv=(ConvBlock(32, 3, "relu", "max", True), ConvBlock(64, 3, "relu", "max", True),
-                      ConvBlock(128, 3, "relu", "max", True)),
-                dense=(DenseLayer(128, "relu"),), dropout=0.2, optimizer="adam", learning_rate=1e-3,
-                weight_decay=0.0)
+GENOME = Genome(
+    conv=(
+        ConvBlock(32, 3, "relu", "max", True),
+        ConvBlock(64, 3, "relu", "max", True),
+        ConvBlock(128, 3, "relu", "max", True),
+    ),
+    dense=(DenseLayer(128, "relu"),),
+    dropout=0.2,
+    optimizer="adam",
+    learning_rate=1e-3,
+    weight_decay=0.0,
+)
 MEAN, STD = (0.49, 0.48, 0.45), (0.25, 0.24, 0.26)
 
 
@@ -79,8 +87,9 @@ def baseline_epochs(images: np.ndarray, labels: np.ndarray, epochs: int, device:
 
 
 def automodel_epochs(data: DeviceData, epochs: int, augment: str) -> float:
-    settings = TrainSettings(epochs=epochs, batch_size=128, device=str(data.device), augment=augment,
-                             time_limit_s=1e9, max_params=10**9)
+    settings = TrainSettings(
+        epochs=epochs, batch_size=128, device=str(data.device), augment=augment, time_limit_s=1e9, max_params=10**9
+    )
     started = time.perf_counter()
     result = train_candidate(GENOME, data, settings, seed=0)
     if data.device.type == "cuda":
@@ -93,6 +102,7 @@ def automodel_epochs(data: DeviceData, epochs: int, augment: str) -> float:
 def _scoring_seconds(data: DeviceData) -> float:
     """The trainer also scores the validation split; the baseline does not, so subtract it."""
     from automodel.training.trainer import accuracy
+
     model = build_model(GENOME, (3, 32, 32), data.classes, MEAN, STD).to(data.device, memory_format=torch.channels_last)
     started = time.perf_counter()
     accuracy(model, data.val_x, data.val_y)
@@ -114,14 +124,25 @@ def main() -> None:
     labels = rng.integers(0, 10, size=args.images)
     chw = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
     y = torch.from_numpy(labels).long()
-    data = DeviceData(ImageData("synthetic-cifar10", chw, y, chw[:1000], y[:1000], chw[:10], y[:10],
-                                [str(i) for i in range(10)], MEAN, STD), device)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.processor() or platform.machine()} CPU"
+    data = DeviceData(
+        ImageData(
+            "synthetic-cifar10", chw, y, chw[:1000], y[:1000], chw[:10], y[:10], [str(i) for i in range(10)], MEAN, STD
+        ),
+        device,
+    )
+    name = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"{platform.processor() or platform.machine()} CPU"
+    )
     print(f"machine: {name}, {torch.get_num_threads()} torch threads, torch {torch.__version__}")
     print(f"images: {args.images} synthetic 3x32x32, epochs per measurement: {args.epochs}, repeats: {args.repeats}")
     work = args.images * args.epochs
-    rows = {"baseline (PIL+DataLoader, fp32)": [], "automodel (tensors, no augmentation)": [],
-            "automodel (tensors, crop+flip on device)": []}
+    rows = {
+        "baseline (PIL+DataLoader, fp32)": [],
+        "automodel (tensors, no augmentation)": [],
+        "automodel (tensors, crop+flip on device)": [],
+    }
     automodel_epochs(data, 1, "none")  # warm-up (allocator, cuDNN autotuning)
     for _ in range(args.repeats):
         rows["baseline (PIL+DataLoader, fp32)"].append(work / baseline_epochs(images, labels, args.epochs, device))

@@ -46,8 +46,12 @@ def main() -> None:
     import torch
 
     from bench.harder_sets import ensure_set
-    print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
-          f"torch {torch.__version__}", flush=True)
+
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+        f"torch {torch.__version__}",
+        flush=True,
+    )
     yardstick: dict[str, float] = {}
 
     def t_of(name: str, folder: str) -> float:
@@ -64,8 +68,9 @@ def main() -> None:
         db = str(work / f"{target}-from-{source}.json")
         source_id = f"source-{source}"
         budget = f"{args.source_multiple * t_of(source, source_folder):.0f}"
-        src = automodel("run", "--dataset", source_folder, "--budget", budget, "--seed", "0", "--db", db,
-                        "--run-id", source_id)
+        src = automodel(
+            "run", "--dataset", source_folder, "--budget", budget, "--seed", "0", "--db", db, "--run-id", source_id
+        )
         print(f"source {source}: {src['test_accuracy']:.4f} at {budget} s, best {src['best_summary']}", flush=True)
         t = t_of(target, target_folder)
         for k in map(float, args.multiples.split(",")):
@@ -73,24 +78,54 @@ def main() -> None:
                 budget = f"{k * t:.0f}"
                 for arm, extra in (("cold", []), ("warm", ["--warm-start", source_id])):
                     run_id = f"{arm}-{k:g}-{seed}"
-                    run = automodel("run", "--dataset", target_folder, "--budget", budget, "--seed", str(seed),
-                                    "--db", db, "--run-id", run_id, *extra)
+                    run = automodel(
+                        "run",
+                        "--dataset",
+                        target_folder,
+                        "--budget",
+                        budget,
+                        "--seed",
+                        str(seed),
+                        "--db",
+                        db,
+                        "--run-id",
+                        run_id,
+                        *extra,
+                    )
                     plan = run["plan"]
-                    detail = ("direct" if plan.get("direct") else
-                              f"{plan['population']}×{run['generations_done']} gen, {plan['epochs']} ep") + \
-                        f", final {plan['final_epochs']} ep"
+                    detail = (
+                        "direct"
+                        if plan.get("direct")
+                        else f"{plan['population']}×{run['generations_done']} gen, {plan['epochs']} ep"
+                    ) + f", final {plan['final_epochs']} ep"
                     elapsed = _elapsed(db, run_id)
-                    print(f"{target} from {source} {k:g}×T seed {seed}: {arm} {run['test_accuracy']:.4f} in "
-                          f"{elapsed:.1f} s of {budget} s ({detail}; {run['best_summary']})", flush=True)
-                    keep(work, {"target": target, "source": source, "arm": arm, "seed": seed, "k": k,
-                                "budget": float(budget), "elapsed": elapsed, "test": run["test_accuracy"],
-                                "plan": detail, "best": run["best_summary"],
-                                "best_is_warm": _best_is_warm(db, run_id)})
+                    print(
+                        f"{target} from {source} {k:g}×T seed {seed}: {arm} {run['test_accuracy']:.4f} in "
+                        f"{elapsed:.1f} s of {budget} s ({detail}; {run['best_summary']})",
+                        flush=True,
+                    )
+                    keep(
+                        work,
+                        {
+                            "target": target,
+                            "source": source,
+                            "arm": arm,
+                            "seed": seed,
+                            "k": k,
+                            "budget": float(budget),
+                            "elapsed": elapsed,
+                            "test": run["test_accuracy"],
+                            "plan": detail,
+                            "best": run["best_summary"],
+                            "best_is_warm": _best_is_warm(db, run_id),
+                        },
+                    )
     report(work)
 
 
 def _best_is_warm(db: str, run_id: str) -> bool:
     from automodel.store import Store
+
     run = Store(db).get_run(run_id) or {}
     warm = {json.dumps(g, sort_keys=True) for g in run.get("warm_genomes") or []}
     return json.dumps(run.get("best_genome"), sort_keys=True) in warm

@@ -37,8 +37,19 @@ from automodel.store import Store  # noqa: E402
 
 
 def one_run(dataset: str, workers, seed: int) -> dict:
-    config = Config.from_dict({**Config().to_dict(), "dataset": dataset, "population": 8, "generations": 2,
-                               "elitism": 0, "epochs": 3, "seed": seed, "device": "cpu", "workers": workers})
+    config = Config.from_dict(
+        {
+            **Config().to_dict(),
+            "dataset": dataset,
+            "population": 8,
+            "generations": 2,
+            "elitism": 0,
+            "epochs": 3,
+            "seed": seed,
+            "device": "cpu",
+            "workers": workers,
+        }
+    )
     with tempfile.TemporaryDirectory() as tmp:
         store = Store(Path(tmp) / "db.json")
         store.create_run("b", config.to_dict())
@@ -46,9 +57,13 @@ def one_run(dataset: str, workers, seed: int) -> dict:
         SearchOnly(config, store, "b", data_dir=ROOT / "data").run()
         total = time.perf_counter() - started
         generations = store.generations("b")
-        return {"total": total, "generation": generations[1]["seconds"], "first": generations[0]["seconds"],
-                "genomes": [r["key"] for r in store.individuals("b")],
-                "fitness": [r["fitness"] for r in store.individuals("b")]}
+        return {
+            "total": total,
+            "generation": generations[1]["seconds"],
+            "first": generations[0]["seconds"],
+            "genomes": [r["key"] for r in store.individuals("b")],
+            "fitness": [r["fitness"] for r in store.individuals("b")],
+        }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,9 +74,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     cpus = available_cpus()
     auto = resolve_workers("auto", "cpu", 8)
-    print(f"# {datetime.date.today()} · {platform.machine()}, {cpus} CPUs, torch {torch.__version__}; "
-          f"workers 1 = one candidate at a time with {torch.get_num_threads()} threads; auto = {auto[0]} workers × "
-          f"{auto[1]} thread(s)")
+    print(
+        f"# {datetime.date.today()} · {platform.machine()}, {cpus} CPUs, torch {torch.__version__}; "
+        f"workers 1 = one candidate at a time with {torch.get_num_threads()} threads; auto = {auto[0]} workers × "
+        f"{auto[1]} thread(s)"
+    )
     speedups = []
     for name in args.sets.split(","):
         dataset = "digits" if name == "digits" else str(ensure_set(name, ROOT / "bench" / "out" / "sets"))
@@ -75,10 +92,12 @@ def main(argv: list[str] | None = None) -> int:
         totals = {mode: statistics.median(r["total"] for r in runs[mode]) for mode in runs}
         speedups.append(one / many)
         each = {mode: ", ".join(f"{r['generation']:.1f}" for r in runs[mode]) for mode in runs}
-        print(f"{name}: generation of 8 candidates, median of {args.repeats}: workers 1 {one:.1f} s "
-              f"({each['1']}) · auto {many:.1f} s ({each['auto']}) · speedup {one / many:.2f} · "
-              f"whole run (data, start-up, 2 generations): {totals['1']:.1f} s against {totals['auto']:.1f} s · "
-              f"same genomes: {same}")
+        print(
+            f"{name}: generation of 8 candidates, median of {args.repeats}: workers 1 {one:.1f} s "
+            f"({each['1']}) · auto {many:.1f} s ({each['auto']}) · speedup {one / many:.2f} · "
+            f"whole run (data, start-up, 2 generations): {totals['1']:.1f} s against {totals['auto']:.1f} s · "
+            f"same genomes: {same}"
+        )
     print(f"workers_speedup: {min(speedups):.2f}")
     return 0
 

@@ -27,8 +27,15 @@ from automodel.data import load_dataset  # noqa: E402
 def hand_cnn(channels: int, classes: int) -> nn.Module:
     def block(cin: int, cout: int) -> list[nn.Module]:
         return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(), nn.MaxPool2d(2)]
-    return nn.Sequential(*block(channels, 32), *block(32, 64), *block(64, 128),
-                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(128, classes))
+
+    return nn.Sequential(
+        *block(channels, 32),
+        *block(32, 64),
+        *block(64, 128),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(128, classes),
+    )
 
 
 def train_and_test(dataset: str, epochs: int = 15, seed: int = 0, data_dir: str = "data") -> tuple[float, float]:
@@ -49,7 +56,7 @@ def train_and_test(dataset: str, epochs: int = 15, seed: int = 0, data_dir: str 
         for index in torch.randperm(len(x)).split(64):
             batch = nn.functional.pad(x[index], (4, 4, 4, 4), mode="reflect")
             dy, dx = torch.randint(0, 9, (2,)).tolist()
-            batch = batch[:, :, dy:dy + x.shape[2], dx:dx + x.shape[3]]
+            batch = batch[:, :, dy : dy + x.shape[2], dx : dx + x.shape[3]]
             loss = nn.functional.cross_entropy(model((batch - mean) / std), y[index])
             optimizer.zero_grad()
             loss.backward()

@@ -13,8 +13,8 @@ memorise a style:
 ``shapes``
     Ten shapes (circle, triangle, square, heart, tee, star, cross, ring, crescent, arrow),
     turned at random, with textured fills (stripes, checks, dots, gradients, noise, waves), toned-down
-    textured backgrounds, outlines of random colour and width, and clutter. The test split uses fill textures and colour palettes that the
-    training split never shows.
+    textured backgrounds, outlines of random colour and width, and clutter. The test split uses fill
+    textures and colour palettes that the training split never shows.
 
 ``faces``
     Real photographs, not drawn: the 200 grey 25×25 crops of scikit-image's ``lfw_subset`` (100
@@ -39,7 +39,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 SIDE = 32
-CANVAS = 96          # drawn at 3× and shrunk, for anti-aliased edges
+CANVAS = 96  # drawn at 3× and shrunk, for anti-aliased edges
 LETTERS = "ABDEGHKMRS"
 SHAPES = ("circle", "triangle", "square", "heart", "tee", "star", "cross", "ring", "crescent", "arrow")
 FONT_DIRS = ("/usr/share/fonts", "/usr/local/share/fonts")
@@ -47,9 +47,10 @@ FONT_DIRS = ("/usr/share/fonts", "/usr/local/share/fonts")
 
 # ---------------------------------------------------------------------------------- shared bits
 
+
 def _font_files() -> list[str]:
     files = sorted({str(p) for d in FONT_DIRS if Path(d).is_dir() for p in Path(d).rglob("*.ttf")})
-    return [f for f in files if "Math" not in f]   # a maths font's letters are not letters
+    return [f for f in files if "Math" not in f]  # a maths font's letters are not letters
 
 
 def _random_colour(rng: random.Random, palette: str) -> tuple[int, int, int]:
@@ -101,6 +102,7 @@ def _clutter(draw: ImageDraw.ImageDraw, rng: random.Random, palette: str, count:
 
 # ---------------------------------------------------------------------------------- glyphs
 
+
 def _glyph(letter: str, font_file: str | None, rng: random.Random, np_rng: np.random.Generator) -> Image.Image:
     palette = rng.choice(("any", "warm", "cool", "grey", "pastel", "dark"))
     fg = _random_colour(rng, palette)
@@ -128,23 +130,33 @@ def _glyph(letter: str, font_file: str | None, rng: random.Random, np_rng: np.ra
 
 
 def write_glyphs(root: Path, n: int = 3000, seed: int = 0, test_share: float = 0.2) -> None:
-    fonts: list[str | None] = [*_font_files(), None]   # None: Pillow's built-in font
+    fonts: list[str | None] = [*_font_files(), None]  # None: Pillow's built-in font
     if len(fonts) < 4:
         raise SystemExit("glyphs needs at least three TrueType fonts (Debian: fonts-dejavu-core)")
     picker = random.Random(seed)
     test_fonts = set(picker.sample(range(len(fonts)), max(1, round(len(fonts) * 0.27))))
     train_fonts = [f for i, f in enumerate(fonts) if i not in test_fonts]
     held_out = [f for i, f in enumerate(fonts) if i in test_fonts]
-    _write_split(root, n, seed, test_share, LETTERS,
-                 lambda cls, split, rng, np_rng: _glyph(cls, rng.choice(held_out if split == "test" else train_fonts),
-                                                        rng, np_rng))
+    _write_split(
+        root,
+        n,
+        seed,
+        test_share,
+        LETTERS,
+        lambda cls, split, rng, np_rng: _glyph(
+            cls, rng.choice(held_out if split == "test" else train_fonts), rng, np_rng
+        ),
+    )
 
 
 # ---------------------------------------------------------------------------------- shapes
 
+
 def _polygon(cx: float, cy: float, r: float, sides: int, turn: float) -> list[tuple[float, float]]:
-    return [(cx + r * math.cos(turn + 2 * math.pi * k / sides), cy + r * math.sin(turn + 2 * math.pi * k / sides))
-            for k in range(sides)]
+    return [
+        (cx + r * math.cos(turn + 2 * math.pi * k / sides), cy + r * math.sin(turn + 2 * math.pi * k / sides))
+        for k in range(sides)
+    ]
 
 
 def _shape_mask(kind: str, rng: random.Random) -> Image.Image:
@@ -175,7 +187,20 @@ def _shape_mask(kind: str, rng: random.Random) -> Image.Image:
         d.polygon([p for pair in zip(outer, inner) for p in pair], fill=255)
     elif kind == "cross":
         w = r * 0.36
-        arm = [(-r, -w), (-w, -w), (-w, -r), (w, -r), (w, -w), (r, -w), (r, w), (w, w), (w, r), (-w, r), (-w, w), (-r, w)]
+        arm = [
+            (-r, -w),
+            (-w, -w),
+            (-w, -r),
+            (w, -r),
+            (w, -w),
+            (r, -w),
+            (r, w),
+            (w, w),
+            (w, r),
+            (-w, r),
+            (-w, w),
+            (-r, w),
+        ]
         c, s = math.cos(turn), math.sin(turn)
         d.polygon([(cx + x * c - y * s, cy + x * s + y * c) for x, y in arm], fill=255)
     elif kind == "ring":
@@ -277,6 +302,7 @@ def write_shapes(root: Path, n: int = 3000, seed: int = 0, test_share: float = 0
 
 # ---------------------------------------------------------------------------------- writing
 
+
 def _write_split(root: Path, n: int, seed: int, test_share: float, classes, draw) -> None:
     per_class = n // len(classes)
     n_test = round(per_class * test_share)
@@ -295,7 +321,7 @@ def write_faces(root: Path, n: int = 200, seed: int = 0, test_share: float = 0.2
     from skimage.data import lfw_subset
 
     images = (lfw_subset() * 255).round().astype(np.uint8)
-    half = len(images) // 2                        # the first half are the faces
+    half = len(images) // 2  # the first half are the faces
     for cls, members in (("face", images[:half]), ("other", images[half:])):
         order = random.Random(f"{seed}:{cls}").sample(range(len(members)), len(members))
         n_test = round(len(members) * test_share)

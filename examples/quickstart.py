@@ -23,14 +23,15 @@ def main() -> None:
 
     # A search here, in this process. A budget ("30s", "5m") plans everything; here a tiny search is
     # asked for by its settings instead, so that the example is quick.
-    run = automodel.search("digits", population=4, generations=2, epochs=1, final_epochs=2, seed=0,
-                           db=args.db, progress=False)
+    run = automodel.search(
+        "digits", population=4, generations=2, epochs=1, final_epochs=2, seed=0, db=args.db, progress=False
+    )
     print(run)
     best = run.best
     print(f"best: {best.summary}")
     print(f"validation {best.fitness:.3f}, test {best.test_accuracy:.3f}, saved at {best.model_path}")
 
-    records = run.records()                     # one row per candidate, as a pandas DataFrame
+    records = run.records()  # one row per candidate, as a pandas DataFrame
     print(records[["generation", "index", "status", "fitness", "params"]].to_string(index=False))
 
     # The saved model answers for image files, read as training read its images.
@@ -41,10 +42,11 @@ def main() -> None:
         print(f"prediction for {Path(answer.path).name}: {answer.label} ({answer.confidence:.2f})")
 
     # A search in its own process (as the page starts one), watched, stopped and resumed.
-    background = automodel.search("digits", population=4, generations=30, epochs=1, final_epochs=1, seed=1,
-                                  db=args.db, background=True)
+    background = automodel.search(
+        "digits", population=4, generations=30, epochs=1, final_epochs=1, seed=1, db=args.db, background=True
+    )
     print(f"started {background.run_id} in the background: {background.status}")
-    background.wait(timeout=15)                 # returns early if it ends
+    background.wait(timeout=15)  # returns early if it ends
     print(f"stop: {background.stop(timeout=30)}")
     print(f"generations done before the stop: {background.record.get('generations_done', 0)}")
     background.resume(background=True)

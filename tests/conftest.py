@@ -34,7 +34,7 @@ def launched(monkeypatch) -> list[list[str]]:
     calls: list[list[str]] = []
 
     class FakeProcess:
-        pid = 2 ** 22 + 17  # not a live process; never signalled
+        pid = 2**22 + 17  # not a live process; never signalled
 
         def poll(self):
             return None
@@ -54,6 +54,7 @@ def new_page() -> Callable:
 
     def make():
         return AppTest.from_file(str(REPO / "app.py"), default_timeout=30).run()
+
     return make
 
 

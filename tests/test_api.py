@@ -54,6 +54,7 @@ def test_exports_and_predictions(finished, tmp_path):
     with pytest.raises(ConfigError, match="use pt, onnx or csv"):
         finished.export(tmp_path / "x", format="h5")
     from PIL import Image
+
     Image.new("L", (8, 8), 200).save(tmp_path / "digit.png")
     (answer,) = finished.predict(tmp_path / "digit.png", top=2)
     assert answer.label in [str(d) for d in range(10)] and len(answer.top) == 2
@@ -90,6 +91,7 @@ def test_the_plan_keeps_what_was_given_and_a_default_budget_comes_only_without_a
 def test_a_run_without_a_model_says_so_in_one_sentence(tmp_path):
     db = tmp_path / "db.json"
     from automodel.store import Store
+
     Store(db).create_run("empty", {"dataset": "digits"}, status="stopped")
     run = automodel.open_run("empty", db)
     assert run.best is None
@@ -110,14 +112,19 @@ def test_a_background_search_can_be_watched_stopped_and_resumed(tmp_path):
     run.resume(background=True)
     assert run.status == "running"
     assert run.stop(timeout=60) == "stopped" and run.record.get("generations_done", 0) >= done
-    run.resume(progress=False)                     # here, to its end
+    run.resume(progress=False)  # here, to its end
     assert run.status == "completed" and run.record["generations_done"] == 12
 
 
 @pytest.mark.slow
 def test_the_example_script_runs_as_the_readme_says(tmp_path):
-    result = subprocess.run([sys.executable, "examples/quickstart.py", "--db", str(tmp_path / "db.json")], cwd=ROOT,
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "examples/quickstart.py", "--db", str(tmp_path / "db.json")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     out = result.stdout
     assert "status='completed'" in out and "prediction for drawn.png:" in out

@@ -59,38 +59,93 @@ def quick_config(**changes) -> dict:
     return data
 
 
-def add_finished_run(store: Store, run_id: str, created_at: float, best: float, population: int = 3,
-                     generations: int = 2, status: str = "completed") -> None:
+def add_finished_run(
+    store: Store,
+    run_id: str,
+    created_at: float,
+    best: float,
+    population: int = 3,
+    generations: int = 2,
+    status: str = "completed",
+) -> None:
     """A run as the engine leaves it, without training anything."""
-    genome = {"conv": [{"filters": 8, "kernel": 3, "activation": "relu", "pooling": "max", "batch_norm": True}],
-              "dense": [], "dropout": 0.1, "optimizer": "adam", "learning_rate": 0.001, "weight_decay": 0.0}
-    store.create_run(run_id, quick_config(population=population, generations=generations),
-                     total_generations=generations)
+    genome = {
+        "conv": [{"filters": 8, "kernel": 3, "activation": "relu", "pooling": "max", "batch_norm": True}],
+        "dense": [],
+        "dropout": 0.1,
+        "optimizer": "adam",
+        "learning_rate": 0.001,
+        "weight_decay": 0.0,
+    }
+    store.create_run(
+        run_id, quick_config(population=population, generations=generations), total_generations=generations
+    )
     records = []
     for g in range(generations):
         for i in range(population):
             fitness = round(best - 0.1 * (population - 1 - i) - 0.05 * (generations - 1 - g), 4)
             failed = (g, i) == (0, 0)
-            records.append({"run_id": run_id, "generation": g, "index": i, "key": f"{run_id}-{g}-{i}",
-                            "genome": genome, "summary": f"C8k3relu/max·bn #{g}.{i}",
-                            "fitness": 0.0 if failed else fitness, "status": "oom" if failed else "ok",
-                            "reason": "CUDA out of memory" if failed else "", "params": 1000 + i,
-                            "seconds": 0.5, "epochs": 1, "train_loss": 0.3, "cached": False,
-                            "recorded_at": created_at + g})
-        store.add_generation({"run_id": run_id, "generation": g, "best": best - 0.05 * (generations - 1 - g),
-                              "mean": best - 0.2, "worst": 0.0, "diversity": 0.5, "failed": 1 if g == 0 else 0,
-                              "trained": population, "seconds": 2.0, "recorded_at": created_at + g})
+            records.append(
+                {
+                    "run_id": run_id,
+                    "generation": g,
+                    "index": i,
+                    "key": f"{run_id}-{g}-{i}",
+                    "genome": genome,
+                    "summary": f"C8k3relu/max·bn #{g}.{i}",
+                    "fitness": 0.0 if failed else fitness,
+                    "status": "oom" if failed else "ok",
+                    "reason": "CUDA out of memory" if failed else "",
+                    "params": 1000 + i,
+                    "seconds": 0.5,
+                    "epochs": 1,
+                    "train_loss": 0.3,
+                    "cached": False,
+                    "recorded_at": created_at + g,
+                }
+            )
+        store.add_generation(
+            {
+                "run_id": run_id,
+                "generation": g,
+                "best": best - 0.05 * (generations - 1 - g),
+                "mean": best - 0.2,
+                "worst": 0.0,
+                "diversity": 0.5,
+                "failed": 1 if g == 0 else 0,
+                "trained": population,
+                "seconds": 2.0,
+                "recorded_at": created_at + g,
+            }
+        )
     store.add_individuals(records)
-    store.update_run(run_id, status=status, pid=None, created_at=created_at, ended_at=created_at + 10,
-                     elapsed_s=10.0, generations_done=generations, evaluated=len(records), best_fitness=best,
-                     best_genome=genome, best_summary="C8k3relu/max·bn | drop 0.1 | adam 1e-03",
-                     best_generation=generations - 1, best_index=population - 1, classes=[str(c) for c in range(10)],
-                     input_shape=[1, 8, 8], train_size=1222, val_size=216, test_size=359, device="cpu",
-                     test_accuracy=best - 0.01 if status == "completed" else None,
-                     stage="done" if status == "completed" else None)
+    store.update_run(
+        run_id,
+        status=status,
+        pid=None,
+        created_at=created_at,
+        ended_at=created_at + 10,
+        elapsed_s=10.0,
+        generations_done=generations,
+        evaluated=len(records),
+        best_fitness=best,
+        best_genome=genome,
+        best_summary="C8k3relu/max·bn | drop 0.1 | adam 1e-03",
+        best_generation=generations - 1,
+        best_index=population - 1,
+        classes=[str(c) for c in range(10)],
+        input_shape=[1, 8, 8],
+        train_size=1222,
+        val_size=216,
+        test_size=359,
+        device="cpu",
+        test_accuracy=best - 0.01 if status == "completed" else None,
+        stage="done" if status == "completed" else None,
+    )
 
 
 # ----------------------------------------------------------------------------- the form
+
 
 def test_defaults_are_the_quick_demo_and_start_is_ready(db):
     at = page()
@@ -98,7 +153,7 @@ def test_defaults_are_the_quick_demo_and_start_is_ready(db):
     assert at.sidebar.selectbox(key="dataset_choice").value == "Digits (bundled, offline)"
     assert at.sidebar.number_input(key="cfg_population").value == 8
     assert at.sidebar.selectbox(key="cfg_device").value == "cpu"
-    assert at.sidebar.number_input(key="cfg_batch_size").value is None    # automatic
+    assert at.sidebar.number_input(key="cfg_batch_size").value is None  # automatic
     assert texts(at.sidebar.error) == []
     start = at.sidebar.button(key="start")
     assert start.label == "Start" and not start.disabled
@@ -107,26 +162,44 @@ def test_defaults_are_the_quick_demo_and_start_is_ready(db):
 
 def test_every_ga_setting_is_offered(db):
     at = page()
-    assert at.sidebar.selectbox(key="cfg_selection").options == ["roulette wheel (fitness-proportional)",
-                                                                  "tournament", "rank-based",
-                                                                  "truncation (best fraction)",
-                                                                  "stochastic universal sampling"]
+    assert at.sidebar.selectbox(key="cfg_selection").options == [
+        "roulette wheel (fitness-proportional)",
+        "tournament",
+        "rank-based",
+        "truncation (best fraction)",
+        "stochastic universal sampling",
+    ]
     assert at.sidebar.selectbox(key="cfg_crossover").options == ["one point", "two point", "uniform"]
-    for key in ("cfg_tournament_size", "cfg_mutation_rate", "cfg_elitism", "cfg_seed", "cfg_epochs",
-                "cfg_final_epochs", "cfg_time_limit_s"):
+    for key in (
+        "cfg_tournament_size",
+        "cfg_mutation_rate",
+        "cfg_elitism",
+        "cfg_seed",
+        "cfg_epochs",
+        "cfg_final_epochs",
+        "cfg_time_limit_s",
+    ):
         at.sidebar.number_input(key=key)  # raises if missing
     assert at.sidebar.selectbox(key="cfg_device").options == ["auto", "cpu", "cuda"]
     assert set(at.sidebar.selectbox(key="dataset_choice").options) >= {
-        "Digits (bundled, offline)", "CIFAR-10", "CIFAR-100", "MNIST", "Fashion-MNIST",
-        "Image folder on this server", "Upload a .zip of an image folder"}
+        "Digits (bundled, offline)",
+        "CIFAR-10",
+        "CIFAR-100",
+        "MNIST",
+        "Fashion-MNIST",
+        "Image folder on this server",
+        "Upload a .zip of an image folder",
+    }
 
 
 def test_presets_fill_the_form(db):
     at = page()
     at.sidebar.button(key="preset_cifar").click().run()
     assert at.sidebar.selectbox(key="dataset_choice").value == "CIFAR-10"
-    values = {key: at.sidebar.number_input(key=f"cfg_{key}").value
-              for key in ("population", "generations", "epochs", "final_epochs", "batch_size")}
+    values = {
+        key: at.sidebar.number_input(key=f"cfg_{key}").value
+        for key in ("population", "generations", "epochs", "final_epochs", "batch_size")
+    }
     assert values == {"population": 10, "generations": 20, "epochs": 6, "final_epochs": 30, "batch_size": 256}
     assert at.sidebar.number_input(key="cfg_min_epochs").value == 2
     assert at.sidebar.selectbox(key="cfg_device").value == "auto"
@@ -135,7 +208,7 @@ def test_presets_fill_the_form(db):
     assert at.sidebar.selectbox(key="dataset_choice").value == "Digits (bundled, offline)"
     assert at.sidebar.number_input(key="cfg_population").value == 8
     assert at.sidebar.selectbox(key="cfg_device").value == "cpu"
-    assert at.sidebar.number_input(key="cfg_batch_size").value is None    # automatic
+    assert at.sidebar.number_input(key="cfg_batch_size").value is None  # automatic
     at.sidebar.button(key="preset_own").click().run()
     assert at.sidebar.selectbox(key="dataset_choice").value == views.UPLOAD_CHOICE
     assert at.sidebar.number_input(key="cfg_final_epochs").value == 15
@@ -149,17 +222,20 @@ def _cli_message(**changes) -> str:
     return str(info.value)
 
 
-@pytest.mark.parametrize("key, value, change", [
-    ("cfg_population", 1, {"population": 1}),
-    ("cfg_generations", 0, {"generations": 0}),
-    ("cfg_elitism", 8, {"population": 8, "elitism": 8}),
-    ("cfg_mutation_rate", 1.5, {"mutation_rate": 1.5}),
-    ("cfg_epochs", 0, {"epochs": 0}),
-    ("cfg_time_limit_s", 0.0, {"time_limit_s": 0.0}),
-])
+@pytest.mark.parametrize(
+    "key, value, change",
+    [
+        ("cfg_population", 1, {"population": 1}),
+        ("cfg_generations", 0, {"generations": 0}),
+        ("cfg_elitism", 8, {"population": 8, "elitism": 8}),
+        ("cfg_mutation_rate", 1.5, {"mutation_rate": 1.5}),
+        ("cfg_epochs", 0, {"epochs": 0}),
+        ("cfg_time_limit_s", 0.0, {"time_limit_s": 0.0}),
+    ],
+)
 def test_bad_values_show_the_cli_sentence_and_block_start(db, key, value, change):
     at = page()
-    at.sidebar.checkbox(key="budget_manual").check().run()   # the Quick demo's budget plans these otherwise
+    at.sidebar.checkbox(key="budget_manual").check().run()  # the Quick demo's budget plans these otherwise
     at.sidebar.number_input(key=key).set_value(value).run()
     assert texts(at.sidebar.error) == [_cli_message(**change)]
     assert at.sidebar.button(key="start").disabled
@@ -194,8 +270,10 @@ def test_folder_dataset_must_exist(db, tmp_path):
     assert "folder path is empty" in texts(at.sidebar.error)[0]
     missing = tmp_path / "no-such-folder"
     at.sidebar.text_input(key="folder_path").set_value(str(missing)).run()
-    assert texts(at.sidebar.error) == [f"dataset path {missing} does not exist; give digits, cifar10, cifar100, "
-                                       "mnist, fashion-mnist, or a path to an image folder or .zip of one."]
+    assert texts(at.sidebar.error) == [
+        f"dataset path {missing} does not exist; give digits, cifar10, cifar100, "
+        "mnist, fashion-mnist, or a path to an image folder or .zip of one."
+    ]
     missing.mkdir()
     at.sidebar.text_input(key="folder_path").set_value(str(missing)).run()
     assert texts(at.sidebar.error) == []
@@ -214,7 +292,7 @@ def test_server_folders_are_limited_to_the_configured_roots(db, tmp_path):
     assert error.startswith(f"dataset folder {other} is outside the folders this page may read ({allowed})")
     assert at.sidebar.button(key="start").disabled
     at.sidebar.text_input(key="folder_path").set_value(str(allowed / "cats" / ".." / ".." / "private")).run()
-    assert "outside the folders" in texts(at.sidebar.error)[0]          # no escape by ..
+    assert "outside the folders" in texts(at.sidebar.error)[0]  # no escape by ..
     at.sidebar.text_input(key="folder_path").set_value(str(allowed / "cats")).run()
     assert texts(at.sidebar.error) == []
 
@@ -233,8 +311,10 @@ def test_a_folder_is_described_before_start_with_its_size_memory_and_imbalance(d
     at.sidebar.text_input(key="folder_path").set_value(str(root)).run()
     assert at.sidebar.selectbox(key="cfg_image_size").value == "auto"
     captions = [c for c in texts(at.sidebar.caption) if "images in" in c]
-    assert captions == ["14 images in 2 classes (cats 12, dogs 2) · trained at 64×48, 3 channels · "
-                        "129.0 kB in memory · 1 not images, ignored (Thumbs.db)"]
+    assert captions == [
+        "14 images in 2 classes (cats 12, dogs 2) · trained at 64×48, 3 channels · "
+        "129.0 kB in memory · 1 not images, ignored (Thumbs.db)"
+    ]
     assert any("unbalanced: cats has 12 images, dogs only 2 (6×)" in w for w in texts(at.sidebar.warning))
     at.sidebar.selectbox(key="cfg_image_size").set_value(32).run()
     assert any("trained at 32×24" in c for c in texts(at.sidebar.caption))
@@ -254,6 +334,7 @@ def test_a_password_in_the_secrets_guards_the_whole_page(db):
 
 
 # ----------------------------------------------------------------------------- Start
+
 
 def test_start_claims_the_run_and_launches_the_search(db, launched):
     at = page()
@@ -306,8 +387,16 @@ def test_the_form_starts_from_an_earlier_run_when_asked(db, launched):
 def test_a_learning_rate_range_upside_down_is_one_sentence(db):
     at = page()
     at.sidebar.number_input(key="space_lr_adam_low").set_value(0.5).run()
-    assert texts(at.sidebar.error) == [_cli_message(space={"learning_rates": {
-        **Config().space.learning_rates, "adam": [0.5, Config().space.learning_rates["adam"][1]]}})]
+    assert texts(at.sidebar.error) == [
+        _cli_message(
+            space={
+                "learning_rates": {
+                    **Config().space.learning_rates,
+                    "adam": [0.5, Config().space.learning_rates["adam"][1]],
+                }
+            }
+        )
+    ]
     assert at.sidebar.button(key="start").disabled
 
 
@@ -316,13 +405,15 @@ def test_start_is_refused_while_a_run_is_active(db, launched):
     store.claim_run_slot("busy-run", quick_config(), jobs.is_alive, total_generations=2)  # just claimed: active
     at = open_form(page())
     at.sidebar.button(key="start").click().run()
-    assert texts(at.sidebar.error) == ["Run 'busy-run' is still running; stop it or wait for it to finish before "
-                                       "starting another."]
+    assert texts(at.sidebar.error) == [
+        "Run 'busy-run' is still running; stop it or wait for it to finish before starting another."
+    ]
     assert [r["run_id"] for r in store.list_runs()] == ["busy-run"]
     assert launched == []
 
 
 # ----------------------------------------------------------------------------- uploads
+
 
 def _zip(entries: dict[str, bytes]) -> bytes:
     buffer = io.BytesIO()
@@ -334,6 +425,7 @@ def _zip(entries: dict[str, bytes]) -> bytes:
 
 def _png() -> bytes:
     from PIL import Image
+
     out = io.BytesIO()
     Image.new("RGB", (4, 4), (200, 10, 10)).save(out, format="PNG")
     return out.getvalue()
@@ -348,8 +440,11 @@ def _choose_upload(at: AppTest, name: str, data: bytes) -> AppTest:
 
 
 def test_an_upload_is_unpacked_inside_its_run_folder(db, launched):
-    at = _choose_upload(page(), "pets.zip", _zip({"pets/cat/a.png": _png(), "pets/dog/b.png": _png(),
-                                                  "pets/notes.txt": b"not an image"}))
+    at = _choose_upload(
+        page(),
+        "pets.zip",
+        _zip({"pets/cat/a.png": _png(), "pets/dog/b.png": _png(), "pets/notes.txt": b"not an image"}),
+    )
     at.sidebar.button(key="start").click().run()
     (run,) = Store(db).list_runs()
     run_dir = (db.parent / "runs" / run["run_id"]).resolve()
@@ -359,11 +454,14 @@ def test_an_upload_is_unpacked_inside_its_run_folder(db, launched):
     assert len(launched) == 1
 
 
-@pytest.mark.parametrize("entries, words", [
-    ({"../evil.png": b"x"}, "unsafe entry name"),
-    ({"/abs/evil.png": b"x"}, "unsafe entry name"),
-    ({f"many/{i}.png": b"x" for i in range(5)}, "more than the limit of 3"),
-])
+@pytest.mark.parametrize(
+    "entries, words",
+    [
+        ({"../evil.png": b"x"}, "unsafe entry name"),
+        ({"/abs/evil.png": b"x"}, "unsafe entry name"),
+        ({f"many/{i}.png": b"x" for i in range(5)}, "more than the limit of 3"),
+    ],
+)
 def test_unsafe_uploads_are_refused_with_one_sentence(db, launched, tmp_path, entries, words):
     at = _choose_upload(page(), "bad.zip", _zip(entries))
     at.sidebar.number_input(key="limit_files").set_value(3).run()
@@ -381,6 +479,7 @@ def test_unsafe_uploads_are_refused_with_one_sentence(db, launched, tmp_path, en
 
 
 # ----------------------------------------------------------------------------- runs
+
 
 def test_past_runs_can_be_picked_viewed_and_compared(db):
     store = Store(db)
@@ -407,8 +506,11 @@ def test_past_runs_can_be_picked_viewed_and_compared(db):
 
     (layers,) = show_tab(at, "Best model").dataframe
     assert layers.value["Layer"].iloc[-1] == "Total"
-    assert [b.label for b in at.get("download_button")] == ["Best model (.pt, final model)", "ONNX export",
-                                                            "Candidates (.csv)"]
+    assert [b.label for b in at.get("download_button")] == [
+        "Best model (.pt, final model)",
+        "ONNX export",
+        "Candidates (.csv)",
+    ]
     # fitness per generation, genes against fitness, diversity per generation
     assert len(show_tab(at, "Which genes matter").get("vega_lite_chart")) == 3
 
@@ -466,19 +568,28 @@ def test_resume_is_refused_while_another_run_is_active(db, launched):
     at = page()
     at.selectbox(key="run_pick").set_value("run-stopped").run()
     at.button(key="resume").click().run()
-    assert any("Run run-busy is active" in text and "stop it before resuming another" in text
-               for text in texts(at.error))
+    assert any(
+        "Run run-busy is active" in text and "stop it before resuming another" in text for text in texts(at.error)
+    )
     assert launched == []
 
 
 def test_stop_ends_the_run_within_five_seconds(db):
     # A stand-in for the search: a process whose command line names automodel, in its own group.
-    stand_in = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "automodel-stand-in"],
-                                start_new_session=True)
+    stand_in = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(120)", "automodel-stand-in"], start_new_session=True
+    )
     try:
         store = Store(db)
-        store.create_run("run-live", quick_config(), total_generations=2, pid=stand_in.pid,
-                         host=socket.gethostname(), started_at=time.time(), resumed_at=time.time())
+        store.create_run(
+            "run-live",
+            quick_config(),
+            total_generations=2,
+            pid=stand_in.pid,
+            host=socket.gethostname(),
+            started_at=time.time(),
+            resumed_at=time.time(),
+        )
         at = page()
         assert "running" in at.markdown[0].value
         assert not at.button(key="stop").disabled and at.button(key="resume").disabled
@@ -498,7 +609,7 @@ def test_stop_ends_the_run_within_five_seconds(db):
 def test_a_tiny_real_search_runs_to_the_end(db, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     at = page()
-    at.sidebar.selectbox(key="budget_choice").set_value(NO_BUDGET).run()   # exactly these settings
+    at.sidebar.selectbox(key="budget_choice").set_value(NO_BUDGET).run()  # exactly these settings
     for key, value in (("cfg_population", 2), ("cfg_generations", 1), ("cfg_epochs", 1), ("cfg_final_epochs", 1)):
         at.sidebar.number_input(key=key).set_value(value).run()
     at.sidebar.button(key="start").click().run()
@@ -520,10 +631,37 @@ def test_a_tiny_real_search_runs_to_the_end(db, monkeypatch):
 def finished_db(tmp_path_factory) -> Path:
     """A completed tiny search, recorded by the real command line."""
     db = tmp_path_factory.mktemp("finished") / "automodel.json"
-    done = subprocess.run([sys.executable, "-m", "automodel", "run", "--dataset", "digits", "--population", "4",
-                           "--generations", "2", "--epochs", "2", "--final-epochs", "1", "--seed", "4",
-                           "--run-id", "done", "--db", str(db), "--quiet", "--workers", "1"],
-                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "automodel",
+            "run",
+            "--dataset",
+            "digits",
+            "--population",
+            "4",
+            "--generations",
+            "2",
+            "--epochs",
+            "2",
+            "--final-epochs",
+            "1",
+            "--seed",
+            "4",
+            "--run-id",
+            "done",
+            "--db",
+            str(db),
+            "--quiet",
+            "--workers",
+            "1",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     return db
 
@@ -536,7 +674,7 @@ def test_a_finished_run_shows_its_network_test_results_and_genes(finished_db, mo
     assert [t.label for t in at.tabs] == list(page_sections.RUN_TABS[:4]) + ["Test results", "Try the model"]
     headings = [h.value for h in at.subheader]
     for label in ("Architecture", "Which genes matter", "Test results", "Try the model"):
-        assert label not in headings                    # a closed tab is not drawn
+        assert label not in headings  # a closed tab is not drawn
         headings = [h.value for h in show_tab(at, label).subheader]
         assert "Fitness per generation" in headings and label in headings
     diagram = show_tab(at, "Architecture").get("graphviz_chart")
@@ -554,6 +692,7 @@ def test_try_the_model_predicts_an_uploaded_image_and_refuses_other_files(finish
     at = show_tab(page(), "Try the model")
     image = io.BytesIO()
     from PIL import Image
+
     Image.new("L", (8, 8), 30).save(image, format="PNG")
     uploader = at.get("file_uploader")[-1]
     uploader.set_value([("digit.png", image.getvalue(), "image/png"), ("notes.txt", b"hello", "text/plain")]).run()
@@ -576,7 +715,7 @@ def test_a_large_generation_is_paged_in_the_table(db):
 def test_the_form_starts_closed_when_there_are_runs_and_keeps_its_values_while_closed(db):
     add_finished_run(Store(db), "run-old", created_at=1_700_000_000.0, best=0.9)
     at = page()
-    assert not at.sidebar.number_input                   # closed: the form is not drawn at all
+    assert not at.sidebar.number_input  # closed: the form is not drawn at all
     open_form(at).sidebar.checkbox(key="budget_manual").check().run()
     at.sidebar.number_input(key="cfg_population").set_value(7).run()
     at.session_state[page_form.FORM_OPEN_KEY] = False

@@ -49,7 +49,14 @@ def test_with_nsga2_ranks_the_elites_are_the_front_s_best():
     genomes, fitness = parents()
     # nsga2_ranks' (front, -crowding): smaller is better
     ranks = [(1, 0.0), (0, -2.0), (0, -5.0), (2, -1.0), (1, -3.0), (0, -1.0)]
-    bred = breed(genomes, fitness, Config(population=6, elitism=2), random.Random(0), repair=lambda g: g,
-                 known=set(), ranks=ranks)
+    bred = breed(
+        genomes,
+        fitness,
+        Config(population=6, elitism=2),
+        random.Random(0),
+        repair=lambda g: g,
+        known=set(),
+        ranks=ranks,
+    )
     # Front 0 with the larger crowding distance first: index 2 (5.0), then 1 (2.0), not the fittest (5).
     assert [p for _, p in bred[:2]] == [(2,), (1,)]

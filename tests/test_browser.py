@@ -21,12 +21,17 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow   # real processes, servers or a browser
+pytestmark = pytest.mark.slow  # real processes, servers or a browser
 
 REPO = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 SERVER_START_S = 60
 FIRST_GENERATION_S = 90
 STOP_S = 15
@@ -82,6 +87,7 @@ def _stop_searches(db: Path) -> None:
         return
     from automodel.process import jobs
     from automodel.store import ACTIVE_STATUSES, Store
+
     store = Store(db)
     for run in store.list_runs():
         if run.get("status") in ACTIVE_STATUSES and run.get("pid"):
@@ -102,8 +108,8 @@ def test_start_watch_stop_resume_and_download(tmp_path):
                 def shot(name: str) -> None:
                     # Streamlit scrolls inside its own container: grow the window to get the whole page.
                     height = page.evaluate(
-                        "() => Math.max(...[...document.querySelectorAll('section, div')]"
-                        ".map(e => e.scrollHeight))")
+                        "() => Math.max(...[...document.querySelectorAll('section, div')].map(e => e.scrollHeight))"
+                    )
                     page.set_viewport_size({"width": 1440, "height": min(max(int(height), 1000), 4000)})
                     path = tmp_path / f"{len(shots) + 1:02d}-{name}.png"
                     page.screenshot(path=path, full_page=True)
@@ -123,13 +129,14 @@ def test_start_watch_stop_resume_and_download(tmp_path):
                 # A minute instead of the demo's 30 s, so that the run is still going when Stop is pressed.
                 sidebar.locator(".st-key-budget_choice").get_by_role("combobox").click()
                 page.get_by_role("option", name="1 minute", exact=True).click()
-                page.wait_for_timeout(1500)   # the choice reaches the server (the run's plan says 60 s below)
+                page.wait_for_timeout(1500)  # the choice reaches the server (the run's plan says 60 s below)
                 start.click()
 
                 # Live: the first generation appears in the chart (its best/mean/worst points) and the table.
                 chart = page.locator('[data-testid="stVegaLiteChart"]').first
                 expect(chart.locator('[aria-label*="Statistic: best"]').first).to_be_attached(
-                    timeout=FIRST_GENERATION_S * 1000)
+                    timeout=FIRST_GENERATION_S * 1000
+                )
                 table = page.locator(".st-key-population_table [role=gridcell]")
                 expect(table.filter(has_text="✓ ok").first).to_be_attached(timeout=10_000)
                 expect(status).to_contain_text("running")
@@ -159,7 +166,9 @@ def test_start_watch_stop_resume_and_download(tmp_path):
 
                 open_tab("Best model")
                 expect(page.get_by_text("Test accuracy").first).to_be_visible(timeout=20_000)
-                expect(page.locator(".st-key-layer_table [role=gridcell]").filter(has_text="Total").first).to_be_attached()
+                expect(
+                    page.locator(".st-key-layer_table [role=gridcell]").filter(has_text="Total").first
+                ).to_be_attached()
                 shot("best-model")
                 # The network as a diagram, the confusion matrix, and a prediction for an uploaded image.
                 open_tab("Architecture")
@@ -171,6 +180,7 @@ def test_start_watch_stop_resume_and_download(tmp_path):
                 shot("test-results")
                 open_tab("Try the model")
                 from PIL import Image
+
                 Image.new("L", (8, 8), 40).save(tmp_path / "my-digit.png")
                 uploader = page.locator('[data-testid="stFileUploaderDropzoneInput"]').last
                 expect(uploader).to_be_attached(timeout=20_000)
@@ -215,6 +225,7 @@ def test_start_watch_stop_resume_and_download(tmp_path):
         assert model_file.read_bytes() == Path(run["best_model_path"]).read_bytes()
 
         import pandas as pd
+
         records = pd.read_csv(csv_file)
         # The Quick demo is planned from its budget: the population times the generations that fitted.
         population, generations = run["config"]["population"], run["generations_done"]
@@ -243,10 +254,39 @@ def test_the_pareto_front_is_shown_and_a_member_is_finalized(tmp_path):
     front, finalizes the chosen member in its own process, and then offers its downloads."""
     expect, sync_playwright = _browser_or_skip()
     db = tmp_path / "db" / "automodel.json"
-    done = subprocess.run([sys.executable, "-m", "automodel", "run", "--dataset", "digits", "--population", "4",
-                           "--generations", "2", "--epochs", "1", "--final-epochs", "1", "--seed", "1",
-                           "--objectives", "accuracy,params", "--run-id", "mo", "--db", str(db), "--quiet",
-                           "--workers", "1"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "automodel",
+            "run",
+            "--dataset",
+            "digits",
+            "--population",
+            "4",
+            "--generations",
+            "2",
+            "--epochs",
+            "1",
+            "--final-epochs",
+            "1",
+            "--seed",
+            "1",
+            "--objectives",
+            "accuracy,params",
+            "--run-id",
+            "mo",
+            "--db",
+            str(db),
+            "--quiet",
+            "--workers",
+            "1",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     server, url, _ = _serve(db, tmp_path)
     try:
@@ -273,6 +313,7 @@ def test_the_pareto_front_is_shown_and_a_member_is_finalized(tmp_path):
                 browser.close()
         from automodel import load_model
         from automodel.store import Store
+
         finalized = Store(db).get_run("mo")["finalized"]
         assert len(finalized) == 1
         (entry,) = finalized.values()
@@ -290,11 +331,30 @@ def _serve(db: Path, tmp_path: Path, name: str = "streamlit") -> tuple[subproces
     env.pop("AUTOMODEL_REQUIRE_BROWSER", None)
     with open(log, "wb") as log_file:
         server = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-             "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false",
-             "--server.fileWatcherType", "none"],
-            cwd=REPO, env=env, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True)
+            [
+                sys.executable,
+                "-m",
+                "streamlit",
+                "run",
+                "app.py",
+                "--server.port",
+                str(port),
+                "--server.address",
+                "127.0.0.1",
+                "--server.headless",
+                "true",
+                "--browser.gatherUsageStats",
+                "false",
+                "--server.fileWatcherType",
+                "none",
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     try:
         _wait_healthy(url, server, log)
     except BaseException:
@@ -324,19 +384,20 @@ def test_two_browser_pages_pressing_start_together_start_exactly_one_run(tmp_pat
                 pages = [browser.new_page(viewport={"width": 1440, "height": 1000}) for _ in range(2)]
                 for page in pages:
                     page.goto(url)
-                    expect(page.get_by_test_id("stSidebar").get_by_role("button", name="Start", exact=True)
-                           ).to_be_enabled(timeout=SERVER_START_S * 1000)
+                    expect(
+                        page.get_by_test_id("stSidebar").get_by_role("button", name="Start", exact=True)
+                    ).to_be_enabled(timeout=SERVER_START_S * 1000)
                 buttons = [p.get_by_test_id("stSidebar").get_by_role("button", name="Start", exact=True) for p in pages]
-                for button in buttons:          # two clicks in the same instant, from two sessions
+                for button in buttons:  # two clicks in the same instant, from two sessions
                     button.click(no_wait_after=True)
                 for page in pages:
-                    expect(page.get_by_text(re.compile(r"Started run-|is still running"))).to_be_visible(
-                        timeout=30_000)
+                    expect(page.get_by_text(re.compile(r"Started run-|is still running"))).to_be_visible(timeout=30_000)
                 said = [p.get_by_text(re.compile(r"is still running")).count() for p in pages]
                 assert sorted(said) == [0, 1], said
             finally:
                 browser.close()
         from automodel.store import Store
+
         assert len(Store(db).list_runs()) == 1
     finally:
         _stop_group(server)
@@ -360,10 +421,11 @@ def test_a_killed_page_server_and_a_new_one_show_the_search_still_running(tmp_pa
                 start.click()
                 status = page.locator(".st-key-status")
                 expect(status).to_contain_text("running", timeout=FIRST_GENERATION_S * 1000)
-                os.killpg(server.pid, signal.SIGKILL)          # the page's server dies, hard
+                os.killpg(server.pid, signal.SIGKILL)  # the page's server dies, hard
                 server.wait(timeout=10)
                 from automodel.process import jobs
                 from automodel.store import ACTIVE_STATUSES, Store
+
                 (run,) = Store(db).list_runs()
                 assert run["status"] in ACTIVE_STATUSES
                 second, url2, _ = _serve(db, tmp_path, "second")

@@ -33,14 +33,35 @@ from automodel.training.trainer import TrainResult
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.parametrize("text, seconds", [("90", 90), (90, 90), ("90s", 90), ("5m", 300), ("5 min", 300),
-                                           ("1h", 3600), ("1h30m", 5400), ("2.5m", 150), ("10", 10)])
+@pytest.mark.parametrize(
+    "text, seconds",
+    [
+        ("90", 90),
+        (90, 90),
+        ("90s", 90),
+        ("5m", 300),
+        ("5 min", 300),
+        ("1h", 3600),
+        ("1h30m", 5400),
+        ("2.5m", 150),
+        ("10", 10),
+    ],
+)
 def test_a_budget_is_read_as_a_duration(text, seconds):
     assert parse_duration(text) == seconds
 
 
-@pytest.mark.parametrize("text, words", [("5x", "not a duration"), ("", "not a duration"), ("m5", "not a duration"),
-                                         ("1h 30", "not a duration"), ("9s", "too short"), ("-5m", "not a duration")])
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ("5x", "not a duration"),
+        ("", "not a duration"),
+        ("m5", "not a duration"),
+        ("1h 30", "not a duration"),
+        ("9s", "too short"),
+        ("-5m", "not a duration"),
+    ],
+)
 def test_a_bad_budget_is_one_sentence_saying_what_is_accepted(text, words):
     with pytest.raises(ConfigError) as caught:
         parse_duration(text)
@@ -53,8 +74,16 @@ def fidelities(epochs, min_epochs):
 
 
 def plan(budget_s, epoch_s=1.0, **given):
-    return make_plan(budget_s, elapsed_s=2.0, epoch_s=epoch_s, final_epoch_s=epoch_s * 1.2, workers=2,
-                     fidelities_for=fidelities, reduction_factor=3, given=given)
+    return make_plan(
+        budget_s,
+        elapsed_s=2.0,
+        epoch_s=epoch_s,
+        final_epoch_s=epoch_s * 1.2,
+        workers=2,
+        fidelities_for=fidelities,
+        reduction_factor=3,
+        given=given,
+    )
 
 
 def test_a_generation_under_successive_halving_costs_each_rung_once():
@@ -69,7 +98,7 @@ def test_a_larger_budget_buys_more_and_the_plan_fits_its_budget():
     assert large.epochs == 9 and fidelities(large.epochs, large.min_epochs) == [1, 3, 9]
     for p in (small, large):
         cost = generation_epochs(p.population, fidelities(p.epochs, p.min_epochs), 3) * p.generations * p.epoch_s / 2
-        assert cost <= p.search_s - 2.0 + 1e-6      # the generations fit the search's share
+        assert cost <= p.search_s - 2.0 + 1e-6  # the generations fit the search's share
         assert p.search_s + p.final_s <= p.budget_s  # and the final training after it
         assert 1 <= p.final_epochs <= MAX_FINAL_EPOCHS
     assert large.final_s == pytest.approx(large.final_epochs * large.final_epoch_s)
@@ -83,17 +112,19 @@ def test_the_plan_spends_what_its_generations_leave_on_more_candidates(budget_s)
     rungs = fidelities(p.epochs, p.min_epochs)
     bought = p.generations * generation_epochs(p.population, rungs, 3)
     assert bought <= p.candidate_epochs < p.generations * generation_epochs(p.population + 1, rungs, 3)
-    assert p.candidate_epochs - bought < p.generations * p.epochs   # less than one more candidate a generation
+    assert p.candidate_epochs - bought < p.generations * p.epochs  # less than one more candidate a generation
 
 
 def test_a_budget_too_short_to_search_trains_one_network_with_all_of_it():
     tiny = plan(20, epoch_s=2.0)
     nine = generation_epochs(DIRECT_POPULATION, fidelities(9, 1), 3)
     assert tiny.candidate_epochs < nine and tiny.direct
-    assert tiny.final_epochs == int((20 - 2.0 - START_UP_S) / 2.4)   # all the time left, none kept for a search
+    assert tiny.final_epochs == int((20 - 2.0 - START_UP_S) / 2.4)  # all the time left, none kept for a search
     assert "too short to search" in tiny.summary()
-    assert not plan(600).direct and Plan.from_dict({k: v for k, v in tiny.to_dict().items() if k != "direct"}).direct \
-        is False   # plans recorded before direct plans existed were searches
+    assert (
+        not plan(600).direct
+        and Plan.from_dict({k: v for k, v in tiny.to_dict().items() if k != "direct"}).direct is False
+    )  # plans recorded before direct plans existed were searches
 
 
 def test_a_budget_too_small_for_a_generation_of_the_given_epochs_trains_fewer_candidates():
@@ -108,6 +139,7 @@ def test_settings_a_person_gave_are_kept_by_the_plan():
 
 
 # ------------------------------------------------------------------------ the search following a plan
+
 
 class TimedFakeEvaluator:
     """Probes take 0.01 s a step; candidates score by width and report 0.05 s an epoch."""
@@ -128,8 +160,18 @@ class TimedFakeEvaluator:
             history = [{"epoch": e + 1, "train_loss": 1.0, "val_accuracy": 0.5, "seconds": 0.05} for e in range(epochs)]
             model = build_model(task.genome, self.data.input_shape, self.data.classes)
             width = sum(b.filters for b in task.genome.conv) / 1000
-            on_result(task, TrainResult("ok", 0.5 + width, params=1, seconds=0.05 * epochs, epochs_done=epochs,
-                                        history=history, state_dict=model.state_dict()))
+            on_result(
+                task,
+                TrainResult(
+                    "ok",
+                    0.5 + width,
+                    params=1,
+                    seconds=0.05 * epochs,
+                    epochs_done=epochs,
+                    history=history,
+                    state_dict=model.state_dict(),
+                ),
+            )
 
     def close(self):
         pass
@@ -189,7 +231,7 @@ def test_a_resumed_budget_run_keeps_its_plan(tmp_path):
     store.update_run("b", status="stopped")
     _, store, evaluator = budget_search(tmp_path)
     assert store.get_run("b")["plan"] == before
-    assert not [t for t in evaluator.tasks if t.probe_steps is not None and not t.final]   # no new timing
+    assert not [t for t in evaluator.tasks if t.probe_steps is not None and not t.final]  # no new timing
 
 
 def test_planned_settings_the_person_gave_stay_as_given(tmp_path):
@@ -201,6 +243,7 @@ def test_planned_settings_the_person_gave_stay_as_given(tmp_path):
 
 # ------------------------------------------------------------------------ command line and page
 
+
 def test_the_command_line_gives_a_default_budget_only_when_nothing_of_the_plan_is_set(tmp_path):
     parse = lambda *argv: cli.load_config(cli.build_parser().parse_args(["run", "--dataset", "digits", *argv]))  # noqa: E731
     assert parse().budget_s == 300 and parse().overrides == []
@@ -209,7 +252,7 @@ def test_the_command_line_gives_a_default_budget_only_when_nothing_of_the_plan_i
     settings = tmp_path / "settings.json"
     settings.write_text(json.dumps({"generations": 2}))
     assert parse("--config", str(settings), "--budget", "1m").overrides == ["generations"]
-    written = tmp_path / "page.json"   # the page writes every setting and lists what the person set
+    written = tmp_path / "page.json"  # the page writes every setting and lists what the person set
     written.write_text(Config(budget_s=None, overrides=[]).to_json())
     assert parse("--config", str(written)).budget_s is None and parse("--config", str(written)).overrides == []
     with pytest.raises(ConfigError):
@@ -219,7 +262,7 @@ def test_the_command_line_gives_a_default_budget_only_when_nothing_of_the_plan_i
 
 def test_the_form_asks_how_long_the_search_may_take(db, launched, new_page):
     at = new_page()
-    assert at.sidebar.selectbox(key="budget_choice").value == "30 seconds"   # the Quick demo
+    assert at.sidebar.selectbox(key="budget_choice").value == "30 seconds"  # the Quick demo
     assert at.sidebar.number_input(key="cfg_population").disabled
     at.sidebar.selectbox(key="budget_choice").set_value("5 minutes").run()
     at.sidebar.button(key="start").click().run()
@@ -233,24 +276,59 @@ def test_the_form_asks_how_long_the_search_may_take(db, launched, new_page):
 def test_the_quick_demo_as_a_budget_ends_in_its_time_with_a_model(tmp_path):
     db = tmp_path / "db.json"
     started = time.monotonic()
-    result = subprocess.run([sys.executable, "-m", "automodel", "run", "--dataset", "digits", "--budget", "30s",
-                             "--seed", "0", "--run-id", "demo", "--db", str(db), "--quiet"], cwd=ROOT,
-                            capture_output=True, text=True, timeout=300, env=dict(os.environ))
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "automodel",
+            "run",
+            "--dataset",
+            "digits",
+            "--budget",
+            "30s",
+            "--seed",
+            "0",
+            "--run-id",
+            "demo",
+            "--db",
+            str(db),
+            "--quiet",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ),
+    )
     wall = time.monotonic() - started
     assert result.returncode == 0, result.stderr[-2000:]
     run = Store(db).get_run("demo")
     assert run["status"] == "completed" and run["test_accuracy"] > 0.9
     assert run["elapsed_s"] <= 30 * 1.1 + 5, f"{run['elapsed_s']:.1f} s for a 30 s budget (wall {wall:.1f} s)"
-    shown = json.loads(subprocess.run([sys.executable, "-m", "automodel", "show", "demo", "--db", str(db), "--json"],
-                                      cwd=ROOT, capture_output=True, text=True, timeout=60).stdout)
+    shown = json.loads(
+        subprocess.run(
+            [sys.executable, "-m", "automodel", "show", "demo", "--db", str(db), "--json"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout
+    )
     assert shown["plan"]["budget_s"] == 30 and shown["plan"]["population"] >= 2
 
 
 def test_a_budget_too_short_to_search_trains_the_best_network_of_the_runs_it_starts_from(tmp_path):
     from automodel.evolution.genome import ConvBlock, Genome
+
     store = Store(tmp_path / "db.json")
-    winner = Genome(conv=(ConvBlock(24, 3, "gelu", "max", True), ConvBlock(48, 3, "gelu", "max", True)), dense=(),
-                    dropout=0.1, optimizer="adamw", learning_rate=2e-3, weight_decay=1e-4)
+    winner = Genome(
+        conv=(ConvBlock(24, 3, "gelu", "max", True), ConvBlock(48, 3, "gelu", "max", True)),
+        dense=(),
+        dropout=0.1,
+        optimizer="adamw",
+        learning_rate=2e-3,
+        weight_decay=1e-4,
+    )
     store.create_run("earlier", Config().to_dict(), status="completed", best_genome=winner.to_dict())
     status, store, evaluator = budget_search(tmp_path, budget_s=10.0, warm_start=["earlier"])
     assert status == "completed"

@@ -19,7 +19,7 @@ from automodel import load_model
 from automodel.data import load_dataset
 from automodel.store import Store
 
-pytestmark = pytest.mark.slow   # real processes, servers or a browser
+pytestmark = pytest.mark.slow  # real processes, servers or a browser
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ["--dataset", "digits", "--population", "8", "--generations", "3", "--epochs", "2", "--seed", "0"]
@@ -63,15 +63,28 @@ def demo(tmp_path_factory):
     """The README's demo search, with a reader process polling the database at 20 Hz throughout."""
     folder = tmp_path_factory.mktemp("demo")
     db = folder / "db.json"
-    readers = [subprocess.Popen([sys.executable, "-c", READER, str(db), "240"], cwd=ROOT, env=_env(),
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    readers = [
+        subprocess.Popen(
+            [sys.executable, "-c", READER, str(db), "240"],
+            cwd=ROOT,
+            env=_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     started = time.monotonic()
     result = automodel("run", *DEMO, "--run-id", "demo", "--db", str(db), timeout=300)
     seconds = time.monotonic() - started
     outputs = [reader.communicate(timeout=60) for reader in readers]
-    return {"db": db, "result": result, "seconds": seconds,
-            "readers": [json.loads(out.strip().splitlines()[-1]) for out, _ in outputs],
-            "reader_stderr": "".join(err for _, err in outputs)}
+    return {
+        "db": db,
+        "result": result,
+        "seconds": seconds,
+        "readers": [json.loads(out.strip().splitlines()[-1]) for out, _ in outputs],
+        "reader_stderr": "".join(err for _, err in outputs),
+    }
 
 
 def test_demo_search_finishes_with_a_good_model(demo):
@@ -107,6 +120,7 @@ def test_saved_model_reproduces_the_recorded_test_accuracy(demo):
 
 def test_onnx_export_gives_the_same_predictions(demo, tmp_path):
     import onnxruntime as ort
+
     out = tmp_path / "best.onnx"
     result = automodel("export", "demo", "--format", "onnx", "--out", str(out), "--db", str(demo["db"]))
     assert result.returncode == 0, result.stderr[-2000:]
@@ -158,8 +172,24 @@ def test_sigkill_mid_generation_then_resume_matches_the_uninterrupted_run(demo, 
 
 def test_stop_ends_a_run_within_seconds_and_resume_finishes_it(tmp_path, wait_for):
     db = tmp_path / "db.json"
-    process = spawn("run", "--dataset", "digits", "--population", "2", "--generations", "1", "--epochs", "40",
-                    "--final-epochs", "1", "--run-id", "s", "--db", str(db), "--quiet")
+    process = spawn(
+        "run",
+        "--dataset",
+        "digits",
+        "--population",
+        "2",
+        "--generations",
+        "1",
+        "--epochs",
+        "40",
+        "--final-epochs",
+        "1",
+        "--run-id",
+        "s",
+        "--db",
+        str(db),
+        "--quiet",
+    )
     try:
         wait_for(lambda: db.exists() and Store(db).progress("s"), 120, "training to start")
         started = time.monotonic()
@@ -178,8 +208,24 @@ def test_stop_ends_a_run_within_seconds_and_resume_finishes_it(tmp_path, wait_fo
 def test_resume_of_a_stopped_run_completes(tmp_path, wait_for):
     db = tmp_path / "db.json"
     store = Store(db)
-    process = spawn("run", "--dataset", "digits", "--population", "3", "--generations", "1", "--epochs", "3",
-                    "--final-epochs", "1", "--run-id", "r", "--db", str(db), "--quiet")
+    process = spawn(
+        "run",
+        "--dataset",
+        "digits",
+        "--population",
+        "3",
+        "--generations",
+        "1",
+        "--epochs",
+        "3",
+        "--final-epochs",
+        "1",
+        "--run-id",
+        "r",
+        "--db",
+        str(db),
+        "--quiet",
+    )
     try:
         wait_for(lambda: db.exists() and len(store.individuals("r")) >= 1, 120, "the first candidate")
         automodel("stop", "r", "--db", str(db), check=True)
@@ -194,15 +240,18 @@ def test_resume_of_a_stopped_run_completes(tmp_path, wait_for):
     assert show(db, "r")["status"] == "completed" and len(store.individuals("r")) == 3
 
 
-@pytest.mark.parametrize("args, fragment", [
-    (["--population", "1"], "population"),
-    (["--generations", "0"], "generations"),
-    (["--population", "4", "--elitism", "4"], "elitism"),
-    (["--dataset", "imagenet-22k"], "imagenet-22k"),
-    (["--dataset", "/no/such/folder"], "/no/such/folder"),
-    (["--selection", "lottery"], "selection"),
-    (["--device", "tpu"], "device"),
-])
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--population", "1"], "population"),
+        (["--generations", "0"], "generations"),
+        (["--population", "4", "--elitism", "4"], "elitism"),
+        (["--dataset", "imagenet-22k"], "imagenet-22k"),
+        (["--dataset", "/no/such/folder"], "/no/such/folder"),
+        (["--selection", "lottery"], "selection"),
+        (["--device", "tpu"], "device"),
+    ],
+)
 def test_bad_input_is_one_sentence_and_exit_code_2(tmp_path, args, fragment):
     result = automodel("run", "--db", str(tmp_path / "db.json"), "--quiet", *args, timeout=120)
     assert result.returncode == 2, result.stderr
@@ -212,6 +261,7 @@ def test_bad_input_is_one_sentence_and_exit_code_2(tmp_path, args, fragment):
 
 def test_folder_with_one_class_is_refused(tmp_path):
     from PIL import Image
+
     (tmp_path / "imgs" / "cat").mkdir(parents=True)
     for i in range(3):
         Image.new("RGB", (8, 8), (i * 40, 0, 0)).save(tmp_path / "imgs" / "cat" / f"{i}.png")
@@ -243,6 +293,7 @@ def test_unknown_run_and_config_file_errors(tmp_path):
 
 def test_onnx_file_is_self_contained(demo, tmp_path):
     import onnxruntime as ort
+
     out = tmp_path / "a" / "model.onnx"
     automodel("export", "demo", "--format", "onnx", "--out", str(out), "--db", str(demo["db"]), check=True)
     moved = tmp_path / "elsewhere.onnx"
@@ -256,10 +307,11 @@ def test_onnx_file_is_self_contained(demo, tmp_path):
 def test_stop_pressed_before_the_search_process_starts_is_kept(tmp_path):
     from automodel.config import Config
     from automodel.process import jobs
+
     db = tmp_path / "db.json"
     store = Store(db)
-    store.claim_run_slot("early", Config().to_dict(), jobs.is_alive)   # what the page does on Start
-    store.request_stop("early")                                         # Stop, before the process runs
+    store.claim_run_slot("early", Config().to_dict(), jobs.is_alive)  # what the page does on Start
+    store.request_stop("early")  # Stop, before the process runs
     result = automodel("run", "--run-id", "early", "--db", str(db), "--quiet")
     assert result.returncode == 0, result.stderr
     assert Store(db).get_run("early")["status"] == "stopped"
@@ -270,6 +322,7 @@ def test_a_folder_run_at_a_chosen_image_size_records_its_data_and_resumes_from_t
     from PIL import Image
 
     from automodel.training.export import read_checkpoint
+
     folder = tmp_path / "photos"
     for c, colour in enumerate(((220, 30, 30), (30, 30, 220))):
         (folder / f"class {c}").mkdir(parents=True)
@@ -277,12 +330,35 @@ def test_a_folder_run_at_a_chosen_image_size_records_its_data_and_resumes_from_t
             shade = tuple(min(255, v + 3 * i) for v in colour)
             Image.new("RGB", (40, 30), shade).save(folder / f"class {c}" / f"{i}.jpg")
     db = tmp_path / "db.json"
-    process = spawn("run", "--dataset", str(folder), "--image-size", "16", "--population", "2", "--generations", "30",
-                    "--epochs", "1", "--final-epochs", "1", "--seed", "0", "--run-id", "p", "--db", str(db), "--quiet")
+    process = spawn(
+        "run",
+        "--dataset",
+        str(folder),
+        "--image-size",
+        "16",
+        "--population",
+        "2",
+        "--generations",
+        "30",
+        "--epochs",
+        "1",
+        "--final-epochs",
+        "1",
+        "--seed",
+        "0",
+        "--run-id",
+        "p",
+        "--db",
+        str(db),
+        "--quiet",
+    )
     try:
-        wait_for(lambda: db.exists() and (Store(db).get_run("p") or {}).get("generations_done", 0) >= 1, 120,
-                 "a first generation")
-        automodel("stop", "p", "--db", str(db))   # asks; the process ends when its candidate is abandoned
+        wait_for(
+            lambda: db.exists() and (Store(db).get_run("p") or {}).get("generations_done", 0) >= 1,
+            120,
+            "a first generation",
+        )
+        automodel("stop", "p", "--db", str(db))  # asks; the process ends when its candidate is abandoned
         process.communicate(timeout=120)
     finally:
         process.kill()
@@ -295,13 +371,16 @@ def test_a_folder_run_at_a_chosen_image_size_records_its_data_and_resumes_from_t
     decoded_at = cache.stat().st_mtime_ns
     resumed = spawn("resume", "p", "--db", str(db), "--quiet")
     try:
-        wait_for(lambda: (Store(db).get_run("p") or {}).get("generations_done", 0) >= shown["generations_done"] + 1,
-                 120, "a generation after the resume")
+        wait_for(
+            lambda: (Store(db).get_run("p") or {}).get("generations_done", 0) >= shown["generations_done"] + 1,
+            120,
+            "a generation after the resume",
+        )
         automodel("stop", "p", "--db", str(db))
         resumed.communicate(timeout=120)
     finally:
         resumed.kill()
-    assert cache.stat().st_mtime_ns == decoded_at          # read, not decoded and written again
+    assert cache.stat().st_mtime_ns == decoded_at  # read, not decoded and written again
     assert show(db, "p")["data"]["input_shape"] == [3, 12, 16]
     assert read_checkpoint(shown["best_model_path"])["input_shape"] == [3, 12, 16]
     result = automodel("predict", "p", str(folder / "class 0"), "--db", str(db), check=True)

@@ -42,13 +42,30 @@ def test_json_round_trip_of_defaults():
 
 
 def test_json_round_trip_of_changed_settings():
-    config = Config(dataset="cifar10", population=12, generations=5, selection="sus", crossover="two_point",
-                    mutation_rate=0.35, elitism=3, seed=42, target_fitness=0.97, time_budget_s=120.5,
-                    epochs=4, batch_size=64, augment="flip_crop", device="cpu",
-                    space=SearchSpace(conv_blocks=[2, 4], filters=[16, 32], kernel_sizes=[3],
-                                      dense_layers=[1, 1], dropout=[0.25],
-                                      learning_rates={"sgd": [0.01, 0.1], "adam": [0.001, 0.001],
-                                                      "adamw": [0.0005, 0.002]}))
+    config = Config(
+        dataset="cifar10",
+        population=12,
+        generations=5,
+        selection="sus",
+        crossover="two_point",
+        mutation_rate=0.35,
+        elitism=3,
+        seed=42,
+        target_fitness=0.97,
+        time_budget_s=120.5,
+        epochs=4,
+        batch_size=64,
+        augment="flip_crop",
+        device="cpu",
+        space=SearchSpace(
+            conv_blocks=[2, 4],
+            filters=[16, 32],
+            kernel_sizes=[3],
+            dense_layers=[1, 1],
+            dropout=[0.25],
+            learning_rates={"sgd": [0.01, 0.1], "adam": [0.001, 0.001], "adamw": [0.0005, 0.002]},
+        ),
+    )
     config.validate()
     again = Config.from_dict(json.loads(config.to_json()))
     assert again == config
@@ -98,8 +115,7 @@ BAD_SETTINGS = [
 ]
 
 
-@pytest.mark.parametrize("overrides, name, accepted", BAD_SETTINGS,
-                         ids=[f"{n}={o[n]!r}" for o, n, _ in BAD_SETTINGS])
+@pytest.mark.parametrize("overrides, name, accepted", BAD_SETTINGS, ids=[f"{n}={o[n]!r}" for o, n, _ in BAD_SETTINGS])
 def test_bad_setting_names_itself_and_what_is_accepted(overrides, name, accepted):
     _raises(lambda: Config.from_dict(overrides), name, accepted)
     # validate() on a constructed object says the same
@@ -154,7 +170,7 @@ BAD_SPACES = [
     ({"filters": "32"}, "filters", "non-empty list"),
     ({"activations": ["relu", "swish"]}, "activations", "gelu"),
     ({"downsampling": ["min"]}, "downsampling", "max, avg, stride, none"),
-    ({"pooling": ["min"]}, "downsampling", "max"),        # the name earlier versions used
+    ({"pooling": ["min"]}, "downsampling", "max"),  # the name earlier versions used
     ({"block_kinds": ["dense"]}, "block_kinds", "plain, residual, separable"),
     ({"heads": []}, "heads", "non-empty list"),
     ({"learning_rates": {"sgd": [0.1, 0.01]}}, "learning_rates['sgd']", "0 < low <= high"),
@@ -168,8 +184,9 @@ BAD_SPACES = [
 ]
 
 
-@pytest.mark.parametrize("space, name, accepted", BAD_SPACES,
-                         ids=[f"{next(iter(s))}={next(iter(s.values()))!r}" for s, n, _ in BAD_SPACES])
+@pytest.mark.parametrize(
+    "space, name, accepted", BAD_SPACES, ids=[f"{next(iter(s))}={next(iter(s.values()))!r}" for s, n, _ in BAD_SPACES]
+)
 def test_bad_search_space_names_itself_and_what_is_accepted(space, name, accepted):
     _raises(lambda: Config.from_dict({"space": space}), name, accepted)
     base = {k: v for k, v in SearchSpace().__dict__.items() if not ("pooling" in space and k == "downsampling")}
@@ -225,8 +242,9 @@ def test_every_setting_has_one_definition_of_its_group_help_and_accepted_values(
     import dataclasses
 
     from automodel.config import GROUPS, setting_help
+
     for f in dataclasses.fields(Config):
-        if f.name == "space":   # a section of its own (README's search-space table)
+        if f.name == "space":  # a section of its own (README's search-space table)
             continue
         assert f.metadata.get("group") in GROUPS, f.name
         assert len(f.metadata.get("help", "")) > 15, f.name
@@ -236,10 +254,17 @@ def test_every_setting_has_one_definition_of_its_group_help_and_accepted_values(
 def test_the_command_lines_help_is_each_settings_own_and_grouped():
     from automodel.cli import commands as cli
     from automodel.config import setting_help
+
     text = cli.build_parser()._subparsers._group_actions[0].choices["run"].format_help()
     assert "see README" not in text
-    for group in ("data settings", "budget settings", "search settings", "training settings", "costs settings",
-                  "back end settings"):
+    for group in (
+        "data settings",
+        "budget settings",
+        "search settings",
+        "training settings",
+        "costs settings",
+        "back end settings",
+    ):
         assert f"\n{group}:" in text
     flat = " ".join(text.split())
     for name in ("population", "image_size", "final_from", "objectives"):
@@ -249,7 +274,8 @@ def test_the_command_lines_help_is_each_settings_own_and_grouped():
 def test_readme_lists_every_setting():
     import dataclasses
     from pathlib import Path
+
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    table = readme[readme.index("## Configuration"):readme.index("## Accuracy and cost together")]
+    table = readme[readme.index("## Configuration") : readme.index("## Accuracy and cost together")]
     for f in dataclasses.fields(Config):
         assert f"`{f.name}`" in table, f"README's settings table lacks {f.name}"

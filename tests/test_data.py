@@ -27,6 +27,7 @@ from automodel.data.splits import stratified_split
 
 # ----------------------------------------------------------------------------- helpers
 
+
 def tree(root: Path) -> set[str]:
     """Every path under root, relative, as text (symlinks not followed)."""
     return {str(p.relative_to(root)) for p in root.rglob("*")}
@@ -79,13 +80,16 @@ def png_bytes(size=(20, 12), value=(10, 120, 230)) -> bytes:
 @pytest.fixture
 def no_network(monkeypatch):
     """Any attempt to reach the network fails at once, as it would on an offline machine."""
+
     def refuse(*args, **kwargs):
         raise OSError("network disabled in tests")
+
     monkeypatch.setattr(socket, "getaddrinfo", refuse)
     monkeypatch.setattr(socket.socket, "connect", refuse)
 
 
 # ----------------------------------------------------------------------------- digits
+
 
 def test_digits_shapes_classes_and_split_sizes():
     d = load_dataset("digits", val_fraction=0.15, seed=0)
@@ -144,6 +148,7 @@ def test_stratified_split_keeps_one_per_class():
 
 # ----------------------------------------------------------------------------- CIFAR
 
+
 def known_image() -> np.ndarray:
     c, r, w = np.meshgrid(np.arange(3), np.arange(32), np.arange(32), indexing="ij")
     return ((c * 80 + r * 5 + w) % 256).astype(np.uint8)  # 3×32×32, different per channel/row/col
@@ -162,11 +167,26 @@ def write_cifar10(root: Path, per_batch: int = 20) -> Path:
     for name in names:
         data = rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8)
         data[0] = known_image().reshape(3072)  # the published row layout: 1024 R, 1024 G, 1024 B
-        write_pickle(folder / name, {b"batch_label": name.encode(), b"data": data,
-                                     b"labels": [i % 10 for i in range(per_batch)], b"filenames": []})
-    write_pickle(folder / "batches.meta", {b"label_names": [n.encode() for n in (
-        "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")],
-        b"num_cases_per_batch": per_batch, b"num_vis": 3072})
+        write_pickle(
+            folder / name,
+            {
+                b"batch_label": name.encode(),
+                b"data": data,
+                b"labels": [i % 10 for i in range(per_batch)],
+                b"filenames": [],
+            },
+        )
+    write_pickle(
+        folder / "batches.meta",
+        {
+            b"label_names": [
+                n.encode()
+                for n in ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+            ],
+            b"num_cases_per_batch": per_batch,
+            b"num_vis": 3072,
+        },
+    )
     return folder
 
 
@@ -177,16 +197,24 @@ def write_cifar100(root: Path) -> Path:
     for name, n in (("train", 200), ("test", 40)):
         data = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
         data[0] = known_image().reshape(3072)
-        write_pickle(folder / name, {b"data": data, b"fine_labels": [i % 100 for i in range(n)],
-                                     b"coarse_labels": [i % 20 for i in range(n)]})
-    write_pickle(folder / "meta", {b"fine_label_names": [f"class{i}".encode() for i in range(100)],
-                                   b"coarse_label_names": [f"super{i}".encode() for i in range(20)]})
+        write_pickle(
+            folder / name,
+            {b"data": data, b"fine_labels": [i % 100 for i in range(n)], b"coarse_labels": [i % 20 for i in range(n)]},
+        )
+    write_pickle(
+        folder / "meta",
+        {
+            b"fine_label_names": [f"class{i}".encode() for i in range(100)],
+            b"coarse_label_names": [f"super{i}".encode() for i in range(20)],
+        },
+    )
     return folder
 
 
 def forbid_download(monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("a download was attempted although the files exist")
+
     for cls in ("CIFAR10", "CIFAR100", "MNIST", "FashionMNIST"):
         monkeypatch.setattr(torchvision.datasets, cls, fail)
 
@@ -222,6 +250,7 @@ def test_cifar100_from_pickles(tmp_path, monkeypatch):
 def test_cifar_download_failure_is_one_sentence(tmp_path, monkeypatch):
     def offline(*args, **kwargs):
         raise URLError("Temporary failure in name resolution")
+
     monkeypatch.setattr(torchvision.datasets, "CIFAR10", offline)
     with pytest.raises(DatasetError) as err:
         load_dataset("cifar10", tmp_path / "data", download=True)
@@ -259,6 +288,7 @@ def test_cifar_wrong_shape_is_refused(tmp_path):
 
 # ----------------------------------------------------------------------------- MNIST / Fashion-MNIST
 
+
 def idx_images(images: np.ndarray) -> bytes:
     n, rows, cols = images.shape
     return struct.pack(">IIII", 2051, n, rows, cols) + images.astype(np.uint8).tobytes()
@@ -276,8 +306,10 @@ def write_idx_set(folder: Path, gz: bool, n_train: int = 50, n_test: int = 20) -
         images[0] = 0
         images[0, 2, 5] = 255  # a marker at row 2, column 5
         labels = np.arange(n) % 10
-        for stem, payload in ((f"{prefix}-images-idx3-ubyte", idx_images(images)),
-                              (f"{prefix}-labels-idx1-ubyte", idx_labels(labels))):
+        for stem, payload in (
+            (f"{prefix}-images-idx3-ubyte", idx_images(images)),
+            (f"{prefix}-labels-idx1-ubyte", idx_labels(labels)),
+        ):
             if gz:
                 (folder / f"{stem}.gz").write_bytes(gzip.compress(payload))
             else:
@@ -328,6 +360,7 @@ def test_mnist_real_torchvision_download_offline(tmp_path, no_network):
 
 
 # ----------------------------------------------------------------------------- image folders
+
 
 def make_flat(root: Path, per_class: int = 6) -> Path:
     """Three classes: grey PNGs, RGB JPEGs, transparent RGBA PNGs; one odd size per class."""
@@ -494,6 +527,7 @@ def test_missing_path_and_unknown_name(tmp_path):
 
 # ----------------------------------------------------------------------------- zips
 
+
 def zip_folder(folder: Path, zip_path: Path, prefix: str = "", extra: dict[str, bytes] | None = None) -> Path:
     with zipfile.ZipFile(zip_path, "w", zipfile.ZIP_DEFLATED) as zf:
         for p in sorted(folder.rglob("*")):
@@ -524,8 +558,12 @@ def test_zip_of_split_layout_with_wrapper_folder(tmp_path):
         for cls in ("x", "y"):
             for i in range(n):
                 save_image(root / part / cls / f"{i}.png", "L", (12, 6), value=i)
-    zip_path = zip_folder(root, tmp_path / "a.zip", prefix="myphotos/",
-                          extra={"__MACOSX/myphotos/._x": b"\0", "myphotos/train/x/inner.zip": b"PK\x05\x06" + bytes(18)})
+    zip_path = zip_folder(
+        root,
+        tmp_path / "a.zip",
+        prefix="myphotos/",
+        extra={"__MACOSX/myphotos/._x": b"\0", "myphotos/train/x/inner.zip": b"PK\x05\x06" + bytes(18)},
+    )
     work = tmp_path / "work"
     d = load_dataset(str(zip_path), work_dir=work)
     assert d.classes == ["x", "y"] and d.input_shape == (1, 6, 12)
@@ -567,15 +605,24 @@ HOSTILE = {
     "drive": (lambda p: make_zip(p, {"C:\\evil.txt": b"evil"}), None, "unsafe entry"),
     "backslash parent": (lambda p: make_zip(p, {"..\\evil.txt": b"evil"}), None, "unsafe entry"),
     "symlink": (symlink_zip, None, "symbolic link"),
-    "bomb ratio": (lambda p: make_zip(p, {"zeros.bin": bytes(50 * 2 ** 20)}), ExtractLimits(), "zip bomb"),
-    "bomb total": (lambda p: make_zip(p, {"a.bin": bytes(3 * 2 ** 20), "b.bin": bytes(3 * 2 ** 20)}),
-                   ExtractLimits(max_total_bytes=4 * 2 ** 20, max_ratio=1e9), "more than the limit"),
-    "too many files": (lambda p: make_zip(p, {f"{i}.txt": b"x" for i in range(11)}),
-                       ExtractLimits(max_files=10), "more than the limit of 10"),
+    "bomb ratio": (lambda p: make_zip(p, {"zeros.bin": bytes(50 * 2**20)}), ExtractLimits(), "zip bomb"),
+    "bomb total": (
+        lambda p: make_zip(p, {"a.bin": bytes(3 * 2**20), "b.bin": bytes(3 * 2**20)}),
+        ExtractLimits(max_total_bytes=4 * 2**20, max_ratio=1e9),
+        "more than the limit",
+    ),
+    "too many files": (
+        lambda p: make_zip(p, {f"{i}.txt": b"x" for i in range(11)}),
+        ExtractLimits(max_files=10),
+        "more than the limit of 10",
+    ),
     "lying header": (lying_zip, None, "could not be unpacked|more bytes"),
     "not a zip": (lambda p: p.write_bytes(b"this is text, not a zip"), None, "not a readable zip"),
-    "truncated zip": (lambda p: p.write_bytes(make_zip(p, {"a.png": png_bytes()}).read_bytes()[:40]), None,
-                      "not a readable zip"),
+    "truncated zip": (
+        lambda p: p.write_bytes(make_zip(p, {"a.png": png_bytes()}).read_bytes()[:40]),
+        None,
+        "not a readable zip",
+    ),
 }
 
 

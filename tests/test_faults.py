@@ -22,14 +22,32 @@ from automodel.training import export
 from automodel.training.export import CheckpointError, read_checkpoint, save_checkpoint
 from automodel.training.model import build_model
 
-pytestmark = pytest.mark.slow   # real processes, servers or a browser
+pytestmark = pytest.mark.slow  # real processes, servers or a browser
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
-TINY = ["--dataset", "digits", "--population", "4", "--generations", "3", "--epochs", "3", "--final-epochs", "1",
-        "--seed", "1"]
-GENOME = Genome(conv=(ConvBlock(8, 3, "relu", "max", False),), dense=(), dropout=0.0, optimizer="adam",
-                learning_rate=1e-3, weight_decay=0.0)
+TINY = [
+    "--dataset",
+    "digits",
+    "--population",
+    "4",
+    "--generations",
+    "3",
+    "--epochs",
+    "3",
+    "--final-epochs",
+    "1",
+    "--seed",
+    "1",
+]
+GENOME = Genome(
+    conv=(ConvBlock(8, 3, "relu", "max", False),),
+    dense=(),
+    dropout=0.0,
+    optimizer="adam",
+    learning_rate=1e-3,
+    weight_decay=0.0,
+)
 
 
 def disk_full(*_args, **_kwargs):
@@ -38,8 +56,16 @@ def disk_full(*_args, **_kwargs):
 
 def checkpoint(path: Path, fitness: float) -> Path:
     model = build_model(GENOME, (1, 8, 8), ["a", "b"])
-    return save_checkpoint(path, GENOME, model.state_dict(), input_shape=(1, 8, 8), classes=["a", "b"],
-                           mean=(0.5,), std=(0.25,), metrics={"val_accuracy": fitness})
+    return save_checkpoint(
+        path,
+        GENOME,
+        model.state_dict(),
+        input_shape=(1, 8, 8),
+        classes=["a", "b"],
+        mean=(0.5,),
+        std=(0.25,),
+        metrics={"val_accuracy": fitness},
+    )
 
 
 def test_full_disk_while_saving_a_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch):
@@ -83,8 +109,26 @@ def test_search_fails_with_a_clear_reason_when_the_disk_fills(tmp_path, monkeypa
         return real_save(path, *args, metrics=metrics, **kwargs)
 
     monkeypatch.setattr("automodel.evolution.loop.save_checkpoint", full_at_the_final_model)
-    code = cli.main(["run", "--dataset", "digits", "--population", "2", "--generations", "1", "--epochs", "1",
-                     "--final-epochs", "1", "--run-id", "full", "--db", str(db), "--quiet"])
+    code = cli.main(
+        [
+            "run",
+            "--dataset",
+            "digits",
+            "--population",
+            "2",
+            "--generations",
+            "1",
+            "--epochs",
+            "1",
+            "--final-epochs",
+            "1",
+            "--run-id",
+            "full",
+            "--db",
+            str(db),
+            "--quiet",
+        ]
+    )
     assert code == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "No space left" in err[0] and "full" in err[0]
@@ -130,14 +174,17 @@ def test_hostile_zip_through_the_command_line_writes_nothing_outside(tmp_path, c
     assert not list(tmp_path.rglob("escaped.txt"))
 
 
-@pytest.mark.parametrize("config, fragment", [
-    ({"population": "8"}, "population"),
-    ({"population": -3}, "population"),
-    ({"mutation_rate": float("nan")}, "mutation_rate"),
-    ({"colour": "blue"}, "colour"),
-    ({"space": {"filters": []}}, "filters"),
-    ([1, 2, 3], "JSON object"),
-])
+@pytest.mark.parametrize(
+    "config, fragment",
+    [
+        ({"population": "8"}, "population"),
+        ({"population": -3}, "population"),
+        ({"mutation_rate": float("nan")}, "mutation_rate"),
+        ({"colour": "blue"}, "colour"),
+        ({"space": {"filters": []}}, "filters"),
+        ([1, 2, 3], "JSON object"),
+    ],
+)
 def test_bad_config_files_are_one_sentence(tmp_path, capsys, config, fragment):
     path = tmp_path / "config.json"
     path.write_text(json.dumps(config))
@@ -161,8 +208,14 @@ def _check_database_is_valid(db: Path) -> None:
 
 def test_twenty_sigkills_at_random_moments_lose_nothing(tmp_path):
     reference_db = tmp_path / "ref" / "db.json"
-    subprocess.run([sys.executable, "-m", "automodel", "run", *TINY, "--run-id", "k", "--db", str(reference_db),
-                    "--quiet"], cwd=ROOT, env=ENV, check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [sys.executable, "-m", "automodel", "run", *TINY, "--run-id", "k", "--db", str(reference_db), "--quiet"],
+        cwd=ROOT,
+        env=ENV,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     db = tmp_path / "killed" / "db.json"
     rng = random.Random(20)
     seen: dict = {}
@@ -171,8 +224,13 @@ def test_twenty_sigkills_at_random_moments_lose_nothing(tmp_path):
         if kills == 20:
             break
         verb = ["run", *TINY, "--run-id", "k"] if attempt == 0 else ["resume", "k"]
-        process = subprocess.Popen([sys.executable, "-m", "automodel", *verb, "--db", str(db), "--quiet"],
-                                   cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "automodel", *verb, "--db", str(db), "--quiet"],
+            cwd=ROOT,
+            env=ENV,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             process.wait(timeout=rng.uniform(1.5, 4.5))
         except subprocess.TimeoutExpired:
@@ -189,13 +247,19 @@ def test_twenty_sigkills_at_random_moments_lose_nothing(tmp_path):
     for _ in range(3):
         if Store(db).get_run("k")["status"] == "completed":
             break
-        subprocess.run([sys.executable, "-m", "automodel", "resume", "k", "--db", str(db), "--quiet"], cwd=ROOT,
-                       env=ENV, capture_output=True, timeout=300)
+        subprocess.run(
+            [sys.executable, "-m", "automodel", "resume", "k", "--db", str(db), "--quiet"],
+            cwd=ROOT,
+            env=ENV,
+            capture_output=True,
+            timeout=300,
+        )
     assert kills >= 10, f"only {kills} kills landed during the run"
     final, reference = _records(db), _records(reference_db)
     assert len(final) == 12
-    assert {p: (r["key"], r["fitness"]) for p, r in final.items()} == \
-           {p: (r["key"], r["fitness"]) for p, r in reference.items()}
+    assert {p: (r["key"], r["fitness"]) for p, r in final.items()} == {
+        p: (r["key"], r["fitness"]) for p, r in reference.items()
+    }
     assert Store(db).get_run("k")["best_fitness"] == Store(reference_db).get_run("k")["best_fitness"]
     assert Store(db).get_run("k")["status"] == "completed"
 
@@ -205,6 +269,7 @@ def test_twenty_sigkills_at_random_moments_lose_nothing(tmp_path):
 
 def _png(path: Path, colour=(200, 30, 30), size=(8, 8), mode="RGB") -> None:
     from PIL import Image
+
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.new(mode, size, colour if mode != "L" else 128).save(path)
 
@@ -213,20 +278,22 @@ def _decompression_bomb_png(path: Path) -> None:
     """A valid small PNG whose header claims 60,000 × 60,000 pixels."""
     import struct
     import zlib
+
     _png(path)
     raw = bytearray(path.read_bytes())
-    struct.pack_into(">II", raw, 16, 60_000, 60_000)                  # IHDR width, height
+    struct.pack_into(">II", raw, 16, 60_000, 60_000)  # IHDR width, height
     struct.pack_into(">I", raw, 29, zlib.crc32(bytes(raw[12:29])))  # IHDR checksum
     path.write_bytes(bytes(raw))
 
 
 def test_thousands_of_empty_files_a_bomb_image_and_a_nested_archive_are_survived(tmp_path):
     from automodel.data import load_dataset
+
     root = tmp_path / "photos"
     for i in range(4):
         _png(root / "red" / f"{i}.png", (200, 30, 30))
         _png(root / "grey" / f"{i}.png", mode="L")
-    _png(root / "blue" / "only.png", (20, 30, 200), size=(13, 9))    # a class with one image, odd size
+    _png(root / "blue" / "only.png", (20, 30, 200), size=(13, 9))  # a class with one image, odd size
     for i in range(2000):
         (root / "red" / f"empty{i}.png").write_bytes(b"")
     _decompression_bomb_png(root / "grey" / "bomb.png")
@@ -234,7 +301,7 @@ def test_thousands_of_empty_files_a_bomb_image_and_a_nested_archive_are_survived
         zf.writestr("x/1.png", b"nested")
     data = load_dataset(str(root))
     assert data.classes == ["blue", "grey", "red"]
-    assert data.skipped == 2001 and data.ignored == 1      # 2,000 empty files + the bomb; the nested zip
-    assert data.input_shape[0] == 3                        # grey converted to RGB beside colour images
+    assert data.skipped == 2001 and data.ignored == 1  # 2,000 empty files + the bomb; the nested zip
+    assert data.input_shape[0] == 3  # grey converted to RGB beside colour images
     assert 2 in set(data.train_y.tolist()) and 0 in set(data.train_y.tolist())
     assert not (root / "red" / "x").exists(), "a nested archive is never extracted"

@@ -32,9 +32,9 @@ def photos(root: Path, counts: dict[str, int], size=(40, 30), fmt="JPEG") -> Pat
 def test_the_longer_side_is_the_image_size_given_larger_or_smaller(tmp_path):
     root = photos(tmp_path / "p", {"a": 5, "b": 5})
     assert load_dataset(str(root), image_size=20).input_shape == (3, 15, 20)
-    assert load_dataset(str(root), image_size=80).input_shape == (3, 60, 80)   # asked for: enlarged
-    assert load_dataset(str(root)).input_shape == (3, 30, 40)                   # auto: never enlarged
-    assert load_dataset(str(root), max_side=32).input_shape == (3, 24, 32)      # auto: capped
+    assert load_dataset(str(root), image_size=80).input_shape == (3, 60, 80)  # asked for: enlarged
+    assert load_dataset(str(root)).input_shape == (3, 30, 40)  # auto: never enlarged
+    assert load_dataset(str(root), max_side=32).input_shape == (3, 24, 32)  # auto: capped
 
 
 def test_target_size_keeps_the_aspect_of_the_most_common_size():
@@ -73,9 +73,9 @@ def test_the_splits_are_slices_of_one_array_and_match_the_stacked_loader(tmp_pat
     data = load_dataset(str(root), seed=3)
     base = data.train_x.untyped_storage().data_ptr()
     for split in (data.val_x, data.test_x):
-        assert split.untyped_storage().data_ptr() == base            # no copies
+        assert split.untyped_storage().data_ptr() == base  # no copies
     n = len(data.train_x) + len(data.val_x) + len(data.test_x)
-    assert n == 21 and len(data.test_x) == round(9 * .2) + round(7 * .2) + round(5 * .2)
+    assert n == 21 and len(data.test_x) == round(9 * 0.2) + round(7 * 0.2) + round(5 * 0.2)
     again = load_dataset(str(root), seed=3)
     assert torch.equal(again.val_x, data.val_x) and torch.equal(again.test_y, data.test_y)
 

@@ -47,24 +47,41 @@ from automodel.training.model import (
 
 SPACE = make_space()
 # The pool is drawn from a wider space, so that every gene value appears.
-WIDE = make_space(kernel_sizes=[1, 3, 5], batch_norm=[True, False],
-                  activations=["relu", "leaky_relu", "elu", "gelu", "silu", "tanh"])
+WIDE = make_space(
+    kernel_sizes=[1, 3, 5], batch_norm=[True, False], activations=["relu", "leaky_relu", "elu", "gelu", "silu", "tanh"]
+)
 SHAPES = [(1, 8, 8), (1, 28, 28), (3, 32, 32), (3, 17, 40), (1, 3, 5)]
 SHAPE_IDS = ["x".join(map(str, s)) for s in SHAPES]
 
 
 def block(filters=32, kernel=3, activation="relu", downsample="max", bn=True, kind="plain") -> ConvBlock:
-    return ConvBlock(filters=filters, kernel=kernel, activation=activation, downsample=downsample, batch_norm=bn,
-                     kind=kind)
+    return ConvBlock(
+        filters=filters, kernel=kernel, activation=activation, downsample=downsample, batch_norm=bn, kind=kind
+    )
 
 
-GENOME = Genome(conv=(block(32, 5, "leaky_relu", "max", True), block(64, 3, "gelu", "none", False)),
-                dense=(DenseLayer(128, "silu"),), dropout=0.2, optimizer="adamw", learning_rate=3e-3,
-                weight_decay=1e-4)
+GENOME = Genome(
+    conv=(block(32, 5, "leaky_relu", "max", True), block(64, 3, "gelu", "none", False)),
+    dense=(DenseLayer(128, "silu"),),
+    dropout=0.2,
+    optimizer="adamw",
+    learning_rate=3e-3,
+    weight_decay=1e-4,
+)
 # Every kind, a stride, an identity skip, a clipped kernel and the avgmax head (see the known-genome tests).
-GENOME2 = Genome(conv=(block(16, 3, "relu", "stride", True, "residual"), block(16, 3, "elu", "avg", False, "residual"),
-                       block(32, 5, "gelu", "max", True, "separable")),
-                 dense=(), dropout=0.0, optimizer="sgd", learning_rate=0.05, weight_decay=0.0, head="avgmax")
+GENOME2 = Genome(
+    conv=(
+        block(16, 3, "relu", "stride", True, "residual"),
+        block(16, 3, "elu", "avg", False, "residual"),
+        block(32, 5, "gelu", "max", True, "separable"),
+    ),
+    dense=(),
+    dropout=0.0,
+    optimizer="sgd",
+    learning_rate=0.05,
+    weight_decay=0.0,
+    head="avgmax",
+)
 
 
 def deepest_genomes() -> list[Genome]:
@@ -76,13 +93,30 @@ def deepest_genomes() -> list[Genome]:
         for down in ("max", "avg", "stride"):
             for _ in range(2):
                 bn, filters, head = (n // 2) % 2 == 0, (8, 128)[n % 2], HEADS[n % 3]
-                out.append(Genome(conv=tuple(block(filters, 7, "elu", down, bn, kind) for _ in range(6)),
-                                  dense=(DenseLayer(512, "relu"), DenseLayer(32, "gelu")), dropout=0.5,
-                                  optimizer="sgd", learning_rate=0.1, weight_decay=1e-3, head=head))
+                out.append(
+                    Genome(
+                        conv=tuple(block(filters, 7, "elu", down, bn, kind) for _ in range(6)),
+                        dense=(DenseLayer(512, "relu"), DenseLayer(32, "gelu")),
+                        dropout=0.5,
+                        optimizer="sgd",
+                        learning_rate=0.1,
+                        weight_decay=1e-3,
+                        head=head,
+                    )
+                )
                 n += 1
     for kind, head in zip(BLOCK_KINDS, HEADS):
-        out.append(Genome(conv=(block(128, 7, "relu", "none", True, kind),), dense=(), dropout=0.0, optimizer="adam",
-                          learning_rate=1e-6, weight_decay=0.0, head=head))
+        out.append(
+            Genome(
+                conv=(block(128, 7, "relu", "none", True, kind),),
+                dense=(),
+                dropout=0.0,
+                optimizer="adam",
+                learning_rate=1e-6,
+                weight_decay=0.0,
+                head=head,
+            )
+        )
     return out
 
 
@@ -95,8 +129,10 @@ def genome_pool(count: int = 2_000, seed: int = 0) -> list[Genome]:
     while len(crossed) < count * 3 // 10:
         a, b = rng.sample(sampled, 2)
         crossed.extend(CROSSOVERS[names[len(crossed) % 3]](a, b, WIDE, rng))
-    mutated = [mutate(rng.choice(sampled + crossed), WIDE, rng.choice([0.2, 0.5, 1.0]), rng)
-               for _ in range(count - len(sampled) - len(crossed))]
+    mutated = [
+        mutate(rng.choice(sampled + crossed), WIDE, rng.choice([0.2, 0.5, 1.0]), rng)
+        for _ in range(count - len(sampled) - len(crossed))
+    ]
     return deepest_genomes() + sampled + crossed + mutated
 
 
@@ -144,23 +180,37 @@ def test_to_dict_from_dict_round_trip():
         assert isinstance(again.conv, tuple) and all(isinstance(b, ConvBlock) for b in again.conv)
         assert isinstance(again.dense, tuple) and all(isinstance(d, DenseLayer) for d in again.dense)
     assert GENOME2.to_dict()["head"] == "avgmax"
-    assert GENOME2.to_dict()["conv"][0] == {"filters": 16, "kernel": 3, "activation": "relu", "downsample": "stride",
-                                            "batch_norm": True, "kind": "residual"}
+    assert GENOME2.to_dict()["conv"][0] == {
+        "filters": 16,
+        "kernel": 3,
+        "activation": "relu",
+        "downsample": "stride",
+        "batch_norm": True,
+        "kind": "residual",
+    }
 
 
 OLD_DICT = {  # a genome as earlier versions recorded it: "pooling", no "kind", no "head"
-    "conv": [{"filters": 32, "kernel": 5, "activation": "leaky_relu", "pooling": "max", "batch_norm": True},
-             {"filters": 64, "kernel": 3, "activation": "gelu", "pooling": "none", "batch_norm": False},
-             {"filters": 16, "kernel": 3, "activation": "relu", "pooling": "avg", "batch_norm": True}],
+    "conv": [
+        {"filters": 32, "kernel": 5, "activation": "leaky_relu", "pooling": "max", "batch_norm": True},
+        {"filters": 64, "kernel": 3, "activation": "gelu", "pooling": "none", "batch_norm": False},
+        {"filters": 16, "kernel": 3, "activation": "relu", "pooling": "avg", "batch_norm": True},
+    ],
     "dense": [{"units": 128, "activation": "silu"}],
-    "dropout": 0.2, "optimizer": "adamw", "learning_rate": 0.003, "weight_decay": 0.0001,
+    "dropout": 0.2,
+    "optimizer": "adamw",
+    "learning_rate": 0.003,
+    "weight_decay": 0.0001,
 }
 
 
 def test_old_format_dict_reads_as_the_same_network():
     old = Genome.from_dict(json.loads(json.dumps(OLD_DICT)))
-    new = replace(GENOME, conv=GENOME.conv + (block(16, 3, "relu", "avg", True),),
-                  dense=(DenseLayer(128, "silu", batch_norm=False),))   # earlier dense layers had no batch norm
+    new = replace(
+        GENOME,
+        conv=GENOME.conv + (block(16, 3, "relu", "avg", True),),
+        dense=(DenseLayer(128, "silu", batch_norm=False),),
+    )  # earlier dense layers had no batch norm
     assert old == new and old.key() == new.key()
     assert old.head == "flatten" and all(b.kind == "plain" for b in old.conv)
     assert [b.downsample for b in old.conv] == ["max", "none", "avg"]
@@ -174,21 +224,48 @@ def test_old_format_dict_reads_as_the_same_network():
     assert [type(m.pool) for m in model.features] == [nn.MaxPool2d, nn.Identity, nn.AvgPool2d]
     assert [type(m.norm) for m in model.features] == [nn.BatchNorm2d, nn.Identity, nn.BatchNorm2d]
     assert all(m.conv.stride == (1, 1) for m in model.features)
-    old_shapes = [(32, 1, 5, 5), (32,), (32,),                 # conv (no bias), batch norm
-                  (64, 32, 3, 3), (64,),                       # conv with bias
-                  (16, 64, 3, 3), (16,), (16,),                # conv (no bias), batch norm
-                  (128, 16 * 4 * 4), (128,), (10, 128), (10,)]  # 7×7 averaged to 4×4, flattened
+    old_shapes = [
+        (32, 1, 5, 5),
+        (32,),
+        (32,),  # conv (no bias), batch norm
+        (64, 32, 3, 3),
+        (64,),  # conv with bias
+        (16, 64, 3, 3),
+        (16,),
+        (16,),  # conv (no bias), batch norm
+        (128, 16 * 4 * 4),
+        (128,),
+        (10, 128),
+        (10,),
+    ]  # 7×7 averaged to 4×4, flattened
     assert [tuple(p.shape) for p in model.parameters()] == old_shapes
     old_params = sum(math.prod(s) for s in old_shapes)
-    assert estimate_parameters(old, (1, 28, 28), 10) == old_params == \
-        32 * 25 + 64 + 32 * 64 * 9 + 64 + 64 * 16 * 9 + 32 + 256 * 128 + 128 + 1290
-    assert [type(m) for m in model.classifier] == [nn.AdaptiveAvgPool2d, nn.Flatten, nn.Dropout, nn.Linear, nn.SiLU,
-                                                   nn.Dropout, nn.Linear]
+    assert (
+        estimate_parameters(old, (1, 28, 28), 10)
+        == old_params
+        == 32 * 25 + 64 + 32 * 64 * 9 + 64 + 64 * 16 * 9 + 32 + 256 * 128 + 128 + 1290
+    )
+    assert [type(m) for m in model.classifier] == [
+        nn.AdaptiveAvgPool2d,
+        nn.Flatten,
+        nn.Dropout,
+        nn.Linear,
+        nn.SiLU,
+        nn.Dropout,
+        nn.Linear,
+    ]
 
 
 def test_key_equal_for_equal_genomes():
-    copy = Genome(conv=tuple(replace(b) for b in GENOME.conv), dense=tuple(replace(d) for d in GENOME.dense),
-                  dropout=0.2, optimizer="adamw", learning_rate=3e-3, weight_decay=1e-4, head="flatten")
+    copy = Genome(
+        conv=tuple(replace(b) for b in GENOME.conv),
+        dense=tuple(replace(d) for d in GENOME.dense),
+        dropout=0.2,
+        optimizer="adamw",
+        learning_rate=3e-3,
+        weight_decay=1e-4,
+        head="flatten",
+    )
     assert copy == GENOME and copy is not GENOME
     assert copy.key() == GENOME.key()
     assert re.fullmatch(r"[0-9a-f]{16}", GENOME.key())
@@ -197,10 +274,14 @@ def test_key_equal_for_equal_genomes():
 def one_gene_changes(g: Genome) -> list[Genome]:
     changed = []
     for i, b in enumerate(g.conv):
-        for field, value in [("filters", b.filters * 2), ("kernel", b.kernel + 2), ("activation", "tanh"),
-                             ("downsample", "stride" if b.downsample != "stride" else "max"),
-                             ("batch_norm", not b.batch_norm),
-                             ("kind", "residual" if b.kind != "residual" else "separable")]:
+        for field, value in [
+            ("filters", b.filters * 2),
+            ("kernel", b.kernel + 2),
+            ("activation", "tanh"),
+            ("downsample", "stride" if b.downsample != "stride" else "max"),
+            ("batch_norm", not b.batch_norm),
+            ("kind", "residual" if b.kind != "residual" else "separable"),
+        ]:
             conv = list(g.conv)
             conv[i] = replace(b, **{field: value})
             changed.append(replace(g, conv=tuple(conv)))
@@ -209,13 +290,18 @@ def one_gene_changes(g: Genome) -> list[Genome]:
             dense = list(g.dense)
             dense[i] = replace(d, **{field: value})
             changed.append(replace(g, dense=tuple(dense)))
-    changed += [replace(g, conv=g.conv + (block(),)), replace(g, conv=g.conv[:-1]),
-                replace(g, dense=g.dense + (DenseLayer(64, "relu"),)), replace(g, dense=()),
-                replace(g, conv=tuple(reversed(g.conv))),
-                replace(g, dropout=0.3), replace(g, optimizer="sgd" if g.optimizer != "sgd" else "adam"),
-                replace(g, learning_rate=g.learning_rate * 1.5),
-                replace(g, weight_decay=0.0 if g.weight_decay else 1e-4),
-                replace(g, head="gap" if g.head != "gap" else "flatten")]
+    changed += [
+        replace(g, conv=g.conv + (block(),)),
+        replace(g, conv=g.conv[:-1]),
+        replace(g, dense=g.dense + (DenseLayer(64, "relu"),)),
+        replace(g, dense=()),
+        replace(g, conv=tuple(reversed(g.conv))),
+        replace(g, dropout=0.3),
+        replace(g, optimizer="sgd" if g.optimizer != "sgd" else "adam"),
+        replace(g, learning_rate=g.learning_rate * 1.5),
+        replace(g, weight_decay=0.0 if g.weight_decay else 1e-4),
+        replace(g, head="gap" if g.head != "gap" else "flatten"),
+    ]
     return changed
 
 
@@ -233,9 +319,12 @@ def test_key_differs_when_any_one_gene_changes():
 
 
 def test_key_equal_for_equal_genomes_with_int_valued_scalars():
-    for space in (SearchSpace.from_dict({"weight_decays": [0], "dropout": [0], "learning_rates": [1]}),
-                  SearchSpace.from_dict({"weight_decays": [0], "dropout": [0], "optimizers": ["sgd"],
-                                         "learning_rates": {"sgd": [1, 1]}})):
+    for space in (
+        SearchSpace.from_dict({"weight_decays": [0], "dropout": [0], "learning_rates": [1]}),
+        SearchSpace.from_dict(
+            {"weight_decays": [0], "dropout": [0], "optimizers": ["sgd"], "learning_rates": {"sgd": [1, 1]}}
+        ),
+    ):
         space.validate()  # whole numbers are accepted in the space
         g = sample_genome(space, random.Random(3))
         assert g.learning_rate == 1.0 and g.dropout == 0.0 and g.weight_decay == 0.0
@@ -247,17 +336,21 @@ def test_key_equal_for_equal_genomes_with_int_valued_scalars():
 
 
 SUMMARY_BLOCK = re.compile(r"([CRS])(\d+)k(\d+)([a-z_]+)(/max|/avg|/s2)?(·bn)?")
-SUMMARY = re.compile(r"(?P<convs>.+?) → (?P<head>\w+)(?P<dense>( D\d+[a-z_]+(·bn)?)*) \| drop (?P<drop>\S+) \| "
-                     r"(?P<opt>\w+) (?P<lr>\d\.\de[-+]\d\d)(?: wd (?P<wd>\S+))?")
+SUMMARY = re.compile(
+    r"(?P<convs>.+?) → (?P<head>\w+)(?P<dense>( D\d+[a-z_]+(·bn)?)*) \| drop (?P<drop>\S+) \| "
+    r"(?P<opt>\w+) (?P<lr>\d\.\de[-+]\d\d)(?: wd (?P<wd>\S+))?"
+)
 
 
 def test_summary_of_known_genomes():
-    assert GENOME.summary() == ("C32k5leaky_relu/max·bn C64k3gelu → flatten D128silu·bn | drop 0.2 | "
-                                "adamw 3.0e-03 wd 0.0001")
+    assert GENOME.summary() == (
+        "C32k5leaky_relu/max·bn C64k3gelu → flatten D128silu·bn | drop 0.2 | adamw 3.0e-03 wd 0.0001"
+    )
     assert GENOME2.summary() == "R16k3relu/s2·bn R16k3elu/avg S32k5gelu/max·bn → avgmax | drop 0 | sgd 5.0e-02"
     two_dense = replace(GENOME, dense=(DenseLayer(64, "relu"), DenseLayer(32, "tanh", batch_norm=False)), head="gap")
-    assert two_dense.summary() == ("C32k5leaky_relu/max·bn C64k3gelu → gap D64relu·bn D32tanh | drop 0.2 | "
-                                   "adamw 3.0e-03 wd 0.0001")
+    assert two_dense.summary() == (
+        "C32k5leaky_relu/max·bn C64k3gelu → gap D64relu·bn D32tanh | drop 0.2 | adamw 3.0e-03 wd 0.0001"
+    )
 
 
 def test_summary_parses_back_to_the_genes():
@@ -300,13 +393,23 @@ def test_diversity():
     for v in one_gene_changes(GENOME)[:14]:  # one conv or dense slot differs
         assert diversity([GENOME, v], SPACE) == pytest.approx(one_slot)
     # The optimizer and its learning rate are one gene: changing either or both differs in one slot.
-    for v in (replace(GENOME, optimizer="adam"), replace(GENOME, learning_rate=1e-3),
-              replace(GENOME, optimizer="sgd", learning_rate=0.1), replace(GENOME, head="gap")):
+    for v in (
+        replace(GENOME, optimizer="adam"),
+        replace(GENOME, learning_rate=1e-3),
+        replace(GENOME, optimizer="sgd", learning_rate=0.1),
+        replace(GENOME, head="gap"),
+    ):
         assert diversity([GENOME, v], SPACE) == pytest.approx(one_slot)
     # nothing shared: every slot differs
-    other = Genome(conv=tuple(block(8, 1, "tanh", "avg", False) for _ in range(6)),
-                   dense=(DenseLayer(32, "elu"), DenseLayer(32, "elu")), dropout=0.5, optimizer="sgd",
-                   learning_rate=0.1, weight_decay=1e-3, head="gap")
+    other = Genome(
+        conv=tuple(block(8, 1, "tanh", "avg", False) for _ in range(6)),
+        dense=(DenseLayer(32, "elu"), DenseLayer(32, "elu")),
+        dropout=0.5,
+        optimizer="sgd",
+        learning_rate=0.1,
+        weight_decay=1e-3,
+        head="gap",
+    )
     assert diversity([GENOME, other], SPACE) == 1.0
     assert 0.0 < diversity(genomes, SPACE) <= 1.0
 
@@ -357,8 +460,9 @@ def test_perturbed_learning_rates_step_up_to_a_factor_two_within_the_range():
 
 
 def test_sampled_genomes_keep_a_rate_within_their_optimizer_range():
-    space = SearchSpace.from_dict({"learning_rates": {"sgd": [0.1, 0.3], "adam": [1e-4, 2e-4],
-                                                      "adamw": [0.002, 0.002]}})
+    space = SearchSpace.from_dict(
+        {"learning_rates": {"sgd": [0.1, 0.3], "adam": [1e-4, 2e-4], "adamw": [0.002, 0.002]}}
+    )
     space.validate()
     rng = random.Random(52)
     seen = set()
@@ -378,8 +482,11 @@ def test_old_search_spaces_are_translated():
     assert old.learning_rate_range("adam") == (0.001, 0.1)
     partial = SearchSpace.from_dict({"learning_rates": {"sgd": [0.05, 0.1]}})
     partial.validate()
-    assert partial.learning_rates == {"sgd": [0.05, 0.1], "adam": DEFAULT_LEARNING_RATES["adam"],
-                                      "adamw": DEFAULT_LEARNING_RATES["adamw"]}
+    assert partial.learning_rates == {
+        "sgd": [0.05, 0.1],
+        "adam": DEFAULT_LEARNING_RATES["adam"],
+        "adamw": DEFAULT_LEARNING_RATES["adamw"],
+    }
     assert SearchSpace.from_dict({}).learning_rates == DEFAULT_LEARNING_RATES
     assert SearchSpace().learning_rates is not DEFAULT_LEARNING_RATES  # a copy, not the shared default
 
@@ -416,8 +523,11 @@ def assert_plan_fits(g: Genome, shape) -> list:
 def head_width(g: Genome, shape) -> int:
     plans = plan_conv_blocks(g, shape)
     channels, h, w = (plans[-1].out_channels, *plans[-1].out_hw) if plans else shape
-    return {"flatten": channels * min(h, MAX_FEATURE_SIDE) * min(w, MAX_FEATURE_SIDE), "gap": channels,
-            "avgmax": 2 * channels}[g.head]
+    return {
+        "flatten": channels * min(h, MAX_FEATURE_SIDE) * min(w, MAX_FEATURE_SIDE),
+        "gap": channels,
+        "avgmax": 2 * channels,
+    }[g.head]
 
 
 def assert_structure(g: Genome, model, shape) -> None:
@@ -435,12 +545,19 @@ def assert_structure(g: Genome, model, shape) -> None:
                 assert type(m.skip) is nn.Identity
             else:
                 conv = m.skip[0]
-                assert (conv.kernel_size, conv.stride, conv.in_channels, conv.out_channels) == \
-                    ((1, 1), p.stride, p.in_channels, p.out_channels)
+                assert (conv.kernel_size, conv.stride, conv.in_channels, conv.out_channels) == (
+                    (1, 1),
+                    p.stride,
+                    p.in_channels,
+                    p.out_channels,
+                )
                 assert type(m.skip[1]) is (nn.BatchNorm2d if b.batch_norm else nn.Identity)
         else:
-            assert (m.depthwise.kernel_size, m.depthwise.stride, m.depthwise.groups) == \
-                ((p.kernel,) * 2, p.stride, p.in_channels)
+            assert (m.depthwise.kernel_size, m.depthwise.stride, m.depthwise.groups) == (
+                (p.kernel,) * 2,
+                p.stride,
+                p.in_channels,
+            )
             assert m.depthwise.out_channels == p.in_channels
             assert m.pointwise.kernel_size == (1, 1) and m.pointwise.groups == 1
         norms = [x for x in m.modules() if isinstance(x, nn.BatchNorm2d)]
@@ -475,7 +592,7 @@ def test_every_genome_builds_and_runs_on_meta(shape):
     for g in POOL:
         assert_plan_fits(g, shape)
     index = SHAPES.index(shape)
-    chosen = deepest_genomes() + POOL[index::len(SHAPES)]
+    chosen = deepest_genomes() + POOL[index :: len(SHAPES)]
     assert len(chosen) >= 400
     deepest = len(deepest_genomes())
     for n, g in enumerate(chosen):
@@ -567,8 +684,15 @@ def test_separable_block_is_depthwise_then_pointwise(one_thread):
     assert count_parameters(m) == 4 * 9 + 4 + 4 * 8 + 8
     x = torch.randn(2, 4, 7, 7)
     with torch.no_grad():
-        depth = torch.cat([nn.functional.conv2d(x[:, i:i + 1], m.depthwise.weight[i:i + 1], m.depthwise.bias[i:i + 1],
-                                                stride=2, padding=1) for i in range(4)], dim=1)
+        depth = torch.cat(
+            [
+                nn.functional.conv2d(
+                    x[:, i : i + 1], m.depthwise.weight[i : i + 1], m.depthwise.bias[i : i + 1], stride=2, padding=1
+                )
+                for i in range(4)
+            ],
+            dim=1,
+        )
         expected = torch.tanh(nn.functional.conv2d(torch.tanh(depth), m.pointwise.weight, m.pointwise.bias))
         assert expected.shape == (2, 8, 4, 4)
         assert torch.allclose(m(x), expected, atol=1e-6)
@@ -593,8 +717,10 @@ def test_heads():
 
 def has_batch_norm_on_one_pixel(g: Genome, shape) -> bool:
     """Whether some batch norm runs on a 1×1 map (the convolutions' output, before any pooling)."""
-    return any(b.batch_norm and all(-(-side // stride) == 1 for side, stride in zip(p.in_hw, p.stride))
-               for b, p in zip(g.conv, plan_conv_blocks(g, shape)))
+    return any(
+        b.batch_norm and all(-(-side // stride) == 1 for side, stride in zip(p.in_hw, p.stride))
+        for b, p in zip(g.conv, plan_conv_blocks(g, shape))
+    )
 
 
 def test_estimate_parameters_equals_real_count(one_thread):
@@ -608,8 +734,14 @@ def test_estimate_parameters_equals_real_count(one_thread):
 
 
 def test_count_macs_by_hand():
-    one_conv = Genome(conv=(block(8, 3, "relu", "none", True),), dense=(), dropout=0.0, optimizer="adam",
-                      learning_rate=1e-3, weight_decay=0.0)
+    one_conv = Genome(
+        conv=(block(8, 3, "relu", "none", True),),
+        dense=(),
+        dropout=0.0,
+        optimizer="adam",
+        learning_rate=1e-3,
+        weight_decay=0.0,
+    )
     assert count_macs(one_conv, (1, 8, 8), 10) == 8 * 8 * 8 * 1 * 9 + (8 * 4 * 4) * 10
     # a residual block with a stride: both convolutions and the 1×1 skip run on the 4×4 output
     res = replace(one_conv, conv=(block(16, 3, "relu", "stride", True, "residual"),), head="gap")
@@ -617,8 +749,12 @@ def test_count_macs_by_hand():
     # pooling comes after the block: the convolutions run at full size
     pooled = replace(one_conv, conv=(block(8, 3, "relu", "max", True),))
     assert count_macs(pooled, (1, 8, 8), 10) == 8 * 8 * 8 * 9 + (8 * 4 * 4) * 10
-    sep = replace(one_conv, conv=(block(32, 5, "relu", "none", True, "separable"),), head="avgmax",
-                  dense=(DenseLayer(20, "relu"),))
+    sep = replace(
+        one_conv,
+        conv=(block(32, 5, "relu", "none", True, "separable"),),
+        head="avgmax",
+        dense=(DenseLayer(20, "relu"),),
+    )
     assert count_macs(sep, (4, 6, 6), 3) == 36 * (4 * 25 + 4 * 32) + 64 * 20 + 20 * 3
 
 
@@ -650,16 +786,57 @@ def test_count_macs_matches_the_flop_counter(one_thread):
 def test_layer_table_of_a_known_genome():
     rows = layer_table(GENOME, (1, 28, 28), 10)
     assert [r["layer"] for r in rows] == [
-        "Input (normalised)", "Plain 32 filters 5×5, leaky_relu, batch norm, max pool 2×2",
+        "Input (normalised)",
+        "Plain 32 filters 5×5, leaky_relu, batch norm, max pool 2×2",
         "Plain 64 filters 3×3, gelu",
-        "Adaptive average pool to 4×4", "Flatten", "Dropout 0.2", "Linear 128", "BatchNorm1d", "SiLU", "Dropout 0.2",
-        "Linear 10"]
+        "Adaptive average pool to 4×4",
+        "Flatten",
+        "Dropout 0.2",
+        "Linear 128",
+        "BatchNorm1d",
+        "SiLU",
+        "Dropout 0.2",
+        "Linear 10",
+    ]
     assert [r["output_shape"] for r in rows] == [
-        "1×28×28", "32×14×14", "64×14×14", "64×4×4", "1024", "1024", "128", "128", "128", "128", "10"]
-    assert [r["parameters"] for r in rows] == [   # the dense layer's bias is batch norm's shift
-        0, 1 * 32 * 25 + 2 * 32, 32 * 64 * 9 + 64, 0, 0, 0, 1024 * 128, 2 * 128, 0, 0, 128 * 10 + 10]
+        "1×28×28",
+        "32×14×14",
+        "64×14×14",
+        "64×4×4",
+        "1024",
+        "1024",
+        "128",
+        "128",
+        "128",
+        "128",
+        "10",
+    ]
+    assert [r["parameters"] for r in rows] == [  # the dense layer's bias is batch norm's shift
+        0,
+        1 * 32 * 25 + 2 * 32,
+        32 * 64 * 9 + 64,
+        0,
+        0,
+        0,
+        1024 * 128,
+        2 * 128,
+        0,
+        0,
+        128 * 10 + 10,
+    ]
     assert [r["macs"] for r in rows] == [
-        0, 28 * 28 * 32 * 25, 14 * 14 * 64 * 32 * 9, 0, 0, 0, 1024 * 128, 0, 0, 0, 128 * 10]
+        0,
+        28 * 28 * 32 * 25,
+        14 * 14 * 64 * 32 * 9,
+        0,
+        0,
+        0,
+        1024 * 128,
+        0,
+        0,
+        0,
+        128 * 10,
+    ]
     assert [(r["kind"], r["skip"]) for r in rows[1:3]] == [("plain", False), ("plain", False)]
     expected = 1 * 32 * 25 + 2 * 32 + 32 * 64 * 9 + 64 + 1024 * 128 + 2 * 128 + 128 * 10 + 10
     assert sum(r["parameters"] for r in rows) == expected == estimate_parameters(GENOME, (1, 28, 28), 10)
@@ -673,23 +850,36 @@ def test_layer_table_of_a_known_genome_with_every_kind():
         "Residual 16 filters 3×3, stride 2, relu, batch norm, skip via 1×1 conv",
         "Residual 16 filters 3×3, elu, avg pool 2×2, identity skip",
         "Separable 32 filters 3×3, gelu, batch norm, max pool 2×2",  # kernel 5 clipped on a 4×4 map
-        "Global average and max pool", "Linear 10"]  # dropout 0: no row
+        "Global average and max pool",
+        "Linear 10",
+    ]  # dropout 0: no row
     assert [r["output_shape"] for r in rows] == ["3×16×16", "16×8×8", "16×4×4", "32×2×2", "64", "10"]
     assert [r["parameters"] for r in rows] == [
         0,
         3 * 16 * 9 + 32 + 16 * 16 * 9 + 32 + 3 * 16 + 32,  # conv1, bn1, conv2, bn2, 1×1 skip conv, skip bn
-        2 * (16 * 16 * 9 + 16),                           # two convolutions with biases, identity skip
-        16 * 9 + 32 + 16 * 32 + 64,                        # depthwise 3×3, bn, pointwise, bn
-        0, 64 * 10 + 10]
+        2 * (16 * 16 * 9 + 16),  # two convolutions with biases, identity skip
+        16 * 9 + 32 + 16 * 32 + 64,  # depthwise 3×3, bn, pointwise, bn
+        0,
+        64 * 10 + 10,
+    ]
     assert [r["macs"] for r in rows] == [
-        0, 64 * (16 * 3 * 9 + 16 * 16 * 9 + 16 * 3), 2 * 64 * 16 * 16 * 9, 16 * (16 * 9 + 16 * 32), 0, 640]
-    assert [(r["kind"], r["skip"]) for r in rows[1:4]] == [("residual", True), ("residual", True),
-                                                           ("separable", False)]
+        0,
+        64 * (16 * 3 * 9 + 16 * 16 * 9 + 16 * 3),
+        2 * 64 * 16 * 16 * 9,
+        16 * (16 * 9 + 16 * 32),
+        0,
+        640,
+    ]
+    assert [(r["kind"], r["skip"]) for r in rows[1:4]] == [("residual", True), ("residual", True), ("separable", False)]
     assert sum(r["parameters"] for r in rows) == 8922 == estimate_parameters(GENOME2, (3, 16, 16), 10)
     assert sum(r["macs"] for r in rows) == 484_224 == count_macs(GENOME2, (3, 16, 16), 10)
     gap = layer_table(replace(GENOME2, head="gap", dropout=0.3), (3, 16, 16), 4)
     assert [(r["layer"], r["output_shape"]) for r in gap[4:]] == [
-        ("Global average pool", "32×1×1"), ("Flatten", "32"), ("Dropout 0.3", "32"), ("Linear 4", "4")]
+        ("Global average pool", "32×1×1"),
+        ("Flatten", "32"),
+        ("Dropout 0.3", "32"),
+        ("Linear 4", "4"),
+    ]
 
 
 def parse_shape(text: str) -> tuple[int, ...]:
@@ -703,7 +893,7 @@ def assert_table_chains(g: Genome, shape, num_classes: int) -> list[dict]:
     rows = layer_table(g, shape, num_classes)
     assert rows[0]["output_shape"] == "×".join(map(str, shape)) and rows[0]["parameters"] == rows[0]["macs"] == 0
     model = meta_model(g, shape, num_classes)
-    block_rows = rows[1:1 + len(g.conv)]
+    block_rows = rows[1 : 1 + len(g.conv)]
     for row, b, p, m in zip(block_rows, g.conv, plan_conv_blocks(g, shape), model.features):
         assert row["layer"] == describe_block(b, p)
         assert row["layer"].startswith(f"{b.kind.capitalize()} {b.filters} filters {p.kernel}×{p.kernel}")
@@ -718,12 +908,15 @@ def assert_table_chains(g: Genome, shape, num_classes: int) -> list[dict]:
             assert row["layer"].endswith("skip via 1×1 conv" if projected else "identity skip")
     prev = parse_shape(rows[len(g.conv)]["output_shape"])
     denses = iter(g.dense)
-    for row in rows[1 + len(g.conv):]:
+    for row in rows[1 + len(g.conv) :]:
         name, out, params, macs = row["layer"], parse_shape(row["output_shape"]), row["parameters"], row["macs"]
         if match := re.fullmatch(r"Adaptive average pool to (\d+)×(\d+)", name):
             assert g.head == "flatten" and max(prev[1:]) > MAX_FEATURE_SIDE
-            assert out == (prev[0], min(prev[1], MAX_FEATURE_SIDE), min(prev[2], MAX_FEATURE_SIDE)) == \
-                (prev[0], int(match[1]), int(match[2]))
+            assert (
+                out
+                == (prev[0], min(prev[1], MAX_FEATURE_SIDE), min(prev[2], MAX_FEATURE_SIDE))
+                == (prev[0], int(match[1]), int(match[2]))
+            )
         elif name == "Global average pool":
             assert g.head == "gap" and out == (prev[0], 1, 1)
         elif name == "Global average and max pool":
@@ -777,9 +970,17 @@ def test_layer_table_skips_zero_dropout():
     assert sum(r["layer"].startswith("Dropout") for r in layer_table(GENOME, (1, 8, 8), 3)) == 2
 
 
-ONE_PIXEL = Genome(conv=tuple(block(16, 3, "relu", "max", True, kind) for kind in
-                              ("plain", "residual", "separable", "residual", "plain")),
-                   dense=(), dropout=0.0, optimizer="adam", learning_rate=1e-3, weight_decay=0.0, head="avgmax")
+ONE_PIXEL = Genome(
+    conv=tuple(
+        block(16, 3, "relu", "max", True, kind) for kind in ("plain", "residual", "separable", "residual", "plain")
+    ),
+    dense=(),
+    dropout=0.0,
+    optimizer="adam",
+    learning_rate=1e-3,
+    weight_decay=0.0,
+    head="avgmax",
+)
 
 
 def test_model_with_batch_norm_on_a_one_pixel_map_runs(one_thread):
@@ -822,8 +1023,9 @@ def test_fit_to_budget_returns_a_genome_within_budget_unchanged():
     assert within > 40
 
 
-@pytest.mark.parametrize("max_macs,max_params", [(MAX_MACS, 20_000_000), (2_000_000, 200_000)],
-                         ids=["default", "tight"])
+@pytest.mark.parametrize(
+    "max_macs,max_params", [(MAX_MACS, 20_000_000), (2_000_000, 200_000)], ids=["default", "tight"]
+)
 def test_fit_to_budget_repairs_within_both_budgets(max_macs, max_params):
     rng = random.Random(10)
     repaired = failed = 0
@@ -841,8 +1043,12 @@ def test_fit_to_budget_repairs_within_both_budgets(max_macs, max_params):
             repaired += 1
             assert fitted != g and (before.macs > max_macs or before.params > max_params)
             # the repair keeps the genes it does not have to touch, and its floors
-            assert (fitted.optimizer, fitted.learning_rate, fitted.dropout, fitted.weight_decay) == \
-                (g.optimizer, g.learning_rate, g.dropout, g.weight_decay)
+            assert (fitted.optimizer, fitted.learning_rate, fitted.dropout, fitted.weight_decay) == (
+                g.optimizer,
+                g.learning_rate,
+                g.dropout,
+                g.weight_decay,
+            )
             assert 1 <= len(fitted.conv) <= len(g.conv)
             assert all(b.filters >= 8 and b.kind in BLOCK_KINDS for b in fitted.conv)
     assert repaired > 20  # 28 and 132 of 150 with this seed
@@ -852,16 +1058,31 @@ def test_fit_to_budget_repairs_within_both_budgets(max_macs, max_params):
 
 def test_fit_to_budget_first_pools_an_earlier_block():
     # a costly full-resolution block after a cheap one that keeps its size: the cheap one gets max pooling
-    simple = Genome(conv=(block(8, 3, "relu", "none", True), block(128, 5, "relu", "none", False)),
-                    dense=(), dropout=0.0, optimizer="adam", learning_rate=1e-3, weight_decay=0.0)
+    simple = Genome(
+        conv=(block(8, 3, "relu", "none", True), block(128, 5, "relu", "none", False)),
+        dense=(),
+        dropout=0.0,
+        optimizer="adam",
+        learning_rate=1e-3,
+        weight_decay=0.0,
+    )
     full = measure_cost(simple, BUDGET_SHAPE, 10).macs
     assert full == 32 * 32 * (8 * 3 * 9 + 128 * 8 * 25) + 128 * 16 * 10
     fitted = fit_to_budget(simple, BUDGET_SHAPE, 10, max_macs=full // 2, max_params=10**9)
     assert fitted == replace(simple, conv=(replace(simple.conv[0], downsample="max"), simple.conv[1]))
     assert measure_cost(fitted, BUDGET_SHAPE, 10).macs <= full // 4 + 32 * 32 * 8 * 3 * 9
-    costly = Genome(conv=(block(8, 3, "relu", "none", True), block(16, 3, "relu", "stride", True),
-                          block(128, 5, "relu", "none", True, "residual")),
-                    dense=(), dropout=0.0, optimizer="adam", learning_rate=1e-3, weight_decay=0.0)
+    costly = Genome(
+        conv=(
+            block(8, 3, "relu", "none", True),
+            block(16, 3, "relu", "stride", True),
+            block(128, 5, "relu", "none", True, "residual"),
+        ),
+        dense=(),
+        dropout=0.0,
+        optimizer="adam",
+        learning_rate=1e-3,
+        weight_decay=0.0,
+    )
     before = measure_cost(costly, BUDGET_SHAPE, 10)
     limit = before.macs // 2
     fitted = fit_to_budget(costly, BUDGET_SHAPE, 10, max_macs=limit, max_params=10**9)
@@ -872,14 +1093,21 @@ def test_fit_to_budget_first_pools_an_earlier_block():
     assert measure_cost(fitted, BUDGET_SHAPE, 10).macs <= limit < before.macs
     # with nothing earlier left to pool, its filters are halved
     alone = replace(costly, conv=costly.conv[2:])
-    halved = fit_to_budget(alone, BUDGET_SHAPE, 10, max_macs=measure_cost(alone, BUDGET_SHAPE, 10).macs // 2,
-                           max_params=10**9)
+    halved = fit_to_budget(
+        alone, BUDGET_SHAPE, 10, max_macs=measure_cost(alone, BUDGET_SHAPE, 10).macs // 2, max_params=10**9
+    )
     assert halved == replace(alone, conv=(replace(alone.conv[0], filters=64),))
 
 
 def test_fit_to_budget_switches_a_flatten_head_over_the_parameter_cap():
-    g = Genome(conv=(block(16, 3, "relu", "max", True),), dense=(DenseLayer(512, "relu"),), dropout=0.1,
-               optimizer="sgd", learning_rate=0.05, weight_decay=0.0)
+    g = Genome(
+        conv=(block(16, 3, "relu", "max", True),),
+        dense=(DenseLayer(512, "relu"),),
+        dropout=0.1,
+        optimizer="sgd",
+        learning_rate=0.05,
+        weight_decay=0.0,
+    )
     assert measure_cost(g, (1, 8, 8), 10).params > 100_000  # 16×4×4 flattened into 512 units
     fitted = fit_to_budget(g, (1, 8, 8), 10, max_macs=10**12, max_params=100_000)
     assert fitted == replace(g, head="avgmax")
@@ -944,29 +1172,60 @@ def test_a_subsampled_pointwise_conv_computes_what_a_strided_1x1_conv_does(strid
 
 def test_strided_projections_on_few_channels_avoid_the_strided_1x1_kernel_and_keep_their_weight_names():
     block = ConvBlock(16, 3, "relu", "stride", True, "residual")
-    genome = Genome(conv=(block, ConvBlock(32, 3, "relu", "stride", True, "residual")), dense=(), dropout=0.0,
-                    optimizer="sgd", learning_rate=0.01, weight_decay=0.0)
+    genome = Genome(
+        conv=(block, ConvBlock(32, 3, "relu", "stride", True, "residual")),
+        dense=(),
+        dropout=0.0,
+        optimizer="sgd",
+        learning_rate=0.01,
+        weight_decay=0.0,
+    )
     model = build_model(genome, (3, 32, 32), ["a", "b"])
     first, second = model.features[0].skip[0], model.features[1].skip[0]
-    assert type(first) is SubsampledPointwiseConv         # 3 input channels: the kernel that crashed
-    assert type(second) is nn.Conv2d and second.stride == (2, 2)   # 16 channels: the strided kernel is safe
+    assert type(first) is SubsampledPointwiseConv  # 3 input channels: the kernel that crashed
+    assert type(second) is nn.Conv2d and second.stride == (2, 2)  # 16 channels: the strided kernel is safe
     assert "features.0.skip.0.weight" in model.state_dict()
 
 
-@pytest.mark.parametrize("space", [SearchSpace(), SearchSpace(filters=[8, 16], heads=["gap", "flatten"], conv_blocks=[1, 2],
-                                                          dense_layers=[1, 2], dropout=[0.1, 0.5], weight_decays=[0.0],
-                                                          optimizers=["sgd"], kernel_sizes=[5], activations=["gelu"],
-                                                          block_kinds=["residual"], downsampling=["stride"])])
+@pytest.mark.parametrize(
+    "space",
+    [
+        SearchSpace(),
+        SearchSpace(
+            filters=[8, 16],
+            heads=["gap", "flatten"],
+            conv_blocks=[1, 2],
+            dense_layers=[1, 2],
+            dropout=[0.1, 0.5],
+            weight_decays=[0.0],
+            optimizers=["sgd"],
+            kernel_sizes=[5],
+            activations=["gelu"],
+            block_kinds=["residual"],
+            downsampling=["stride"],
+        ),
+    ],
+)
 def test_the_reference_network_is_the_plain_cnn_as_near_as_the_space_allows(space):
     from automodel.evolution.genome import reference_genome
+
     g = reference_genome(space)
     assert space.conv_blocks[0] <= len(g.conv) <= space.conv_blocks[1]
     assert space.dense_layers[0] <= len(g.dense) <= space.dense_layers[1]
-    assert all(b.filters in space.filters and b.kernel in space.kernel_sizes and b.activation in space.activations
-               and b.kind in space.block_kinds and b.downsample in space.downsampling for b in g.conv)
+    assert all(
+        b.filters in space.filters
+        and b.kernel in space.kernel_sizes
+        and b.activation in space.activations
+        and b.kind in space.block_kinds
+        and b.downsample in space.downsampling
+        for b in g.conv
+    )
     assert [b.filters for b in g.conv] == sorted(b.filters for b in g.conv)
     assert g.head in space.heads and g.dropout in space.dropout and g.optimizer in space.optimizers
     low, high = space.learning_rate_range(g.optimizer)
     assert low <= g.learning_rate <= high and g.weight_decay in space.weight_decays
     if space == SearchSpace():
-        assert g.summary() == "C32k3relu/max·bn C64k3relu/max·bn C128k3relu/max·bn → flatten | drop 0 | adamw 1.0e-03 wd 0.0005"
+        assert (
+            g.summary()
+            == "C32k3relu/max·bn C64k3relu/max·bn C128k3relu/max·bn → flatten | drop 0 | adamw 1.0e-03 wd 0.0005"
+        )

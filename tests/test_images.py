@@ -69,7 +69,7 @@ def test_jpeg_photos_are_turned_upright_also_when_decoded_at_a_reduced_scale(ori
     path = tmp_path / "photo.jpg"
     big.transpose(turn).save(path, "JPEG", quality=95, exif=exif)
     assert upright_size(path) == big.size
-    array, _ = read_image(path, (W, H))          # the draft scale must follow the stored size
+    array, _ = read_image(path, (W, H))  # the draft scale must follow the stored size
     expected = np.asarray(upright()).astype(int)
     assert array.shape == expected.shape
     assert np.abs(array.astype(int) - expected).mean() < 12

@@ -32,7 +32,7 @@ def widened(g: Genome, block: int) -> Genome:
 
 def test_matching_tensors_are_copied_and_the_rest_keep_fresh_values():
     parent_genome = genome(1)
-    child_genome = widened(parent_genome, len(parent_genome.conv) - 1)   # the last block (and the head) change
+    child_genome = widened(parent_genome, len(parent_genome.conv) - 1)  # the last block (and the head) change
     parent = build_model(parent_genome, SHAPE, CLASSES)
     with torch.no_grad():
         for p in parent.parameters():
@@ -64,8 +64,8 @@ def test_the_same_genome_inherits_everything():
 
 def test_the_parent_that_gives_most_is_chosen():
     child = genome(3)
-    near = widened(child, len(child.conv) - 1)      # differs in its last block only
-    far = widened(child, 0)                         # differs from the first block on
+    near = widened(child, len(child.conv) - 1)  # differs in its last block only
+    far = widened(child, 0)  # differs from the first block on
     assert choose_parent(child, [far, near], SHAPE, 10) == 1
     assert choose_parent(child, [near, far], SHAPE, 10) == 0
     assert choose_parent(child, [child, near], SHAPE, 10) == 0
@@ -105,6 +105,7 @@ def test_a_child_that_inherits_learns_sooner_than_one_from_scratch(digits):
 
 # ---------------------------------------------------------------------------------- in a search
 
+
 def score(g: Genome) -> float:
     return round(sum(b.filters for b in g.conv) / (128 * len(g.conv)) + 0.3 / len(g.conv), 6)
 
@@ -125,8 +126,12 @@ class WeighingEvaluator:
                 continue
             model = build_model(task.genome, self.data.input_shape, self.data.classes, self.data.mean, self.data.std)
             share = inherit_weights(model, task.inherit) if task.inherit is not None else None
-            on_result(task, TrainResult("ok", score(task.genome), params=1, seconds=0.01,
-                                        state_dict=model.state_dict(), inherited=share))
+            on_result(
+                task,
+                TrainResult(
+                    "ok", score(task.genome), params=1, seconds=0.01, state_dict=model.state_dict(), inherited=share
+                ),
+            )
 
     def close(self):
         pass
@@ -148,8 +153,16 @@ def search(tmp_path, config: Config, store: Store | None = None, **options):
 
 @pytest.fixture
 def config() -> Config:
-    return Config(population=6, generations=3, elitism=1, seed=2, mutation_rate=0.2, epochs=1, final_epochs=1,
-                  inherit_weights=True)
+    return Config(
+        population=6,
+        generations=3,
+        elitism=1,
+        seed=2,
+        mutation_rate=0.2,
+        epochs=1,
+        final_epochs=1,
+        inherit_weights=True,
+    )
 
 
 def test_children_start_from_a_parent_of_the_previous_generation(tmp_path, config):
@@ -189,6 +202,7 @@ def test_a_resumed_run_inherits_as_the_uninterrupted_one(tmp_path, config):
 
     def lineage(s: Store):
         return [(r["generation"], r["index"], r["key"], r["parent"], r["inherited"]) for r in s.individuals("r")]
+
     assert lineage(store) == lineage(reference)
 
 
@@ -199,7 +213,7 @@ def test_the_final_training_can_start_from_the_winners_weights(tmp_path, config)
     run = store.get_run("r")
     assert len(final) == 1 and final[0].parent == run["best_key"] and final[0].inherit is not None
     assert run["final_start"] == "search"
-    assert all(r["parent"] is None for r in store.individuals("r"))   # the candidates did not inherit
+    assert all(r["parent"] is None for r in store.individuals("r"))  # the candidates did not inherit
 
 
 @pytest.mark.parametrize("final_epochs", [1, 3])

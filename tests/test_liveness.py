@@ -20,14 +20,20 @@ def test_a_stale_heartbeat_means_interrupted_on_any_host():
     assert jobs.is_alive(fresh, now=now)
     assert not jobs.is_alive({**fresh, "heartbeat_at": now - jobs.HEARTBEAT_LIMIT_S - 1}, now=now)
     # on its own host a missing process is noticed at once, heartbeat or not
-    assert not jobs.is_alive({"pid": 2 ** 22 + 12345, "host": HERE, "heartbeat_at": now}, now=now)
+    assert not jobs.is_alive({"pid": 2**22 + 12345, "host": HERE, "heartbeat_at": now}, now=now)
 
 
 def test_a_run_from_a_vanished_container_can_be_resumed_here(tmp_path):
     """Before heartbeats, a run recorded on another host stayed 'running' for ever and blocked Start."""
     store = Store(tmp_path / "db.json")
-    store.create_run("elsewhere", Config().to_dict(), status="running", pid=4242, host="old-container",
-                     heartbeat_at=time.time() - 600)
+    store.create_run(
+        "elsewhere",
+        Config().to_dict(),
+        status="running",
+        pid=4242,
+        host="old-container",
+        heartbeat_at=time.time() - 600,
+    )
     (run,) = jobs.reconcile(store)
     assert run["status"] == "interrupted"
     assert jobs.claim_resume(store, "elsewhere")["status"] == "running"
@@ -48,7 +54,8 @@ def test_the_search_keeps_its_heartbeat_while_it_runs(tmp_path, monkeypatch):
     store.create_run("h", config.to_dict())
     search = Watch(config, store, "h")
     search_heartbeat = jobs.Heartbeat
-    monkeypatch.setattr("automodel.evolution.loop.Heartbeat",
-                        lambda store, run_id: search_heartbeat(store, run_id, every_s=0.05))
+    monkeypatch.setattr(
+        "automodel.evolution.loop.Heartbeat", lambda store, run_id: search_heartbeat(store, run_id, every_s=0.05)
+    )
     assert search.run() == "completed"
     assert beats[1] > beats[0]

@@ -41,26 +41,49 @@ class CurveEvaluator:
             self.trained += 1
             curve = history_fitness(task.genome)
             epochs = task.epochs or 3
-            history = [{"epoch": e + 1, "train_loss": 2.0 - curve[min(e, 2)], "val_accuracy": curve[min(e, 2)],
-                        "seconds": 0.01} for e in range(epochs)]
+            history = [
+                {
+                    "epoch": e + 1,
+                    "train_loss": 2.0 - curve[min(e, 2)],
+                    "val_accuracy": curve[min(e, 2)],
+                    "seconds": 0.01,
+                }
+                for e in range(epochs)
+            ]
             model = build_model(task.genome, self.data.input_shape, self.data.classes, self.data.mean, self.data.std)
-            on_result(task, TrainResult("ok", history[-1]["val_accuracy"], params=7, seconds=0.05,
-                                        epochs_done=epochs, history=history, state_dict=model.state_dict()))
+            on_result(
+                task,
+                TrainResult(
+                    "ok",
+                    history[-1]["val_accuracy"],
+                    params=7,
+                    seconds=0.05,
+                    epochs_done=epochs,
+                    history=history,
+                    state_dict=model.state_dict(),
+                ),
+            )
 
     def close(self):
         pass
 
 
 def tracked_config(uri: str) -> Config:
-    return Config(population=4, generations=2, elitism=1, seed=5, epochs=3, final_epochs=1, mlflow=uri,
-                  mlflow_experiment="tests")
+    return Config(
+        population=4, generations=2, elitism=1, seed=5, epochs=3, final_epochs=1, mlflow=uri, mlflow_experiment="tests"
+    )
 
 
 def search(store: Store, config: Config, run_id="r1", die_after=None) -> Search:
     if store.get_run(run_id) is None:
         store.create_run(run_id, config.to_dict())
-    return Search(config, store, run_id, data_dir=REPO / "data",
-                  evaluator_factory=lambda data, _settings: CurveEvaluator(data, die_after))
+    return Search(
+        config,
+        store,
+        run_id,
+        data_dir=REPO / "data",
+        evaluator_factory=lambda data, _settings: CurveEvaluator(data, die_after),
+    )
 
 
 def mlflow_runs(uri: str, experiment="tests") -> tuple[MlflowClient, object, list]:
@@ -91,11 +114,11 @@ def test_a_search_appears_in_mlflow_with_its_candidates_and_model(tmp_path, uri)
     assert parent.data.metrics["test_accuracy"] == pytest.approx(run["test_accuracy"])
     assert [m.step for m in client.get_metric_history(parent.info.run_id, "generation_best")] == [0, 1]
     assert [m.value for m in client.get_metric_history(parent.info.run_id, "generation_best")] == pytest.approx(
-        [g["best"] for g in store.generations("r1")])
+        [g["best"] for g in store.generations("r1")]
+    )
 
     assert len(children) == len(records) == 8
-    by_position = {(int(c.data.tags["automodel.generation"]), int(c.data.tags["automodel.index"])): c
-                   for c in children}
+    by_position = {(int(c.data.tags["automodel.generation"]), int(c.data.tags["automodel.index"])): c for c in children}
     for record in records:
         child = by_position[(record["generation"], record["index"])]
         assert child.info.status == "FINISHED"
@@ -112,6 +135,7 @@ def test_a_search_appears_in_mlflow_with_its_candidates_and_model(tmp_path, uri)
     assert artifacts == {"model/model.pt", "model/model.onnx"}
     local = Path(client.download_artifacts(parent.info.run_id, "model/model.onnx", str(tmp_path / "down")))
     import onnx
+
     onnx.checker.check_model(onnx.load(str(local)))
 
     tracking = run["tracking"]
@@ -145,16 +169,41 @@ def test_a_candidate_seen_again_at_a_higher_rung_adds_only_its_new_epochs(tmp_pa
     (tmp_path / "mlflow").mkdir()
     tracker = MlflowTracker(uri, "tests", "r9")
     tracker.start({"config": Config().to_dict()}, [], [])
-    genome = {"conv": [{"filters": 16, "kernel": 3, "activation": "relu", "downsample": "max", "batch_norm": True,
-                        "kind": "plain"}], "dense": [128], "head": "flatten", "dropout": 0.1, "optimizer": "adam",
-              "learning_rate": 0.001, "weight_decay": 0.0}
-    record = {"generation": 0, "index": 3, "key": "k", "genome": genome, "summary": "s", "status": "partial",
-              "fitness": 0.4, "epochs": 1, "history": [{"epoch": 1, "val_accuracy": 0.4, "train_loss": 1.5}]}
+    genome = {
+        "conv": [
+            {"filters": 16, "kernel": 3, "activation": "relu", "downsample": "max", "batch_norm": True, "kind": "plain"}
+        ],
+        "dense": [128],
+        "head": "flatten",
+        "dropout": 0.1,
+        "optimizer": "adam",
+        "learning_rate": 0.001,
+        "weight_decay": 0.0,
+    }
+    record = {
+        "generation": 0,
+        "index": 3,
+        "key": "k",
+        "genome": genome,
+        "summary": "s",
+        "status": "partial",
+        "fitness": 0.4,
+        "epochs": 1,
+        "history": [{"epoch": 1, "val_accuracy": 0.4, "train_loss": 1.5}],
+    }
     tracker.candidate(record)
-    tracker.candidate(record)   # the same record again (a replay): nothing new
-    promoted = {**record, "status": "ok", "fitness": 0.6, "epochs": 3, "history": [
-        {"epoch": 1, "val_accuracy": 0.4, "train_loss": 1.5}, {"epoch": 2, "val_accuracy": 0.5, "train_loss": 1.2},
-        {"epoch": 3, "val_accuracy": 0.6, "train_loss": 1.0}]}
+    tracker.candidate(record)  # the same record again (a replay): nothing new
+    promoted = {
+        **record,
+        "status": "ok",
+        "fitness": 0.6,
+        "epochs": 3,
+        "history": [
+            {"epoch": 1, "val_accuracy": 0.4, "train_loss": 1.5},
+            {"epoch": 2, "val_accuracy": 0.5, "train_loss": 1.2},
+            {"epoch": 3, "val_accuracy": 0.6, "train_loss": 1.0},
+        ],
+    }
     tracker.candidate(promoted)
 
     client, _parent, children = mlflow_runs(uri)
@@ -171,7 +220,7 @@ def test_an_unreachable_tracker_is_reported_once_and_the_search_completes(tmp_pa
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
     store = Store(tmp_path / "db.json")
     messages: list[str] = []
-    s = search(store, tracked_config("http://127.0.0.1:9"))   # the discard port: nothing listens
+    s = search(store, tracked_config("http://127.0.0.1:9"))  # the discard port: nothing listens
     s.reporter.message = messages.append
     assert s.run() == "completed"
     run = store.get_run("r1")
@@ -203,8 +252,9 @@ def test_a_failing_tracker_reports_once_and_a_hung_one_is_left_behind_in_bounded
         tracker.candidate({"index": i})
     assert tracker.close(10.0)
     assert tracker.errors == 3 and len(messages) == 1
-    assert messages[0] == ("Flaky logging failed (ConnectionError: tracking server went away); the search goes on "
-                           "without it")
+    assert messages[0] == (
+        "Flaky logging failed (ConnectionError: tracking server went away); the search goes on without it"
+    )
 
     release = threading.Event()
 
@@ -238,15 +288,17 @@ def test_tracking_settings_are_validated_in_one_sentence(monkeypatch):
     with pytest.raises(ConfigError, match="mlflow_experiment = '' is not accepted"):
         Config(mlflow_experiment="").validate()
     import importlib.util
+
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mlflow" else real(name, *a))
     with pytest.raises(ConfigError, match="pip install -r requirements-mlflow.txt"):
         Config(mlflow="default").validate()
-    Config().validate()   # off: MLflow is not needed
+    Config().validate()  # off: MLflow is not needed
 
 
 def test_the_command_line_flag_takes_an_optional_uri():
     from automodel.cli.commands import build_parser
+
     parser = build_parser()
     assert parser.parse_args(["run", "--mlflow"]).mlflow == "default"
     assert parser.parse_args(["run", "--mlflow", "sqlite:///m.db"]).mlflow == "sqlite:///m.db"
@@ -266,16 +318,23 @@ def test_the_page_starts_a_tracked_search_and_says_where_it_is_logged(db, launch
     at.sidebar.text_input(key="cfg_mlflow").input("not a uri").run()
     assert [e.value for e in at.sidebar.error] == [
         "mlflow = 'not a uri' is not accepted; give default or a tracking URI such as sqlite:///mlflow.db or "
-        "http://127.0.0.1:5000, or leave it out."]
+        "http://127.0.0.1:5000, or leave it out."
+    ]
 
 
 def test_the_page_caption_names_the_tracking_store_and_its_failure():
     from automodel.page.views import tracking_caption
+
     assert tracking_caption({}) is None
-    tracking = {"uri": "sqlite:///data/mlflow.db", "experiment": "automodel",
-                "ui": "mlflow ui --backend-store-uri sqlite:///data/mlflow.db", "error": None}
+    tracking = {
+        "uri": "sqlite:///data/mlflow.db",
+        "experiment": "automodel",
+        "ui": "mlflow ui --backend-store-uri sqlite:///data/mlflow.db",
+        "error": None,
+    }
     assert tracking_caption({"tracking": tracking}) == (
         "Also logged to MLflow experiment *automodel* at `sqlite:///data/mlflow.db`; see it with "
-        "`mlflow ui --backend-store-uri sqlite:///data/mlflow.db`.")
+        "`mlflow ui --backend-store-uri sqlite:///data/mlflow.db`."
+    )
     failed = {**tracking, "error": "MLflow logging failed (ConnectionError: refused); the search goes on without it"}
     assert tracking_caption({"tracking": failed}).endswith("the search goes on without it.")

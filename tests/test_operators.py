@@ -88,7 +88,8 @@ def test_sus_every_call_gives_floor_or_ceil_of_expected_counts():
             assert set(counts) <= set(range(n))
             for i in range(n):
                 assert math.floor(expected[i] + 1e-9) <= counts[i] <= math.ceil(expected[i] - 1e-9), (
-                    f"fitness={fitness} k={k}: individual {i} picked {counts[i]} times, expected {expected[i]:.4f}")
+                    f"fitness={fitness} k={k}: individual {i} picked {counts[i]} times, expected {expected[i]:.4f}"
+                )
     assert calls == 3000
 
 
@@ -166,7 +167,13 @@ def test_rank_is_independent_of_fitness_scale():
 def test_truncation_only_picks_the_top_fraction_uniformly():
     fitness = [0.4, 0.9, 0.1, 0.8, 0.3, 0.7, 0.2, 0.6, 0.5, 0.0]
     rng = random.Random(12)
-    for fraction, top in [(0.5, {1, 3, 5, 7, 8}), (0.3, {1, 3, 5}), (0.25, {1, 3, 5}), (0.05, {1}), (1.0, set(range(10)))]:
+    for fraction, top in [
+        (0.5, {1, 3, 5, 7, 8}),
+        (0.3, {1, 3, 5}),
+        (0.25, {1, 3, 5}),
+        (0.05, {1}),
+        (1.0, set(range(10))),
+    ]:
         picks = select_truncation(fitness, 30_000, rng, truncation_fraction=fraction)
         assert set(picks) == top, (fraction, sorted(set(picks)))
         freq = frequencies(picks, 10)
@@ -208,16 +215,18 @@ def test_equal_fidelity_fitness_by_hand():
     """A capped value lies just below the lowest higher-rung fitness, so it never ties with it."""
     assert equal_fidelity_fitness([0.9, 0.5, 0.7], [1, 3, 3]) == [JUST_BELOW[0.5], 0.5, 0.7]
     # three rungs: only the 1-epoch candidate that beat a 3-epoch one is capped
-    assert equal_fidelity_fitness([0.65, 0.6, 0.2, 0.8, 0.7], [1, 3, 1, 9, 3]) == [JUST_BELOW[0.6], 0.6, 0.2, 0.8,
-                                                                                    0.7]
+    assert equal_fidelity_fitness([0.65, 0.6, 0.2, 0.8, 0.7], [1, 3, 1, 9, 3]) == [JUST_BELOW[0.6], 0.6, 0.2, 0.8, 0.7]
     # a 3-epoch candidate above the 9-epoch one is capped too, and the 1-epoch one just below that
     assert equal_fidelity_fitness([0.9, 0.85, 0.8], [1, 3, 9]) == [
-        math.nextafter(JUST_BELOW[0.8], -math.inf), JUST_BELOW[0.8], 0.8]
+        math.nextafter(JUST_BELOW[0.8], -math.inf),
+        JUST_BELOW[0.8],
+        0.8,
+    ]
     assert equal_fidelity_fitness([0.3, 0.6, 0.2, 0.8, 0.7], [1, 3, 1, 9, 3]) == [0.3, 0.6, 0.2, 0.8, 0.7]
     assert equal_fidelity_fitness([], []) == []
     fitness = [0.9, 0.1]
     assert equal_fidelity_fitness(fitness, [1, 3]) == [JUST_BELOW[0.1], 0.1] and fitness == [0.9, 0.1]  # untouched
-    assert equal_fidelity_fitness([0.3, 0.0], [1, 3]) == [0.0, 0.0]   # never below zero
+    assert equal_fidelity_fitness([0.3, 0.0], [1, 3]) == [0.0, 0.0]  # never below zero
 
 
 def test_equal_fidelity_fitness_with_equal_epochs_is_unchanged():
@@ -244,7 +253,7 @@ def test_equal_fidelity_values_never_rank_a_higher_rung_lower():
         top = max(epochs)
         for f, e, v in zip(fitness, epochs, values):
             assert v <= f  # values stay accuracies, only ever lowered
-            higher = [w for w, d in zip(values, epochs) if d > e]   # the values of the rungs above
+            higher = [w for w, d in zip(values, epochs) if d > e]  # the values of the rungs above
             if higher and f >= min(higher):
                 assert v == max(0.0, math.nextafter(min(higher), -math.inf))
             else:
@@ -273,21 +282,50 @@ def test_select_elite_never_ranks_a_higher_rung_below_a_lower_one():
 # ---------------------------------------------------------------------------------- crossover
 
 
-def block(filters: int, kernel: int = 3, activation: str = "relu", downsample: str = "max", bn: bool = True,
-          kind: str = "plain") -> ConvBlock:
-    return ConvBlock(filters=filters, kernel=kernel, activation=activation, downsample=downsample, batch_norm=bn,
-                     kind=kind)
+def block(
+    filters: int,
+    kernel: int = 3,
+    activation: str = "relu",
+    downsample: str = "max",
+    bn: bool = True,
+    kind: str = "plain",
+) -> ConvBlock:
+    return ConvBlock(
+        filters=filters, kernel=kernel, activation=activation, downsample=downsample, batch_norm=bn, kind=kind
+    )
 
 
-SHALLOW = Genome(conv=(block(16, 3, "relu", "none", True, "separable"),), dense=(), dropout=0.0, optimizer="sgd",
-                 learning_rate=0.1, weight_decay=0.0, head="gap")
-DEEP = Genome(conv=tuple(block(f, 5, "gelu", "avg", True, "residual") for f in (16, 32, 64, 128, 64, 32)),
-              dense=(DenseLayer(512, "elu"), DenseLayer(64, "silu")), dropout=0.5, optimizer="adamw",
-              learning_rate=1e-3, weight_decay=5e-4, head="avgmax")
-MIDDLE = Genome(conv=(block(32, 5, "leaky_relu", "stride"), block(64, 3, "silu", "none", True, "separable"),
-                      block(128, kind="residual")),
-                dense=(DenseLayer(128, "relu"),), dropout=0.2, optimizer="adam", learning_rate=3e-3,
-                weight_decay=1e-5, head="flatten")
+SHALLOW = Genome(
+    conv=(block(16, 3, "relu", "none", True, "separable"),),
+    dense=(),
+    dropout=0.0,
+    optimizer="sgd",
+    learning_rate=0.1,
+    weight_decay=0.0,
+    head="gap",
+)
+DEEP = Genome(
+    conv=tuple(block(f, 5, "gelu", "avg", True, "residual") for f in (16, 32, 64, 128, 64, 32)),
+    dense=(DenseLayer(512, "elu"), DenseLayer(64, "silu")),
+    dropout=0.5,
+    optimizer="adamw",
+    learning_rate=1e-3,
+    weight_decay=5e-4,
+    head="avgmax",
+)
+MIDDLE = Genome(
+    conv=(
+        block(32, 5, "leaky_relu", "stride"),
+        block(64, 3, "silu", "none", True, "separable"),
+        block(128, kind="residual"),
+    ),
+    dense=(DenseLayer(128, "relu"),),
+    dropout=0.2,
+    optimizer="adam",
+    learning_rate=3e-3,
+    weight_decay=1e-5,
+    head="flatten",
+)
 HAND_BUILT = [SHALLOW, DEEP, MIDDLE]
 
 
@@ -309,8 +347,9 @@ def assert_genes_conserved(c1: Genome, c2: Genome, a: Genome, b: Genome) -> None
     assert Counter(c1.conv + c2.conv) == Counter(a.conv + b.conv)
     assert Counter(c1.dense + c2.dense) == Counter(a.dense + b.dense)
     for name in SCALAR_GENES:  # scalar slots never move, so they are complementary
-        assert sorted(map(repr, (scalar_value(c1, name), scalar_value(c2, name)))) == \
-            sorted(map(repr, (scalar_value(a, name), scalar_value(b, name)))), name
+        assert sorted(map(repr, (scalar_value(c1, name), scalar_value(c2, name)))) == sorted(
+            map(repr, (scalar_value(a, name), scalar_value(b, name)))
+        ), name
 
 
 def slots_complementary(c1: Genome, c2: Genome, a: Genome, b: Genome, space: SearchSpace) -> bool:
@@ -398,8 +437,14 @@ def test_crossover_keeps_each_optimizer_with_its_own_learning_rate(name):
 
 @pytest.mark.parametrize("name", sorted(CROSSOVERS))
 def test_crossover_in_a_narrow_space(name):
-    space = make_space(conv_blocks=[2, 4], dense_layers=[1, 3], filters=[4, 8], kernel_sizes=[1, 3],
-                        block_kinds=["residual", "separable"], heads=["gap", "avgmax"])
+    space = make_space(
+        conv_blocks=[2, 4],
+        dense_layers=[1, 3],
+        filters=[4, 8],
+        kernel_sizes=[1, 3],
+        block_kinds=["residual", "separable"],
+        heads=["gap", "avgmax"],
+    )
     cross = CROSSOVERS[name]
     rng = random.Random(23)
     for a, b in random_pairs(1_000, seed=24, space=space):
@@ -435,15 +480,26 @@ def test_point_crossover_is_a_cut_of_the_aligned_slots(cross):
             cuts = [(i, n) for i in range(1, n)]
         else:
             cuts = [(i, j) for i in range(1, n) for j in range(i + 1, n)]
-        assert any(from_slots(sa[:i] + sb[i:j] + sa[j:], SPACE) == c1
-                   and from_slots(sb[:i] + sa[i:j] + sb[j:], SPACE) == c2 for i, j in cuts), (a, b, c1, c2)
+        assert any(
+            from_slots(sa[:i] + sb[i:j] + sa[j:], SPACE) == c1 and from_slots(sb[:i] + sa[i:j] + sb[j:], SPACE) == c2
+            for i, j in cuts
+        ), (a, b, c1, c2)
 
 
 def test_uniform_crossover_mixes_roughly_half():
     rng = random.Random(29)
-    a, b = DEEP, Genome(conv=tuple(block(8, 1, "relu", "none", False, "separable") for _ in range(6)),
-                        dense=(DenseLayer(64, "relu"), DenseLayer(128, "relu")), dropout=0.1,
-                        optimizer="sgd", learning_rate=0.01, weight_decay=0.0, head="flatten")
+    a, b = (
+        DEEP,
+        Genome(
+            conv=tuple(block(8, 1, "relu", "none", False, "separable") for _ in range(6)),
+            dense=(DenseLayer(64, "relu"), DenseLayer(128, "relu")),
+            dropout=0.1,
+            optimizer="sgd",
+            learning_rate=0.01,
+            weight_decay=0.0,
+            head="flatten",
+        ),
+    )
     from_a = total = 0
     for _ in range(2_000):
         c1, _ = crossover_uniform(a, b, SPACE, rng)
@@ -513,17 +569,32 @@ def test_rate_one_resamples_every_gene():
         changed["dense_activation"] += parent.dense[0].activation != child.dense[0].activation
         for name in ("head", "dropout", "weight_decay", "optimizer"):
             changed[name] += getattr(parent, name) != getattr(child, name)
-    choices = {"filters": space.filters, "kernel": space.kernel_sizes, "activation": space.activations,
-               "downsample": space.downsampling, "batch_norm": space.batch_norm, "kind": space.block_kinds,
-               "units": space.dense_units, "dense_activation": space.activations, "head": space.heads,
-               "dropout": space.dropout, "weight_decay": space.weight_decays}
+    choices = {
+        "filters": space.filters,
+        "kernel": space.kernel_sizes,
+        "activation": space.activations,
+        "downsample": space.downsampling,
+        "batch_norm": space.batch_norm,
+        "kind": space.block_kinds,
+        "units": space.dense_units,
+        "dense_activation": space.activations,
+        "head": space.heads,
+        "dropout": space.dropout,
+        "weight_decay": space.weight_decays,
+    }
     expected = {name: 1 - 1 / len(options) for name, options in choices.items()}
     # The optimizer is redrawn half the time a training gene mutates (else its rate steps): 1/2 × 2/3.
     # The learning rate is left out here: how often a step changes it depends on where the rate sits in
     # its range (at the top, half the steps are clipped back); see test_training_gene_* below.
     expected["optimizer"] = 0.5 * (1 - 1 / len(space.optimizers))
-    assert set(expected) == set(CONV_GENES) | {"units", "dense_activation", "head", "dropout", "weight_decay",
-                                               "optimizer"}
+    assert set(expected) == set(CONV_GENES) | {
+        "units",
+        "dense_activation",
+        "head",
+        "dropout",
+        "weight_decay",
+        "optimizer",
+    }
     for name, share in expected.items():
         samples = draws * (3 if name in CONV_GENES else 1)
         observed = changed[name] / samples
@@ -603,8 +674,9 @@ def test_an_optimizer_no_longer_in_the_space_is_always_redrawn():
 
 
 def test_mutation_chains_keep_each_rate_in_its_optimizer_range():
-    space = SearchSpace.from_dict({"learning_rates": {"sgd": [0.1, 0.3], "adam": [1e-4, 2e-4],
-                                                      "adamw": [0.002, 0.002]}})
+    space = SearchSpace.from_dict(
+        {"learning_rates": {"sgd": [0.1, 0.3], "adam": [1e-4, 2e-4], "adamw": [0.002, 0.002]}}
+    )
     space.validate()
     rng = random.Random(50)
     steps = 0
@@ -618,9 +690,16 @@ def test_mutation_chains_keep_each_rate_in_its_optimizer_range():
     assert steps == 2_000
 
 
-@pytest.mark.parametrize("space", [SPACE, SearchSpace.from_dict({"conv_blocks": [2, 4], "dense_layers": [1, 3],
-                                                                 "filters": [4, 8], "learning_rates": [0.01]})],
-                         ids=["default", "narrow"])
+@pytest.mark.parametrize(
+    "space",
+    [
+        SPACE,
+        SearchSpace.from_dict(
+            {"conv_blocks": [2, 4], "dense_layers": [1, 3], "filters": [4, 8], "learning_rates": [0.01]}
+        ),
+    ],
+    ids=["default", "narrow"],
+)
 def test_mutation_changes_length_within_bounds(space):
     rng = random.Random(43)
     g = sample_genome(space, rng)
@@ -642,11 +721,24 @@ def test_mutation_changes_length_within_bounds(space):
 
 def test_mutated_genes_stay_in_the_space():
     # an old-format space: "pooling" and a list of learning rates
-    space = SearchSpace.from_dict({
-        "filters": [4, 12], "kernel_sizes": [3, 9], "activations": ["tanh", "relu"], "pooling": ["avg"],
-        "block_kinds": ["separable"], "heads": ["gap"], "batch_norm": [False], "dense_units": [7],
-        "dropout": [0.15], "optimizers": ["sgd"], "learning_rates": [0.5], "weight_decays": [0.01],
-        "conv_blocks": [1, 3], "dense_layers": [0, 1]})
+    space = SearchSpace.from_dict(
+        {
+            "filters": [4, 12],
+            "kernel_sizes": [3, 9],
+            "activations": ["tanh", "relu"],
+            "pooling": ["avg"],
+            "block_kinds": ["separable"],
+            "heads": ["gap"],
+            "batch_norm": [False],
+            "dense_units": [7],
+            "dropout": [0.15],
+            "optimizers": ["sgd"],
+            "learning_rates": [0.5],
+            "weight_decays": [0.01],
+            "conv_blocks": [1, 3],
+            "dense_layers": [0, 1],
+        }
+    )
     space.validate()
     rng = random.Random(44)
     for _ in range(1_000):

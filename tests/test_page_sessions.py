@@ -11,7 +11,8 @@ from automodel.page import views
 from automodel.process import jobs
 from automodel.store import ACTIVE_STATUSES, Store
 
-pytestmark = pytest.mark.slow   # real processes, servers or a browser
+pytestmark = pytest.mark.slow  # real processes, servers or a browser
+
 
 def texts(elements) -> list[str]:
     return [e.value for e in elements]
@@ -40,11 +41,10 @@ def test_two_sessions_pressing_start_together_start_exactly_one_run(db, launched
     assert len(refusals) == 1
 
 
-def test_a_page_server_restart_leaves_the_search_running_and_the_new_page_shows_it(db, monkeypatch, new_page,
-                                                                                   wait_for):
+def test_a_page_server_restart_leaves_the_search_running_and_the_new_page_shows_it(db, monkeypatch, new_page, wait_for):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     at = new_page()
-    at.sidebar.selectbox(key="budget_choice").set_value(views.budget_choice_for(None)).run()   # exactly these
+    at.sidebar.selectbox(key="budget_choice").set_value(views.budget_choice_for(None)).run()  # exactly these
     for key, value in (("cfg_population", 3), ("cfg_generations", 2), ("cfg_epochs", 2), ("cfg_final_epochs", 1)):
         at.sidebar.number_input(key=key).set_value(value).run()
     at.sidebar.button(key="start").click().run()

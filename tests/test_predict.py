@@ -21,8 +21,14 @@ from automodel.training.export import load_model, save_checkpoint
 from automodel.training.model import build_model
 from automodel.training.report import image_tensor
 
-GENOME = Genome(conv=(ConvBlock(8, 3, "relu", "max", False),), dense=(), dropout=0.0, optimizer="adam",
-                learning_rate=1e-3, weight_decay=0.0)
+GENOME = Genome(
+    conv=(ConvBlock(8, 3, "relu", "max", False),),
+    dense=(),
+    dropout=0.0,
+    optimizer="adam",
+    learning_rate=1e-3,
+    weight_decay=0.0,
+)
 CLASSES = ["cat", "dog", "fox"]
 
 
@@ -30,8 +36,15 @@ CLASSES = ["cat", "dog", "fox"]
 def model_path(tmp_path):
     torch.manual_seed(0)
     model = build_model(GENOME, (3, 12, 16), CLASSES)
-    return save_checkpoint(tmp_path / "best.pt", GENOME, model.state_dict(), input_shape=(3, 12, 16),
-                           classes=CLASSES, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    return save_checkpoint(
+        tmp_path / "best.pt",
+        GENOME,
+        model.state_dict(),
+        input_shape=(3, 12, 16),
+        classes=CLASSES,
+        mean=(0.5, 0.5, 0.5),
+        std=(0.25, 0.25, 0.25),
+    )
 
 
 def photo(path, seed: int, size=(64, 48), orientation: int | None = None):
@@ -40,7 +53,7 @@ def photo(path, seed: int, size=(64, 48), orientation: int | None = None):
     exif = Image.Exif()
     if orientation:
         exif[ORIENTATION_TAG] = orientation
-        im = im.transpose(Image.Transpose.ROTATE_270)   # stored turned; orientation 8 shows it upright again
+        im = im.transpose(Image.Transpose.ROTATE_270)  # stored turned; orientation 8 shows it upright again
     im.save(path, exif=exif)
     return path
 
@@ -120,7 +133,14 @@ def test_a_run_id_names_its_best_model(tmp_path, model_path, capsys):
 
 def test_a_grey_model_reads_colour_photos_as_grey(tmp_path):
     model = build_model(GENOME, (1, 8, 8), ["a", "b"])
-    path = save_checkpoint(tmp_path / "grey.pt", GENOME, model.state_dict(), input_shape=(1, 8, 8), classes=["a", "b"],
-                           mean=(0.5,), std=(0.25,))
+    path = save_checkpoint(
+        tmp_path / "grey.pt",
+        GENOME,
+        model.state_dict(),
+        input_shape=(1, 8, 8),
+        classes=["a", "b"],
+        mean=(0.5,),
+        std=(0.25,),
+    )
     (answer,) = automodel.predict(path, photo(tmp_path / "c.png", 4))
     assert len(answer.top) == 2 and sum(p for _, p in answer.top) == pytest.approx(1.0, abs=1e-5)

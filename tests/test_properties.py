@@ -15,18 +15,25 @@ from automodel.evolution.pareto import dominates, nondominated_sort
 
 spaces = st.builds(
     lambda low, extra, filters, kernels, kinds, heads, sgd: SearchSpace(
-        conv_blocks=[low, low + extra], filters=sorted(set(filters)), kernel_sizes=sorted(set(kernels)),
-        block_kinds=sorted(set(kinds)), heads=sorted(set(heads)),
-        learning_rates={"sgd": sorted(sgd), "adam": [1e-4, 1e-3], "adamw": [1e-4, 1e-3]}),
-    st.integers(1, 4), st.integers(0, 3), st.lists(st.sampled_from([4, 8, 16, 32, 64]), min_size=1, max_size=4),
+        conv_blocks=[low, low + extra],
+        filters=sorted(set(filters)),
+        kernel_sizes=sorted(set(kernels)),
+        block_kinds=sorted(set(kinds)),
+        heads=sorted(set(heads)),
+        learning_rates={"sgd": sorted(sgd), "adam": [1e-4, 1e-3], "adamw": [1e-4, 1e-3]},
+    ),
+    st.integers(1, 4),
+    st.integers(0, 3),
+    st.lists(st.sampled_from([4, 8, 16, 32, 64]), min_size=1, max_size=4),
     st.lists(st.sampled_from([1, 3, 5, 7]), min_size=1, max_size=3),
     st.lists(st.sampled_from(["plain", "residual", "separable"]), min_size=1, max_size=3),
     st.lists(st.sampled_from(["flatten", "avgmax", "gap"]), min_size=1, max_size=3),
-    st.lists(st.floats(1e-4, 1.0), min_size=2, max_size=2))
+    st.lists(st.floats(1e-4, 1.0), min_size=2, max_size=2),
+)
 
 
 @settings(max_examples=60, deadline=None)
-@given(space=spaces, seed=st.integers(0, 2 ** 32))
+@given(space=spaces, seed=st.integers(0, 2**32))
 def test_a_sampled_genome_survives_json_and_keeps_its_key(space, seed):
     space.validate()
     genome = sample_genome(space, random.Random(seed))
@@ -39,8 +46,7 @@ def test_a_sampled_genome_survives_json_and_keeps_its_key(space, seed):
 
 
 @settings(max_examples=60, deadline=None)
-@given(space=spaces, seed=st.integers(0, 2 ** 32), rate=st.floats(0.0, 1.0),
-       method=st.sampled_from(sorted(CROSSOVERS)))
+@given(space=spaces, seed=st.integers(0, 2**32), rate=st.floats(0.0, 1.0), method=st.sampled_from(sorted(CROSSOVERS)))
 def test_children_stay_in_the_space_and_take_every_slot_from_a_parent(space, seed, rate, method):
     rng = random.Random(seed)
     a, b = sample_genome(space, rng), sample_genome(space, rng)
@@ -57,15 +63,32 @@ def test_children_stay_in_the_space_and_take_every_slot_from_a_parent(space, see
 
 
 @settings(max_examples=80, deadline=None)
-@given(population=st.integers(2, 500), generations=st.integers(1, 1000), epochs=st.integers(1, 50),
-       min_epochs=st.integers(1, 50), factor=st.integers(2, 9), objectives=st.sampled_from(
-           [["accuracy"], ["accuracy", "params"], ["accuracy", "macs", "latency"]]),
-       workers=st.one_of(st.just("auto"), st.integers(1, 64)), batch=st.one_of(st.none(), st.integers(1, 4096)))
-def test_any_valid_config_round_trips_through_json(population, generations, epochs, min_epochs, factor, objectives,
-                                                   workers, batch):
-    config = Config.from_dict({"population": population, "generations": generations, "epochs": epochs,
-                               "min_epochs": min_epochs, "reduction_factor": factor, "objectives": objectives,
-                               "workers": workers, "batch_size": batch, "elitism": 1})
+@given(
+    population=st.integers(2, 500),
+    generations=st.integers(1, 1000),
+    epochs=st.integers(1, 50),
+    min_epochs=st.integers(1, 50),
+    factor=st.integers(2, 9),
+    objectives=st.sampled_from([["accuracy"], ["accuracy", "params"], ["accuracy", "macs", "latency"]]),
+    workers=st.one_of(st.just("auto"), st.integers(1, 64)),
+    batch=st.one_of(st.none(), st.integers(1, 4096)),
+)
+def test_any_valid_config_round_trips_through_json(
+    population, generations, epochs, min_epochs, factor, objectives, workers, batch
+):
+    config = Config.from_dict(
+        {
+            "population": population,
+            "generations": generations,
+            "epochs": epochs,
+            "min_epochs": min_epochs,
+            "reduction_factor": factor,
+            "objectives": objectives,
+            "workers": workers,
+            "batch_size": batch,
+            "elitism": 1,
+        }
+    )
     assert Config.from_dict(json.loads(config.to_json())) == config
     rungs = config.fidelities(steps_per_epoch=100)
     assert rungs[-1] == epochs and rungs == sorted(set(rungs)) and rungs[0] >= min(min_epochs, epochs)

@@ -22,10 +22,14 @@ import pytest
 
 if importlib.util.find_spec("ray") is None:
     if os.environ.get("AUTOMODEL_REQUIRE_RAY") == "1":
-        pytest.fail("AUTOMODEL_REQUIRE_RAY=1 but Ray is not installed; pip install -r requirements-ray.txt",
-                    pytrace=False)
-    pytest.skip("Ray is not installed (pip install -r requirements-ray.txt); "
-                "set AUTOMODEL_REQUIRE_RAY=1 to make this a failure", allow_module_level=True)
+        pytest.fail(
+            "AUTOMODEL_REQUIRE_RAY=1 but Ray is not installed; pip install -r requirements-ray.txt", pytrace=False
+        )
+    pytest.skip(
+        "Ray is not installed (pip install -r requirements-ray.txt); "
+        "set AUTOMODEL_REQUIRE_RAY=1 to make this a failure",
+        allow_module_level=True,
+    )
 
 import torch  # noqa: E402
 from processes import run_cli, spawn_cli
@@ -39,7 +43,7 @@ from automodel.evolution.loop import Search  # noqa: E402
 from automodel.store import Store  # noqa: E402
 from automodel.training.trainer import DeviceData, TrainResult, TrainSettings, train_candidate  # noqa: E402
 
-pytestmark = pytest.mark.slow   # real processes, servers or a browser
+pytestmark = pytest.mark.slow  # real processes, servers or a browser
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = ["--dataset", "digits", "--population", "4", "--epochs", "1", "--final-epochs", "1", "--seed", "0"]
@@ -84,8 +88,10 @@ def training_workers(db: Path, run_id: str) -> set[str]:
 
 
 def outcomes(db: Path, run_id: str) -> list[tuple]:
-    return [(r["generation"], r["index"], r["key"], r["status"], r["fitness"], r["train_loss"])
-            for r in Store(db).individuals(run_id)]
+    return [
+        (r["generation"], r["index"], r["key"], r["status"], r["fitness"], r["train_loss"])
+        for r in Store(db).individuals(run_id)
+    ]
 
 
 def stop_quietly(process: subprocess.Popen, group: bool = False) -> None:
@@ -106,8 +112,9 @@ def reference(tmp_path_factory):
 def test_ray_search_gives_the_local_search_genomes_and_fitness(reference, tmp_path, wait_for):
     db = tmp_path / "db.json"
     before = ray_processes()
-    result = automodel("run", *SMALL, "--generations", "2", "--backend", "ray", "--run-id", "ray", "--db", str(db),
-                       "--quiet")
+    result = automodel(
+        "run", *SMALL, "--generations", "2", "--backend", "ray", "--run-id", "ray", "--db", str(db), "--quiet"
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     local, ray_ = Store(reference).get_run("local"), Store(db).get_run("ray")
     assert ray_["status"] == local["status"] == "completed"
@@ -115,7 +122,7 @@ def test_ray_search_gives_the_local_search_genomes_and_fitness(reference, tmp_pa
     assert outcomes(db, "ray") == outcomes(reference, "local")
     assert len(outcomes(db, "ray")) == 8
     assert (ray_["best_key"], ray_["best_fitness"]) == (local["best_key"], local["best_fitness"])
-    assert ray_["test_accuracy"] == local["test_accuracy"]   # the final training ran on Ray too
+    assert ray_["test_accuracy"] == local["test_accuracy"]  # the final training ran on Ray too
     assert load_model(ray_["best_model_path"]).classes == [str(i) for i in range(10)]
     assert Store(db).progress("ray") == []
     wait_for(lambda: not (ray_processes() - before), 10, "the run's Ray processes to end")
@@ -155,8 +162,14 @@ def test_a_worker_that_dies_fails_its_candidate_or_is_retried_and_the_run_comple
     markers.mkdir()
     script.write_text(DYING_WORKER_SEARCH)
     # g0-i1's worker dies on every attempt (1 retry, so twice); g0-i2's only on the first.
-    result = subprocess.run([sys.executable, str(script), str(db), str(markers)], cwd=ROOT, capture_output=True,
-                            text=True, timeout=300, env=_env())
+    result = subprocess.run(
+        [sys.executable, str(script), str(db), str(markers)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=_env(),
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().endswith("completed")
     assert {m.name for m in markers.iterdir()} == {"g0-i1", "g0-i2"}
@@ -166,7 +179,7 @@ def test_a_worker_that_dies_fails_its_candidate_or_is_retried_and_the_run_comple
     assert "worker" in records[1]["reason"] and "died" in records[1]["reason"] and "2 attempts" in records[1]["reason"]
     expected = {r[1]: r for r in outcomes(reference, "local") if r[0] == 0}
     got = {r[1]: r for r in outcomes(db, "c")}
-    for index in (0, 2, 3):   # the retried candidate trained as if nothing had happened
+    for index in (0, 2, 3):  # the retried candidate trained as if nothing had happened
         assert got[index] == expected[index]
     generation = Store(db).generations("c")[0]
     assert generation["failed"] == 1 and generation["trained"] == 4
@@ -204,8 +217,9 @@ print(Search(config, store, "h", data_dir="data", evaluator_factory=factory).run
 def test_a_worker_stuck_past_its_time_limit_is_killed_and_its_candidate_recorded_as_timeout(tmp_path):
     db, script = tmp_path / "db.json", tmp_path / "stuck_worker.py"
     script.write_text(STUCK_WORKER_SEARCH)
-    result = subprocess.run([sys.executable, str(script), str(db)], cwd=ROOT, capture_output=True, text=True,
-                            timeout=300, env=_env())
+    result = subprocess.run(
+        [sys.executable, str(script), str(db)], cwd=ROOT, capture_output=True, text=True, timeout=300, env=_env()
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().endswith("completed")
     records = {r["index"]: r for r in Store(db).individuals("h")}
@@ -217,11 +231,28 @@ def test_stop_mid_generation_ends_the_run_within_seconds_and_resume_finishes_it(
     db = tmp_path / "db.json"
     before = ray_processes()
     # Its own session, as the page starts it: a stop signals the whole process group.
-    process = spawn("run", *SMALL, "--generations", "1", "--epochs", "4", "--backend", "ray", "--run-id", "s",
-                    "--db", str(db), "--quiet", start_new_session=True)
+    process = spawn(
+        "run",
+        *SMALL,
+        "--generations",
+        "1",
+        "--epochs",
+        "4",
+        "--backend",
+        "ray",
+        "--run-id",
+        "s",
+        "--db",
+        str(db),
+        "--quiet",
+        start_new_session=True,
+    )
     try:
-        workers = wait_for(lambda: len(training_workers(db, "s")) >= 2 and training_workers(db, "s"), 180,
-                           "two candidates to report progress at once")
+        workers = wait_for(
+            lambda: len(training_workers(db, "s")) >= 2 and training_workers(db, "s"),
+            180,
+            "two candidates to report progress at once",
+        )
         docs = {d["worker"]: d for d in Store(db).progress("s")}
         assert len({docs[w]["index"] for w in workers}) == len(workers), "one progress record per candidate"
         ours = ray_processes() - before
@@ -237,8 +268,9 @@ def test_stop_mid_generation_ends_the_run_within_seconds_and_resume_finishes_it(
     assert Store(db).get_run("s")["status"] == "stopped" and process.returncode == 0
     assert len(Store(db).individuals("s")) < 4
     assert Store(db).progress("s") == []
-    wait_for(lambda: not (ray_processes() & ours) and not (ray_processes() - before), 10,
-             "no Ray processes left behind")
+    wait_for(
+        lambda: not (ray_processes() & ours) and not (ray_processes() - before), 10, "no Ray processes left behind"
+    )
 
     resumed = automodel("resume", "s", "--db", str(db), "--quiet")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -251,8 +283,21 @@ def test_stop_mid_generation_ends_the_run_within_seconds_and_resume_finishes_it(
 def test_a_sigkilled_search_takes_its_local_ray_with_it(tmp_path, wait_for):
     db = tmp_path / "db.json"
     before = ray_processes()
-    process = spawn("run", *SMALL, "--generations", "1", "--epochs", "20", "--backend", "ray", "--run-id", "k",
-                    "--db", str(db), "--quiet")
+    process = spawn(
+        "run",
+        *SMALL,
+        "--generations",
+        "1",
+        "--epochs",
+        "20",
+        "--backend",
+        "ray",
+        "--run-id",
+        "k",
+        "--db",
+        str(db),
+        "--quiet",
+    )
     try:
         wait_for(lambda: training_workers(db, "k"), 180, "training to start")
         ours = ray_processes() - before
@@ -265,13 +310,19 @@ def test_a_sigkilled_search_takes_its_local_ray_with_it(tmp_path, wait_for):
 
 
 def _tasks(generation: int, count: int, rng: random.Random) -> list[Task]:
-    space = SearchSpace(conv_blocks=[1, 2], filters=[8, 16], dense_layers=[0, 1], dense_units=[32],
-                        learning_rates={"sgd": [3e-3, 1e-2], "adam": [3e-3, 1e-2], "adamw": [3e-3, 1e-2]})
+    space = SearchSpace(
+        conv_blocks=[1, 2],
+        filters=[8, 16],
+        dense_layers=[0, 1],
+        dense_units=[32],
+        learning_rates={"sgd": [3e-3, 1e-2], "adam": [3e-3, 1e-2], "adamw": [3e-3, 1e-2]},
+    )
     return [Task(generation, i, sample_genome(space, rng), 1000 * generation + i) for i in range(count)]
 
 
 def test_evaluator_reads_the_data_once_per_worker_and_matches_local_training_with_equal_threads():
     from automodel.evaluators.ray_cluster import RayEvaluator
+
     data = load_dataset("digits")
     settings = TrainSettings(epochs=2, augment="crop", progress_every_s=0.05)
     rng = random.Random(7)
@@ -285,9 +336,12 @@ def test_evaluator_reads_the_data_once_per_worker_and_matches_local_training_wit
         try:
             assert signal.getsignal(signal.SIGTERM) is handler, "the caller's SIGTERM handler is kept"
             for tasks in batches:
-                evaluator.evaluate(tasks, lambda t, r: results.__setitem__(t.worker_label, r),
-                                   lambda t, info: progress.setdefault(t.worker_label, []).append(info),
-                                   lambda: False)
+                evaluator.evaluate(
+                    tasks,
+                    lambda t, r: results.__setitem__(t.worker_label, r),
+                    lambda t, info: progress.setdefault(t.worker_label, []).append(info),
+                    lambda: False,
+                )
             loads = evaluator.data_loads()
         finally:
             evaluator.close()
@@ -295,8 +349,7 @@ def test_evaluator_reads_the_data_once_per_worker_and_matches_local_training_wit
         signal.signal(signal.SIGTERM, previous)
     assert len(results) == 6 and all(r.status == "ok" and r.state_dict for r in results.values())
     assert loads and len(loads) == len(set(loads)) < 6, f"dataset reads by worker pid: {loads}"
-    assert len(progress) >= 2 and all(info["worker"] == label for label, infos in progress.items()
-                                      for info in infos)
+    assert len(progress) >= 2 and all(info["worker"] == label for label, infos in progress.items() for info in infos)
     # This process trains with its default thread count; threads=1 gives Ray's numbers exactly.
     local = LocalEvaluator(DeviceData(data, torch.device("cpu")), replace(settings, threads=1))
     for task in batches[0]:
@@ -307,7 +360,7 @@ def test_evaluator_reads_the_data_once_per_worker_and_matches_local_training_wit
 
 def test_threads_setting_fixes_the_cpu_thread_count_and_restores_it():
     data = DeviceData(load_dataset("digits"), torch.device("cpu"))
-    genome = sample_genome(SearchSpace(), random.Random(0))   # 4 conv blocks: sums split across threads
+    genome = sample_genome(SearchSpace(), random.Random(0))  # 4 conv blocks: sums split across threads
     settings = TrainSettings(epochs=1, augment="crop")
     before = torch.get_num_threads()
     try:
@@ -336,8 +389,19 @@ class _TwoWorkers:
 
     def evaluate(self, tasks, on_result, on_progress, should_stop):
         for task in tasks:
-            on_progress(task, {"epoch": 1, "epochs": 1, "batch": 1, "batches": 9, "loss": 1.0, "elapsed_s": 0.1,
-                               "eta_s": 1.0, "worker": task.worker_label})
+            on_progress(
+                task,
+                {
+                    "epoch": 1,
+                    "epochs": 1,
+                    "batch": 1,
+                    "batches": 9,
+                    "loss": 1.0,
+                    "elapsed_s": 0.1,
+                    "eta_s": 1.0,
+                    "worker": task.worker_label,
+                },
+            )
         for task in reversed(tasks):
             self.seen.append(sorted(d["worker"] for d in self.store.progress(self.run_id)))
             on_result(task, TrainResult("ok", 0.5, params=10, seconds=0.1, epochs_done=1))
@@ -349,15 +413,15 @@ class _TwoWorkers:
 
 def test_search_keeps_one_progress_record_per_running_candidate_and_drops_finished_ones(tmp_path):
     from automodel.config import Config
+
     store = Store(tmp_path / "db.json")
     config = Config(population=2, generations=1, epochs=1, final_epochs=1)
     store.create_run("p", config.to_dict())
     _TwoWorkers.seen = []
-    search = Search(config, store, "p", data_dir=ROOT / "data",
-                    evaluator_factory=lambda d, s: _TwoWorkers(store, "p"))
+    search = Search(config, store, "p", data_dir=ROOT / "data", evaluator_factory=lambda d, s: _TwoWorkers(store, "p"))
     handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        search.run()   # installs its own SIGTERM and SIGINT handlers in this process
+        search.run()  # installs its own SIGTERM and SIGINT handlers in this process
     finally:
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
@@ -366,13 +430,16 @@ def test_search_keeps_one_progress_record_per_running_candidate_and_drops_finish
     assert store.get_run("p")["best_index"] == 0
 
 
-@pytest.mark.parametrize("args, fragment", [
-    (["--backend", "ray", "--ray-address", "127.0.0.1:1"], "127.0.0.1:1"),
-    (["--ray-address", "auto"], "backend"),
-    (["--backend", "ray", "--gpus-per-candidate", "2"], "gpus_per_candidate"),
-    (["--backend", "ray", "--cpus-per-candidate", "0"], "cpus_per_candidate"),
-    (["--backend", "ray", "--retries", "-1"], "retries"),
-])
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--backend", "ray", "--ray-address", "127.0.0.1:1"], "127.0.0.1:1"),
+        (["--ray-address", "auto"], "backend"),
+        (["--backend", "ray", "--gpus-per-candidate", "2"], "gpus_per_candidate"),
+        (["--backend", "ray", "--cpus-per-candidate", "0"], "cpus_per_candidate"),
+        (["--backend", "ray", "--retries", "-1"], "retries"),
+    ],
+)
 def test_bad_ray_settings_are_one_sentence_and_exit_code_2(tmp_path, args, fragment):
     result = automodel("run", "--population", "2", "--db", str(tmp_path / "db.json"), "--quiet", *args, timeout=120)
     assert result.returncode == 2, result.stderr
@@ -384,8 +451,19 @@ def test_asking_for_gpus_a_local_ray_lacks_is_refused_and_leaves_nothing_running
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
     before = ray_processes()
-    result = automodel("run", "--population", "2", "--backend", "ray", "--gpus-per-candidate", "0.5",
-                       "--db", str(tmp_path / "db.json"), "--quiet", timeout=180)
+    result = automodel(
+        "run",
+        "--population",
+        "2",
+        "--backend",
+        "ray",
+        "--gpus-per-candidate",
+        "0.5",
+        "--db",
+        str(tmp_path / "db.json"),
+        "--quiet",
+        timeout=180,
+    )
     assert result.returncode == 2, result.stderr
     assert "gpus_per_candidate" in result.stderr.strip().splitlines()[-1]
     assert "Traceback" not in result.stderr
@@ -393,13 +471,16 @@ def test_asking_for_gpus_a_local_ray_lacks_is_refused_and_leaves_nothing_running
 
 
 def test_automodel_works_without_ray_and_says_how_to_get_it(tmp_path):
-    code = ("import sys; sys.modules['ray'] = None\n"   # `import ray` now fails as if it were not installed
-            "import automodel, automodel.cli.commands, automodel.evolution.loop, automodel.evaluators.base\n"
-            "from automodel.cli.commands import main\n"
-            f"sys.exit(main(['run', '--population', '2', '--backend', 'ray', '--run-id', 'n', "
-            f"'--db', {str(tmp_path / 'db.json')!r}, '--quiet']))\n")
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                            env=_env())
+    code = (
+        "import sys; sys.modules['ray'] = None\n"  # `import ray` now fails as if it were not installed
+        "import automodel, automodel.cli.commands, automodel.evolution.loop, automodel.evaluators.base\n"
+        "from automodel.cli.commands import main\n"
+        f"sys.exit(main(['run', '--population', '2', '--backend', 'ray', '--run-id', 'n', "
+        f"'--db', {str(tmp_path / 'db.json')!r}, '--quiet']))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120, env=_env()
+    )
     assert result.returncode == 2, result.stderr
     assert "requirements-ray.txt" in result.stderr and len(result.stderr.strip().splitlines()) == 1
     show = json.loads(automodel("show", "n", "--json", "--db", str(tmp_path / "db.json")).stdout)

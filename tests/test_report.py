@@ -36,7 +36,7 @@ def test_report_counts_every_test_image_once(tmp_path):
     assert report["accuracy"] == pytest.approx(4 / 6) and report["misclassified_total"] == 2
     wrong = report["misclassified"]
     assert [(m["index"], m["true"], m["predicted"]) for m in wrong] == [(1, "light", "dark"), (4, "dark", "light")]
-    assert wrong[0]["confidence"] > wrong[1]["confidence"]          # surest mistakes first
+    assert wrong[0]["confidence"] > wrong[1]["confidence"]  # surest mistakes first
     assert all(Image.open(m["path"]).size == (2, 2) for m in wrong)
 
 

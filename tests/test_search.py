@@ -42,8 +42,9 @@ class FakeEvaluator:
             if self.fail_when is not None and self.fail_when(task):
                 result = TrainResult("oom", 0.0, params=1, reason="out of memory (injected)")
             else:
-                result = TrainResult("ok", fake_fitness(task.genome), params=1, seconds=0.01,
-                                     state_dict=model.state_dict())
+                result = TrainResult(
+                    "ok", fake_fitness(task.genome), params=1, seconds=0.01, state_dict=model.state_dict()
+                )
             on_result(task, result)
 
     def close(self):
@@ -121,8 +122,15 @@ def test_selection_improves_on_random_search(tmp_path, config):
     (one generation of population × generations genomes): selection moves the population. (Whether
     its best beats random search's best is measured on real data by bench/bench_quality.py.)"""
     _, store, _ = run_search(tmp_path / "ga", config)
-    random_config = Config(**{**config.to_dict(), "population": config.population * config.generations,
-                              "generations": 1, "elitism": 0, "space": config.space})
+    random_config = Config(
+        **{
+            **config.to_dict(),
+            "population": config.population * config.generations,
+            "generations": 1,
+            "elitism": 0,
+            "space": config.space,
+        }
+    )
     _, random_store, _ = run_search(tmp_path / "random", random_config)
     last = store.generations("r1")[-1]
     sampled = [r["fitness"] for r in random_store.individuals("r1")]
@@ -161,7 +169,8 @@ def test_killed_search_resumes_to_the_same_result(tmp_path, config):
     after = {(r["generation"], r["index"]): r["fitness"] for r in store.individuals("r1")}
     assert all(after[key] == fitness for key, fitness in recorded_before.items())
     assert [(r["status"], r["epochs"]) for r in store.individuals("r1")] == [
-        (r["status"], r["epochs"]) for r in reference.individuals("r1")]
+        (r["status"], r["epochs"]) for r in reference.individuals("r1")
+    ]
 
 
 def test_stop_request_from_the_store_stops_the_search(tmp_path, config):
@@ -182,6 +191,7 @@ def test_stop_request_from_the_store_stops_the_search(tmp_path, config):
 
 def test_best_model_so_far_is_saved_during_the_search(tmp_path, config):
     from automodel.training.export import read_checkpoint
+
     store = Store(tmp_path / "db.json")
     store.create_run("r3", config.to_dict())
 
@@ -211,8 +221,18 @@ def test_pruning_threshold_comes_from_earlier_generations_only(tmp_path, config)
     assert search.prune_threshold(0) == 0.0  # measure first epochs, prune nothing
     for generation, scores in [(0, [0.2, 0.4, 0.6, 0.8, 0.1, 0.3, 0.5, 0.7]), (1, [0.9] * 8)]:
         for index, score in enumerate(scores):
-            store.add_individual({"run_id": "p", "generation": generation, "index": index, "key": f"{generation}-{index}",
-                                  "genome": {}, "fitness": score, "status": "ok", "first_epoch_fitness": score})
+            store.add_individual(
+                {
+                    "run_id": "p",
+                    "generation": generation,
+                    "index": index,
+                    "key": f"{generation}-{index}",
+                    "genome": {},
+                    "fitness": score,
+                    "status": "ok",
+                    "first_epoch_fitness": score,
+                }
+            )
     assert search.prune_threshold(1) == pytest.approx(0.5 * 0.45)
     assert search.prune_threshold(2) == pytest.approx(0.5 * 0.85)
     config.prune = False
@@ -269,8 +289,9 @@ def test_when_the_budget_cuts_every_candidate_short_the_furthest_trained_one_win
                 # index 2 trained furthest (2 epochs); index 0 scores higher after only 1
                 epochs = 2 if task.index == 2 else 1
                 fitness = 0.9 if task.index == 0 else 0.4 + 0.01 * task.index
-                on_result(task, TrainResult("partial", fitness, params=1, epochs_done=epochs,
-                                            reason="time budget spent"))
+                on_result(
+                    task, TrainResult("partial", fitness, params=1, epochs_done=epochs, reason="time budget spent")
+                )
 
     config.generations = 1
     store = Store(tmp_path / "db.json")

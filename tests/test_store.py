@@ -22,9 +22,16 @@ PROCESS_TIMEOUT_S = 60
 
 
 def _individual(run_id: str, generation: int, index: int, **extra) -> dict:
-    return {"run_id": run_id, "generation": generation, "index": index,
-            "key": f"k{generation}-{index}", "genome": {"layers": [{"type": "conv"}]},
-            "fitness": 0.5, "status": "ok", **extra}
+    return {
+        "run_id": run_id,
+        "generation": generation,
+        "index": index,
+        "key": f"k{generation}-{index}",
+        "genome": {"layers": [{"type": "conv"}]},
+        "fitness": 0.5,
+        "status": "ok",
+        **extra,
+    }
 
 
 @contextmanager
@@ -348,7 +355,7 @@ def test_claim_blocked_by_a_live_active_run(tmp_path):
 
 def test_claim_ignores_dead_and_finished_runs(tmp_path):
     store = Store(tmp_path / "db.json")
-    store.create_run("dead", {})                       # left "running" by a killed process
+    store.create_run("dead", {})  # left "running" by a killed process
     store.create_run("done", {}, status="completed")
     asked: list[str] = []
 
@@ -411,8 +418,7 @@ def test_two_writer_processes_lose_no_updates(tmp_path):
     assert expected <= run.keys()
     found = store.individuals("shared")
     assert len(found) == 2 * rounds
-    assert {(rec["generation"], rec["index"]) for rec in found} == {
-        (w, i) for w in (0, 1) for i in range(rounds)}
+    assert {(rec["generation"], rec["index"]) for rec in found} == {(w, i) for w in (0, 1) for i in range(rounds)}
 
 
 def test_threads_with_separate_store_instances_lose_no_updates(tmp_path):
@@ -502,22 +508,29 @@ def test_recording_a_candidate_touches_only_its_generations_file(tmp_path):
     assert after["000000.json"] == before["000000.json"] and after["000001.json"] == before["000001.json"]
     assert after["000002.json"] != before["000002.json"]
     assert [(d["generation"], d["index"]) for d in Store(store.path).individuals("r", 2)] == [
-        (2, 0), (2, 1), (2, 2), (2, 3), (2, 9)]
+        (2, 0),
+        (2, 1),
+        (2, 2),
+        (2, 3),
+        (2, 9),
+    ]
     store.delete_run("r")
     assert store.individuals("r") == [] and not (tmp_path / "db.individuals" / "r").exists()
 
 
 def test_a_database_of_the_previous_version_is_split_once_and_its_file_kept(tmp_path):
     legacy = tmp_path / "db.individuals.json"
-    records = {str(n + 1): _individual(run, g, i) for n, (run, g, i) in enumerate(
-        [("a", 0, 0), ("a", 0, 1), ("a", 1, 0), ("b", 0, 0)])}
+    records = {
+        str(n + 1): _individual(run, g, i)
+        for n, (run, g, i) in enumerate([("a", 0, 0), ("a", 0, 1), ("a", 1, 0), ("b", 0, 0)])
+    }
     legacy.write_text(json.dumps({"individuals": records}))
     store = Store(tmp_path / "db.json")
     assert [(d["generation"], d["index"]) for d in store.individuals("a")] == [(0, 0), (0, 1), (1, 0)]
     assert [d["run_id"] for d in Store(store.path).individuals("b")] == ["b"]
     kept = tmp_path / "db.individuals.json.migrated"
     assert not legacy.exists() and json.loads(kept.read_text())["individuals"] == records
-    Store(store.path).add_individual(_individual("a", 1, 1))        # a second store finds nothing to migrate
+    Store(store.path).add_individual(_individual("a", 1, 1))  # a second store finds nothing to migrate
     assert len(store.individuals("a")) == 4
 
 

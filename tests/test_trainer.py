@@ -22,8 +22,14 @@ from automodel.training.trainer import (
     warmup_linear_decay,
 )
 
-SMALL = Genome(conv=(ConvBlock(16, 3, "relu", "max", True),), dense=(DenseLayer(32, "relu"),), dropout=0.1,
-               optimizer="adam", learning_rate=3e-3, weight_decay=0.0)
+SMALL = Genome(
+    conv=(ConvBlock(16, 3, "relu", "max", True),),
+    dense=(DenseLayer(32, "relu"),),
+    dropout=0.1,
+    optimizer="adam",
+    learning_rate=3e-3,
+    weight_decay=0.0,
+)
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +62,9 @@ def test_nan_loss_is_a_result_not_an_exception(digits, monkeypatch):
 def test_a_huge_learning_rate_is_clipped_and_reported_as_not_learning(digits):
     """Gradient clipping keeps SGD at a learning rate of 1,000 finite; the candidate does not learn,
     and is stopped after its first epoch with that reason instead of training on."""
-    wild = dataclasses.replace(SMALL, conv=(ConvBlock(8, 3, "relu", "none", False),), dense=(),
-                               optimizer="sgd", learning_rate=1000.0)
+    wild = dataclasses.replace(
+        SMALL, conv=(ConvBlock(8, 3, "relu", "none", False),), dense=(), optimizer="sgd", learning_rate=1000.0
+    )
     result = train_candidate(wild, digits, TrainSettings(epochs=3, stall_after_steps=30), seed=0)
     assert result.status == "stalled" and result.epochs_done < 3
     assert "not learning" in result.reason and result.fitness < 0.3
@@ -69,11 +76,12 @@ def test_pause_and_resume_equal_an_unpaused_training(digits):
     paused = train_candidate(SMALL, digits, settings, seed=3, pause_after=1)
     assert paused.status == "ok" and paused.epochs_done == 1 and paused.checkpoint is not None
     assert paused.fitness == whole.history[0]["val_accuracy"]
-    assert paused.state_dict is None   # weights travel in the checkpoint until the training ends
+    assert paused.state_dict is None  # weights travel in the checkpoint until the training ends
     resumed = train_candidate(SMALL, digits, settings, seed=3, resume=paused.checkpoint, keep_weights=True)
     assert resumed.epochs_done == 3 and resumed.checkpoint is None
     assert resumed.fitness == whole.fitness and resumed.history == [
-        {**h, "seconds": r["seconds"]} for h, r in zip(whole.history, resumed.history)]
+        {**h, "seconds": r["seconds"]} for h, r in zip(whole.history, resumed.history)
+    ]
     assert all(torch.equal(resumed.state_dict[k], whole.state_dict[k]) for k in whole.state_dict)
     # Without its checkpoint, a paused training is replayed from the start: the same result.
     again = train_candidate(SMALL, digits, settings, seed=3, pause_after=1)
@@ -86,14 +94,14 @@ def test_every_epoch_records_its_validation_accuracy(digits):
     assert result.history[-1]["val_accuracy"] == result.fitness
     assert all(h["train_loss"] > 0 for h in result.history)
     final = train_candidate(SMALL, digits, TrainSettings(epochs=2), seed=0, final=True)
-    assert all(h["val_accuracy"] is None for h in final.history)   # the test split is looked at once
+    assert all(h["val_accuracy"] is None for h in final.history)  # the test split is looked at once
 
 
 def test_learning_rate_scales_with_the_batch_size():
     sgd = dataclasses.replace(SMALL, optimizer="sgd", learning_rate=0.1)
     assert scaled_learning_rate(sgd, 64) == pytest.approx(0.1)
     assert scaled_learning_rate(sgd, 256) == pytest.approx(0.4)
-    assert scaled_learning_rate(SMALL, 256) == pytest.approx(3e-3 * 2)   # adam: square root
+    assert scaled_learning_rate(SMALL, 256) == pytest.approx(3e-3 * 2)  # adam: square root
 
 
 def test_chance_loss_is_the_entropy_of_the_labels():
@@ -117,6 +125,7 @@ def test_parameter_cap_refuses_before_allocating(digits):
 def test_out_of_memory_is_recorded(digits, monkeypatch):
     def explode(self, x):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 40.00 GiB")
+
     monkeypatch.setattr(CandidateNet, "forward", explode)
     result = train_candidate(SMALL, digits, TrainSettings(epochs=1), seed=0)
     assert result.status == "oom" and "out of GPU memory" in result.reason

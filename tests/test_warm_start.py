@@ -17,23 +17,53 @@ from automodel.training.trainer import TrainResult
 
 
 def genome(filters: int, blocks: int = 1) -> Genome:
-    return Genome(conv=tuple(ConvBlock(filters, 3, "relu", "max", True) for _ in range(blocks)), dense=(),
-                  dropout=0.0, optimizer="adam", learning_rate=1e-3, weight_decay=0.0)
+    return Genome(
+        conv=tuple(ConvBlock(filters, 3, "relu", "max", True) for _ in range(blocks)),
+        dense=(),
+        dropout=0.0,
+        optimizer="adam",
+        learning_rate=1e-3,
+        weight_decay=0.0,
+    )
 
 
 def earlier_run(store: Store, run_id: str, scored: list[tuple[Genome, float, int, str]], best: Genome | None = None):
-    store.create_run(run_id, Config().to_dict(), status="completed",
-                     **({"best_genome": best.to_dict()} if best is not None else {}))
-    store.add_individuals([{"run_id": run_id, "generation": 0, "index": i, "key": g.key(), "genome": g.to_dict(),
-                            "fitness": f, "epochs": e, "status": status, "cached": False}
-                           for i, (g, f, e, status) in enumerate(scored)])
+    store.create_run(
+        run_id, Config().to_dict(), status="completed", **({"best_genome": best.to_dict()} if best is not None else {})
+    )
+    store.add_individuals(
+        [
+            {
+                "run_id": run_id,
+                "generation": 0,
+                "index": i,
+                "key": g.key(),
+                "genome": g.to_dict(),
+                "fitness": f,
+                "epochs": e,
+                "status": status,
+                "cached": False,
+            }
+            for i, (g, f, e, status) in enumerate(scored)
+        ]
+    )
 
 
 def test_the_best_distinct_genomes_come_first_one_from_each_run_in_turn(tmp_path):
     store = Store(tmp_path / "db.json")
     a1, a2, a3, b1 = genome(16), genome(32), genome(48), genome(64)
-    earlier_run(store, "a", [(a2, 0.9, 1, "pruned"), (a3, 0.7, 3, "ok"), (a1, 0.8, 3, "ok"), (a1, 0.8, 3, "ok"),
-                             (genome(8), 0.0, 0, "oom")], best=a1)
+    earlier_run(
+        store,
+        "a",
+        [
+            (a2, 0.9, 1, "pruned"),
+            (a3, 0.7, 3, "ok"),
+            (a1, 0.8, 3, "ok"),
+            (a1, 0.8, 3, "ok"),
+            (genome(8), 0.0, 0, "oom"),
+        ],
+        best=a1,
+    )
     earlier_run(store, "b", [(b1, 0.5, 3, "ok")])
     chosen = warm_start_genomes(store, ["a", "b"], limit=3)
     # a's winner, b's best, then a's next at equal fidelity (3 epochs before a higher score at 1)
@@ -51,7 +81,7 @@ def test_a_run_that_cannot_be_started_from_is_one_sentence(tmp_path, run_id, wor
     assert cli.main(["run", "--warm-start", run_id, "--population", "2", "--db", str(db), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert words in err and err.count("\n") == 1
-    assert [r["run_id"] for r in store.list_runs()] == ["empty"]       # nothing else recorded
+    assert [r["run_id"] for r in store.list_runs()] == ["empty"]  # nothing else recorded
 
 
 class ScoreByWidth:
@@ -61,8 +91,12 @@ class ScoreByWidth:
     def evaluate(self, tasks, on_result, on_progress, should_stop):
         for task in tasks:
             model = build_model(task.genome, self.data.input_shape, self.data.classes, self.data.mean, self.data.std)
-            on_result(task, TrainResult("ok", sum(b.filters for b in task.genome.conv) / 1000, params=1,
-                                        state_dict=model.state_dict()))
+            on_result(
+                task,
+                TrainResult(
+                    "ok", sum(b.filters for b in task.genome.conv) / 1000, params=1, state_dict=model.state_dict()
+                ),
+            )
 
     def close(self):
         pass
@@ -77,7 +111,7 @@ def test_generation_zero_holds_the_earlier_winners_and_a_resume_keeps_them(tmp_p
     search = Search(config, store, "warm", evaluator_factory=ScoreByWidth)
     assert search.run() == "completed"
     first = [r["key"] for r in store.individuals("warm", 0)]
-    fitted = search.warm_genomes()          # fitted to the digits' 8×8 images
+    fitted = search.warm_genomes()  # fitted to the digits' 8×8 images
     assert len(fitted) == 2 and all(g.key() in first for g in fitted) and len(set(first)) == 6
     recorded = store.get_run("warm")["warm_genomes"]
     assert [Genome.from_dict(d) for d in recorded] == [winner, second]

@@ -23,8 +23,15 @@ from automodel.store import Store
 from automodel.training.trainer import DeviceData
 
 ROOT = Path(__file__).resolve().parent.parent
-SMALL = {"dataset": "digits", "population": 4, "generations": 2, "epochs": 1, "final_epochs": 1, "seed": 5,
-         "device": "cpu"}
+SMALL = {
+    "dataset": "digits",
+    "population": 4,
+    "generations": 2,
+    "epochs": 1,
+    "final_epochs": 1,
+    "seed": 5,
+    "device": "cpu",
+}
 
 
 def run_in_process(tmp_path: Path, workers, reporter: Reporter | None = None, **changes) -> Store:
@@ -41,7 +48,7 @@ def outcomes(store: Store) -> list[tuple]:
 
 def test_auto_workers_fill_the_cpus_with_one_thread_each():
     assert resolve_workers("auto", "cpu", population=8, cpus=2) == (2, 1)
-    assert resolve_workers("auto", "cpu", population=8, cpus=16) == (8, 2)   # never more than a generation
+    assert resolve_workers("auto", "cpu", population=8, cpus=16) == (8, 2)  # never more than a generation
     assert resolve_workers("auto", "cuda", population=8, cpus=16) == (4, 4)
     assert resolve_workers(1, "cpu", population=8, cpus=2) == (1, 2)
     assert resolve_workers(3, "cpu", population=8, cpus=12) == (3, 4)
@@ -91,8 +98,9 @@ def test_a_worker_that_dies_fails_only_its_candidate(tmp_path):
     store.create_run("w", config.to_dict())
 
     def pool(data, settings):
-        return WorkerPoolEvaluator(DeviceData(data, torch.device("cpu")), replace(settings, threads=1), 2,
-                                   task_function=train_or_die)
+        return WorkerPoolEvaluator(
+            DeviceData(data, torch.device("cpu")), replace(settings, threads=1), 2, task_function=train_or_die
+        )
 
     assert Search(config, store, "w", evaluator_factory=pool).run() == "completed"
     rows = store.individuals("w", 0)
@@ -121,8 +129,9 @@ def test_a_candidate_stuck_in_its_worker_is_killed_after_its_time_limit_and_reco
     store.create_run("w", config.to_dict())
 
     def pool(data, settings):
-        evaluator = WorkerPoolEvaluator(DeviceData(data, torch.device("cpu")), replace(settings, threads=1), 2,
-                                        task_function=hang_or_train)
+        evaluator = WorkerPoolEvaluator(
+            DeviceData(data, torch.device("cpu")), replace(settings, threads=1), 2, task_function=hang_or_train
+        )
         evaluator.watchdog_margin_s = 2.0
         return evaluator
 
@@ -142,11 +151,11 @@ def test_one_worker_trains_in_a_process_of_its_own_so_a_crash_fails_only_the_can
     made = []
 
     def pool(data, settings):
-        made.append(Search(config, store, "w")._local_evaluator(data, settings))   # what a search builds
+        made.append(Search(config, store, "w")._local_evaluator(data, settings))  # what a search builds
         made[-1].close()
         return WorkerPoolEvaluator(DeviceData(data, torch.device("cpu")), settings, 1, task_function=crash_or_train)
 
-    assert Search(config, store, "w", evaluator_factory=pool).run() == "failed"   # the final training crashed too
+    assert Search(config, store, "w", evaluator_factory=pool).run() == "failed"  # the final training crashed too
     assert isinstance(made[0], WorkerPoolEvaluator) and made[0].workers == 1
     rows = store.individuals("w", 0)
     assert [r["status"] for r in rows] == ["ok", "error", "ok", "ok"]
@@ -158,8 +167,9 @@ def test_one_worker_trains_in_a_process_of_its_own_so_a_crash_fails_only_the_can
 
 # ------------------------------------------------------------------------ real processes
 
+
 def cli(*args: str, **kw) -> subprocess.Popen:
-    return spawn_cli(*args, env=dict(os.environ), **kw)   # every thread: the workers divide them
+    return spawn_cli(*args, env=dict(os.environ), **kw)  # every thread: the workers divide them
 
 
 def children_of(pid: int) -> set[int]:
@@ -182,8 +192,25 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
-ARGS = ["--dataset", "digits", "--population", "4", "--generations", "3", "--epochs", "3", "--final-epochs", "1",
-        "--seed", "2", "--workers", "2", "--device", "cpu", "--quiet"]
+ARGS = [
+    "--dataset",
+    "digits",
+    "--population",
+    "4",
+    "--generations",
+    "3",
+    "--epochs",
+    "3",
+    "--final-epochs",
+    "1",
+    "--seed",
+    "2",
+    "--workers",
+    "2",
+    "--device",
+    "cpu",
+    "--quiet",
+]
 
 
 @pytest.mark.slow
@@ -214,17 +241,40 @@ def test_stop_sigkill_and_resume_with_two_workers(tmp_path, wait_for):
     final = cli("resume", "r", "--db", str(db), "--quiet")
     assert final.wait(timeout=300) == 0, final.stderr.read()[-2000:]
     got, want = Store(db), Store(tmp_path / "ref.json")
-    assert [(r["key"], r["fitness"]) for r in got.individuals("r")] == \
-           [(r["key"], r["fitness"]) for r in want.individuals("r")]
+    assert [(r["key"], r["fitness"]) for r in got.individuals("r")] == [
+        (r["key"], r["fitness"]) for r in want.individuals("r")
+    ]
     assert got.get_run("r")["best_fitness"] == want.get_run("r")["best_fitness"]
-    show = json.loads(subprocess.run([sys.executable, "-m", "automodel", "show", "r", "--json", "--db", str(db)],
-                                     cwd=ROOT, capture_output=True, text=True, check=True).stdout)
+    show = json.loads(
+        subprocess.run(
+            [sys.executable, "-m", "automodel", "show", "r", "--json", "--db", str(db)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
     assert show["status"] == "completed"
 
 
 @pytest.mark.parametrize("value", ["0", "many", "-2"])
 def test_bad_workers_value_is_one_sentence(tmp_path, value):
-    result = subprocess.run([sys.executable, "-m", "automodel", "run", "--dataset", "digits", "--workers", value,
-                             "--db", str(tmp_path / "db.json")], cwd=ROOT, capture_output=True, text=True)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "automodel",
+            "run",
+            "--dataset",
+            "digits",
+            "--workers",
+            value,
+            "--db",
+            str(tmp_path / "db.json"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 2
     assert "workers" in result.stderr and ("auto" in result.stderr)

@@ -26,7 +26,6 @@ from automodel.store import ACTIVE_STATUSES, Store, StoreError, default_db_path
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
 
-
 class UserError(UserFacingError):
     """Bad input a person caused, found by the command line itself: printed as one line, exit code 2."""
 
@@ -44,6 +43,7 @@ def _comma_list(text: str) -> list[str]:
 
 def _duration(text: str) -> float:
     from automodel.evolution.budget import parse_duration
+
     try:
         return parse_duration(text)
     except ConfigError as exc:
@@ -57,11 +57,18 @@ def _auto_or_whole(flag: str):
 def run_flags() -> dict[str, dict]:
     """The flags of `run`, one per Config field (``--population`` for ``population``), with their
     argument parsing derived from the field's type: the config is the one place they are defined."""
-    converters = {"str": str, "int": int, "float": float, "int | None": int, "float | None": float,
-                  "str | None": str, "list[str]": _comma_list}
+    converters = {
+        "str": str,
+        "int": int,
+        "float": float,
+        "int | None": int,
+        "float | None": float,
+        "str | None": str,
+        "list[str]": _comma_list,
+    }
     flags = {}
     for f in fields(Config):
-        if f.name in ("space", "overrides"):   # the space comes from --config; overrides from what is given
+        if f.name in ("space", "overrides"):  # the space comes from --config; overrides from what is given
             continue
         flag = "--" + f.name.replace("_", "-")
         if f.name == "budget_s":
@@ -94,8 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     meta = {f.name: f.metadata for f in fields(Config)}
     for name, spec in run_flags().items():
         options = {k: v for k, v in spec.items() if k != "flag"}
-        groups[meta[name]["group"]].add_argument(spec["flag"], dest=name, default=None, help=setting_help(name),
-                                                 **options)
+        groups[meta[name]["group"]].add_argument(
+            spec["flag"], dest=name, default=None, help=setting_help(name), **options
+        )
 
     resume = sub.add_parser("resume", help="continue a stopped or interrupted search")
     common(resume)
@@ -123,9 +131,12 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--candidate", metavar="KEY", help="a finalized candidate instead of the run's best")
     export.add_argument("--format", choices=("pt", "onnx", "csv"), default="pt")
     export.add_argument("--out", type=Path)
-    predict = sub.add_parser("predict", help="classify image files with a saved model",
-                             description="Classify image files (or folders of them) with a saved model, "
-                                         "read as training read its images (EXIF orientation, mode, size).")
+    predict = sub.add_parser(
+        "predict",
+        help="classify image files with a saved model",
+        description="Classify image files (or folders of them) with a saved model, "
+        "read as training read its images (EXIF orientation, mode, size).",
+    )
     common(predict)
     predict.add_argument("model", help="a .pt checkpoint saved by AutoModel, or a run ID (its best model)")
     predict.add_argument("images", nargs="+", help="image files or folders of them")
@@ -151,15 +162,17 @@ def main(argv: list[str] | None = None) -> int:
 
 # ---------------------------------------------------------------------------------- commands
 
+
 def cmd_run(args: argparse.Namespace) -> int:
     config = load_config(args)
     store = Store(args.db)
     run_id = args.run_id or new_run_id()
     api.check_run_id(run_id)
     from automodel.data import is_builtin_dataset
+
     if not is_builtin_dataset(config.dataset) and Path(config.dataset).expanduser().exists():
         config.dataset = str(Path(config.dataset).expanduser().resolve())  # resume finds it from any folder
-    if not api.claim(store, run_id, config):   # Stop was pressed between the page's claim and this process
+    if not api.claim(store, run_id, config):  # Stop was pressed between the page's claim and this process
         print(f"run {run_id}: stopped before it started")
         return EXIT_OK
     return _execute(store, run_id, config, args)
@@ -169,9 +182,9 @@ def cmd_resume(args: argparse.Namespace) -> int:
     store = Store(args.db)
     with store.locked():
         run = _get_run(store, args.run_id)
-        if not jobs.is_claim(run):           # the page claims before launching; a terminal does not
+        if not jobs.is_claim(run):  # the page claims before launching; a terminal does not
             run = jobs.claim_resume(store, args.run_id)
-        if run.get("stop_requested"):          # Stop was pressed before this process started
+        if run.get("stop_requested"):  # Stop was pressed before this process started
             store.update_run(args.run_id, status="stopped", ended_at=time.time())
             print(f"run {args.run_id}: stopped before it resumed")
             return EXIT_OK
@@ -184,6 +197,7 @@ def _execute(store: Store, run_id: str, config: Config, args: argparse.Namespace
     reporter = None
     if not args.quiet:
         from automodel.cli.progress import BarReporter
+
         reporter = BarReporter()
     try:
         status = api.execute(store, run_id, config, data_dir=args.data_dir, reporter=reporter)
@@ -216,8 +230,10 @@ def cmd_list(args: argparse.Namespace) -> int:
         return EXIT_OK
     print(f"{'run':32} {'status':12} {'gens':>7} {'evaluated':>9} {'best':>7} {'test':>7}  dataset")
     for r in runs:
-        print(f"{r['run_id']:32} {r['status']:12} {r['generations_done']:>3}/{r['generations']:<3} "
-              f"{r['evaluated']:>9} {_fmt(r['best_fitness']):>7} {_fmt(r['test_accuracy']):>7}  {r['dataset']}")
+        print(
+            f"{r['run_id']:32} {r['status']:12} {r['generations_done']:>3}/{r['generations']:<3} "
+            f"{r['evaluated']:>9} {_fmt(r['best_fitness']):>7} {_fmt(r['test_accuracy']):>7}  {r['dataset']}"
+        )
     return EXIT_OK
 
 
@@ -234,9 +250,9 @@ def cmd_show(args: argparse.Namespace) -> int:
     if run.get("plan"):
         summary["plan"] = run["plan"]
     if run.get("data"):
-        summary["data"] = run["data"]   # classes with counts, input shape, split sizes, skipped and ignored
+        summary["data"] = run["data"]  # classes with counts, input shape, split sizes, skipped and ignored
     if run.get("tracking"):
-        summary["tracking"] = run["tracking"]   # where the run is mirrored (MLflow) and what failed there
+        summary["tracking"] = run["tracking"]  # where the run is mirrored (MLflow) and what failed there
     objectives = (run.get("config") or {}).get("objectives") or ["accuracy"]
     if len(objectives) > 1:
         summary["objectives"] = objectives
@@ -248,25 +264,33 @@ def cmd_show(args: argparse.Namespace) -> int:
     print(f"run {summary['run_id']} — {summary['status']} on {summary['dataset']}")
     if run.get("plan"):
         from automodel.evolution.budget import Plan
+
         print(f"budget {Plan.from_dict(run['plan']).summary()}")
     if run.get("input_shape"):
         from automodel.page.views import dataset_caption
+
         print(f"data: {dataset_caption(run)}")
     print(f"generations {summary['generations_done']}/{summary['generations']}, {summary['evaluated']} candidates")
     for g in summary["generation_records"]:
-        print(f"  gen {g['generation']:>3}: best {g['best']:.4f}  mean {g['mean']:.4f}  worst {g['worst']:.4f}  "
-              f"diversity {g['diversity']:.2f}  {g['seconds']:.1f}s")
+        print(
+            f"  gen {g['generation']:>3}: best {g['best']:.4f}  mean {g['mean']:.4f}  worst {g['worst']:.4f}  "
+            f"diversity {g['diversity']:.2f}  {g['seconds']:.1f}s"
+        )
     if run.get("best_genome"):
-        print(f"best: {run.get('best_summary')}  (validation {_fmt(run.get('best_fitness'))}, "
-              f"test {_fmt(run.get('test_accuracy'))})")
+        print(
+            f"best: {run.get('best_summary')}  (validation {_fmt(run.get('best_fitness'))}, "
+            f"test {_fmt(run.get('test_accuracy'))})"
+        )
         shape = run.get("input_shape")
         if shape:
             _print_layers(Genome.from_dict(run["best_genome"]), shape, len(run.get("classes") or []))
     tracking = run.get("tracking")
     if tracking:
         logged = f"run {tracking['run_id']}" if tracking.get("run_id") else "a run"
-        print(f"MLflow: {logged} in experiment {tracking.get('experiment')} at {tracking.get('uri')}; "
-              f"see {tracking.get('ui')}")
+        print(
+            f"MLflow: {logged} in experiment {tracking.get('experiment')} at {tracking.get('uri')}; "
+            f"see {tracking.get('ui')}"
+        )
         if tracking.get("error"):
             print(f"MLflow logging: {tracking['error']}")
     if summary["reason"]:
@@ -286,6 +310,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def _export_csv(store: Store, args: argparse.Namespace) -> int:
     """The run's candidate records: the same CSV as the page's download; to stdout without --out."""
     from automodel.page.views import records_csv
+
     data = records_csv(store.individuals(args.run_id))
     if args.out is None:
         sys.stdout.write(data.decode("utf-8"))
@@ -303,13 +328,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
     model = Path(args.model).expanduser()
     if not model.is_file():
         if model.suffix or not args.model.strip() or not Path(args.db).is_file():
-            raise UserError(f"model {args.model} is neither a checkpoint file nor a run ID in {args.db}; give "
-                            f"the .pt file of a saved model or the ID of a run (`automodel list`).")
+            raise UserError(
+                f"model {args.model} is neither a checkpoint file nor a run ID in {args.db}; give "
+                f"the .pt file of a saved model or the ID of a run (`automodel list`)."
+            )
         run = _get_run(Store(args.db), args.model)
         if not run.get("best_model_path") or not Path(run["best_model_path"]).is_file():
             raise UserError(f"run {args.model} has no saved best model yet; wait for its first candidate to finish.")
         model = Path(run["best_model_path"])
     from automodel.training.predict import predict
+
     predictions = predict(model, args.images, top=args.top)
     if args.csv is not None:
         try:
@@ -328,6 +356,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def _prediction_rows(out, predictions, top: int) -> None:
     import csv
+
     writer = csv.writer(out)
     ranks = [f"{name}_{k}" for k in range(2, top + 1) for name in ("label", "confidence")]
     writer.writerow(["path", "label", "confidence", *ranks, "error"])
@@ -338,6 +367,7 @@ def _prediction_rows(out, predictions, top: int) -> None:
 
 def cmd_finalize(args: argparse.Namespace) -> int:
     from automodel.process.finalize import finalize_candidate
+
     store = Store(args.db)
     _get_run(store, args.run_id)
     outcome = finalize_candidate(store, args.run_id, args.candidate, data_dir=args.data_dir)
@@ -350,8 +380,16 @@ def cmd_finalize(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"run": cmd_run, "resume": cmd_resume, "stop": cmd_stop, "list": cmd_list, "show": cmd_show,
-            "export": cmd_export, "predict": cmd_predict, "finalize": cmd_finalize}
+COMMANDS = {
+    "run": cmd_run,
+    "resume": cmd_resume,
+    "stop": cmd_stop,
+    "list": cmd_list,
+    "show": cmd_show,
+    "export": cmd_export,
+    "predict": cmd_predict,
+    "finalize": cmd_finalize,
+}
 
 # ---------------------------------------------------------------------------------- helpers
 
@@ -376,12 +414,20 @@ def run_summary(run: dict) -> dict:
     """The keys `show --json` always has (README's *Records*), plus a few for `list`."""
     config = run.get("config") or {}
     return {
-        "run_id": run["run_id"], "status": run.get("status"), "dataset": config.get("dataset"),
-        "generations_done": run.get("generations_done", 0), "generations": config.get("generations"),
-        "evaluated": run.get("evaluated", 0), "best_fitness": run.get("best_fitness"),
-        "test_accuracy": run.get("test_accuracy"), "best_model_path": run.get("best_model_path"),
-        "best_summary": run.get("best_summary"), "device": run.get("device"),
-        "created_at": run.get("created_at"), "ended_at": run.get("ended_at"), "pid": run.get("pid"),
+        "run_id": run["run_id"],
+        "status": run.get("status"),
+        "dataset": config.get("dataset"),
+        "generations_done": run.get("generations_done", 0),
+        "generations": config.get("generations"),
+        "evaluated": run.get("evaluated", 0),
+        "best_fitness": run.get("best_fitness"),
+        "test_accuracy": run.get("test_accuracy"),
+        "best_model_path": run.get("best_model_path"),
+        "best_summary": run.get("best_summary"),
+        "device": run.get("device"),
+        "created_at": run.get("created_at"),
+        "ended_at": run.get("ended_at"),
+        "pid": run.get("pid"),
     }
 
 
@@ -406,6 +452,7 @@ def _print_outcome(run: dict, store: Store) -> None:
 
 def _print_layers(genome: Genome, input_shape: list[int], num_classes: int) -> None:
     from automodel.training.model import layer_table
+
     for row in layer_table(genome, input_shape, max(num_classes, 2)):
         print(f"    {row['layer']:32} {row['output_shape']:>14} {row['parameters']:>10,}")
 

@@ -18,19 +18,27 @@ class BarReporter(Reporter):
     def __init__(self, stream=sys.stderr):
         self.stream = stream
         self.generations = self.candidates = self.images = None
-        self.batches: dict[str, tqdm] = {}   # by the candidate's worker label
+        self.batches: dict[str, tqdm] = {}  # by the candidate's worker label
         self.positions: dict[str, int] = {}
 
     def generation_started(self, generation: int, generations: int, todo: int, population: int) -> None:
         if self.generations is None:
-            self.generations = tqdm(total=generations, desc="generation", position=0, file=self.stream,
-                                    dynamic_ncols=True)
+            self.generations = tqdm(
+                total=generations, desc="generation", position=0, file=self.stream, dynamic_ncols=True
+            )
         self.generations.n = generation
         self.generations.refresh()
         self._close_batches()
         self._close(("candidates",))
-        self.candidates = tqdm(total=population, initial=population - todo, desc=f"gen {generation} candidates",
-                               position=1, leave=False, file=self.stream, dynamic_ncols=True)
+        self.candidates = tqdm(
+            total=population,
+            initial=population - todo,
+            desc=f"gen {generation} candidates",
+            position=1,
+            leave=False,
+            file=self.stream,
+            dynamic_ncols=True,
+        )
 
     def candidate_progress(self, task: Task, info: dict) -> None:
         total = info["epochs"] * info["batches"]
@@ -42,8 +50,15 @@ class BarReporter(Reporter):
             taken = {self.positions[k] for k in self.batches if k != key}
             position = self.positions[key] = next(p for p in range(2, 3 + len(self.batches)) if p not in taken)
             label = "final model" if task.final else f"candidate {task.index}"
-            bar = self.batches[key] = tqdm(total=total, desc=label, position=position, leave=False, file=self.stream,
-                                           dynamic_ncols=True, unit="batch")
+            bar = self.batches[key] = tqdm(
+                total=total,
+                desc=label,
+                position=position,
+                leave=False,
+                file=self.stream,
+                dynamic_ncols=True,
+                unit="batch",
+            )
         bar.n = (info["epoch"] - 1) * info["batches"] + info["batch"]
         bar.set_postfix(epoch=f"{info['epoch']}/{info['epochs']}", loss=f"{info['loss']:.4f}", refresh=True)
 
@@ -60,13 +75,22 @@ class BarReporter(Reporter):
         if self.generations is not None:
             self.generations.n = record["generation"] + 1
             self.generations.set_postfix(best=f"{record['best']:.4f}", mean=f"{record['mean']:.4f}")
-        self.message(f"generation {record['generation']}: best {record['best']:.4f}  mean {record['mean']:.4f}  "
-                     f"worst {record['worst']:.4f}  ({record['seconds']:.1f} s)")
+        self.message(
+            f"generation {record['generation']}: best {record['best']:.4f}  mean {record['mean']:.4f}  "
+            f"worst {record['worst']:.4f}  ({record['seconds']:.1f} s)"
+        )
 
     def data_progress(self, done: int, total: int) -> None:
         if self.images is None:
-            self.images = tqdm(total=total, desc="decoding images", position=0, leave=False, file=self.stream,
-                               dynamic_ncols=True, unit="img")
+            self.images = tqdm(
+                total=total,
+                desc="decoding images",
+                position=0,
+                leave=False,
+                file=self.stream,
+                dynamic_ncols=True,
+                unit="img",
+            )
         self.images.n = done
         self.images.refresh()
         if done >= total:

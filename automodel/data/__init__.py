@@ -34,12 +34,30 @@ if TYPE_CHECKING:
     from automodel.data.sources import is_builtin_dataset, load_dataset
     from automodel.data.splits import TEST_FRACTION, TEST_SPLIT_SEED, ImageData
 
-_HOMES = {"DATASET_NAMES": "builtin", "DIGITS_FILE": "builtin", "IMAGE_EXTENSIONS": "images",
-          "MAX_IMAGE_PIXELS": "images", "is_builtin_dataset": "sources", "load_dataset": "sources",
-          "TEST_FRACTION": "splits", "TEST_SPLIT_SEED": "splits", "ImageData": "splits"}
+_HOMES = {
+    "DATASET_NAMES": "builtin",
+    "DIGITS_FILE": "builtin",
+    "IMAGE_EXTENSIONS": "images",
+    "MAX_IMAGE_PIXELS": "images",
+    "is_builtin_dataset": "sources",
+    "load_dataset": "sources",
+    "TEST_FRACTION": "splits",
+    "TEST_SPLIT_SEED": "splits",
+    "ImageData": "splits",
+}
 
-__all__ = ["DATASET_NAMES", "DIGITS_FILE", "IMAGE_EXTENSIONS", "MAX_IMAGE_PIXELS", "TEST_FRACTION", "TEST_SPLIT_SEED",
-           "DatasetError", "ImageData", "is_builtin_dataset", "load_dataset"]
+__all__ = [
+    "DATASET_NAMES",
+    "DIGITS_FILE",
+    "IMAGE_EXTENSIONS",
+    "MAX_IMAGE_PIXELS",
+    "TEST_FRACTION",
+    "TEST_SPLIT_SEED",
+    "DatasetError",
+    "ImageData",
+    "is_builtin_dataset",
+    "load_dataset",
+]
 
 
 def __getattr__(name: str) -> Any:

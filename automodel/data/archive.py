@@ -22,7 +22,7 @@ _RATIO_MIN_BYTES = 1 << 20  # smaller entries cannot bomb anything, whatever the
 class ExtractLimits:
     """Guards for unpacking a zip a person supplied (zip bombs, runaway archives)."""
 
-    max_total_bytes: int = 2 * 1024 ** 3
+    max_total_bytes: int = 2 * 1024**3
     max_files: int = 200_000
     max_ratio: float = 200.0  # uncompressed / compressed size, per entry
 
@@ -42,15 +42,18 @@ def safe_extract_zip(zip_path: str | Path, dest: str | Path, limits: ExtractLimi
     try:
         archive = zipfile.ZipFile(zip_path)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as exc:
-        raise DatasetError(f"{zip_path} is not a readable zip archive ({exc}); give a .zip of an image folder.") from None
+        raise DatasetError(
+            f"{zip_path} is not a readable zip archive ({exc}); give a .zip of an image folder."
+        ) from None
     with archive:
         plan = _plan_extraction(archive, zip_path, limits)
         _write_entries(archive, plan, zip_path, dest, limits)
     return dest
 
 
-def _plan_extraction(archive: zipfile.ZipFile, zip_path: Path,
-                     limits: ExtractLimits) -> list[tuple[zipfile.ZipInfo, tuple[str, ...]]]:
+def _plan_extraction(
+    archive: zipfile.ZipFile, zip_path: Path, limits: ExtractLimits
+) -> list[tuple[zipfile.ZipInfo, tuple[str, ...]]]:
     """Check every entry; return (entry, safe relative path parts) for those to write."""
     try:
         infos = archive.infolist()
@@ -63,21 +66,25 @@ def _plan_extraction(archive: zipfile.ZipFile, zip_path: Path,
     for info in infos:
         parts = _safe_parts(info.filename, zip_path)
         if stat.S_ISLNK(info.external_attr >> 16):
-            raise DatasetError(f"{zip_path} contains a symbolic link ({info.filename}), which is refused; "
-                               "give a zip of plain files.")
+            raise DatasetError(
+                f"{zip_path} contains a symbolic link ({info.filename}), which is refused; give a zip of plain files."
+            )
         if info.flag_bits & 0x1:
             raise DatasetError(f"{zip_path} contains an encrypted entry ({info.filename}); give an unencrypted zip.")
         if not info.is_dir():
             total += info.file_size
             ratio = info.file_size / max(info.compress_size, 1)
             if info.file_size > _RATIO_MIN_BYTES and ratio > limits.max_ratio:
-                raise DatasetError(f"{zip_path} entry {info.filename} expands {ratio:.0f}-fold, more than the limit "
-                                   f"of {limits.max_ratio:g} (a possible zip bomb).")
+                raise DatasetError(
+                    f"{zip_path} entry {info.filename} expands {ratio:.0f}-fold, more than the limit "
+                    f"of {limits.max_ratio:g} (a possible zip bomb)."
+                )
         if parts:
             plan.append((info, parts))
     if total > limits.max_total_bytes:
-        raise DatasetError(f"{zip_path} would unpack to {total} bytes, more than the limit of "
-                           f"{limits.max_total_bytes} bytes.")
+        raise DatasetError(
+            f"{zip_path} would unpack to {total} bytes, more than the limit of {limits.max_total_bytes} bytes."
+        )
     return plan
 
 
@@ -86,13 +93,20 @@ def _safe_parts(name: str, zip_path: Path) -> tuple[str, ...]:
     norm = name.replace("\\", "/")  # Windows-made zips may use backslashes
     parts = tuple(p for p in norm.split("/") if p not in ("", "."))
     if "\x00" in name or norm.startswith("/") or re.match(r"^[A-Za-z]:", norm) or ".." in parts:
-        raise DatasetError(f"{zip_path} contains an unsafe entry name {name!r} (absolute or with '..'); "
-                           "give a zip whose entries are relative paths.")
+        raise DatasetError(
+            f"{zip_path} contains an unsafe entry name {name!r} (absolute or with '..'); "
+            "give a zip whose entries are relative paths."
+        )
     return parts
 
 
-def _write_entries(archive: zipfile.ZipFile, plan: list[tuple[zipfile.ZipInfo, tuple[str, ...]]],
-                   zip_path: Path, dest: Path, limits: ExtractLimits) -> None:
+def _write_entries(
+    archive: zipfile.ZipFile,
+    plan: list[tuple[zipfile.ZipInfo, tuple[str, ...]]],
+    zip_path: Path,
+    dest: Path,
+    limits: ExtractLimits,
+) -> None:
     created: list[Path] = []  # files and folders this call made, removed again on failure
     written = 0
     try:
@@ -126,8 +140,15 @@ def _make_dirs(folder: Path, created: list[Path]) -> None:
         created.append(p)
 
 
-def _copy_entry(archive: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path, written: int,
-                limits: ExtractLimits, zip_path: Path, created: list[Path]) -> int:
+def _copy_entry(
+    archive: zipfile.ZipFile,
+    info: zipfile.ZipInfo,
+    target: Path,
+    written: int,
+    limits: ExtractLimits,
+    zip_path: Path,
+    created: list[Path],
+) -> int:
     """Stream one entry to ``target``, counting real bytes; returns the running total."""
     entry_bytes = 0
     # O_NOFOLLOW: never write through a symbolic link that already sits at the target.
@@ -138,8 +159,10 @@ def _copy_entry(archive: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path, w
             entry_bytes += len(chunk)
             written += len(chunk)
             if entry_bytes > info.file_size or written > limits.max_total_bytes:
-                raise DatasetError(f"{zip_path} unpacks to more bytes than its headers or the limit of "
-                                   f"{limits.max_total_bytes} bytes allow (a possible zip bomb).")
+                raise DatasetError(
+                    f"{zip_path} unpacks to more bytes than its headers or the limit of "
+                    f"{limits.max_total_bytes} bytes allow (a possible zip bomb)."
+                )
             out.write(chunk)
     return written
 

@@ -19,7 +19,7 @@ from automodel.data.splits import ImageData
 from automodel.store.files import replacing
 
 CACHE_FILE = "decoded.pt"
-FORMAT = 1   # raised whenever what decoding produces changes, so older caches are decoded again
+FORMAT = 1  # raised whenever what decoding produces changes, so older caches are decoded again
 
 _TENSORS = ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y")
 _VALUES = ("name", "classes", "mean", "std", "skipped", "ignored", "skipped_names", "ignored_names")
@@ -60,7 +60,13 @@ def save(folder: Path, key: str, data: ImageData) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with replacing(folder / CACHE_FILE) as tmp:
-            torch.save({"key": key, "tensors": {name: getattr(data, name) for name in _TENSORS},
-                        "values": {name: getattr(data, name) for name in _VALUES}}, tmp)
+            torch.save(
+                {
+                    "key": key,
+                    "tensors": {name: getattr(data, name) for name in _TENSORS},
+                    "values": {name: getattr(data, name) for name in _VALUES},
+                },
+                tmp,
+            )
     except OSError:
         pass

@@ -28,8 +28,8 @@ from pathlib import Path
 from automodel.data.images import IMAGE_EXTENSIONS, is_grey_mode, read_header
 from automodel.errors import DatasetError
 
-AUTO_MAX_SIDE = 64          # the longer side folder images are scaled down to when no size is given
-NAMES_KEPT = 5              # skipped and ignored files named in a scan's description
+AUTO_MAX_SIDE = 64  # the longer side folder images are scaled down to when no size is given
+NAMES_KEPT = 5  # skipped and ignored files named in a scan's description
 
 
 @dataclass(frozen=True)
@@ -56,9 +56,9 @@ class FolderScan:
     """A folder's images by header only (``headers``: training images first, then test images)."""
 
     root: Path
-    layout: str                                   # "flat" or "split"
+    layout: str  # "flat" or "split"
     headers: list[Header]
-    skipped: list[Path] = field(default_factory=list)   # image files whose header cannot be read
+    skipped: list[Path] = field(default_factory=list)  # image files whose header cannot be read
     ignored: int = 0
     ignored_names: list[str] = field(default_factory=list)
 
@@ -95,11 +95,19 @@ class FolderScan:
     def describe(self, image_size: int | None = None, max_side: int = AUTO_MAX_SIDE) -> dict:
         """What a person should know before a search starts on this folder (JSON-ready)."""
         w, h = self.size(image_size, max_side)
-        return {"layout": self.layout, "images": len(self.headers), "classes": self.class_counts(),
-                "imbalance": round(self.imbalance(), 2), "image_size": [w, h], "channels": self.channels() or 3,
-                "bytes": self.bytes_needed(image_size, max_side), "skipped": len(self.skipped),
-                "skipped_names": [p.name for p in self.skipped[:NAMES_KEPT]], "ignored": self.ignored,
-                "ignored_names": self.ignored_names[:NAMES_KEPT]}
+        return {
+            "layout": self.layout,
+            "images": len(self.headers),
+            "classes": self.class_counts(),
+            "imbalance": round(self.imbalance(), 2),
+            "image_size": [w, h],
+            "channels": self.channels() or 3,
+            "bytes": self.bytes_needed(image_size, max_side),
+            "skipped": len(self.skipped),
+            "skipped_names": [p.name for p in self.skipped[:NAMES_KEPT]],
+            "ignored": self.ignored,
+            "ignored_names": self.ignored_names[:NAMES_KEPT],
+        }
 
 
 def target_size(sizes: list[tuple[int, int]], image_size: int | None, max_side: int = AUTO_MAX_SIDE) -> tuple[int, int]:
@@ -125,8 +133,12 @@ def scan_folder(root: Path, name: str, *, threads: int | None = None) -> FolderS
         train_files = _scan_classes(train_dir, ignored)
         test_files = _scan_classes(test_dir, ignored) if test_dir else {}
         _list_outside(root, {train_dir, test_dir}, ignored)
-    entries = [(path, label, is_test) for is_test, files in ((False, train_files), (True, test_files))
-               for label, paths in files.items() for path in paths]
+    entries = [
+        (path, label, is_test)
+        for is_test, files in ((False, train_files), (True, test_files))
+        for label, paths in files.items()
+        for path in paths
+    ]
     with ThreadPoolExecutor(max_workers=threads or min(16, 2 * (os.cpu_count() or 1))) as pool:
         infos = list(pool.map(lambda entry: read_header(entry[0]), entries))
     headers, skipped = [], []
@@ -136,16 +148,22 @@ def scan_folder(root: Path, name: str, *, threads: int | None = None) -> FolderS
         else:
             headers.append(Header(path, label, is_test, info[0], info[1]))
     if not headers:
-        raise DatasetError(f"dataset {name} has no readable images; give class folders of "
-                           f"{', '.join(sorted(e[1:] for e in IMAGE_EXTENSIONS))} files.")
+        raise DatasetError(
+            f"dataset {name} has no readable images; give class folders of "
+            f"{', '.join(sorted(e[1:] for e in IMAGE_EXTENSIONS))} files."
+        )
     scan = FolderScan(root, "flat" if train_dir is None else "split", headers, skipped, len(ignored), ignored)
     if len(scan.classes) < 2:
-        raise DatasetError(f"dataset {name} needs at least two class folders with readable images; "
-                           f"found {len(scan.classes)} in {train_dir or root}.")
+        raise DatasetError(
+            f"dataset {name} needs at least two class folders with readable images; "
+            f"found {len(scan.classes)} in {train_dir or root}."
+        )
     extra = sorted({h.label for h in headers if h.is_test} - set(scan.classes))
     if extra:
-        raise DatasetError(f"dataset {name} has test classes without training images ({', '.join(extra)}); "
-                           "every test class folder needs a training class folder of the same name.")
+        raise DatasetError(
+            f"dataset {name} has test classes without training images ({', '.join(extra)}); "
+            "every test class folder needs a training class folder of the same name."
+        )
     return scan
 
 

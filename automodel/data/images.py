@@ -26,8 +26,17 @@ from PIL import Image
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 MAX_IMAGE_PIXELS = 40_000_000  # larger images are skipped as possible decompression bombs
 
-DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error, zlib.error, MemoryError,
-                 Image.DecompressionBombError, Image.DecompressionBombWarning)
+DECODE_ERRORS = (
+    OSError,
+    ValueError,
+    SyntaxError,
+    EOFError,
+    struct.error,
+    zlib.error,
+    MemoryError,
+    Image.DecompressionBombError,
+    Image.DecompressionBombWarning,
+)
 
 ORIENTATION_TAG = 0x0112
 _TURNS = {  # EXIF orientation → the PIL transposition that shows it upright

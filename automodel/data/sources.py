@@ -25,11 +25,20 @@ def is_builtin_dataset(source: str) -> bool:
     return ALIASES.get(text, text) in DATASET_NAMES
 
 
-def load_dataset(source: str, data_dir: str | Path = "data", *, val_fraction: float = 0.15,
-                 seed: int = 0, work_dir: str | Path | None = None, download: bool = True,
-                 limits: ExtractLimits | None = None, image_size: int | None = None,
-                 max_side: int = AUTO_MAX_SIDE, cache_dir: str | Path | None = None,
-                 on_progress: Progress | None = None) -> ImageData:
+def load_dataset(
+    source: str,
+    data_dir: str | Path = "data",
+    *,
+    val_fraction: float = 0.15,
+    seed: int = 0,
+    work_dir: str | Path | None = None,
+    download: bool = True,
+    limits: ExtractLimits | None = None,
+    image_size: int | None = None,
+    max_side: int = AUTO_MAX_SIDE,
+    cache_dir: str | Path | None = None,
+    on_progress: Progress | None = None,
+) -> ImageData:
     """Load a built-in dataset by name, or an image folder / ``.zip`` by path.
 
     Built-in names win over a same-named folder in the working directory (give ``./digits``
@@ -40,15 +49,23 @@ def load_dataset(source: str, data_dir: str | Path = "data", *, val_fraction: fl
     decoded folder for the next load (a resume); ``on_progress(done, total)`` follows decoding.
     """
     if not 0.0 <= val_fraction < 1.0:
-        raise DatasetError(f"val_fraction {val_fraction!r} is not accepted; give a number from 0 up to (not including) 1.")
+        raise DatasetError(
+            f"val_fraction {val_fraction!r} is not accepted; give a number from 0 up to (not including) 1."
+        )
     text = str(source).strip()
     if not text:
         raise DatasetError(f"the dataset is empty; {NAMES_HINT}.")
     key = ALIASES.get(text.lower(), text.lower())
     if key in DATASET_NAMES:
         return load_builtin(key, Path(data_dir), val_fraction, seed, download)
-    folder_options = dict(val_fraction=val_fraction, seed=seed, image_size=image_size, max_side=max_side,
-                          cache_dir=Path(cache_dir) if cache_dir is not None else None, on_progress=on_progress)
+    folder_options = dict(
+        val_fraction=val_fraction,
+        seed=seed,
+        image_size=image_size,
+        max_side=max_side,
+        cache_dir=Path(cache_dir) if cache_dir is not None else None,
+        on_progress=on_progress,
+    )
     path = Path(text).expanduser()
     if path.is_dir():
         return load_folder(path, text, **folder_options)

@@ -28,16 +28,24 @@ class ImageData:
     std: tuple[float, ...]
     skipped: int = 0
     ignored: int = 0
-    skipped_names: list[str] = field(default_factory=list)   # a few of them, for the page and `show`
+    skipped_names: list[str] = field(default_factory=list)  # a few of them, for the page and `show`
     ignored_names: list[str] = field(default_factory=list)
 
     def describe(self) -> dict:
         """The data a run trained on, JSON-ready (``show --json``'s ``data``)."""
         counts = torch.bincount(torch.cat([self.train_y, self.val_y, self.test_y]), minlength=self.num_classes)
-        return {"name": self.name, "classes": {c: int(n) for c, n in zip(self.classes, counts.tolist())},
-                "input_shape": list(self.input_shape), "train": len(self.train_y), "validation": len(self.val_y),
-                "test": len(self.test_y), "skipped": self.skipped, "skipped_names": self.skipped_names,
-                "ignored": self.ignored, "ignored_names": self.ignored_names}
+        return {
+            "name": self.name,
+            "classes": {c: int(n) for c, n in zip(self.classes, counts.tolist())},
+            "input_shape": list(self.input_shape),
+            "train": len(self.train_y),
+            "validation": len(self.val_y),
+            "test": len(self.test_y),
+            "skipped": self.skipped,
+            "skipped_names": self.skipped_names,
+            "ignored": self.ignored,
+            "ignored_names": self.ignored_names,
+        }
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -85,35 +93,64 @@ def channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]
         counts = torch.bincount(x[:, c].reshape(-1), minlength=256).to(torch.float64)
         total = counts.sum()
         mean = float((counts * values).sum() / total)
-        var = float((counts * values ** 2).sum() / total) - mean ** 2
+        var = float((counts * values**2).sum() / total) - mean**2
         means.append(mean)
         stds.append(max(math.sqrt(max(var, 0.0)), 1e-3))
     return tuple(means), tuple(stds)
 
 
-def assemble(name: str, train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor,
-              test_y: torch.Tensor, classes: list[str], val_fraction: float, seed: int,
-              skipped: int = 0, ignored: int = 0) -> ImageData:
+def assemble(
+    name: str,
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    test_x: torch.Tensor,
+    test_y: torch.Tensor,
+    classes: list[str],
+    val_fraction: float,
+    seed: int,
+    skipped: int = 0,
+    ignored: int = 0,
+) -> ImageData:
     """Carve the validation split from training data and package everything."""
     keep, val = stratified_split(train_y, val_fraction, seed)
     tr_x = train_x[keep].contiguous()
     mean, std = channel_stats(tr_x)
-    return ImageData(name=name, train_x=tr_x, train_y=train_y[keep].contiguous(),
-                     val_x=train_x[val].contiguous(), val_y=train_y[val].contiguous(),
-                     test_x=test_x.contiguous(), test_y=test_y.contiguous(), classes=classes,
-                     mean=mean, std=std, skipped=skipped, ignored=ignored)
+    return ImageData(
+        name=name,
+        train_x=tr_x,
+        train_y=train_y[keep].contiguous(),
+        val_x=train_x[val].contiguous(),
+        val_y=train_y[val].contiguous(),
+        test_x=test_x.contiguous(),
+        test_y=test_y.contiguous(),
+        classes=classes,
+        mean=mean,
+        std=std,
+        skipped=skipped,
+        ignored=ignored,
+    )
 
 
-def assemble_with_test_split(name: str, x: torch.Tensor, y: torch.Tensor, classes: list[str],
-                              val_fraction: float, seed: int, skipped: int = 0, ignored: int = 0) -> ImageData:
+def assemble_with_test_split(
+    name: str,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    classes: list[str],
+    val_fraction: float,
+    seed: int,
+    skipped: int = 0,
+    ignored: int = 0,
+) -> ImageData:
     """For sources without a test split: a fixed-seed stratified test split, then validation."""
     train_idx, test_idx = stratified_split(y, TEST_FRACTION, TEST_SPLIT_SEED)
-    return assemble(name, x[train_idx], y[train_idx], x[test_idx], y[test_idx], classes,
-                     val_fraction, seed, skipped, ignored)
+    return assemble(
+        name, x[train_idx], y[train_idx], x[test_idx], y[test_idx], classes, val_fraction, seed, skipped, ignored
+    )
 
 
-def split_order(train_labels: torch.Tensor, test_labels: torch.Tensor, val_fraction: float,
-                seed: int) -> tuple[torch.Tensor, int, int]:
+def split_order(
+    train_labels: torch.Tensor, test_labels: torch.Tensor, val_fraction: float, seed: int
+) -> tuple[torch.Tensor, int, int]:
     """The splits :func:`assemble` (with a test source) or :func:`assemble_with_test_split` (with an
     empty one) would make, as one permutation: positions into the training-source images followed
     by the test-source ones, ordered training, validation, test; and the first two splits' sizes.
@@ -127,11 +164,22 @@ def split_order(train_labels: torch.Tensor, test_labels: torch.Tensor, val_fract
     return torch.cat([train_idx[keep], train_idx[val], test_idx]), len(keep), len(val)
 
 
-def from_split_order(name: str, x: torch.Tensor, y: torch.Tensor, n_train: int, n_val: int, classes: list[str],
-                     **counts) -> ImageData:
+def from_split_order(
+    name: str, x: torch.Tensor, y: torch.Tensor, n_train: int, n_val: int, classes: list[str], **counts
+) -> ImageData:
     """An :class:`ImageData` whose splits are consecutive slices of ``x`` and ``y`` (no copies)."""
     a, b = n_train, n_train + n_val
     mean, std = channel_stats(x[:a])
-    return ImageData(name=name, train_x=x[:a], train_y=y[:a], val_x=x[a:b], val_y=y[a:b], test_x=x[b:],
-                     test_y=y[b:], classes=classes, mean=mean, std=std, **counts)
-
+    return ImageData(
+        name=name,
+        train_x=x[:a],
+        train_y=y[:a],
+        val_x=x[a:b],
+        val_y=y[a:b],
+        test_x=x[b:],
+        test_y=y[b:],
+        classes=classes,
+        mean=mean,
+        std=std,
+        **counts,
+    )

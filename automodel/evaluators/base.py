@@ -23,16 +23,16 @@ class Task:
     index: int
     genome: Genome
     seed: int
-    final: bool = False            # train on train + validation, score on the test split
-    epochs: int | None = None      # overrides the settings' epochs (the final training's budget)
+    final: bool = False  # train on train + validation, score on the test split
+    epochs: int | None = None  # overrides the settings' epochs (the final training's budget)
     prune_below: float | None = None  # first-epoch accuracy under which training stops (pruning)
-    pause_after: int | None = None    # a successive-halving rung: stop after this many epochs
+    pause_after: int | None = None  # a successive-halving rung: stop after this many epochs
     resume: Checkpoint | None = field(default=None, compare=False, repr=False)  # go on from a paused rung
-    threads: int | None = None        # overrides the settings' torch threads (the final training: all CPUs)
+    threads: int | None = None  # overrides the settings' torch threads (the final training: all CPUs)
     time_limit_s: float | None = None  # overrides the settings' time limit (the final training)
-    probe_steps: int | None = None    # only time this many training steps (planning a time budget)
-    parent: str | None = None         # the key of the candidate whose trained weights ``inherit`` holds
-    inherit: dict | None = field(default=None, compare=False, repr=False)   # weights to start from
+    probe_steps: int | None = None  # only time this many training steps (planning a time budget)
+    parent: str | None = None  # the key of the candidate whose trained weights ``inherit`` holds
+    inherit: dict | None = field(default=None, compare=False, repr=False)  # weights to start from
 
     def time_limit(self, settings: TrainSettings) -> float:
         """Seconds this task may train: its own limit, else the settings'."""
@@ -45,18 +45,34 @@ class Task:
         return "final" if self.final else f"g{self.generation}-i{self.index}"
 
 
-def run_task(task: Task, data: DeviceData, settings: TrainSettings, on_progress: Callable[[dict], None] | None = None,
-             should_stop: Callable[[], bool] | None = None) -> TrainResult:
+def run_task(
+    task: Task,
+    data: DeviceData,
+    settings: TrainSettings,
+    on_progress: Callable[[dict], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> TrainResult:
     """Train one task: what every back end runs for a candidate, wherever it runs."""
     if task.epochs is not None:
         settings = replace(settings, epochs=task.epochs)
     if task.threads is not None:
         settings = replace(settings, threads=task.threads)
     settings = replace(settings, time_limit_s=task.time_limit(settings))
-    return train_candidate(task.genome, data, settings, task.seed, final=task.final, keep_weights=True,
-                           prune_below=task.prune_below, pause_after=task.pause_after, resume=task.resume,
-                           on_progress=on_progress, should_stop=should_stop, probe_steps=task.probe_steps,
-                           inherit=task.inherit)
+    return train_candidate(
+        task.genome,
+        data,
+        settings,
+        task.seed,
+        final=task.final,
+        keep_weights=True,
+        prune_below=task.prune_below,
+        pause_after=task.pause_after,
+        resume=task.resume,
+        on_progress=on_progress,
+        should_stop=should_stop,
+        probe_steps=task.probe_steps,
+        inherit=task.inherit,
+    )
 
 
 ResultCallback = Callable[[Task, TrainResult], None]
@@ -64,8 +80,13 @@ ProgressCallback = Callable[[Task, dict], None]
 
 
 class Evaluator(Protocol):
-    def evaluate(self, tasks: list[Task], on_result: ResultCallback, on_progress: ProgressCallback,
-                 should_stop: Callable[[], bool]) -> None:
+    def evaluate(
+        self,
+        tasks: list[Task],
+        on_result: ResultCallback,
+        on_progress: ProgressCallback,
+        should_stop: Callable[[], bool],
+    ) -> None:
         """Train every task, calling ``on_result`` as each finishes (in completion order).
 
         Returns early, without calling ``on_result`` for unfinished tasks, once ``should_stop()``
@@ -85,13 +106,23 @@ class LocalEvaluator:
         self.data = data
         self.settings = settings
 
-    def evaluate(self, tasks: list[Task], on_result: ResultCallback, on_progress: ProgressCallback,
-                 should_stop: Callable[[], bool]) -> None:
+    def evaluate(
+        self,
+        tasks: list[Task],
+        on_result: ResultCallback,
+        on_progress: ProgressCallback,
+        should_stop: Callable[[], bool],
+    ) -> None:
         for task in tasks:
             if should_stop():
                 return
-            result = run_task(task, self.data, self.settings, should_stop=should_stop,
-                              on_progress=lambda info, task=task: on_progress(task, info))
+            result = run_task(
+                task,
+                self.data,
+                self.settings,
+                should_stop=should_stop,
+                on_progress=lambda info, task=task: on_progress(task, info),
+            )
             if result.status == "stopped":
                 return
             on_result(task, result)

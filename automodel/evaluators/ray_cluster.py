@@ -94,29 +94,38 @@ from automodel.evaluators.base import ProgressCallback, ResultCallback, Task, ru
 from automodel.evolution.throttle import Throttle
 from automodel.training.trainer import ERROR, OOM, TIMEOUT, DeviceData, TrainResult, TrainSettings
 
-POLL_S = 0.25                 # longest wait between checks for progress and stop requests
+POLL_S = 0.25  # longest wait between checks for progress and stop requests
 HEAD_START_TIMEOUT_S = 180.0  # a slow machine needs a while to start Ray's processes
 HEAD_STOP_TIMEOUT_S = 20.0
-CONNECT_TIMEOUT_S = 5.0    # for a cluster address given by host:port
-WATCHDOG_MARGIN_S = 60.0   # past a candidate's time limit before its task is cancelled as stuck
+CONNECT_TIMEOUT_S = 5.0  # for a cluster address given by host:port
+WATCHDOG_MARGIN_S = 60.0  # past a candidate's time limit before its task is cancelled as stuck
 SPLITS = ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y")
 
 
-def ray_evaluator_factory(config: Config, task_function: Callable | None = None,
-                          ) -> Callable[[ImageData, TrainSettings], RayEvaluator]:
+def ray_evaluator_factory(
+    config: Config,
+    task_function: Callable | None = None,
+) -> Callable[[ImageData, TrainSettings], RayEvaluator]:
     """What the search calls (in its main thread) to get its evaluator for ``config``."""
 
     def make(data: ImageData, settings: TrainSettings) -> RayEvaluator:
-        return RayEvaluator(data, settings, address=config.ray_address, device=config.device,
-                            cpus_per_candidate=config.cpus_per_candidate,
-                            gpus_per_candidate=config.gpus_per_candidate, retries=config.retries,
-                            task_function=task_function)
+        return RayEvaluator(
+            data,
+            settings,
+            address=config.ray_address,
+            device=config.device,
+            cpus_per_candidate=config.cpus_per_candidate,
+            gpus_per_candidate=config.gpus_per_candidate,
+            retries=config.retries,
+            task_function=task_function,
+        )
+
     return make
 
 
 # ---------------------------------------------------------------------------------- worker side
 
-_DATA_CACHE: dict[str, DeviceData] = {}   # in each worker process: the run's dataset, read once
+_DATA_CACHE: dict[str, DeviceData] = {}  # in each worker process: the run's dataset, read once
 
 
 @ray.remote(num_cpus=0)
@@ -151,19 +160,24 @@ class _ProgressBoard:
 
 def _worker_data(box: list, device: str, board) -> DeviceData:
     """The run's dataset in this worker, fetched from the object store on first use only."""
-    ref = box[0]   # boxed, so Ray hands over the reference instead of the data on every call
+    ref = box[0]  # boxed, so Ray hands over the reference instead of the data on every call
     key = f"{ref.hex()}@{device}"
     data = _DATA_CACHE.get(key)
     if data is None:
-        _DATA_CACHE.clear()   # a worker serves one run; drop any older dataset
+        _DATA_CACHE.clear()  # a worker serves one run; drop any older dataset
         payload = ray.get(ref)
         with warnings.catch_warnings():
             # The arrays are read-only views of the object store (no copy); training never
             # writes to them (every batch is a new tensor).
             warnings.simplefilter("ignore", UserWarning)
             tensors = {name: torch.from_numpy(payload[name]) for name in SPLITS}
-        images = ImageData(name=payload["name"], classes=payload["classes"], mean=tuple(payload["mean"]),
-                           std=tuple(payload["std"]), **tensors)
+        images = ImageData(
+            name=payload["name"],
+            classes=payload["classes"],
+            mean=tuple(payload["mean"]),
+            std=tuple(payload["std"]),
+            **tensors,
+        )
         data = DeviceData(images, torch.device(device))
         _DATA_CACHE[key] = data
         board.loaded.remote(os.getpid())
@@ -189,33 +203,45 @@ _train_task = _remote(train_task)
 
 # ---------------------------------------------------------------------------------- driver side
 
+
 class RayEvaluator:
     """Trains each task as a Ray task; see the module's notes."""
 
-    def __init__(self, data: ImageData, settings: TrainSettings, *, address: str | None = None,
-                 device: str = "auto", cpus_per_candidate: float = 1.0, gpus_per_candidate: float | None = None,
-                 retries: int = 1, num_cpus: int | None = None, task_function: Callable | None = None):
+    def __init__(
+        self,
+        data: ImageData,
+        settings: TrainSettings,
+        *,
+        address: str | None = None,
+        device: str = "auto",
+        cpus_per_candidate: float = 1.0,
+        gpus_per_candidate: float | None = None,
+        retries: int = 1,
+        num_cpus: int | None = None,
+        task_function: Callable | None = None,
+    ):
         """``num_cpus`` (a local instance only): CPUs Ray may use; None: all of this machine's.
         ``task_function``: what a worker runs for a task, ``train_task``'s signature (default: it)."""
         gpus = gpus_per_candidate if gpus_per_candidate is not None else (1.0 if settings.device == "cuda" else 0.0)
         if gpus == 0 and device == "cuda":
-            raise ConfigError("device cuda with the ray backend needs gpus_per_candidate above 0 "
-                              "(e.g. 1, or 0.25 to share a GPU between four candidates).")
+            raise ConfigError(
+                "device cuda with the ray backend needs gpus_per_candidate above 0 "
+                "(e.g. 1, or 0.25 to share a GPU between four candidates)."
+            )
         self.address = address
         self.cpus, self.gpus, self.retries = float(cpus_per_candidate), float(gpus), int(retries)
         # Workers train on their own GPU when they reserve one, else on CPU, with a fixed thread
         # count so that CPU results do not depend on the node (see the module's notes).
-        self.settings = replace(settings, device="cuda" if gpus > 0 else "cpu",
-                                threads=max(1, int(cpus_per_candidate)))
+        self.settings = replace(settings, device="cuda" if gpus > 0 else "cpu", threads=max(1, int(cpus_per_candidate)))
         self._head: _LocalHead | None = None
         self._connected = False
         self._running: dict[ray.ObjectRef, Task] = {}
-        self._started: dict[str, float] = {}   # worker label → when its task began to run
+        self._started: dict[str, float] = {}  # worker label → when its task began to run
         self.watchdog_margin_s = WATCHDOG_MARGIN_S
         self._task = _remote(task_function) if task_function is not None else _train_task
         try:
             self._connect(num_cpus)
-            if self._connected:   # else a stop request came while Ray started; evaluate does nothing
+            if self._connected:  # else a stop request came while Ray started; evaluate does nothing
                 self._check_resources()
                 self._data_ref = ray.put(_payload(data))
                 self._board = _progress_board()
@@ -226,8 +252,10 @@ class RayEvaluator:
     # -------------------------------------------------------------- setup
     def _connect(self, num_cpus: int | None) -> None:
         if ray.is_initialized():
-            raise ConfigError("Ray is already initialised in this process; the ray backend starts or joins "
-                              "Ray itself, so call ray.shutdown() first.")
+            raise ConfigError(
+                "Ray is already initialised in this process; the ray backend starts or joins "
+                "Ray itself, so call ray.shutdown() first."
+            )
         options: dict = {"logging_level": "WARNING"}
         if self.address is None:
             self._head = _LocalHead(num_cpus)
@@ -245,21 +273,27 @@ class RayEvaluator:
         try:
             ray.init(**options)
             self._connected = True
-        except SystemExit as exc:   # Ray's own SIGTERM handler, active while ray.init runs
+        except SystemExit as exc:  # Ray's own SIGTERM handler, active while ray.init runs
             if exc.code != signal.SIGTERM:
                 raise
             interrupted = True
         except ConnectionError as exc:
             if self.address is None:
-                raise ConfigError(f"the search could not join the local Ray instance it started "
-                                  f"({first_line(exc)}); check the Ray installation or use --backend local.") from None
-            raise ConfigError(f"ray_address {self.address!r}: no Ray cluster answers there "
-                              f"({first_line(exc)}); start one with `ray start --head`, or leave out "
-                              f"--ray-address to start a local Ray.") from None
+                raise ConfigError(
+                    f"the search could not join the local Ray instance it started "
+                    f"({first_line(exc)}); check the Ray installation or use --backend local."
+                ) from None
+            raise ConfigError(
+                f"ray_address {self.address!r}: no Ray cluster answers there "
+                f"({first_line(exc)}); start one with `ray start --head`, or leave out "
+                f"--ray-address to start a local Ray."
+            ) from None
         except Exception as exc:  # e.g. a cluster that wants an authentication token
             where = "the local Ray instance" if self.address is None else f"the Ray cluster at {self.address!r}"
-            raise ConfigError(f"the search could not join {where} ({type(exc).__name__}: {first_line(exc)}); "
-                              f"see Ray's messages above.") from None
+            raise ConfigError(
+                f"the search could not join {where} ({type(exc).__name__}: {first_line(exc)}); "
+                f"see Ray's messages above."
+            ) from None
         finally:
             _restore_handlers(handlers)
         if interrupted:
@@ -278,20 +312,31 @@ class RayEvaluator:
         most_gpus = max((r.get("GPU", 0.0) for r in nodes), default=0.0)
         problem = None
         if self.cpus > most_cpus:
-            problem = (f"cpus_per_candidate = {self.cpus:g} is more than any Ray node has "
-                       f"(at most {most_cpus:g}); use {most_cpus:g} or less.")
+            problem = (
+                f"cpus_per_candidate = {self.cpus:g} is more than any Ray node has "
+                f"(at most {most_cpus:g}); use {most_cpus:g} or less."
+            )
         elif self.gpus > most_gpus:
-            problem = (f"gpus_per_candidate = {self.gpus:g} but no Ray node has that many GPUs "
-                       f"(at most {most_gpus:g}); use 0 to train on CPUs.")
+            problem = (
+                f"gpus_per_candidate = {self.gpus:g} but no Ray node has that many GPUs "
+                f"(at most {most_gpus:g}); use 0 to train on CPUs."
+            )
         if problem and self.address is None:
             raise ConfigError(problem)
         if problem:
-            print(f"automodel: note: {problem[:-1]}, unless the cluster adds such a node; candidates wait "
-                  f"until it does.", file=sys.stderr)
+            print(
+                f"automodel: note: {problem[:-1]}, unless the cluster adds such a node; candidates wait until it does.",
+                file=sys.stderr,
+            )
 
     # -------------------------------------------------------------- the Evaluator interface
-    def evaluate(self, tasks: list[Task], on_result: ResultCallback, on_progress: ProgressCallback,
-                 should_stop: Callable[[], bool]) -> None:
+    def evaluate(
+        self,
+        tasks: list[Task],
+        on_result: ResultCallback,
+        on_progress: ProgressCallback,
+        should_stop: Callable[[], bool],
+    ) -> None:
         if not tasks or should_stop() or not self._connected:
             return
         for task in tasks:
@@ -305,13 +350,22 @@ class RayEvaluator:
                 finished = [(ref, self._running.pop(ref)) for ref in ready]
                 self._forward_progress(on_progress, forwards)
                 for ref, task in finished:
-                    self._started.pop(task.worker_label, None)   # the next rung starts its own clock
+                    self._started.pop(task.worker_label, None)  # the next rung starts its own clock
                     on_result(task, self._collect(ref))
                 for _ref, task in self._hung():
                     limit = task.time_limit(self.settings)
-                    on_result(task, TrainResult(TIMEOUT, 0.0, seconds=limit, reason=(
-                        f"no result {self.watchdog_margin_s:g} s past its time limit of {limit:g} s (stuck inside "
-                        f"a computation); its Ray worker was killed")))
+                    on_result(
+                        task,
+                        TrainResult(
+                            TIMEOUT,
+                            0.0,
+                            seconds=limit,
+                            reason=(
+                                f"no result {self.watchdog_margin_s:g} s past its time limit of {limit:g} s "
+                                f"(stuck inside a computation); its Ray worker was killed"
+                            ),
+                        ),
+                    )
         finally:
             self._cancel_running()
 
@@ -335,30 +389,41 @@ class RayEvaluator:
 
     # -------------------------------------------------------------- helpers
     def _submit(self, task: Task) -> ray.ObjectRef:
-        options = {"num_cpus": self.cpus, "num_gpus": self.gpus, "max_retries": self.retries,
-                   "retry_exceptions": False, "name": f"automodel-{task.worker_label}"}
+        options = {
+            "num_cpus": self.cpus,
+            "num_gpus": self.gpus,
+            "max_retries": self.retries,
+            "retry_exceptions": False,
+            "name": f"automodel-{task.worker_label}",
+        }
         return self._task.options(**options).remote([self._data_ref], task, self.settings, self._board)
 
     def _collect(self, ref: ray.ObjectRef) -> TrainResult:
         """The task's result, or a failed result saying why there is none."""
         try:
             return ray.get(ref)
-        except ray.exceptions.RayTaskError as exc:   # our code raised in the worker (a bug, not a crash)
+        except ray.exceptions.RayTaskError as exc:  # our code raised in the worker (a bug, not a crash)
             cause = exc.cause if exc.cause is not None else exc
             return TrainResult(ERROR, 0.0, reason=f"{type(cause).__name__} in the Ray task: {first_line(cause)}")
         except ray.exceptions.OutOfMemoryError as exc:
             return TrainResult(OOM, 0.0, reason=f"Ray killed the worker to save the node's memory: {first_line(exc)}")
-        except ray.exceptions.RayError as exc:       # the worker or its node died, or its objects were lost
+        except ray.exceptions.RayError as exc:  # the worker or its node died, or its objects were lost
             attempts = f"{self.retries + 1} attempt{'s' if self.retries else ''}"
-            return TrainResult(ERROR, 0.0, reason=f"the Ray worker training it died ({type(exc).__name__}) in "
-                                                  f"{attempts}: {first_line(exc)}")
+            return TrainResult(
+                ERROR,
+                0.0,
+                reason=f"the Ray worker training it died ({type(exc).__name__}) in {attempts}: {first_line(exc)}",
+            )
 
     def _hung(self) -> list[tuple[ray.ObjectRef, Task]]:
         """Tasks running past their time limit plus the margin (a hang inside a kernel never reaches the
         trainer's own time check): cancelled, their workers killed, and handed back to be recorded."""
         now = time.monotonic()
-        hung = [(ref, task) for ref, task in self._running.items()
-                if now - self._started.get(task.worker_label, now) > task.time_limit(self.settings) + self.watchdog_margin_s]
+        hung = [
+            (ref, task)
+            for ref, task in self._running.items()
+            if now - self._started.get(task.worker_label, now) > task.time_limit(self.settings) + self.watchdog_margin_s
+        ]
         for ref, task in hung:
             del self._running[ref]
             self._started.pop(task.worker_label, None)
@@ -371,7 +436,7 @@ class RayEvaluator:
     def _forward_progress(self, on_progress: ProgressCallback, forwards: Throttle) -> None:
         if not self._running:
             return
-        try:   # when each task began to run (queued ones wait for resources: their clock has not started)
+        try:  # when each task began to run (queued ones wait for resources: their clock has not started)
             running = {task.worker_label for task in self._running.values()}
             for label in ray.get(self._board.drain_started.remote(), timeout=5):
                 if label in running:
@@ -381,12 +446,12 @@ class RayEvaluator:
         try:
             latest = ray.get(self._board.drain.remote(), timeout=5)
         except (ray.exceptions.RayError, TimeoutError):
-            return   # progress is a nicety; training goes on without it
+            return  # progress is a nicety; training goes on without it
         by_label = {task.worker_label: task for task in self._running.values()}
         # Many workers write many progress records: keep the store's writes near 16 a second.
         forwards.every_s = POLL_S * max(1.0, len(by_label) / 4)
         for label, info in latest.items():
-            task = by_label.get(label)   # a finished or cancelled candidate's late report is dropped
+            task = by_label.get(label)  # a finished or cancelled candidate's late report is dropped
             if task is not None and forwards.ready(label, force=info.get("batch") == info.get("batches")):
                 on_progress(task, {**info, "worker": label})
 
@@ -404,6 +469,7 @@ def _progress_board():
     """The progress actor, on this process's node when it can be (a worker node may go away)."""
     try:
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
         here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=True)
         return _ProgressBoard.options(scheduling_strategy=here).remote()
     except (ImportError, AttributeError, ValueError):
@@ -423,14 +489,16 @@ def _check_reachable(address: str) -> None:
     hostport = address.split("://", 1)[-1].rsplit("/", 1)[0]
     host, sep, port = hostport.rpartition(":")
     if not sep or not port.isdigit():
-        return   # "auto" and the like: Ray itself answers quickly
+        return  # "auto" and the like: Ray itself answers quickly
     try:
         with socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S):
             pass
     except OSError as exc:
-        raise ConfigError(f"ray_address {address!r}: nothing answers at {hostport} ({exc.strerror or exc}); "
-                          f"check the head node's address and port (`ray status` on it), or leave out "
-                          f"--ray-address to start a local Ray.") from None
+        raise ConfigError(
+            f"ray_address {address!r}: nothing answers at {hostport} ({exc.strerror or exc}); "
+            f"check the head node's address and port (`ray status` on it), or leave out "
+            f"--ray-address to start a local Ray."
+        ) from None
 
 
 def _use_local_token() -> None:
@@ -438,21 +506,18 @@ def _use_local_token() -> None:
     cluster it finds by itself (Ray >= 2.5x turns token authentication on for new local clusters;
     an explicit address never turns it on in the joining process)."""
     if os.environ.get("RAY_AUTH_MODE") is not None:
-        return   # the person chose a mode; the helper inherited the same
+        return  # the person chose a mode; the helper inherited the same
     try:
         from ray._private.authentication.authentication_token_setup import maybe_enable_token_auth_if_token_available
-    except ImportError:   # a Ray without token authentication
+    except ImportError:  # a Ray without token authentication
         return
     quiet = logging.getLogger("ray._private.authentication.authentication_token_setup")
     level = quiet.level
-    quiet.setLevel(logging.ERROR)   # the helper has already said it
+    quiet.setLevel(logging.ERROR)  # the helper has already said it
     try:
         maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
     finally:
         quiet.setLevel(level)
-
-
-
 
 
 def _current_handlers() -> dict:
@@ -470,7 +535,6 @@ def _restore_handlers(handlers: dict) -> None:
 # ---------------------------------------------------------------------------------- local instance
 
 
-
 _HEAD_MARKER = ray_head.MARKER
 
 
@@ -484,10 +548,13 @@ class _LocalHead:
         root = str(Path(__file__).resolve().parent.parent)
         env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
         env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-        self.process = subprocess.Popen([sys.executable, "-m", "automodel.evaluators.ray_head", str(os.getpid()),
-                                         json.dumps(options)],
-                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
-                                        start_new_session=True)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "automodel.evaluators.ray_head", str(os.getpid()), json.dumps(options)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+            start_new_session=True,
+        )
         found: queue.Queue[str] = queue.Queue()
         threading.Thread(target=self._read_address, args=(found,), daemon=True).start()
         try:
@@ -496,20 +563,23 @@ class _LocalHead:
         except (queue.Empty, ValueError, KeyError):
             code = self.process.poll()
             self.stop()
-            why = (f"it exited with code {code}" if code is not None
-                   else f"it was not ready in {HEAD_START_TIMEOUT_S:g} s")
-            raise ConfigError(f"a local Ray instance could not be started ({why}; Ray's messages are above); "
-                              f"check the Ray installation or use --backend local.") from None
+            why = (
+                f"it exited with code {code}" if code is not None else f"it was not ready in {HEAD_START_TIMEOUT_S:g} s"
+            )
+            raise ConfigError(
+                f"a local Ray instance could not be started ({why}; Ray's messages are above); "
+                f"check the Ray installation or use --backend local."
+            ) from None
 
     def _read_address(self, found: queue.Queue) -> None:
         """Pass on the helper's address line; echo anything else it prints (Ray's messages)."""
         for raw in self.process.stdout:
             line = raw.decode(errors="replace")
             if line.startswith(_HEAD_MARKER):
-                found.put(line[len(_HEAD_MARKER):])
+                found.put(line[len(_HEAD_MARKER) :])
             else:
                 sys.stderr.write(line)
-        found.put("")   # the helper ended without an address
+        found.put("")  # the helper ended without an address
 
     def stop(self) -> None:
         """Ask the helper to shut Ray down (close its stdin); kill its whole session if it lingers."""
@@ -521,7 +591,7 @@ class _LocalHead:
             self.process.wait(timeout=HEAD_STOP_TIMEOUT_S)
         except subprocess.TimeoutExpired:
             pass
-        try:   # Ray's processes, in the helper's session (workers die with their raylet)
+        try:  # Ray's processes, in the helper's session (workers die with their raylet)
             os.killpg(self.process.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass

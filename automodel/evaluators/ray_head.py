@@ -22,9 +22,10 @@ MARKER = "AUTOMODEL-RAY-HEAD "
 
 def main(argv: list[str]) -> int:
     parent, options = int(argv[0]), json.loads(argv[1])
-    try:   # Linux: end with the search even if it is SIGKILLed
+    try:  # Linux: end with the search even if it is SIGKILLed
         import ctypes
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)   # PR_SET_PDEATHSIG
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
     if os.getppid() != parent:
@@ -33,7 +34,7 @@ def main(argv: list[str]) -> int:
     # lock its own thread holds would hang for ever).
     ending: list = []
 
-    def wait_for_eof() -> None:   # the search closes our stdin (or dies) when the run ends
+    def wait_for_eof() -> None:  # the search closes our stdin (or dies) when the run ends
         try:
             sys.stdin.buffer.read()
         finally:
@@ -41,11 +42,15 @@ def main(argv: list[str]) -> int:
 
     threading.Thread(target=wait_for_eof, daemon=True).start()
     import ray
+
     ray.init(**options)
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, lambda signum, frame: ending.append(signum))
-    print(MARKER + json.dumps({"address": ray.get_runtime_context().gcs_address,
-                               "auth_mode": os.environ.get("RAY_AUTH_MODE")}), flush=True)
+    print(
+        MARKER
+        + json.dumps({"address": ray.get_runtime_context().gcs_address, "auth_mode": os.environ.get("RAY_AUTH_MODE")}),
+        flush=True,
+    )
     while not ending and os.getppid() == parent:
         time.sleep(0.2)
     ray.shutdown()

@@ -47,28 +47,29 @@ from automodel.evaluators.base import ProgressCallback, ResultCallback, Task, ru
 from automodel.training.model import count_macs
 from automodel.training.trainer import ERROR, STOPPED, TIMEOUT, DeviceData, TrainResult, TrainSettings
 
-POLL_S = 0.2            # longest wait between looks at progress and stop requests
+POLL_S = 0.2  # longest wait between looks at progress and stop requests
 PROGRESS_EVERY_S = 0.5  # per candidate, what workers send (the page reads about once a second)
-WATCHDOG_MARGIN_S = 60.0   # past a candidate's time limit (worker start, data to the GPU, the last batch)
-STOP_GRACE_S = 30.0     # after a stop, how long workers get to return before they are killed
+WATCHDOG_MARGIN_S = 60.0  # past a candidate's time limit (worker start, data to the GPU, the last batch)
+STOP_GRACE_S = 30.0  # after a stop, how long workers get to return before they are killed
 
 # ---------------------------------------------------------------------------------- worker side
 
-_WORKER: dict = {}      # in each worker process: its data, settings, queue and stop event
+_WORKER: dict = {}  # in each worker process: its data, settings, queue and stop event
 
 
 def _die_with_parent() -> None:
     """Linux: end this worker when the search process ends, even by SIGKILL."""
     try:
         import ctypes
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
 
 
 def _start_worker(tensors: dict, meta: dict, settings: TrainSettings, progress, stop_event) -> None:
     _die_with_parent()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C is the search's to handle (it sets the stop event)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the search's to handle (it sets the stop event)
     torch.set_num_threads(max(1, settings.threads or 1))
     device = torch.device(settings.device)
     _WORKER.update(data=_device_data(tensors, meta, device), settings=settings, progress=progress, stop=stop_event)
@@ -87,17 +88,28 @@ def _device_data(tensors: dict, meta: dict, device: torch.device) -> DeviceData:
 def train_in_worker(task: Task) -> TrainResult:
     """Train one task in a worker process, with the data and settings the worker started with."""
     label, progress, stop = task.worker_label, _WORKER["progress"], _WORKER["stop"]
-    return run_task(task, _WORKER["data"], _WORKER["settings"], on_progress=lambda info: progress.put((label, info)),
-                    should_stop=stop.is_set)
+    return run_task(
+        task,
+        _WORKER["data"],
+        _WORKER["settings"],
+        on_progress=lambda info: progress.put((label, info)),
+        should_stop=stop.is_set,
+    )
 
 
 # ---------------------------------------------------------------------------------- driver side
 
+
 class WorkerPoolEvaluator:
     """Trains candidates in ``workers`` processes of ``settings.threads`` threads each; see the module's notes."""
 
-    def __init__(self, data: DeviceData, settings: TrainSettings, workers: int,
-                 task_function: Callable[[Task], TrainResult] | None = None):
+    def __init__(
+        self,
+        data: DeviceData,
+        settings: TrainSettings,
+        workers: int,
+        task_function: Callable[[Task], TrainResult] | None = None,
+    ):
         """``task_function``: what a worker runs for a task (a module-level function, so that the
         spawned workers can import it); the default trains it."""
         self.data = data
@@ -112,15 +124,24 @@ class WorkerPoolEvaluator:
         # On the CPU the search's own tensors go to shared memory (no copy per worker); for a GPU the
         # workers get CPU copies to move to their device.
         self._tensors = {k: (v.share_memory_() if cpu else v.cpu().share_memory_()) for k, v in tensors.items()}
-        self._meta = {"input_shape": list(data.input_shape), "classes": list(data.classes),
-                      "mean": list(data.mean), "std": list(data.std)}
+        self._meta = {
+            "input_shape": list(data.input_shape),
+            "classes": list(data.classes),
+            "mean": list(data.mean),
+            "std": list(data.std),
+        }
         self._pool: ProcessPoolExecutor | None = None
-        self._suspected: set[str] = set()   # candidates that were in flight when a worker died
+        self._suspected: set[str] = set()  # candidates that were in flight when a worker died
         self.watchdog_margin_s = WATCHDOG_MARGIN_S
 
     # -------------------------------------------------------------- the Evaluator interface
-    def evaluate(self, tasks: list[Task], on_result: ResultCallback, on_progress: ProgressCallback,
-                 should_stop: Callable[[], bool]) -> None:
+    def evaluate(
+        self,
+        tasks: list[Task],
+        on_result: ResultCallback,
+        on_progress: ProgressCallback,
+        should_stop: Callable[[], bool],
+    ) -> None:
         if not tasks or should_stop():
             return
         self._stop.clear()
@@ -129,8 +150,8 @@ class WorkerPoolEvaluator:
         tasks = [replace(t, threads=torch.get_num_threads()) if t.final and t.threads is None else t for t in tasks]
         # Costliest first, so that a long candidate does not start last and leave the other workers idle.
         waiting = sorted(tasks, key=self._cost, reverse=True)
-        suspects: list[Task] = []      # in flight when a worker died: tried again alone, one at a time
-        alone: Task | None = None      # the suspect now running by itself
+        suspects: list[Task] = []  # in flight when a worker died: tried again alone, one at a time
+        alone: Task | None = None  # the suspect now running by itself
         running: dict[Future, Task] = {}
         deadlines: dict[Future, float] = {}
         by_label = {t.worker_label: t for t in tasks}
@@ -138,7 +159,7 @@ class WorkerPoolEvaluator:
         def submit(task: Task) -> None:
             try:
                 future = self._ensure_pool().submit(self._task_function, task)
-            except BrokenProcessPool as exc:   # a worker died since the last look: handled below like the others
+            except BrokenProcessPool as exc:  # a worker died since the last look: handled below like the others
                 future = Future()
                 future.set_exception(exc)
             running[future] = task
@@ -168,7 +189,7 @@ class WorkerPoolEvaluator:
                 except BrokenProcessPool:
                     broken.append(task)
                     continue
-                except Exception as exc:   # noqa: BLE001 — a bug in the worker's code, not the candidate's
+                except Exception as exc:  # noqa: BLE001 — a bug in the worker's code, not the candidate's
                     result = TrainResult(ERROR, 0.0, reason=f"{type(exc).__name__} in a worker: {exc}"[:300])
                 if result.status != STOPPED:
                     on_result(task, result)
@@ -180,9 +201,18 @@ class WorkerPoolEvaluator:
                 for future in hung:
                     task = running.pop(future)
                     limit = task.time_limit(self.settings)
-                    on_result(task, TrainResult(TIMEOUT, 0.0, seconds=limit, reason=(
-                        f"no result {self.watchdog_margin_s:g} s past its time limit of {limit:g} s (stuck inside "
-                        f"a computation); its worker was killed")))
+                    on_result(
+                        task,
+                        TrainResult(
+                            TIMEOUT,
+                            0.0,
+                            seconds=limit,
+                            reason=(
+                                f"no result {self.watchdog_margin_s:g} s past its time limit of {limit:g} s "
+                                f"(stuck inside a computation); its worker was killed"
+                            ),
+                        ),
+                    )
                 waiting[:0] = [t for t in running.values() if t is not alone]
                 if alone is not None and alone in running.values():
                     suspects.insert(0, alone)
@@ -191,14 +221,22 @@ class WorkerPoolEvaluator:
                 alone = None
                 self._restart()
             if broken:
-                broken += list(running.values())   # the pool is gone: so are the candidates still on it
+                broken += list(running.values())  # the pool is gone: so are the candidates still on it
                 running.clear()
                 deadlines.clear()
                 self._restart()
                 if len(broken) == 1 and broken[0].worker_label in self._suspected:
-                    on_result(broken[0], TrainResult(ERROR, 0.0, reason=(
-                        "its worker process died (killed by the system, e.g. out of memory, or crashed in native "
-                        "code)")))
+                    on_result(
+                        broken[0],
+                        TrainResult(
+                            ERROR,
+                            0.0,
+                            reason=(
+                                "its worker process died (killed by the system, e.g. out of memory, or crashed in "
+                                "native code)"
+                            ),
+                        ),
+                    )
                 else:
                     suspects.extend(broken)
                     self._suspected.update(t.worker_label for t in broken)
@@ -210,7 +248,7 @@ class WorkerPoolEvaluator:
             processes = list((self._pool._processes or {}).values())
             self._pool.shutdown(wait=False, cancel_futures=True)
             deadline = time.monotonic() + STOP_GRACE_S
-            for process in processes:   # a worker stuck in a kernel never returns: it is killed
+            for process in processes:  # a worker stuck in a kernel never returns: it is killed
                 process.join(max(0.0, deadline - time.monotonic()))
                 if process.is_alive():
                     process.kill()
@@ -225,11 +263,17 @@ class WorkerPoolEvaluator:
 
     def _ensure_pool(self) -> ProcessPoolExecutor:
         if self._pool is None:
-            worker_settings = replace(self.settings, threads=self.settings.threads or 1,
-                                      progress_every_s=max(self.settings.progress_every_s, PROGRESS_EVERY_S))
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=self._context, initializer=_start_worker,
-                                             initargs=(self._tensors, self._meta, worker_settings, self._progress,
-                                                       self._stop))
+            worker_settings = replace(
+                self.settings,
+                threads=self.settings.threads or 1,
+                progress_every_s=max(self.settings.progress_every_s, PROGRESS_EVERY_S),
+            )
+            self._pool = ProcessPoolExecutor(
+                self.workers,
+                mp_context=self._context,
+                initializer=_start_worker,
+                initargs=(self._tensors, self._meta, worker_settings, self._progress, self._stop),
+            )
         return self._pool
 
     def _restart(self) -> None:
@@ -250,7 +294,7 @@ class WorkerPoolEvaluator:
             except (queue.Empty, OSError, ValueError):
                 return
             task = by_label.get(label)
-            if task is not None and task in running:   # a finished candidate's late report is dropped
+            if task is not None and task in running:  # a finished candidate's late report is dropped
                 on_progress(task, {**info, "worker": label})
 
     def _drain(self, running: dict, on_progress: ProgressCallback, by_label: dict) -> None:

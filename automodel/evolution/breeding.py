@@ -20,13 +20,20 @@ from automodel.evolution.operators import (
     select_nsga2_elite,
 )
 
-NOVELTY_TRIES = 5   # redraws of a child that repeats an already evaluated genome
-Bred = tuple[Genome, tuple[int, ...]]   # a genome of the next generation and the indices of its parents
+NOVELTY_TRIES = 5  # redraws of a child that repeats an already evaluated genome
+Bred = tuple[Genome, tuple[int, ...]]  # a genome of the next generation and the indices of its parents
 
 
-def breed(genomes: list[Genome], fitness: list[float], config: Config, rng: random.Random, *,
-          repair: Callable[[Genome], Genome], known: set[str],
-          ranks: list[tuple[int, float]] | None = None) -> list[Bred]:
+def breed(
+    genomes: list[Genome],
+    fitness: list[float],
+    config: Config,
+    rng: random.Random,
+    *,
+    repair: Callable[[Genome], Genome],
+    known: set[str],
+    ranks: list[tuple[int, float]] | None = None,
+) -> list[Bred]:
     """The next generation (``config.population`` genomes), each with the parents it was bred from.
 
     With several objectives, ``ranks`` (NSGA-II's front number and crowding) replace the fitness in
@@ -45,13 +52,16 @@ def breed(genomes: list[Genome], fitness: list[float], config: Config, rng: rand
             return select_nsga2(nsga_ranks, 2, rng)
     else:
         select = SELECTIONS[c.selection]
-        by_method: dict[str, dict[str, float]] = {"tournament": {"tournament_size": c.tournament_size},
-                                                  "truncation": {"truncation_fraction": c.truncation_fraction}}
+        by_method: dict[str, dict[str, float]] = {
+            "tournament": {"tournament_size": c.tournament_size},
+            "truncation": {"truncation_fraction": c.truncation_fraction},
+        }
         options = by_method.get(c.selection, {})
         elites = select_elite(fitness, c.elitism)
 
         def pick() -> list[int]:
             return select(fitness, 2, rng, **options)
+
     cross = CROSSOVERS[c.crossover]
     bred: list[Bred] = [(genomes[i], (i,)) for i in elites]
     while len(bred) < c.population:

@@ -34,11 +34,11 @@ from typing import Any
 from automodel.config import PLANNED  # noqa: F401  (the settings a plan sets)
 from automodel.errors import ConfigError
 
-FINAL_SHARE = 0.3         # of the budget, kept for the final training
+FINAL_SHARE = 0.3  # of the budget, kept for the final training
 MAX_FINAL_EPOCHS = 30
-START_UP_S = 3.0          # the last records, the test report and the checkpoint
-DEFAULT_BUDGET = "5m"     # the command line's budget when none of PLANNED and no budget is given
-DIRECT_POPULATION = 8     # a search needs at least one generation of this many at nine epochs, else one network
+START_UP_S = 3.0  # the last records, the test report and the checkpoint
+DEFAULT_BUDGET = "5m"  # the command line's budget when none of PLANNED and no budget is given
+DIRECT_POPULATION = 8  # a search needs at least one generation of this many at nine epochs, else one network
 
 _UNITS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600}
 
@@ -52,8 +52,10 @@ def parse_duration(text: str | float | int) -> float:
         parts = re.fullmatch(r"((?:\d+(?:\.\d+)?(?:h|min|m|sec|s)?)+)", value)
         pieces = re.findall(r"(\d+(?:\.\d+)?)(h|min|m|sec|s)?", value) if parts else []
         if not pieces or (len(pieces) > 1 and any(unit == "" for _, unit in pieces)):
-            raise ConfigError(f"budget {text!r} is not a duration; give seconds or a number with s, m or h, "
-                              f"e.g. 90, 90s, 5m, 1h or 1h30m.")
+            raise ConfigError(
+                f"budget {text!r} is not a duration; give seconds or a number with s, m or h, "
+                f"e.g. 90, 90s, 5m, 1h or 1h30m."
+            )
         seconds = sum(float(number) * _UNITS[unit or "s"] for number, unit in pieces)
     if not math.isfinite(seconds) or seconds < 10:
         raise ConfigError(f"budget {text!r} is too short; give at least 10 seconds (e.g. 30s, 5m, 1h).")
@@ -80,13 +82,13 @@ class Plan:
     epochs: int
     min_epochs: int
     final_epochs: int
-    search_s: float           # seconds from the start by which the generations end
-    final_s: float            # seconds kept for the final training
-    epoch_s: float            # the timing: one epoch of the reference network on one worker
-    final_epoch_s: float      # … and of the final training (train + validation, all threads)
+    search_s: float  # seconds from the start by which the generations end
+    final_s: float  # seconds kept for the final training
+    epoch_s: float  # the timing: one epoch of the reference network on one worker
+    final_epoch_s: float  # … and of the final training (train + validation, all threads)
     workers: int
-    candidate_epochs: float   # what the search's share buys
-    direct: bool = False      # too short to search: the whole budget trains the reference network
+    candidate_epochs: float  # what the search's share buys
+    direct: bool = False  # too short to search: the whole budget trains the reference network
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in asdict(self).items()}
@@ -97,11 +99,15 @@ class Plan:
 
     def summary(self) -> str:
         if self.direct:
-            return (f"{describe_duration(self.budget_s)}: too short to search; one plain CNN trained for "
-                    f"{self.final_epochs} epochs")
-        return (f"{describe_duration(self.budget_s)}: {self.population} candidates × up to {self.generations} "
-                f"generation{'s' if self.generations != 1 else ''}, {self.epochs} epoch"
-                f"{'s' if self.epochs != 1 else ''} each at most, then {self.final_epochs} final epochs")
+            return (
+                f"{describe_duration(self.budget_s)}: too short to search; one plain CNN trained for "
+                f"{self.final_epochs} epochs"
+            )
+        return (
+            f"{describe_duration(self.budget_s)}: {self.population} candidates × up to {self.generations} "
+            f"generation{'s' if self.generations != 1 else ''}, {self.epochs} epoch"
+            f"{'s' if self.epochs != 1 else ''} each at most, then {self.final_epochs} final epochs"
+        )
 
 
 def generation_epochs(population: int, fidelities: list[int], reduction_factor: int) -> int:
@@ -113,8 +119,17 @@ def generation_epochs(population: int, fidelities: list[int], reduction_factor: 
     return total
 
 
-def make_plan(budget_s: float, *, elapsed_s: float, epoch_s: float, final_epoch_s: float, workers: int,
-              fidelities_for, reduction_factor: int, given: dict[str, int]) -> Plan:
+def make_plan(
+    budget_s: float,
+    *,
+    elapsed_s: float,
+    epoch_s: float,
+    final_epoch_s: float,
+    workers: int,
+    fidelities_for,
+    reduction_factor: int,
+    given: dict[str, int],
+) -> Plan:
     """The plan for ``budget_s`` seconds, ``elapsed_s`` of them already spent (loading the data).
 
     ``fidelities_for(epochs, min_epochs)`` gives the rungs the search would use; ``given`` holds the
@@ -128,9 +143,21 @@ def make_plan(budget_s: float, *, elapsed_s: float, epoch_s: float, final_epoch_
     nine = generation_epochs(DIRECT_POPULATION, fidelities_for(9, min(min_epochs, 9)), reduction_factor)
     if buys < nine and not set(given) & {"population", "generations", "epochs", "min_epochs"}:
         epochs_all = given.get("final_epochs") or max(1, min(MAX_FINAL_EPOCHS, int(left / final_epoch_s)))
-        return Plan(budget_s=budget_s, population=2, generations=1, epochs=1, min_epochs=1, final_epochs=epochs_all,
-                    search_s=elapsed_s, final_s=epochs_all * final_epoch_s, epoch_s=epoch_s,
-                    final_epoch_s=final_epoch_s, workers=workers, candidate_epochs=buys, direct=True)
+        return Plan(
+            budget_s=budget_s,
+            population=2,
+            generations=1,
+            epochs=1,
+            min_epochs=1,
+            final_epochs=epochs_all,
+            search_s=elapsed_s,
+            final_s=epochs_all * final_epoch_s,
+            epoch_s=epoch_s,
+            final_epoch_s=final_epoch_s,
+            workers=workers,
+            candidate_epochs=buys,
+            direct=True,
+        )
     # Nine epochs a candidate: a rung that pauses a long schedule ranks better than a short training of
     # the same cost, and the survivors' later rungs rank nearly as a full training does (bench/RESULTS.md
     # §12). Three only when a person's settings leave no room for nine.
@@ -149,10 +176,20 @@ def make_plan(budget_s: float, *, elapsed_s: float, epoch_s: float, final_epoch_
         # 10×T budget was left unused): more candidates in every generation spend them.
         while generations * generation_epochs(population + 1, rungs, reduction_factor) <= buys:
             population += 1
-    return Plan(budget_s=budget_s, population=population, generations=generations, epochs=epochs,
-                min_epochs=min(min_epochs, epochs), final_epochs=final_epochs,
-                search_s=elapsed_s + START_UP_S / 2 + search_s, final_s=final_s, epoch_s=epoch_s,
-                final_epoch_s=final_epoch_s, workers=workers, candidate_epochs=buys)
+    return Plan(
+        budget_s=budget_s,
+        population=population,
+        generations=generations,
+        epochs=epochs,
+        min_epochs=min(min_epochs, epochs),
+        final_epochs=final_epochs,
+        search_s=elapsed_s + START_UP_S / 2 + search_s,
+        final_s=final_s,
+        epoch_s=epoch_s,
+        final_epoch_s=final_epoch_s,
+        workers=workers,
+        candidate_epochs=buys,
+    )
 
 
 def final_epochs_for(seconds_left: float, epoch_s: float) -> int:

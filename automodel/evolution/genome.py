@@ -104,7 +104,9 @@ class Genome:
         """
         convs = " ".join(
             f"{_KIND_LETTER.get(b.kind, 'C')}{b.filters}k{b.kernel}{b.activation}{_DOWN_SUFFIX.get(b.downsample, '')}"
-            f"{'·bn' if b.batch_norm else ''}" for b in self.conv)
+            f"{'·bn' if b.batch_norm else ''}"
+            for b in self.conv
+        )
         dense = " ".join(f"D{d.units}{d.activation}{'·bn' if d.batch_norm else ''}" for d in self.dense)
         body = f"{convs} → {self.head}" + (f" {dense}" if dense else "")
         wd = f" wd {self.weight_decay:g}" if self.weight_decay else ""
@@ -185,8 +187,15 @@ def scalar_value(genome: Genome, name: str) -> Any:
 
 def with_scalars(conv, dense, scalars: dict[str, Any]) -> Genome:
     optimizer, learning_rate = scalars["training"]
-    return Genome(conv=tuple(conv), dense=tuple(dense), head=scalars["head"], dropout=scalars["dropout"],
-                  optimizer=optimizer, learning_rate=learning_rate, weight_decay=scalars["weight_decay"])
+    return Genome(
+        conv=tuple(conv),
+        dense=tuple(dense),
+        head=scalars["head"],
+        dropout=scalars["dropout"],
+        optimizer=optimizer,
+        learning_rate=learning_rate,
+        weight_decay=scalars["weight_decay"],
+    )
 
 
 def sample_genome(space: SearchSpace, rng: random.Random) -> Genome:
@@ -209,6 +218,7 @@ def reference_genome(space: SearchSpace) -> Genome:
     """The plain CNN a person writes first, as near as the space allows: three plain 3×3 blocks widening
     32 → 64 → 128 with batch norm, ReLU and 2×2 max pooling, no hidden dense layer, AdamW at 1e-3.
     What a budget too short to search trains (see automodel/budget.py)."""
+
     def nearest(value, choices):
         if value in choices:
             return value
@@ -216,19 +226,34 @@ def reference_genome(space: SearchSpace) -> Genome:
         return min(numbers, key=lambda c: abs(math.log((c + 1e-9) / (value + 1e-9)))) if numbers else choices[0]
 
     blocks = min(max(3, space.conv_blocks[0]), space.conv_blocks[1])
-    widths = [nearest(min(32 * 2 ** i, 128), space.filters) for i in range(blocks)]
+    widths = [nearest(min(32 * 2**i, 128), space.filters) for i in range(blocks)]
     halving = [d for d in space.downsampling if d != "none"]
-    conv = tuple(ConvBlock(filters=w, kernel=nearest(3, space.kernel_sizes), activation=nearest("relu", space.activations),
-                           downsample=nearest("max", halving or space.downsampling),
-                           batch_norm=True if True in space.batch_norm else space.batch_norm[0],
-                           kind=nearest("plain", space.block_kinds)) for w in widths)
-    dense = tuple(DenseLayer(units=nearest(128, space.dense_units), activation=nearest("relu", space.activations))
-                  for _ in range(space.dense_layers[0]))
+    conv = tuple(
+        ConvBlock(
+            filters=w,
+            kernel=nearest(3, space.kernel_sizes),
+            activation=nearest("relu", space.activations),
+            downsample=nearest("max", halving or space.downsampling),
+            batch_norm=True if True in space.batch_norm else space.batch_norm[0],
+            kind=nearest("plain", space.block_kinds),
+        )
+        for w in widths
+    )
+    dense = tuple(
+        DenseLayer(units=nearest(128, space.dense_units), activation=nearest("relu", space.activations))
+        for _ in range(space.dense_layers[0])
+    )
     optimizer = nearest("adamw", space.optimizers)
     low, high = space.learning_rate_range(optimizer)
-    return Genome(conv=conv, dense=dense, head=nearest("gap", space.heads), dropout=nearest(0.0, space.dropout),
-                  optimizer=optimizer, learning_rate=min(high, max(low, 1e-3)),
-                  weight_decay=nearest(5e-4, space.weight_decays))
+    return Genome(
+        conv=conv,
+        dense=dense,
+        head=nearest("gap", space.heads),
+        dropout=nearest(0.0, space.dropout),
+        optimizer=optimizer,
+        learning_rate=min(high, max(low, 1e-3)),
+        weight_decay=nearest(5e-4, space.weight_decays),
+    )
 
 
 def gene_slots(genome: Genome, space: SearchSpace) -> list[Any]:
@@ -247,8 +272,8 @@ def from_slots(slots: list[Any], space: SearchSpace) -> Genome:
     """Inverse of :func:`gene_slots`; absent (``None``) layer slots are dropped."""
     max_conv, max_dense = space.conv_blocks[1], space.dense_layers[1]
     conv = tuple(s for s in slots[:max_conv] if s is not None)
-    dense = tuple(s for s in slots[max_conv:max_conv + max_dense] if s is not None)
-    return with_scalars(conv, dense, dict(zip(SCALAR_GENES, slots[max_conv + max_dense:])))
+    dense = tuple(s for s in slots[max_conv : max_conv + max_dense] if s is not None)
+    return with_scalars(conv, dense, dict(zip(SCALAR_GENES, slots[max_conv + max_dense :])))
 
 
 def diversity(genomes: list[Genome], space: SearchSpace) -> float:

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 
 from automodel.store.records import SCORED_STATUSES, CandidateStatus
 
-CONTINUABLE = SCORED_STATUSES   # statuses whose score at a rung means something (failures score 0)
+CONTINUABLE = SCORED_STATUSES  # statuses whose score at a rung means something (failures score 0)
 
 
 def score_at(record: Mapping, epochs: int) -> float | None:
@@ -24,12 +24,13 @@ def score_at(record: Mapping, epochs: int) -> float | None:
             return point["val_accuracy"]
     trained = record.get("epochs") or 0
     if trained == epochs or (trained > epochs and not record.get("history")):
-        return record["fitness"]   # a record without a learning curve (older versions): its final score
+        return record["fitness"]  # a record without a learning curve (older versions): its final score
     return None
 
 
-def survivors(keys: Sequence[str], records: Mapping[int, Mapping], contenders: Sequence[int], fidelity: int,
-              reduction_factor: int) -> tuple[list[int], int, int]:
+def survivors(
+    keys: Sequence[str], records: Mapping[int, Mapping], contenders: Sequence[int], fidelity: int, reduction_factor: int
+) -> tuple[list[int], int, int]:
     """Which contenders go on from the rung at ``fidelity`` epochs: the best ceil(n / reduction_factor)
     distinct genomes by their score at that rung (the earlier index wins a tie; a copy of a genome
     goes with it). ``keys[i]`` is the genome of index ``i``, ``records[i]`` its record at this rung.
@@ -39,8 +40,13 @@ def survivors(keys: Sequence[str], records: Mapping[int, Mapping], contenders: S
         first_index.setdefault(keys[index], index)
     scores = {key: score_at(records[i], fidelity) for key, i in first_index.items()}
     keep = math.ceil(len(first_index) / reduction_factor)
-    ranked = sorted((key for key, i in first_index.items()
-                     if records[i]["status"] in (CandidateStatus.OK, CandidateStatus.PARTIAL)),
-                    key=lambda key: (-(scores[key] or 0.0), first_index[key]))
+    ranked = sorted(
+        (
+            key
+            for key, i in first_index.items()
+            if records[i]["status"] in (CandidateStatus.OK, CandidateStatus.PARTIAL)
+        ),
+        key=lambda key: (-(scores[key] or 0.0), first_index[key]),
+    )
     promoted = set(ranked[:keep])
     return [index for index in contenders if keys[index] in promoted], keep, len(first_index)

@@ -66,12 +66,12 @@ from automodel.training.trainer import (
     resolve_device,
 )
 
-PROBE_GENERATION = -2   # the timing a budget is planned from
-PROBE_STEPS = 20        # steps each probe times (after its warm-up steps)
+PROBE_GENERATION = -2  # the timing a budget is planned from
+PROBE_STEPS = 20  # steps each probe times (after its warm-up steps)
 TRACKING_CLOSE_S = 120.0  # the longest a finished search waits for its tracker to log what is queued
-TRACKING_ABORT_S = 10.0   # the same for a search ended by an error
+TRACKING_ABORT_S = 10.0  # the same for a search ended by an error
 FALLBACK_STEP_S = 0.05  # seconds per step when no probe could be timed (every one failed)
-PARTIAL = CandidateStatus.PARTIAL   # trained to a lower rung; waits for the rest of its rung to be ranked
+PARTIAL = CandidateStatus.PARTIAL  # trained to a lower rung; waits for the rest of its rung to be ranked
 
 
 def _rank(record: dict) -> tuple:
@@ -123,9 +123,16 @@ class StopSignal:
 class Search:
     """One run of the genetic algorithm, recorded in ``store`` under ``run_id``."""
 
-    def __init__(self, config: Config, store: Store, run_id: str, *, data_dir: str | Path = "data",
-                 reporter: Reporter | None = None,
-                 evaluator_factory: Callable[[ImageData, TrainSettings], Evaluator] | None = None):
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        run_id: str,
+        *,
+        data_dir: str | Path = "data",
+        reporter: Reporter | None = None,
+        evaluator_factory: Callable[[ImageData, TrainSettings], Evaluator] | None = None,
+    ):
         self.config = config
         self.store = store
         self.run_id = run_id
@@ -135,17 +142,17 @@ class Search:
         self.evaluator_factory = evaluator_factory
         self.stop = StopSignal(store, run_id)
         self.space = config.space
-        self._cache: dict[str, dict] = {}             # genome key → its record at the highest rung reached
+        self._cache: dict[str, dict] = {}  # genome key → its record at the highest rung reached
         self._checkpoints: dict[str, Checkpoint] = {}  # genome key → its training paused at a lower rung
         self._costs: dict[str, tuple[int, int]] = {}  # genome key → (parameters, MACs)
-        self._finished: set[tuple[int, int]] = set()   # (generation, index) of tasks whose result came in
+        self._finished: set[tuple[int, int]] = set()  # (generation, index) of tasks whose result came in
         self._best: dict | None = None
         self.data: ImageData | None = None
-        self.plan: Plan | None = None                 # with a time budget: what it became
-        self._progress_writes = Throttle(0.25)   # store writes of live progress, per worker label
-        self.weights = WeightStore(self.run_dir / "weights")   # trained weights of candidates that may be parents
-        self._parents: dict[int, tuple[Genome, ...]] = {}   # index → the parents a child was bred from
-        self.tracker: BackgroundTracker | None = None   # MLflow, when the run is tracked
+        self.plan: Plan | None = None  # with a time budget: what it became
+        self._progress_writes = Throttle(0.25)  # store writes of live progress, per worker label
+        self.weights = WeightStore(self.run_dir / "weights")  # trained weights of candidates that may be parents
+        self._parents: dict[int, tuple[Genome, ...]] = {}  # index → the parents a child was bred from
+        self.tracker: BackgroundTracker | None = None  # MLflow, when the run is tracked
 
     @property
     def dataset(self) -> ImageData:
@@ -160,9 +167,15 @@ class Search:
         started = time.monotonic()
         run = self.store.get_run(self.run_id) or {}
         self._started, self._elapsed_before = started, float(run.get("elapsed_s") or 0.0)
-        self.store.update_run(self.run_id, status="running", pid=os.getpid(), host=socket.gethostname(),
-                              reason="", started_at=run.get("started_at") or time.time(),
-                              resumed_at=time.time())
+        self.store.update_run(
+            self.run_id,
+            status="running",
+            pid=os.getpid(),
+            host=socket.gethostname(),
+            reason="",
+            started_at=run.get("started_at") or time.time(),
+            resumed_at=time.time(),
+        )
         self._install_signal_handlers()
         evaluator: Evaluator | None = None
         heartbeat = Heartbeat(self.store, self.run_id).start()
@@ -170,15 +183,27 @@ class Search:
             data = self._load_data(run)
             self.data = data
             settings = train_settings(self.config, data)
-            self.store.update_run(self.run_id, device=settings.device, classes=data.classes,
-                                  input_shape=list(data.input_shape), train_size=len(data.train_x),
-                                  val_size=len(data.val_x), test_size=len(data.test_x),
-                                  skipped_images=data.skipped, ignored_files=data.ignored, data=data.describe(),
-                                  stage="search", loading=None)
+            self.store.update_run(
+                self.run_id,
+                device=settings.device,
+                classes=data.classes,
+                input_shape=list(data.input_shape),
+                train_size=len(data.train_x),
+                val_size=len(data.val_x),
+                test_size=len(data.test_x),
+                skipped_images=data.skipped,
+                ignored_files=data.ignored,
+                data=data.describe(),
+                stage="search",
+                loading=None,
+            )
             status = "stopped"  # a stop during set-up (a download, starting Ray) is obeyed here
             if not self.stop():
-                evaluator = (self.evaluator_factory(data, settings) if self.evaluator_factory else
-                             self._local_evaluator(data, settings))
+                evaluator = (
+                    self.evaluator_factory(data, settings)
+                    if self.evaluator_factory
+                    else self._local_evaluator(data, settings)
+                )
             if evaluator is not None and not self.stop() and self.config.budget_s is not None:
                 self._follow_plan(evaluator)
             if evaluator is not None and not self.stop():
@@ -188,7 +213,7 @@ class Search:
             if evaluator is not None and status == "searched":
                 status = self._final_training(evaluator)
         except BaseException:
-            if self.tracker is not None:   # log what is queued; the records hold everything anyway
+            if self.tracker is not None:  # log what is queued; the records hold everything anyway
                 self.tracker.close(TRACKING_ABORT_S)
                 self.tracker = None
             raise
@@ -198,8 +223,7 @@ class Search:
                 evaluator.close()
             self.store.clear_progress(self.run_id)
             self.reporter.close()
-        self.store.update_run(self.run_id, status=status, ended_at=time.time(), pid=None,
-                              elapsed_s=self._elapsed())
+        self.store.update_run(self.run_id, status=status, ended_at=time.time(), pid=None, elapsed_s=self._elapsed())
         self._finish_tracking()
         return status
 
@@ -209,11 +233,14 @@ class Search:
         if self.config.mlflow is None:
             return
         from automodel.tracking.mlflow_tracker import MlflowTracker, tracking_uri, ui_command
+
         uri, experiment = tracking_uri(self.config.mlflow, self.store.path), self.config.mlflow_experiment
-        self.tracker = BackgroundTracker(lambda: MlflowTracker(uri, experiment, self.run_id),
-                                         self.reporter.message, name="MLflow")
-        self.store.update_run(self.run_id, tracking={"to": "mlflow", "uri": uri, "experiment": experiment,
-                                                     "ui": ui_command(uri)})
+        self.tracker = BackgroundTracker(
+            lambda: MlflowTracker(uri, experiment, self.run_id), self.reporter.message, name="MLflow"
+        )
+        self.store.update_run(
+            self.run_id, tracking={"to": "mlflow", "uri": uri, "experiment": experiment, "ui": ui_command(uri)}
+        )
         run = self.store.get_run(self.run_id) or {}
         self.tracker.start(run, self.store.individuals(self.run_id), self.store.generations(self.run_id))
 
@@ -223,8 +250,12 @@ class Search:
         self.tracker.finish(self.store.get_run(self.run_id) or {}, self.run_dir)
         self.tracker.close(TRACKING_CLOSE_S)
         tracking = dict((self.store.get_run(self.run_id) or {}).get("tracking") or {})
-        tracking.update(run_id=self.tracker.where.get("run_id"), experiment_id=self.tracker.where.get("experiment_id"),
-                        errors=self.tracker.errors, error=self.tracker.first_error)
+        tracking.update(
+            run_id=self.tracker.where.get("run_id"),
+            experiment_id=self.tracker.where.get("experiment_id"),
+            errors=self.tracker.errors,
+            error=self.tracker.first_error,
+        )
         self.store.update_run(self.run_id, tracking=tracking)
         self.tracker = None
 
@@ -238,9 +269,17 @@ class Search:
         else:
             image_size, max_side = run["image_size"]
         self.store.update_run(self.run_id, stage="data")
-        return load_dataset(c.dataset, self.data_dir, val_fraction=c.val_fraction, seed=c.seed,
-                            work_dir=self.run_dir / "dataset", image_size=image_size, max_side=max_side,
-                            cache_dir=self.run_dir, on_progress=self._on_data_progress)
+        return load_dataset(
+            c.dataset,
+            self.data_dir,
+            val_fraction=c.val_fraction,
+            seed=c.seed,
+            work_dir=self.run_dir / "dataset",
+            image_size=image_size,
+            max_side=max_side,
+            cache_dir=self.run_dir,
+            on_progress=self._on_data_progress,
+        )
 
     def _training_device(self) -> str:
         """cuda when candidates will train on a GPU (here, or on a Ray cluster's nodes), else cpu."""
@@ -257,12 +296,13 @@ class Search:
         """Candidates trained in worker processes, one at a time or several at once."""
         workers, threads = resolve_workers(self.config.workers, settings.device, self.config.population)
         self.store.update_run(self.run_id, workers=workers, threads_per_worker=threads if workers > 1 else None)
-        if workers == 1:   # as many threads as this process has (OMP_NUM_THREADS, torch.set_num_threads)
+        if workers == 1:  # as many threads as this process has (OMP_NUM_THREADS, torch.set_num_threads)
             threads = torch.get_num_threads()
         device_data = DeviceData(data, resolve_device(settings.device))
         # Even one worker is a process of its own: a candidate that crashes or hangs in native code
         # then takes only its worker down, never the search.
         from automodel.evaluators.worker_pool import WorkerPoolEvaluator
+
         return WorkerPoolEvaluator(device_data, replace(settings, threads=threads), workers)
 
     def _elapsed(self) -> float:
@@ -277,15 +317,18 @@ class Search:
             self.plan = Plan.from_dict(run["plan"])
         else:
             plan = self._make_plan(evaluator)
-            if plan is None:   # stopped while timing
+            if plan is None:  # stopped while timing
                 return
             self.plan = plan
             self.store.update_run(self.run_id, plan=plan.to_dict())
             self.reporter.message(f"budget {plan.summary()}")
         keep = set(self.config.overrides)
         planned = {name: getattr(self.plan, name) for name in PLANNED if name not in keep}
-        search_s = self.plan.search_s if self.config.time_budget_s is None else min(self.plan.search_s,
-                                                                                     self.config.time_budget_s)
+        search_s = (
+            self.plan.search_s
+            if self.config.time_budget_s is None
+            else min(self.plan.search_s, self.config.time_budget_s)
+        )
         self.config = replace(self.config, **planned, time_budget_s=search_s)
         self.store.update_run(self.run_id, config=self.config.to_dict())
 
@@ -296,8 +339,11 @@ class Search:
         workers = getattr(evaluator, "workers", None) or max(1, int(available_cpus() // c.cpus_per_candidate))
         rng = random.Random(derive_seed(c.seed, "probe"))
         genomes = [self.fit(sample_genome(self.space, rng)) for _ in range(workers)]
-        tasks = [Task(PROBE_GENERATION, i, g, self.training_seed(g), probe_steps=PROBE_STEPS)
-                 for i, g in enumerate(genomes) if self._over_budget(g) is None]
+        tasks = [
+            Task(PROBE_GENERATION, i, g, self.training_seed(g), probe_steps=PROBE_STEPS)
+            for i, g in enumerate(genomes)
+            if self._over_budget(g) is None
+        ]
         results: list[TrainResult] = []
         self.reporter.message("timing a few training steps to plan the budget")
         evaluator.evaluate(tasks, lambda _t, r: results.append(r), lambda _t, _i: None, self.stop)
@@ -311,11 +357,19 @@ class Search:
         epoch_s = step_s * steps_per_epoch * (1 + len(data.val_x) / max(1, len(data.train_x)) / 3)
         final_epoch_s = step_s * max(1, (len(data.train_x) + len(data.val_x)) // batch)
         given = {name: getattr(c, name) for name in c.overrides}
-        assert c.budget_s is not None   # only a run with a budget is planned
-        return make_plan(c.budget_s, elapsed_s=self._elapsed(), epoch_s=epoch_s, final_epoch_s=final_epoch_s,
-                         workers=workers, reduction_factor=c.reduction_factor, given=given,
-                         fidelities_for=lambda epochs, low: replace(c, epochs=epochs, min_epochs=min(low, epochs))
-                         .fidelities(steps_per_epoch=steps_per_epoch))
+        assert c.budget_s is not None  # only a run with a budget is planned
+        return make_plan(
+            c.budget_s,
+            elapsed_s=self._elapsed(),
+            epoch_s=epoch_s,
+            final_epoch_s=final_epoch_s,
+            workers=workers,
+            reduction_factor=c.reduction_factor,
+            given=given,
+            fidelities_for=lambda epochs, low: replace(c, epochs=epochs, min_epochs=min(low, epochs)).fidelities(
+                steps_per_epoch=steps_per_epoch
+            ),
+        )
 
     def candidate_time_limit(self) -> float:
         """A candidate's time limit; with a budget also long enough for a candidate of the plan's epochs
@@ -353,15 +407,17 @@ class Search:
         settings = getattr(evaluator, "settings", None)
         worker_threads = (settings.threads if settings is not None else None) or 1
         options = sorted({worker_threads, torch.get_num_threads()})
-        tasks = [Task(PROBE_GENERATION, i, genome, 0, final=True, probe_steps=PROBE_STEPS, threads=t)
-                 for i, t in enumerate(options)]
+        tasks = [
+            Task(PROBE_GENERATION, i, genome, 0, final=True, probe_steps=PROBE_STEPS, threads=t)
+            for i, t in enumerate(options)
+        ]
         timed: dict[int, float] = {}
 
         def timing(task: Task, result: TrainResult) -> None:
             if result.step_seconds is not None and task.threads is not None:
                 timed[task.threads] = result.step_seconds
 
-        for task in tasks:   # one after the other: two timings side by side would slow each other down
+        for task in tasks:  # one after the other: two timings side by side would slow each other down
             evaluator.evaluate([task], timing, lambda _t, _i: None, self.stop)
         threads = min(timed, key=lambda t: timed[t]) if timed else options[-1]
         data = self.dataset
@@ -371,8 +427,16 @@ class Search:
         if "final_epochs" not in self.config.overrides:
             epochs = final_epochs_for(self.plan.budget_s - self._elapsed(), epoch_s)
         self.config = replace(self.config, final_epochs=epochs)
-        self.store.update_run(self.run_id, config=self.config.to_dict(), plan={
-            **self.plan.to_dict(), "final_epochs": epochs, "final_epoch_s": round(epoch_s, 3), "final_threads": threads})
+        self.store.update_run(
+            self.run_id,
+            config=self.config.to_dict(),
+            plan={
+                **self.plan.to_dict(),
+                "final_epochs": epochs,
+                "final_epoch_s": round(epoch_s, 3),
+                "final_threads": threads,
+            },
+        )
         return epochs, threads
 
     def fidelities(self) -> list[int]:
@@ -393,9 +457,15 @@ class Search:
         if self.data is None:
             return genome
         genome = fit_to_image(genome, self.data.input_shape)
-        fitted = fit_to_budget(genome, self.data.input_shape, len(self.data.classes), max_macs=self.max_macs(),
-                               max_params=self.config.max_params, min_filters=min(self.space.filters),
-                               min_blocks=self.space.conv_blocks[0])
+        fitted = fit_to_budget(
+            genome,
+            self.data.input_shape,
+            len(self.data.classes),
+            max_macs=self.max_macs(),
+            max_params=self.config.max_params,
+            min_filters=min(self.space.filters),
+            min_blocks=self.space.conv_blocks[0],
+        )
         return fitted if fitted is not None else genome
 
     def cost(self, genome: Genome) -> tuple[int, int]:
@@ -430,13 +500,15 @@ class Search:
             self._checkpoints.clear()
             if outcome == "stopped":
                 return "stopped"
-            if outcome == "budget":   # cut short by the time budget
+            if outcome == "budget":  # cut short by the time budget
                 self.reporter.message("time budget spent; ending the search with the best so far")
                 return "searched"
             record = self._record_generation(generation, time.monotonic() - gen_started)
             # Only this generation's candidates can be parents of the next (and the best, the final's start).
-            self.weights.keep_only([r["key"] for r in self.store.individuals(self.run_id, generation)] +
-                                   ([self._best["key"]] if self._best is not None else []))
+            self.weights.keep_only(
+                [r["key"] for r in self.store.individuals(self.run_id, generation)]
+                + ([self._best["key"]] if self._best is not None else [])
+            )
             if self._budget_spent():
                 self.reporter.message("time budget spent; ending the search with the best so far")
                 return "searched"
@@ -450,12 +522,20 @@ class Search:
         the best of the runs it starts from (``warm_start``), else the plain reference CNN."""
         warm = self.warm_genomes()
         genome = warm[0] if warm else self.fit(reference_genome(self.space))
-        self._best = {"genome": genome.to_dict(), "key": genome.key(), "summary": genome.summary(), "fitness": None,
-                      "status": OK}
-        self.store.update_run(self.run_id, best_key=genome.key(), best_summary=genome.summary(),
-                              best_genome=genome.to_dict())
-        self.reporter.message("the budget is too short to search: all of it trains "
-                              + ("the best network of the runs it starts from" if warm else "one plain CNN"))
+        self._best = {
+            "genome": genome.to_dict(),
+            "key": genome.key(),
+            "summary": genome.summary(),
+            "fitness": None,
+            "status": OK,
+        }
+        self.store.update_run(
+            self.run_id, best_key=genome.key(), best_summary=genome.summary(), best_genome=genome.to_dict()
+        )
+        self.reporter.message(
+            "the budget is too short to search: all of it trains "
+            + ("the best network of the runs it starts from" if warm else "one plain CNN")
+        )
         return "searched"
 
     def _run_generation(self, generation: int, population: list[Genome], evaluator: Evaluator) -> str:
@@ -515,12 +595,23 @@ class Search:
         ranks = None
         if len(c.objectives) > 1:
             # NSGA-II: accuracy (at equal fidelity) against the costs; a failed candidate is worst in all.
-            points = [objective_point(r, c.objectives, accuracy=f) if r["status"] in CONTINUABLE
-                      else (math.inf,) * len(c.objectives) for r, f in zip(parents, fitness)]
+            points = [
+                objective_point(r, c.objectives, accuracy=f)
+                if r["status"] in CONTINUABLE
+                else (math.inf,) * len(c.objectives)
+                for r, f in zip(parents, fitness)
+            ]
             ranks = nsga2_ranks(points)
         genomes = [Genome.from_dict(r["genome"]) for r in parents]
-        offspring = breed(genomes, fitness, c, random.Random(derive_seed(c.seed, "breed", generation)),
-                          repair=self.fit, known={Genome.from_dict(r["genome"]).key() for r in earlier}, ranks=ranks)
+        offspring = breed(
+            genomes,
+            fitness,
+            c,
+            random.Random(derive_seed(c.seed, "breed", generation)),
+            repair=self.fit,
+            known={Genome.from_dict(r["genome"]).key() for r in earlier},
+            ranks=ranks,
+        )
         self._parents = {index: tuple(genomes[i] for i in pair) for index, (_child, pair) in enumerate(offspring)}
         return [child for child, _pair in offspring]
 
@@ -564,15 +655,32 @@ class Search:
             refusal = self._over_budget(genome)
             if refusal is not None:
                 params, macs = self.cost(genome)
-                self._record(generation, index, genome, {"fitness": 0.0, "status": TOO_LARGE, "reason": refusal,
-                                                         "params": params, "macs": macs}, cached=False)
+                self._record(
+                    generation,
+                    index,
+                    genome,
+                    {"fitness": 0.0, "status": TOO_LARGE, "reason": refusal, "params": params, "macs": macs},
+                    cached=False,
+                )
                 continue
             planned.add(key)
             checkpoint = self._checkpoints.pop(key, None)
             parent, weights = self._inheritance(index, genome, need_weights=checkpoint is None)
-            tasks.append(Task(generation, index, genome, self.training_seed(genome), prune_below=prune_below,
-                              pause_after=pause_after, resume=checkpoint, parent=parent, inherit=weights,
-                              epochs=self.config.epochs, time_limit_s=self.candidate_time_limit()))
+            tasks.append(
+                Task(
+                    generation,
+                    index,
+                    genome,
+                    self.training_seed(genome),
+                    prune_below=prune_below,
+                    pause_after=pause_after,
+                    resume=checkpoint,
+                    parent=parent,
+                    inherit=weights,
+                    epochs=self.config.epochs,
+                    time_limit_s=self.candidate_time_limit(),
+                )
+            )
         return tasks
 
     def _keeps_weights(self) -> bool:
@@ -608,8 +716,7 @@ class Search:
             return f"{params:,} parameters exceed the cap of {self.config.max_params:,}"
         return None
 
-    def _copy_duplicates(self, generation: int, population: list[Genome], contenders: list[int],
-                         fidelity: int) -> None:
+    def _copy_duplicates(self, generation: int, population: list[Genome], contenders: list[int], fidelity: int) -> None:
         """A genome that appeared twice in one generation was trained once; record the copies."""
         rows = {r["index"]: r for r in self.store.individuals(self.run_id, generation)}
         for index in contenders:
@@ -628,8 +735,12 @@ class Search:
         for index in contenders:
             row = rows[index]
             if population[index].key() not in promoted and row["status"] == PARTIAL:
-                row = {**row, "status": PRUNED, "reason": f"successive halving: after {fidelity} epoch"
-                       f"{'s' if fidelity != 1 else ''} not among the best {keep} of {distinct}"}
+                row = {
+                    **row,
+                    "status": PRUNED,
+                    "reason": f"successive halving: after {fidelity} epoch"
+                    f"{'s' if fidelity != 1 else ''} not among the best {keep} of {distinct}",
+                }
                 self.store.add_individual(row)
                 if not row.get("cached"):
                     self._cache[row["key"]] = row
@@ -643,8 +754,11 @@ class Search:
         """
         if not self.config.prune:
             return None
-        scores = [r["first_epoch_fitness"] for r in self.store.individuals(self.run_id)
-                  if r["generation"] < generation and r.get("first_epoch_fitness") is not None]
+        scores = [
+            r["first_epoch_fitness"]
+            for r in self.store.individuals(self.run_id)
+            if r["generation"] < generation and r.get("first_epoch_fitness") is not None
+        ]
         if len(scores) < self.config.population:
             return 0.0  # too few earlier scores: measure the first epoch, prune nothing yet
         return self.config.prune_fraction * statistics.median(scores)
@@ -663,28 +777,52 @@ class Search:
             weights = result.state_dict if result.checkpoint is None else result.checkpoint.model
             if weights is not None:
                 self.weights.save(task.genome.key(), weights)
-        previous = next((r for r in self.store.individuals(self.run_id, task.generation)
-                         if r["index"] == task.index and not r.get("cached")), None)
+        previous = next(
+            (
+                r
+                for r in self.store.individuals(self.run_id, task.generation)
+                if r["index"] == task.index and not r.get("cached")
+            ),
+            None,
+        )
         inherited = result.inherited if result.inherited is not None else (previous or {}).get("inherited")
         start_epoch = task.resume.epoch if task.resume is not None else 0
         trained = (previous or {}).get("trained_epochs", 0) + max(0, result.epochs_done - start_epoch)
         improves = status == OK and (
-            self._best is None or (result.fitness, -task.generation, -task.index) > _rank(self._best))
+            self._best is None or (result.fitness, -task.generation, -task.index) > _rank(self._best)
+        )
         if improves and result.state_dict is not None:
             # The weights go to disk before the record names this candidate the best, so the
             # run never points at a model file that holds another candidate.
-            path = self._save_model(task.genome, result.state_dict, {
-                "stage": "search", "val_accuracy": result.fitness, "generation": task.generation,
-                "index": task.index})
+            path = self._save_model(
+                task.genome,
+                result.state_dict,
+                {"stage": "search", "val_accuracy": result.fitness, "generation": task.generation, "index": task.index},
+            )
             self.store.update_run(self.run_id, best_model_path=str(path))
         params, macs = self.cost(task.genome)
-        self._record(task.generation, task.index, task.genome, {
-            "fitness": result.fitness, "status": status, "reason": result.reason,
-            "params": result.params or params, "macs": macs, "latency_ms": result.latency_ms,
-            "seconds": round(result.seconds, 3), "epochs": epochs,
-            "trained_epochs": trained, "history": result.history, "train_loss": result.train_loss,
-            "first_epoch_fitness": result.first_epoch_fitness, "parent": task.parent,
-            "inherited": round(inherited, 4) if inherited is not None else None}, cached=False)
+        self._record(
+            task.generation,
+            task.index,
+            task.genome,
+            {
+                "fitness": result.fitness,
+                "status": status,
+                "reason": result.reason,
+                "params": result.params or params,
+                "macs": macs,
+                "latency_ms": result.latency_ms,
+                "seconds": round(result.seconds, 3),
+                "epochs": epochs,
+                "trained_epochs": trained,
+                "history": result.history,
+                "train_loss": result.train_loss,
+                "first_epoch_fitness": result.first_epoch_fitness,
+                "parent": task.parent,
+                "inherited": round(inherited, 4) if inherited is not None else None,
+            },
+            cached=False,
+        )
         if self._progress_writes.forget(task.worker_label):
             # A back end that trains several candidates at once (Ray) labels each one's progress
             # with its task's worker_label; a finished candidate's progress record goes away.
@@ -692,16 +830,28 @@ class Search:
 
     def _record(self, generation: int, index: int, genome: Genome, outcome: dict, cached: bool) -> dict:
         record = {
-            "run_id": self.run_id, "generation": generation, "index": index, "key": genome.key(),
-            "genome": genome.to_dict(), "summary": genome.summary(),
-            "fitness": outcome["fitness"], "status": outcome["status"], "reason": outcome.get("reason", ""),
-            "params": outcome.get("params", 0), "macs": outcome.get("macs"), "latency_ms": outcome.get("latency_ms"),
+            "run_id": self.run_id,
+            "generation": generation,
+            "index": index,
+            "key": genome.key(),
+            "genome": genome.to_dict(),
+            "summary": genome.summary(),
+            "fitness": outcome["fitness"],
+            "status": outcome["status"],
+            "reason": outcome.get("reason", ""),
+            "params": outcome.get("params", 0),
+            "macs": outcome.get("macs"),
+            "latency_ms": outcome.get("latency_ms"),
             "seconds": 0.0 if cached else outcome.get("seconds", 0.0),
-            "epochs": outcome.get("epochs", 0), "trained_epochs": 0 if cached else outcome.get("trained_epochs", 0),
-            "history": outcome.get("history") or [], "train_loss": outcome.get("train_loss"),
+            "epochs": outcome.get("epochs", 0),
+            "trained_epochs": 0 if cached else outcome.get("trained_epochs", 0),
+            "history": outcome.get("history") or [],
+            "train_loss": outcome.get("train_loss"),
             "first_epoch_fitness": outcome.get("first_epoch_fitness"),
-            "parent": outcome.get("parent"), "inherited": outcome.get("inherited"),
-            "cached": cached, "recorded_at": time.time(),
+            "parent": outcome.get("parent"),
+            "inherited": outcome.get("inherited"),
+            "cached": cached,
+            "recorded_at": time.time(),
         }
         self.store.add_individual(record)
         if self.tracker is not None:
@@ -716,10 +866,19 @@ class Search:
         self.reporter.candidate_progress(task, info)
         worker = info.get("worker", "main")
         if self._progress_writes.ready(worker, force=info.get("batch") == info.get("batches")):
-            self.store.set_progress(self.run_id, {
-                "generation": task.generation, "generations": self.config.generations, "index": task.index,
-                "population": self.config.population, "final": task.final, "summary": task.genome.summary(),
-                **info}, worker=worker)
+            self.store.set_progress(
+                self.run_id,
+                {
+                    "generation": task.generation,
+                    "generations": self.config.generations,
+                    "index": task.index,
+                    "population": self.config.population,
+                    "final": task.final,
+                    "summary": task.genome.summary(),
+                    **info,
+                },
+                worker=worker,
+            )
 
     def _load_cache(self) -> None:
         for record in self.store.individuals(self.run_id):
@@ -732,23 +891,38 @@ class Search:
         """The best is the fittest fully trained candidate (a pruned one's partial score does not count)."""
         if record["status"] == "ok" and (self._best is None or _rank(record) > _rank(self._best)):
             self._best = record
-            self.store.update_run(self.run_id, best_fitness=record["fitness"], best_key=record["key"],
-                                  best_summary=record["summary"], best_genome=record["genome"],
-                                  best_generation=record["generation"], best_index=record["index"])
+            self.store.update_run(
+                self.run_id,
+                best_fitness=record["fitness"],
+                best_key=record["key"],
+                best_summary=record["summary"],
+                best_genome=record["genome"],
+                best_generation=record["generation"],
+                best_index=record["index"],
+            )
 
     def _furthest_trained(self) -> dict | None:
         """When no candidate trained all its epochs (a budget that ran out inside the top rung), the
         winner is the fittest of those that trained furthest, compared at equal fidelity; None when
         every candidate failed."""
-        scored = [r for r in self.store.individuals(self.run_id)
-                  if r["status"] in CONTINUABLE and not r.get("cached") and r.get("epochs")]
+        scored = [
+            r
+            for r in self.store.individuals(self.run_id)
+            if r["status"] in CONTINUABLE and not r.get("cached") and r.get("epochs")
+        ]
         if not scored:
             return None
         best = max(scored, key=lambda r: (r["epochs"], *_rank(r)))
         self._best = best
-        self.store.update_run(self.run_id, best_fitness=best["fitness"], best_key=best["key"],
-                              best_summary=best["summary"], best_genome=best["genome"],
-                              best_generation=best["generation"], best_index=best["index"])
+        self.store.update_run(
+            self.run_id,
+            best_fitness=best["fitness"],
+            best_key=best["key"],
+            best_summary=best["summary"],
+            best_genome=best["genome"],
+            best_generation=best["generation"],
+            best_index=best["index"],
+        )
         return best
 
     def _save_model(self, genome: Genome, state_dict: dict, metrics: dict) -> Path:
@@ -760,18 +934,24 @@ class Search:
         record = {
             "full_fidelity": sum(r["status"] == OK for r in rows),
             "trained_epochs": sum(r.get("trained_epochs", 0) for r in rows if not r.get("cached")),
-            "run_id": self.run_id, "generation": generation, "best": max(fitness), "mean": statistics.fmean(fitness),
-            "worst": min(fitness), "diversity": round(diversity([Genome.from_dict(r["genome"]) for r in rows],
-                                                               self.space), 4),
+            "run_id": self.run_id,
+            "generation": generation,
+            "best": max(fitness),
+            "mean": statistics.fmean(fitness),
+            "worst": min(fitness),
+            "diversity": round(diversity([Genome.from_dict(r["genome"]) for r in rows], self.space), 4),
             "failed": sum(r["status"] not in (OK, PRUNED) for r in rows),
-            "pruned": sum(r["status"] == "pruned" for r in rows), "trained": sum(not r["cached"] for r in rows),
-            "seconds": round(seconds, 3), "recorded_at": time.time(),
+            "pruned": sum(r["status"] == "pruned" for r in rows),
+            "trained": sum(not r["cached"] for r in rows),
+            "seconds": round(seconds, 3),
+            "recorded_at": time.time(),
         }
         self.store.add_generation(record)
         if self.tracker is not None:
             self.tracker.generation(record)
-        self.store.update_run(self.run_id, generations_done=generation + 1,
-                              evaluated=len(self.store.individuals(self.run_id)))
+        self.store.update_run(
+            self.run_id, generations_done=generation + 1, evaluated=len(self.store.individuals(self.run_id))
+        )
         self.reporter.generation_done(record)
         return record
 
@@ -791,9 +971,15 @@ class Search:
         # The final training trains far longer than a candidate: a candidate's time limit is not its own.
         final_epoch_s = ((self.store.get_run(self.run_id) or {}).get("plan") or {}).get("final_epoch_s") or 0.0
         start = self.weights.load(best["key"]) if self._final_continues(best, epochs) else None
-        task = final_task(self.config, genome, epochs=epochs, threads=threads,
-                          parent=best["key"] if start is not None else None, inherit=start,
-                          time_limit_s=max(self.config.time_limit_s, 3 * epochs * final_epoch_s))
+        task = final_task(
+            self.config,
+            genome,
+            epochs=epochs,
+            threads=threads,
+            parent=best["key"] if start is not None else None,
+            inherit=start,
+            time_limit_s=max(self.config.time_limit_s, 3 * epochs * final_epoch_s),
+        )
         results: list[TrainResult] = []
         # Only a stop request ends the final training: the time budget is for the search.
         evaluator.evaluate([task], lambda _t, r: results.append(r), self._on_progress, self.stop)
@@ -803,13 +989,26 @@ class Search:
         if result.status != "ok" or result.state_dict is None:
             self.store.update_run(self.run_id, reason=f"final training failed: {result.status} {result.reason}")
             return "failed"
-        path = self._save_model(genome, result.state_dict, {
-            "stage": "final", "val_accuracy": best["fitness"], "test_accuracy": result.fitness,
-            "final_epochs": self.config.final_epochs})
+        path = self._save_model(
+            genome,
+            result.state_dict,
+            {
+                "stage": "final",
+                "val_accuracy": best["fitness"],
+                "test_accuracy": result.fitness,
+                "final_epochs": self.config.final_epochs,
+            },
+        )
         report = test_report(genome, result.state_dict, self.dataset, self.run_dir / "misclassified")
-        self.store.update_run(self.run_id, test_accuracy=result.fitness, best_model_path=str(path), stage="done",
-                              final_seconds=round(result.seconds, 3), test_report=report,
-                              final_history=result.history, final_start="search" if task.parent else "scratch")
+        self.store.update_run(
+            self.run_id,
+            test_accuracy=result.fitness,
+            best_model_path=str(path),
+            stage="done",
+            final_seconds=round(result.seconds, 3),
+            test_report=report,
+            final_history=result.history,
+            final_start="search" if task.parent else "scratch",
+        )
         self.reporter.message(f"test accuracy of the final model: {result.fitness:.4f}")
         return "completed"
-

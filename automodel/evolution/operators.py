@@ -92,7 +92,9 @@ def select_rank(fitness: Sequence[float], k: int, rng: random.Random) -> list[in
     return rng.choices(range(len(fitness)), weights=ranks, k=k)
 
 
-def select_truncation(fitness: Sequence[float], k: int, rng: random.Random, truncation_fraction: float = 0.5) -> list[int]:
+def select_truncation(
+    fitness: Sequence[float], k: int, rng: random.Random, truncation_fraction: float = 0.5
+) -> list[int]:
     """Elitist (truncation) selection: parents are drawn uniformly from the best fraction only."""
     keep = max(1, math.ceil(len(fitness) * truncation_fraction))
     best = sorted(range(len(fitness)), key=lambda i: (-fitness[i], i))[:keep]
@@ -136,7 +138,7 @@ def equal_fidelity_fitness(fitness: Sequence[float], epochs: Sequence[int]) -> l
     and the values stay accuracies.
     """
     values = list(fitness)
-    floor = math.inf   # the lowest value among the rungs above the one being valued
+    floor = math.inf  # the lowest value among the rungs above the one being valued
     for rung in sorted(set(epochs), reverse=True):
         members = [i for i, e in enumerate(epochs) if e == rung]
         for i in members:
@@ -148,6 +150,7 @@ def equal_fidelity_fitness(fitness: Sequence[float], epochs: Sequence[int]) -> l
 
 def _non_negative(fitness: Sequence[float]) -> list[float]:
     return [f if f > 0 and math.isfinite(f) else 0.0 for f in fitness]
+
 
 # ---------------------------------------------------------------------------------- crossover
 # Parents are aligned slot by slot (see genome.gene_slots): slot i of a child always comes
@@ -202,6 +205,7 @@ def _within_bounds(child: Genome, parent: Genome, space: SearchSpace) -> Genome:
     dense = child.dense if lo_d <= len(child.dense) <= hi_d else parent.dense
     return with_scalars(conv, dense, {name: scalar_value(child, name) for name in SCALAR_GENES})
 
+
 # ----------------------------------------------------------------------------------- mutation
 
 
@@ -243,15 +247,18 @@ CONV_GENES = ("filters", "kernel", "activation", "downsample", "batch_norm", "ki
 
 def _mutate_conv(block: ConvBlock, space: SearchSpace, rate: float, rng: random.Random) -> ConvBlock:
     fresh = sample_conv_block(space, rng)
-    return ConvBlock(**{name: (getattr(fresh, name) if rng.random() < rate else getattr(block, name))
-                        for name in CONV_GENES})
+    return ConvBlock(
+        **{name: (getattr(fresh, name) if rng.random() < rate else getattr(block, name)) for name in CONV_GENES}
+    )
 
 
 def _mutate_dense(layer: DenseLayer, space: SearchSpace, rate: float, rng: random.Random) -> DenseLayer:
     fresh = sample_dense_layer(space, rng)
-    return DenseLayer(units=fresh.units if rng.random() < rate else layer.units,
-                      activation=fresh.activation if rng.random() < rate else layer.activation,
-                      batch_norm=layer.batch_norm)
+    return DenseLayer(
+        units=fresh.units if rng.random() < rate else layer.units,
+        activation=fresh.activation if rng.random() < rate else layer.activation,
+        batch_norm=layer.batch_norm,
+    )
 
 
 def _mutate_length(layers: list, bounds: list[int], new_layer: Callable, rate: float, rng: random.Random) -> None:

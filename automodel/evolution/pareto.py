@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 OBJECTIVES = ("accuracy", "params", "macs", "latency")
-COST_FIELDS = {"params": "params", "macs": "macs", "latency": "latency_ms"}   # objective → record field
+COST_FIELDS = {"params": "params", "macs": "macs", "latency": "latency_ms"}  # objective → record field
 
 Point = tuple[float, ...]
 
@@ -24,8 +24,8 @@ def dominates(a: Point, b: Point) -> bool:
 
 def nondominated_sort(points: Sequence[Point]) -> list[list[int]]:
     """Fast non-dominated sorting (Deb et al. 2002): indices grouped into fronts, best front first."""
-    dominated_by: list[list[int]] = [[] for _ in points]   # i → the points i dominates
-    counts = [0] * len(points)                               # how many points dominate i
+    dominated_by: list[list[int]] = [[] for _ in points]  # i → the points i dominates
+    counts = [0] * len(points)  # how many points dominate i
     for i, p in enumerate(points):
         for j in range(i + 1, len(points)):
             q = points[j]

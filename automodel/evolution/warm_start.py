@@ -10,7 +10,7 @@ from automodel.errors import ConfigError
 from automodel.evolution.genome import Genome
 from automodel.store import Store
 
-SCORED = ("ok", "partial", "pruned")   # statuses whose fitness ranks a genome
+SCORED = ("ok", "partial", "pruned")  # statuses whose fitness ranks a genome
 
 
 def warm_start_genomes(store: Store, run_ids: Sequence[str], limit: int) -> list[Genome]:
@@ -21,20 +21,27 @@ def warm_start_genomes(store: Store, run_ids: Sequence[str], limit: int) -> list
     for run_id in run_ids:
         run = store.get_run(run_id)
         if run is None:
-            raise ConfigError(f"warm_start names run {run_id!r}, which is not in {store.path}; give runs of this "
-                              f"store (`automodel list`).")
-        scored = sorted((r for r in store.individuals(run_id) if r["status"] in SCORED and r.get("fitness")),
-                        key=lambda r: (-(r.get("epochs") or 0), -r["fitness"], r["generation"], r["index"]))
-        genomes = ([Genome.from_dict(run["best_genome"])] if run.get("best_genome") else []) + \
-            [Genome.from_dict(r["genome"]) for r in scored]
+            raise ConfigError(
+                f"warm_start names run {run_id!r}, which is not in {store.path}; give runs of this "
+                f"store (`automodel list`)."
+            )
+        scored = sorted(
+            (r for r in store.individuals(run_id) if r["status"] in SCORED and r.get("fitness")),
+            key=lambda r: (-(r.get("epochs") or 0), -r["fitness"], r["generation"], r["index"]),
+        )
+        genomes = ([Genome.from_dict(run["best_genome"])] if run.get("best_genome") else []) + [
+            Genome.from_dict(r["genome"]) for r in scored
+        ]
         if not genomes:
-            raise ConfigError(f"warm_start names run {run_id!r}, which has no trained candidate yet; give runs "
-                              f"that trained at least one.")
+            raise ConfigError(
+                f"warm_start names run {run_id!r}, which has no trained candidate yet; give runs "
+                f"that trained at least one."
+            )
         ranked.append(genomes)
     chosen: list[Genome] = []
     seen: set[str] = set()
     for depth in range(max((len(g) for g in ranked), default=0)):
-        for genomes in ranked:   # one from each run in turn, so every run contributes its best
+        for genomes in ranked:  # one from each run in turn, so every run contributes its best
             if depth < len(genomes) and len(chosen) < limit and genomes[depth].key() not in seen:
                 seen.add(genomes[depth].key())
                 chosen.append(genomes[depth])

@@ -23,9 +23,9 @@ from automodel.page import views
 from automodel.process import jobs
 from automodel.store import ACTIVE_STATUSES, Store, StoreError, default_db_path
 
-ROOT = Path.cwd()                 # where search processes start; set by main() from app.py's folder
-DATA_DIR = ROOT / "data"          # where built-in datasets are read or downloaded
-LAUNCH_GRACE_S = 90.0             # how long a launched search may take to show up in the store
+ROOT = Path.cwd()  # where search processes start; set by main() from app.py's folder
+DATA_DIR = ROOT / "data"  # where built-in datasets are read or downloaded
+LAUNCH_GRACE_S = 90.0  # how long a launched search may take to show up in the store
 
 
 def _flash(kind: str, text: str) -> None:
@@ -51,11 +51,13 @@ def _db_path() -> Path:
 @st.cache_resource(show_spinner=False)
 def _warm_imports() -> threading.Thread:
     """Import torch (2-3 s) in the background once per server, so the first layer table is quick."""
+
     def work() -> None:
         try:
             import automodel.training.model  # noqa: F401
         except Exception:  # noqa: BLE001 - only a warm-up; the real import reports any problem
             pass
+
     thread = threading.Thread(target=work, name="automodel-warm-imports", daemon=True)
     thread.start()
     return thread
@@ -64,8 +66,11 @@ def _warm_imports() -> threading.Thread:
 def sidebar_database() -> Store | None:
     """The database picker; None (with the error shown) when the file cannot be used."""
     st.divider()
-    st.text_input("Database file", key="db_path",
-                  help="TinyDB file of runs (the command line's --db). A damaged file is never overwritten.")
+    st.text_input(
+        "Database file",
+        key="db_path",
+        help="TinyDB file of runs (the command line's --db). A damaged file is never overwritten.",
+    )
     try:
         store = _store_for(str(_db_path()))
         store.list_runs()
@@ -135,11 +140,14 @@ def run_panel(db_path: str, run_id: str, live: bool) -> None:
     st.subheader("Fitness per generation")
     with st.container():
         if frame.empty and not generations:
-            st.info("The first candidates are training; their validation accuracy appears here as each one "
-                    "finishes.")
+            st.info("The first candidates are training; their validation accuracy appears here as each one finishes.")
         else:
-            chart = views.fitness_chart(generations, frame, total_generations=run.get("total_generations")
-                                        or config.get("generations"), population=config.get("population"))
+            chart = views.fitness_chart(
+                generations,
+                frame,
+                total_generations=run.get("total_generations") or config.get("generations"),
+                population=config.get("population"),
+            )
             st.altair_chart(chart, key=f"fitness_chart_{run_id}")
             st.caption(views.chart_caption(frame))
     page_sections.run_tabs(store, run, records, frame, generations, ROOT)
@@ -156,10 +164,20 @@ def _status_block(store: Store, run: dict, view: views.StatusView, others: list[
             if view.note:
                 getattr(st, view.note_kind)(view.note)
         a, b, c = st.columns([1, 1, 4])
-        stop = a.button("Stop", key="stop", disabled=run.get("status") != "running" and not view.state == "starting",
-                        width="stretch", help="Stop the search (within a few seconds); Resume continues it.")
-        resume = b.button("Resume", key="resume", disabled=run.get("status") not in views.RESUMABLE or view.active,
-                          width="stretch", help="Continue from the last recorded candidate.")
+        stop = a.button(
+            "Stop",
+            key="stop",
+            disabled=run.get("status") != "running" and not view.state == "starting",
+            width="stretch",
+            help="Stop the search (within a few seconds); Resume continues it.",
+        )
+        resume = b.button(
+            "Resume",
+            key="resume",
+            disabled=run.get("status") not in views.RESUMABLE or view.active,
+            width="stretch",
+            help="Continue from the last recorded candidate.",
+        )
         c.caption(f"Command line: `python -m automodel show {run_id} --db {store.path}`")
     if stop:
         _stop(store, run_id)
@@ -181,7 +199,7 @@ def _stop(store: Store, run_id: str) -> None:
 def _resume(store: Store, run_id: str, runs: list[dict]) -> None:
     try:
         st.session_state["launching"] = jobs.resume_search(store, run_id, data_dir=DATA_DIR, cwd=ROOT)
-    except StoreError as exc:   # atomic claim: a second tab or terminal cannot resume it too
+    except StoreError as exc:  # atomic claim: a second tab or terminal cannot resume it too
         _flash("error", views.sentence(str(exc)))
     st.rerun()
 
@@ -197,8 +215,17 @@ def _watch_for_changes(db_path: str, signature: tuple) -> None:
 
 
 def _signature(runs: list[dict]) -> tuple:
-    return tuple((r["run_id"], r.get("status"), r.get("generations_done"), r.get("stage"),
-                  tuple(sorted(r.get("finalizing") or {})), tuple(sorted(r.get("finalized") or {}))) for r in runs)
+    return tuple(
+        (
+            r["run_id"],
+            r.get("status"),
+            r.get("generations_done"),
+            r.get("stage"),
+            tuple(sorted(r.get("finalizing") or {})),
+            tuple(sorted(r.get("finalized") or {})),
+        )
+        for r in runs
+    )
 
 
 def _busy(run: dict) -> bool:
@@ -213,18 +240,29 @@ def runs_block(store: Store, runs: list[dict]) -> None:
 
 def _runs_table_and_comparison(store: Store, runs: list[dict]) -> None:
     st.caption(f"{len(runs)} runs in this database.")
-    st.dataframe(views.runs_table(runs), hide_index=True, key="runs_table",
-                 height=page_sections.table_height(len(runs), 10),
-                 column_config={"Best validation": st.column_config.NumberColumn(format="%.4f"),
-                                "Test": st.column_config.NumberColumn(format="%.4f"),
-                                "Candidates": st.column_config.NumberColumn(format="localized")})
+    st.dataframe(
+        views.runs_table(runs),
+        hide_index=True,
+        key="runs_table",
+        height=page_sections.table_height(len(runs), 10),
+        column_config={
+            "Best validation": st.column_config.NumberColumn(format="%.4f"),
+            "Test": st.column_config.NumberColumn(format="%.4f"),
+            "Candidates": st.column_config.NumberColumn(format="localized"),
+        },
+    )
     if len(runs) < 2:
         return
     st.subheader("Compare runs")
     labels = {r["run_id"]: views.run_label(r) for r in runs}
-    chosen = st.multiselect("Runs to compare", list(reversed(list(labels))), key="compare",
-                            format_func=lambda rid: labels.get(rid, rid), max_selections=6,
-                            placeholder="Pick two or more runs")
+    chosen = st.multiselect(
+        "Runs to compare",
+        list(reversed(list(labels))),
+        key="compare",
+        format_func=lambda rid: labels.get(rid, rid),
+        max_selections=6,
+        placeholder="Pick two or more runs",
+    )
     with st.container():
         if not chosen:
             st.caption("Pick runs to draw their best (solid) and mean (dashed) validation accuracy per generation.")
@@ -268,14 +306,17 @@ def main(root: Path) -> None:
 
 def _main_area(store: Store | None) -> None:
     st.title("AutoModel")
-    st.caption("Evolves a convolutional network for an image dataset with a genetic algorithm. "
-               "Set up a search in the sidebar and press **Start**; the search runs on in its own process "
-               "when you close this tab.")
+    st.caption(
+        "Evolves a convolutional network for an image dataset with a genetic algorithm. "
+        "Set up a search in the sidebar and press **Start**; the search runs on in its own process "
+        "when you close this tab."
+    )
     # One fixed slot per part, whatever is shown: while a fragment redraws every second, Streamlit
     # may skip removing elements of the previous full run, and an element that moved would then
     # show twice. In fixed slots a part can only be replaced in place.
     flash_slot, picker_slot, notice_slot, panel_slot, watch_slot, settings_slot, compare_slot = (
-        st.container() for _ in range(7))
+        st.container() for _ in range(7)
+    )
     with flash_slot:
         _show_flash()
     if store is None:
@@ -290,8 +331,10 @@ def _main_area(store: Store | None) -> None:
         return
     db_path = str(store.path)
     if not runs:
-        notice_slot.info("No runs in this database yet. The defaults are the **Quick demo**: bundled digits on "
-                         "the CPU, about a minute — press **Start** in the sidebar.")
+        notice_slot.info(
+            "No runs in this database yet. The defaults are the **Quick demo**: bundled digits on "
+            "the CPU, about a minute — press **Start** in the sidebar."
+        )
         with watch_slot:
             st.fragment(run_every=2)(_watch_for_changes)(db_path, _signature(runs))
         return
@@ -301,13 +344,17 @@ def _main_area(store: Store | None) -> None:
     active = next((r for r in runs if r.get("status") in ACTIVE_STATUSES), None)
     if st.session_state.get("run_pick") not in by_id:
         st.session_state["run_pick"] = active["run_id"] if active else newest_first[0]
-    run_id = picker_slot.selectbox("Run", newest_first, key="run_pick",
-                                   format_func=lambda rid: views.run_label(by_id[rid]))
+    run_id = picker_slot.selectbox(
+        "Run", newest_first, key="run_pick", format_func=lambda rid: views.run_label(by_id[rid])
+    )
     if active and active["run_id"] != run_id:
         with notice_slot:
             st.info(f"Run **{active['run_id']}** is {active['status']}.")
-            st.button("Show the active run", key="show_active",
-                      on_click=lambda rid=active["run_id"]: st.session_state.update(run_pick=rid))
+            st.button(
+                "Show the active run",
+                key="show_active",
+                on_click=lambda rid=active["run_id"]: st.session_state.update(run_pick=rid),
+            )
 
     run = by_id[run_id]
     live = _busy(run) or _launching_for(run_id) is not None
@@ -319,7 +366,7 @@ def _main_area(store: Store | None) -> None:
         with watch_slot:
             st.fragment(run_every=2)(_watch_for_changes)(db_path, _signature(runs))
 
-    with settings_slot:   # the JSON viewer is slow to start in a browser: drawn only when opened
+    with settings_slot:  # the JSON viewer is slow to start in a browser: drawn only when opened
         page_sections.lazy_expander("Run settings", "run_settings", lambda: _run_settings(store, run, db_path))
     with compare_slot:
         runs_block(store, runs)

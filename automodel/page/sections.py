@@ -18,7 +18,7 @@ from automodel.page import views
 from automodel.process import jobs
 from automodel.store import ACTIVE_STATUSES, Store
 
-TABLE_PAGE_ROWS = 200             # rows of the population table sent to the browser at once
+TABLE_PAGE_ROWS = 200  # rows of the population table sent to the browser at once
 USAGE_SNIPPET = 'from automodel import load_model\nmodel = load_model("{name}")'
 
 
@@ -26,12 +26,20 @@ USAGE_SNIPPET = 'from automodel import load_model\nmodel = load_model("{name}")'
 def _layer_rows(genome_json: str, input_shape: tuple[int, ...], num_classes: int) -> list[dict]:
     from automodel.evolution.genome import Genome
     from automodel.training.model import layer_table
+
     return layer_table(Genome.from_dict(json.loads(genome_json)), list(input_shape), max(num_classes, 2))
 
 
-RUN_TABS = ("Population", "Best model", "Architecture", "Which genes matter", "Pareto front", "Test results",
-            "Try the model")
-RUN_TAB_KEY = "run_tab"           # session state: the label of the open tab
+RUN_TABS = (
+    "Population",
+    "Best model",
+    "Architecture",
+    "Which genes matter",
+    "Pareto front",
+    "Test results",
+    "Try the model",
+)
+RUN_TAB_KEY = "run_tab"  # session state: the label of the open tab
 
 
 def lazy_expander(label: str, key: str, draw: Callable[[], None], expanded: bool = False) -> None:
@@ -89,32 +97,39 @@ def population_block(frame, run_id: str) -> None:
     if st.session_state.get(key) not in options:
         st.session_state.pop(key, None)
     # "Latest" keeps one label as generations arrive (a browser keeps a chosen option's old label).
-    generation = st.selectbox("Generation", options, key=key,
-                              format_func=lambda g: "Latest" if g is None else f"Generation {g + 1}")
+    generation = st.selectbox(
+        "Generation", options, key=key, format_func=lambda g: "Latest" if g is None else f"Generation {g + 1}"
+    )
     shown = present[0] if generation is None else generation
     table = views.population_table(frame, shown)
     caption = f"Generation {shown + 1}: {len(table)} candidates, best first."
-    if len(table) > TABLE_PAGE_ROWS:   # a browser need not receive thousands of rows at once
+    if len(table) > TABLE_PAGE_ROWS:  # a browser need not receive thousands of rows at once
         pages = -(-len(table) // TABLE_PAGE_ROWS)
         page_number = st.number_input("Page", min_value=1, max_value=pages, value=1, key=f"pop_page_{run_id}")
         start = (int(page_number) - 1) * TABLE_PAGE_ROWS
-        table = table.iloc[start:start + TABLE_PAGE_ROWS]
+        table = table.iloc[start : start + TABLE_PAGE_ROWS]
         caption += f" Rows {start + 1}–{start + len(table)} (page {int(page_number)} of {pages})."
     st.caption(caption)
     st.container(key="population_table").dataframe(
-        table, hide_index=True, key="population", height=table_height(len(table), limit=20),
+        table,
+        hide_index=True,
+        key="population",
+        height=table_height(len(table), limit=20),
         column_config={
             "Candidate": st.column_config.NumberColumn("#", width=40),
-            "Fitness": st.column_config.ProgressColumn("Validation accuracy", min_value=0.0, max_value=1.0,
-                                                       format="%.4f", width=150),
+            "Fitness": st.column_config.ProgressColumn(
+                "Validation accuracy", min_value=0.0, max_value=1.0, format="%.4f", width=150
+            ),
             "Status": st.column_config.TextColumn("Status", width=105),
             "Architecture": st.column_config.TextColumn("Architecture", width=330),
             "Parameters": st.column_config.NumberColumn("Parameters", format="localized", width=90),
             "Seconds": st.column_config.NumberColumn("Seconds", format="%.1f", width=65),
             "Reason": st.column_config.TextColumn("Reason", width=120),
-            "Reused": st.column_config.CheckboxColumn("Reused", width=65,
-                                                      help="Trained before; result taken from the cache."),
-        })
+            "Reused": st.column_config.CheckboxColumn(
+                "Reused", width=65, help="Trained before; result taken from the cache."
+            ),
+        },
+    )
 
 
 def failures_block(frame) -> None:
@@ -124,12 +139,21 @@ def failures_block(frame) -> None:
         if not frame.empty:
             st.caption("No failed candidates so far (out of memory, NaN loss, time limit, too large).")
         return
+
     def draw() -> None:
         st.caption(f"{len(failures)} candidates failed; the reason of each:")
-        st.dataframe(failures, hide_index=True, key="failures", height=table_height(len(failures), limit=10),
-                     column_config={"Parameters": st.column_config.NumberColumn(format="localized"),
-                                    "Architecture": st.column_config.TextColumn(width="large")})
-    lazy_expander("Failed candidates", "failures_open", draw)   # no count in the label: it would close as it grows
+        st.dataframe(
+            failures,
+            hide_index=True,
+            key="failures",
+            height=table_height(len(failures), limit=10),
+            column_config={
+                "Parameters": st.column_config.NumberColumn(format="localized"),
+                "Architecture": st.column_config.TextColumn(width="large"),
+            },
+        )
+
+    lazy_expander("Failed candidates", "failures_open", draw)  # no count in the label: it would close as it grows
 
 
 def pareto_block(store: Store, run: dict, records: list[dict], cwd: Path) -> None:
@@ -144,16 +168,22 @@ def pareto_block(store: Store, run: dict, records: list[dict], cwd: Path) -> Non
     if frame.empty:
         st.caption("Appears when the first candidate has trained fully.")
         return
-    cost = st.selectbox("Cost", objectives[1:], key=f"pareto_cost_{run_id}",
-                        format_func=lambda c: views.COST_LABELS[c][1])
+    cost = st.selectbox(
+        "Cost", objectives[1:], key=f"pareto_cost_{run_id}", format_func=lambda c: views.COST_LABELS[c][1]
+    )
     st.altair_chart(views.pareto_chart(frame, cost), key=f"pareto_chart_{run_id}_{cost}")
     members = frame[frame["On the front"]].sort_values("Accuracy", ascending=False)
-    labels = {row.key: f"{row.Accuracy:.4f} · {int(row.params or 0):,} parameters · "
-                       f"{(row.macs or 0) / 1e6:.1f} M MACs"
-                       + (f" · {row.latency_ms:.2f} ms" if row.latency_ms == row.latency_ms and row.latency_ms else "")
-                       + f" · {row.Architecture}" for row in members.itertuples()}
-    st.caption(f"{len(members)} of {len(frame)} fully trained candidates are on the front: no other is both more "
-               "accurate and cheaper. Choose one to train it on train + validation and test it.")
+    labels = {
+        row.key: f"{row.Accuracy:.4f} · {int(row.params or 0):,} parameters · "
+        f"{(row.macs or 0) / 1e6:.1f} M MACs"
+        + (f" · {row.latency_ms:.2f} ms" if row.latency_ms == row.latency_ms and row.latency_ms else "")
+        + f" · {row.Architecture}"
+        for row in members.itertuples()
+    }
+    st.caption(
+        f"{len(members)} of {len(frame)} fully trained candidates are on the front: no other is both more "
+        "accurate and cheaper. Choose one to train it on train + validation and test it."
+    )
     key = st.selectbox("Member of the front", list(labels), format_func=labels.get, key=f"pareto_member_{run_id}")
     done = (run.get("finalized") or {}).get(key)
     claim = finalizing(run).get(key)
@@ -162,15 +192,27 @@ def pareto_block(store: Store, run: dict, records: list[dict], cwd: Path) -> Non
         a.metric("Test accuracy (finalized)", views.fmt_fitness(done["test_accuracy"]))
         b.metric("Validation accuracy", views.fmt_fitness(done["val_accuracy"]))
         left, right = st.columns(2)
-        left.download_button("This model (.pt)", data=_read_bytes(done["path"]), file_name=f"{run_id}-{key}.pt",
-                             mime="application/octet-stream", key=f"download_member_pt_{key}", on_click="ignore",
-                             width="stretch")
-        right.download_button("This model (ONNX)", data=_onnx_bytes(done["path"]), file_name=f"{run_id}-{key}.onnx",
-                              mime="application/octet-stream", key=f"download_member_onnx_{key}", on_click="ignore",
-                              width="stretch")
+        left.download_button(
+            "This model (.pt)",
+            data=_read_bytes(done["path"]),
+            file_name=f"{run_id}-{key}.pt",
+            mime="application/octet-stream",
+            key=f"download_member_pt_{key}",
+            on_click="ignore",
+            width="stretch",
+        )
+        right.download_button(
+            "This model (ONNX)",
+            data=_onnx_bytes(done["path"]),
+            file_name=f"{run_id}-{key}.onnx",
+            mime="application/octet-stream",
+            key=f"download_member_onnx_{key}",
+            on_click="ignore",
+            width="stretch",
+        )
     elif claim:
         progress = [p for p in store.progress(run_id) if p.get("worker") == f"finalize-{key}"]
-        where = (f" · epoch {progress[0].get('epoch')}/{progress[0].get('epochs')}" if progress else "")
+        where = f" · epoch {progress[0].get('epoch')}/{progress[0].get('epochs')}" if progress else ""
         st.info(f"Finalizing this candidate{where}…")
         if st.button("Stop finalizing", key=f"stop_finalize_{key}"):
             try:
@@ -178,16 +220,23 @@ def pareto_block(store: Store, run: dict, records: list[dict], cwd: Path) -> Non
             except (ProcessLookupError, PermissionError):
                 pass
             st.rerun()
-    elif st.button("Finalize this candidate", key=f"finalize_{key}", type="primary",
-                   disabled=run.get("status") in ACTIVE_STATUSES,
-                   help="Trains it for the final epochs on train + validation and scores it once on the test "
-                        "split, in its own process (it goes on if you close the tab)."
-                        + (" Available when the search has ended." if run.get("status") in ACTIVE_STATUSES else "")):
+    elif st.button(
+        "Finalize this candidate",
+        key=f"finalize_{key}",
+        type="primary",
+        disabled=run.get("status") in ACTIVE_STATUSES,
+        help="Trains it for the final epochs on train + validation and scores it once on the test "
+        "split, in its own process (it goes on if you close the tab)."
+        + (" Available when the search has ended." if run.get("status") in ACTIVE_STATUSES else ""),
+    ):
         log = jobs.run_dir_for(store, run_id) / f"finalize-{key}.log"
         jobs.launch(jobs.finalize_command(store.path, run_id, key), log, cwd=cwd)
         deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and key not in finalizing(store.get_run(run_id) or {}) \
-                and key not in ((store.get_run(run_id) or {}).get("finalized") or {}):
+        while (
+            time.monotonic() < deadline
+            and key not in finalizing(store.get_run(run_id) or {})
+            and key not in ((store.get_run(run_id) or {}).get("finalized") or {})
+        ):
             time.sleep(0.2)
         st.rerun(scope="app")
 
@@ -212,11 +261,17 @@ def architecture_block(run: dict, records: list[dict]) -> None:
             return f"The best · {run.get('best_summary')}"
         r = choices[choice]
         return f"Gen {r['generation'] + 1} · #{r['index'] + 1} · {r['fitness']:.4f} · {r['summary']}"
+
     key = f"arch_pick_{run_id}"
     if st.session_state.get(key) not in choices:
         st.session_state.pop(key, None)
-    choice = st.selectbox("Network", list(choices), format_func=label, key=key,
-                          help="The best, or any candidate of the generation chosen in the population table.")
+    choice = st.selectbox(
+        "Network",
+        list(choices),
+        format_func=label,
+        key=key,
+        help="The best, or any candidate of the generation chosen in the population table.",
+    )
     record = best if choice == "best" else choices[choice]
     genome = run["best_genome"] if choice == "best" else record["genome"]
     rows = _layer_rows(json.dumps(genome, sort_keys=True), tuple(run["input_shape"]), len(run.get("classes") or []))
@@ -244,8 +299,10 @@ def genes_block(records: list[dict], generations: list[dict]) -> None:
         return
     gene = st.selectbox("Gene", list(views.GENES), format_func=lambda g: views.GENES[g][0], key="gene_pick")
     st.altair_chart(views.gene_chart(frame, gene), key="gene_chart")
-    st.caption("Validation accuracy of every candidate trained to the run's full budget, by the value of the chosen "
-               "gene; red ticks are medians. Below: how varied each generation was (0: all alike).")
+    st.caption(
+        "Validation accuracy of every candidate trained to the run's full budget, by the value of the chosen "
+        "gene; red ticks are medians. Below: how varied each generation was (0: all alike)."
+    )
     if generations:
         st.altair_chart(views.diversity_chart(generations), key="diversity_chart")
 
@@ -256,15 +313,22 @@ def test_results_block(run: dict) -> None:
     if not report:
         st.caption("Appears when the final model has been trained and scored once on the test split.")
         return
-    st.caption(f"The final model on the {sum(c['count'] for c in report['per_class'])} test images: "
-               f"accuracy {views.fmt_fitness(report.get('accuracy'))}, {report.get('misclassified_total', 0)} "
-               "misclassified.")
+    st.caption(
+        f"The final model on the {sum(c['count'] for c in report['per_class'])} test images: "
+        f"accuracy {views.fmt_fitness(report.get('accuracy'))}, {report.get('misclassified_total', 0)} "
+        "misclassified."
+    )
     left, right = st.columns([2, 3], gap="large")
     with left:
-        st.dataframe(views.per_class_frame(report), hide_index=True, key="per_class",
-                     height=table_height(len(report["per_class"]), limit=12),
-                     column_config={"Accuracy": st.column_config.ProgressColumn("Accuracy", min_value=0.0,
-                                                                                max_value=1.0, format="%.3f")})
+        st.dataframe(
+            views.per_class_frame(report),
+            hide_index=True,
+            key="per_class",
+            height=table_height(len(report["per_class"]), limit=12),
+            column_config={
+                "Accuracy": st.column_config.ProgressColumn("Accuracy", min_value=0.0, max_value=1.0, format="%.3f")
+            },
+        )
     with right:
         st.altair_chart(views.confusion_chart(report), key="confusion_chart")
     gallery = [m for m in report.get("misclassified", []) if m.get("path") and Path(m["path"]).is_file()]
@@ -272,13 +336,15 @@ def test_results_block(run: dict) -> None:
         st.caption("Misclassified test images the model was surest about (true → predicted, confidence):")
         columns = st.columns(8)
         for n, item in enumerate(gallery[:24]):
-            columns[n % 8].image(item["path"], caption=f"{item['true']} → {item['predicted']} "
-                                                       f"({item['confidence']:.0%})", width=72)
+            columns[n % 8].image(
+                item["path"], caption=f"{item['true']} → {item['predicted']} ({item['confidence']:.0%})", width=72
+            )
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
 def _model_for(path: str, mtime: float):
     from automodel import load_model
+
     return load_model(path)
 
 
@@ -289,12 +355,16 @@ def try_block(run: dict) -> None:
         st.caption("Appears when the first candidate has trained fully.")
         return
     which = "the final model" if run.get("stage") == "done" else "the best model so far"
-    files = st.file_uploader(f"Images to classify with {which}", accept_multiple_files=True,
-                             key=f"try_{run['run_id']}", help="Each image is converted and resized as the "
-                             "training images were.")
+    files = st.file_uploader(
+        f"Images to classify with {which}",
+        accept_multiple_files=True,
+        key=f"try_{run['run_id']}",
+        help="Each image is converted and resized as the training images were.",
+    )
     if not files:
         return
     from automodel.training.report import image_tensor, top_predictions
+
     model = _model_for(path, Path(path).stat().st_mtime)
     for upload in files:
         try:
@@ -305,8 +375,10 @@ def try_block(run: dict) -> None:
         top = top_predictions(model, x)
         left, right = st.columns([1, 5])
         left.image(upload.getvalue(), width=72)
-        right.markdown(f"**{upload.name}** — Prediction: " + " · ".join(f"**{c}** {p:.1%}" if i == 0 else f"{c} {p:.1%}"
-                                                                     for i, (c, p) in enumerate(top)))
+        right.markdown(
+            f"**{upload.name}** — Prediction: "
+            + " · ".join(f"**{c}** {p:.1%}" if i == 0 else f"{c} {p:.1%}" for i, (c, p) in enumerate(top))
+        )
 
 
 def best_block(run: dict) -> None:
@@ -323,25 +395,35 @@ def _best_body(run: dict) -> None:
     test = run.get("test_accuracy")
     a, b, c = st.columns(3)
     a.metric("Validation accuracy", views.fmt_fitness(run.get("best_fitness")))
-    b.metric("Test accuracy", views.fmt_fitness(test),
-             help="Measured once, on the held-out test split, after the final training.")
+    b.metric(
+        "Test accuracy",
+        views.fmt_fitness(test),
+        help="Measured once, on the held-out test split, after the final training.",
+    )
     generation = run.get("best_generation")
-    c.metric("Found in", f"gen {generation + 1} · #{(run.get('best_index') or 0) + 1}"
-             if generation is not None else "—")
+    c.metric(
+        "Found in", f"gen {generation + 1} · #{(run.get('best_index') or 0) + 1}" if generation is not None else "—"
+    )
     st.code(run.get("best_summary") or "", language=None, wrap_lines=True)
     with st.container():
         if run.get("input_shape"):
-            rows = _layer_rows(json.dumps(genome, sort_keys=True), tuple(run["input_shape"]),
-                               len(run.get("classes") or []))
+            rows = _layer_rows(
+                json.dumps(genome, sort_keys=True), tuple(run["input_shape"]), len(run.get("classes") or [])
+            )
             layers = views.layer_frame(rows)
-            st.container(key="layer_table").dataframe(layers, hide_index=True, key="layers",
-                                                      height=table_height(len(layers)),
-                                                      column_config={"Parameters": st.column_config.NumberColumn(
-                                                          format="localized")})
+            st.container(key="layer_table").dataframe(
+                layers,
+                hide_index=True,
+                key="layers",
+                height=table_height(len(layers)),
+                column_config={"Parameters": st.column_config.NumberColumn(format="localized")},
+            )
     with st.container():
         if test is None:
-            st.caption("Test accuracy is measured once the search ends and the best architecture is trained "
-                       f"for {(run.get('config') or {}).get('final_epochs', '?')} final epochs.")
+            st.caption(
+                "Test accuracy is measured once the search ends and the best architecture is trained "
+                f"for {(run.get('config') or {}).get('final_epochs', '?')} final epochs."
+            )
 
 
 def table_height(rows: int, limit: int = 36) -> int:
@@ -356,19 +438,42 @@ def downloads_block(store: Store, run: dict) -> None:
     has_model = bool(model_path) and Path(model_path).is_file()
     final = run.get("stage") == "done"
     label = "final model" if final else "best model so far"
-    st.download_button(f"Best model (.pt, {label})", data=_read_bytes(model_path) if has_model else b"",
-                       file_name=f"{run_id}.pt", mime="application/octet-stream", key="download_pt",
-                       disabled=not has_model, on_click="ignore", width="stretch")
+    st.download_button(
+        f"Best model (.pt, {label})",
+        data=_read_bytes(model_path) if has_model else b"",
+        file_name=f"{run_id}.pt",
+        mime="application/octet-stream",
+        key="download_pt",
+        disabled=not has_model,
+        on_click="ignore",
+        width="stretch",
+    )
     shape = "×".join(map(str, run.get("input_shape") or ["C", "H", "W"]))
     st.code(USAGE_SNIPPET.format(name=f"{run_id}.pt"), language="python", wrap_lines=True)
-    st.caption(f"`model(images)` takes floats N×{shape} in [0, 1] and returns logits over "
-               f"{len(run.get('classes') or []) or 'the'} classes (`model.classes`).")
-    st.download_button("ONNX export", data=_onnx_bytes(model_path) if has_model else b"",
-                       file_name=f"{run_id}.onnx", mime="application/octet-stream", key="download_onnx",
-                       disabled=not has_model, on_click="ignore", width="stretch",
-                       help="Exported when you click (a few seconds); dynamic batch size, input 'images'.")
-    st.download_button("Candidates (.csv)", data=_csv_bytes(store, run_id), file_name=f"{run_id}-candidates.csv",
-                       mime="text/csv", key="download_csv", on_click="ignore", width="stretch")
+    st.caption(
+        f"`model(images)` takes floats N×{shape} in [0, 1] and returns logits over "
+        f"{len(run.get('classes') or []) or 'the'} classes (`model.classes`)."
+    )
+    st.download_button(
+        "ONNX export",
+        data=_onnx_bytes(model_path) if has_model else b"",
+        file_name=f"{run_id}.onnx",
+        mime="application/octet-stream",
+        key="download_onnx",
+        disabled=not has_model,
+        on_click="ignore",
+        width="stretch",
+        help="Exported when you click (a few seconds); dynamic batch size, input 'images'.",
+    )
+    st.download_button(
+        "Candidates (.csv)",
+        data=_csv_bytes(store, run_id),
+        file_name=f"{run_id}-candidates.csv",
+        mime="text/csv",
+        key="download_csv",
+        on_click="ignore",
+        width="stretch",
+    )
     tracking = views.tracking_caption(run)
     if tracking:
         st.caption(tracking)
@@ -377,22 +482,26 @@ def downloads_block(store: Store, run: dict) -> None:
 def _read_bytes(path: str):
     def read() -> bytes:
         return Path(path).read_bytes()
+
     return read
 
 
 def _onnx_bytes(model_path: str):
     def export() -> bytes:
         from automodel.training.export import export_onnx
+
         out = Path(model_path).with_suffix(".onnx")  # beside the checkpoint, in the run's folder
         if not out.is_file() or out.stat().st_mtime < Path(model_path).stat().st_mtime:
             export_onnx(model_path, out)
         return out.read_bytes()  # self-contained: the weights are inside the file
+
     return export
 
 
 def _csv_bytes(store: Store, run_id: str):
     def build() -> bytes:
         return views.records_csv(store.individuals(run_id))
+
     return build
 
 

@@ -31,17 +31,17 @@ CANDIDATE_STATUSES = tuple(CandidateStatus)
 # pruned: stopped early on purpose, with its partial score; partial: waiting for the rest of its rung
 NOT_FAILED = ("ok", "partial", "pruned", "stopped")
 STATUS_COLORS = {
-    "ok": "#4e79a7",         # blue
-    "partial": "#a0cbe8",    # light blue: trained to a lower rung, its generation not yet ranked
-    "pruned": "#76b7b2",     # teal: successive halving (or pruning) stopped it early; its partial score is kept
-    "stalled": "#ff9da7",    # pink: its loss did not fall below guessing
-    "oom": "#e15759",        # red: out of memory
-    "nan": "#b07aa1",        # purple: loss became NaN
-    "timeout": "#f28e2b",    # orange: time limit
+    "ok": "#4e79a7",  # blue
+    "partial": "#a0cbe8",  # light blue: trained to a lower rung, its generation not yet ranked
+    "pruned": "#76b7b2",  # teal: successive halving (or pruning) stopped it early; its partial score is kept
+    "stalled": "#ff9da7",  # pink: its loss did not fall below guessing
+    "oom": "#e15759",  # red: out of memory
+    "nan": "#b07aa1",  # purple: loss became NaN
+    "timeout": "#f28e2b",  # orange: time limit
     "too_large": "#9c755f",  # brown: over the parameter limit
-    "too_slow": "#d4a6c8",   # mauve: over the latency limit
-    "stopped": "#edc948",    # yellow: the run was stopped while it trained
-    "error": "#333333",      # near black: anything else
+    "too_slow": "#d4a6c8",  # mauve: over the latency limit
+    "stopped": "#edc948",  # yellow: the run was stopped while it trained
+    "error": "#333333",  # near black: anything else
 }
 STATUS_TEXT = {
     "ok": "✓ ok",
@@ -105,20 +105,25 @@ def run_label(run: Mapping[str, Any]) -> str:
 
 def runs_table(runs: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     """Every run, newest first: status, dataset, progress, best validation and test accuracy."""
-    columns = ["Run", "Status", "Dataset", "Generations", "Candidates", "Best validation", "Test", "Started",
-               "Took"]
+    columns = ["Run", "Status", "Dataset", "Generations", "Candidates", "Best validation", "Test", "Started", "Took"]
     rows = []
     for run in reversed(list(runs)):
         config = run.get("config") or {}
         total = run.get("total_generations") or config.get("generations") or 0
         started = run.get("started_at") or run.get("created_at")
-        rows.append({
-            "Run": run["run_id"], "Status": run.get("status", "?"), "Dataset": dataset_name(config.get("dataset")),
-            "Generations": f"{run.get('generations_done', 0)}/{total}", "Candidates": int(run.get("evaluated") or 0),
-            "Best validation": run.get("best_fitness"), "Test": run.get("test_accuracy"),
-            "Started": time.strftime("%Y-%m-%d %H:%M", time.localtime(started)) if started else "",
-            "Took": fmt_duration(run.get("elapsed_s")) if run.get("elapsed_s") else "",
-        })
+        rows.append(
+            {
+                "Run": run["run_id"],
+                "Status": run.get("status", "?"),
+                "Dataset": dataset_name(config.get("dataset")),
+                "Generations": f"{run.get('generations_done', 0)}/{total}",
+                "Candidates": int(run.get("evaluated") or 0),
+                "Best validation": run.get("best_fitness"),
+                "Test": run.get("test_accuracy"),
+                "Started": time.strftime("%Y-%m-%d %H:%M", time.localtime(started)) if started else "",
+                "Took": fmt_duration(run.get("elapsed_s")) if run.get("elapsed_s") else "",
+            }
+        )
     return pd.DataFrame.from_records(rows, columns=columns)
 
 
@@ -134,16 +139,17 @@ def dataset_name(dataset: Any) -> str:
 
 # ----------------------------------------------------------------------------- status line
 
+
 @dataclass
 class StatusView:
     """What the page's status area shows for one run."""
 
-    state: str                      # the run status, or "starting"
-    badge: str                      # Streamlit markdown badge
-    headline: str                   # one markdown line
+    state: str  # the run status, or "starting"
+    badge: str  # Streamlit markdown badge
+    headline: str  # one markdown line
     bars: list[tuple[float, str]] = field(default_factory=list)  # (fraction 0..1, text) progress bars
-    note: str = ""                  # reason / hint shown under the line
-    note_kind: str = "info"         # info | warning | error | success
+    note: str = ""  # reason / hint shown under the line
+    note_kind: str = "info"  # info | warning | error | success
 
     @property
     def active(self) -> bool:
@@ -169,8 +175,12 @@ def run_elapsed(run: Mapping[str, Any], now: float | None = None) -> float | Non
     return before or None
 
 
-def estimate_eta(run: Mapping[str, Any], generations: Sequence[Mapping[str, Any]],
-                 progress: Sequence[Mapping[str, Any]], now: float | None = None) -> float | None:
+def estimate_eta(
+    run: Mapping[str, Any],
+    generations: Sequence[Mapping[str, Any]],
+    progress: Sequence[Mapping[str, Any]],
+    now: float | None = None,
+) -> float | None:
     """Rough seconds left for the whole run, from the generations timed so far."""
     now = time.time() if now is None else now
     config = run.get("config") or {}
@@ -204,9 +214,13 @@ def estimate_eta(run: Mapping[str, Any], generations: Sequence[Mapping[str, Any]
     return left + final_s
 
 
-def status_view(run: Mapping[str, Any], progress: Sequence[Mapping[str, Any]],
-                generations: Sequence[Mapping[str, Any]], now: float | None = None,
-                starting: bool = False) -> StatusView:
+def status_view(
+    run: Mapping[str, Any],
+    progress: Sequence[Mapping[str, Any]],
+    generations: Sequence[Mapping[str, Any]],
+    now: float | None = None,
+    starting: bool = False,
+) -> StatusView:
     """The status line for a run: state, generation g/G, candidate i/P, epoch, bars, times."""
     now = time.time() if now is None else now
     status = run.get("status") or "?"
@@ -218,9 +232,12 @@ def status_view(run: Mapping[str, Any], progress: Sequence[Mapping[str, Any]],
     elapsed = run_elapsed(run, now)
 
     if starting and status not in ACTIVE_STATUSES:
-        return StatusView("starting", _badge("starting"),
-                          f"{_badge('starting')} Starting the search process for **{run['run_id']}**…",
-                          bars=[(0.0, "waiting for the search process")])
+        return StatusView(
+            "starting",
+            _badge("starting"),
+            f"{_badge('starting')} Starting the search process for **{run['run_id']}**…",
+            bars=[(0.0, "waiting for the search process")],
+        )
 
     if status in ACTIVE_STATUSES:
         eta = estimate_eta(run, generations, progress, now)
@@ -261,23 +278,31 @@ def status_view(run: Mapping[str, Any], progress: Sequence[Mapping[str, Any]],
                     parts.append(f"epoch {current.get('epoch', 0)}/{current['epochs']}")
             if total and population:
                 finished = done * population + (int(current.get("index", 0)) if current else 0)
-                bars.append((_clip(finished / (total * population)),
-                             f"search: {done} of {total} generations done"))
+                bars.append((_clip(finished / (total * population)), f"search: {done} of {total} generations done"))
             for p in searching:
                 label = f"candidate {int(p.get('index', 0)) + 1}" + (f" ({p['worker']})" if len(searching) > 1 else "")
                 bars.append(_batch_bar(p, prefix=label))
         parts.append(f"elapsed {fmt_duration(elapsed)}")
         parts.append(f"ETA ≈ {fmt_duration(eta)}" if eta is not None else "ETA —")
         parts.append(str(device))
-        note = "Stopping: the current candidate is being abandoned; the run will be marked stopped." \
-            if status == "stopping" else ""
-        return StatusView(status, _badge(status), " ".join(parts[:2]) + " — " + " · ".join(parts[2:]),
-                          bars, note, "warning" if note else "info")
+        note = (
+            "Stopping: the current candidate is being abandoned; the run will be marked stopped."
+            if status == "stopping"
+            else ""
+        )
+        return StatusView(
+            status,
+            _badge(status),
+            " ".join(parts[:2]) + " — " + " · ".join(parts[2:]),
+            bars,
+            note,
+            "warning" if note else "info",
+        )
 
     best, test = run.get("best_fitness"), run.get("test_accuracy")
     evaluated = int(run.get("evaluated") or 0)
     base = [_badge(status), f"**{run['run_id']}**"]
-    facts = ([NO_SEARCH] if _no_search(run) else [f"{done}/{total} generations", f"{evaluated} candidates"])
+    facts = [NO_SEARCH] if _no_search(run) else [f"{done}/{total} generations", f"{evaluated} candidates"]
     if best is not None:
         facts.append(f"best validation {best:.4f}")
     if test is not None:
@@ -288,20 +313,35 @@ def status_view(run: Mapping[str, Any], progress: Sequence[Mapping[str, Any]],
     headline = " ".join(base) + " — " + " · ".join(facts)
     reason = run.get("reason") or ""
     if status == "completed":
-        return StatusView(status, _badge(status), headline, [(1.0, "search and final training done")],
-                          reason, "info")
+        return StatusView(status, _badge(status), headline, [(1.0, "search and final training done")], reason, "info")
     if status == "stopped":
-        return StatusView(status, _badge(status), headline,
-                          [(_clip(done / total) if total else 0.0, f"stopped after {done} of {total} generations")],
-                          reason or "Stopped. **Resume** continues from the last recorded candidate.", "info")
+        return StatusView(
+            status,
+            _badge(status),
+            headline,
+            [(_clip(done / total) if total else 0.0, f"stopped after {done} of {total} generations")],
+            reason or "Stopped. **Resume** continues from the last recorded candidate.",
+            "info",
+        )
     if status == "interrupted":
-        return StatusView(status, _badge(status), headline,
-                          [(_clip(done / total) if total else 0.0, f"interrupted after {done} of {total} generations")],
-                          f"Interrupted: {reason or 'the search process ended without recording a result'}. "
-                          "**Resume** continues from the last recorded candidate.", "warning")
+        return StatusView(
+            status,
+            _badge(status),
+            headline,
+            [(_clip(done / total) if total else 0.0, f"interrupted after {done} of {total} generations")],
+            f"Interrupted: {reason or 'the search process ended without recording a result'}. "
+            "**Resume** continues from the last recorded candidate.",
+            "warning",
+        )
     if status == "failed":
-        return StatusView(status, _badge(status), headline, [],
-                          f"Failed: {reason or 'the search process ended with an error'}.", "error")
+        return StatusView(
+            status,
+            _badge(status),
+            headline,
+            [],
+            f"Failed: {reason or 'the search process ended with an error'}.",
+            "error",
+        )
     return StatusView(status, _badge(status), headline, [], reason, "info")
 
 
@@ -326,14 +366,30 @@ def _clip(x: float) -> float:
 
 # ----------------------------------------------------------------------------- tables
 
-INDIVIDUAL_COLUMNS = ["generation", "index", "summary", "fitness", "status", "reason", "params", "macs", "seconds",
-                      "epochs", "train_loss", "cached", "key", "parent", "inherited"]
+INDIVIDUAL_COLUMNS = [
+    "generation",
+    "index",
+    "summary",
+    "fitness",
+    "status",
+    "reason",
+    "params",
+    "macs",
+    "seconds",
+    "epochs",
+    "train_loss",
+    "cached",
+    "key",
+    "parent",
+    "inherited",
+]
 
 
 def individuals_frame(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     """All candidates of a run as one frame, plus the display generation ``gen``."""
     frame = pd.DataFrame.from_records(
-        [{c: r.get(c) for c in INDIVIDUAL_COLUMNS} for r in records], columns=INDIVIDUAL_COLUMNS)
+        [{c: r.get(c) for c in INDIVIDUAL_COLUMNS} for r in records], columns=INDIVIDUAL_COLUMNS
+    )
     if frame.empty:
         frame["gen"] = pd.Series(dtype="int64")
         return frame
@@ -354,8 +410,19 @@ def population_table(frame: pd.DataFrame, generation: int | None = None) -> pd.D
 
     ``generation`` is the stored number (from 0); None means the latest present.
     """
-    columns = ["Candidate", "Fitness", "Epochs", "Status", "Architecture", "Parameters", "MMACs", "Seconds",
-               "Started from", "Reason", "Reused"]
+    columns = [
+        "Candidate",
+        "Fitness",
+        "Epochs",
+        "Status",
+        "Architecture",
+        "Parameters",
+        "MMACs",
+        "Seconds",
+        "Started from",
+        "Reason",
+        "Reused",
+    ]
     if frame.empty:
         return pd.DataFrame(columns=columns)
     if generation is None:
@@ -363,19 +430,22 @@ def population_table(frame: pd.DataFrame, generation: int | None = None) -> pd.D
     rows = frame[frame["generation"] == generation]
     previous = frame[frame["generation"] == generation - 1]
     number_of = dict(zip(previous["key"], previous["index"].astype("int64") + 1))
-    table = pd.DataFrame({
-        "Candidate": rows["index"].astype("int64") + 1,
-        "Fitness": rows["fitness"],
-        "Epochs": rows["epochs"],
-        "Status": rows["status"].map(lambda s: STATUS_TEXT.get(s, s)),
-        "Architecture": rows["summary"],
-        "Parameters": rows["params"],
-        "MMACs": (rows["macs"] / 1e6).round(2),
-        "Seconds": rows["seconds"].round(2),
-        "Started from": [started_from(r, number_of) for r in rows.to_dict("records")],
-        "Reason": rows["reason"],
-        "Reused": rows["cached"],
-    }, columns=columns)
+    table = pd.DataFrame(
+        {
+            "Candidate": rows["index"].astype("int64") + 1,
+            "Fitness": rows["fitness"],
+            "Epochs": rows["epochs"],
+            "Status": rows["status"].map(lambda s: STATUS_TEXT.get(s, s)),
+            "Architecture": rows["summary"],
+            "Parameters": rows["params"],
+            "MMACs": (rows["macs"] / 1e6).round(2),
+            "Seconds": rows["seconds"].round(2),
+            "Started from": [started_from(r, number_of) for r in rows.to_dict("records")],
+            "Reason": rows["reason"],
+            "Reused": rows["cached"],
+        },
+        columns=columns,
+    )
     # Candidates are compared at equal fidelity: those trained for more epochs first.
     return table.sort_values(["Epochs", "Fitness", "Candidate"], ascending=[False, False, True]).reset_index(drop=True)
 
@@ -384,7 +454,7 @@ def started_from(record: Mapping[str, Any], number_of: Mapping[str, int]) -> str
     """Where a candidate's weights started: "fresh", or the share it inherited and from which of the
     previous generation's candidates (Lamarckian inheritance)."""
     parent, share = record.get("parent"), record.get("inherited")
-    if not isinstance(parent, str) or share is None or share != share:   # missing, None or NaN
+    if not isinstance(parent, str) or share is None or share != share:  # missing, None or NaN
         return "fresh"
     where = f"candidate {number_of[parent]}" if parent in number_of else "its parent"
     return f"{share:.0%} from {where}"
@@ -396,14 +466,16 @@ def failures_table(frame: pd.DataFrame) -> pd.DataFrame:
     if frame.empty:
         return pd.DataFrame(columns=columns)
     bad = frame[~frame["status"].isin(NOT_FAILED)]
-    return pd.DataFrame({
-        "Generation": bad["gen"],
-        "Candidate": bad["index"].astype("int64") + 1,
-        "Status": bad["status"].map(lambda s: STATUS_TEXT.get(s, s)),
-        "Reason": bad["reason"],
-        "Architecture": bad["summary"],
-        "Parameters": bad["params"],
-    }).reset_index(drop=True)
+    return pd.DataFrame(
+        {
+            "Generation": bad["gen"],
+            "Candidate": bad["index"].astype("int64") + 1,
+            "Status": bad["status"].map(lambda s: STATUS_TEXT.get(s, s)),
+            "Reason": bad["reason"],
+            "Architecture": bad["summary"],
+            "Parameters": bad["params"],
+        }
+    ).reset_index(drop=True)
 
 
 def status_counts(frame: pd.DataFrame) -> dict[str, int]:
@@ -427,27 +499,47 @@ def chart_caption(frame: pd.DataFrame) -> str:
     text += f" · {sum(failed.values())} failed"
     if failed:
         text += " (" + ", ".join(f"{v} {STATUS_TEXT.get(k, '✗ ' + k)[2:]}" for k, v in failed.items()) + ")"
-    return text + (". Each dot is one candidate (hover for its architecture); lines are each generation's best, "
-                   "mean and worst.")
+    return text + (
+        ". Each dot is one candidate (hover for its architecture); lines are each generation's best, mean and worst."
+    )
 
 
 def layer_frame(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     """``automodel.training.model.layer_table`` rows → a table with a total row at the end."""
     frame = pd.DataFrame.from_records(
         [{"Layer": r["layer"], "Output shape": r["output_shape"], "Parameters": int(r["parameters"])} for r in rows],
-        columns=["Layer", "Output shape", "Parameters"])
+        columns=["Layer", "Output shape", "Parameters"],
+    )
     if not frame.empty:
-        total = pd.DataFrame([{"Layer": "Total", "Output shape": "",
-                               "Parameters": int(frame["Parameters"].sum())}])
+        total = pd.DataFrame([{"Layer": "Total", "Output shape": "", "Parameters": int(frame["Parameters"].sum())}])
         frame = pd.concat([frame, total], ignore_index=True)
     return frame
 
 
 def records_csv(records: Iterable[Mapping[str, Any]]) -> bytes:
     """The run's candidate records as CSV (the genome as a JSON column), generation from 0."""
-    columns = ["run_id", "generation", "index", "key", "summary", "fitness", "status", "reason", "params", "macs",
-               "latency_ms", "seconds", "epochs", "trained_epochs", "train_loss", "parent", "inherited", "cached",
-               "recorded_at", "genome"]
+    columns = [
+        "run_id",
+        "generation",
+        "index",
+        "key",
+        "summary",
+        "fitness",
+        "status",
+        "reason",
+        "params",
+        "macs",
+        "latency_ms",
+        "seconds",
+        "epochs",
+        "trained_epochs",
+        "train_loss",
+        "parent",
+        "inherited",
+        "cached",
+        "recorded_at",
+        "genome",
+    ]
     rows = []
     for r in records:
         row = {c: r.get(c) for c in columns}
@@ -459,28 +551,34 @@ def records_csv(records: Iterable[Mapping[str, Any]]) -> bytes:
 
 
 def dataset_caption(run: Mapping[str, Any]) -> str:
-    """"10 classes · 1×8×8 · train 1222 / validation 216 / test 359", with skipped files."""
+    """ "10 classes · 1×8×8 · train 1222 / validation 216 / test 359", with skipped files."""
     if not run.get("input_shape"):
         return ""
     classes = run.get("classes") or []
     shown = ", ".join(map(str, classes[:10])) + (" …" if len(classes) > 10 else "")
-    text = (f"{len(classes)} classes ({shown}) · images {'×'.join(map(str, run['input_shape']))} · "
-            f"train {run.get('train_size', 0):,} / validation {run.get('val_size', 0):,} / "
-            f"test {run.get('test_size', 0):,}")
+    text = (
+        f"{len(classes)} classes ({shown}) · images {'×'.join(map(str, run['input_shape']))} · "
+        f"train {run.get('train_size', 0):,} / validation {run.get('val_size', 0):,} / "
+        f"test {run.get('test_size', 0):,}"
+    )
     data = run.get("data") or {}
     extra = []
     if run.get("skipped_images"):
         n = int(run["skipped_images"])
-        extra.append(f"{n} image{' could' if n == 1 else 's could'} not be decoded and {'was' if n == 1 else 'were'} "
-                     f"skipped" + _named(data.get("skipped_names")))
+        extra.append(
+            f"{n} image{' could' if n == 1 else 's could'} not be decoded and {'was' if n == 1 else 'were'} "
+            f"skipped" + _named(data.get("skipped_names"))
+        )
     if run.get("ignored_files"):
         n = int(run["ignored_files"])
-        extra.append(f"{n} file{' that is not an image was' if n == 1 else 's that are not images were'} ignored"
-                     + _named(data.get("ignored_names")))
+        extra.append(
+            f"{n} file{' that is not an image was' if n == 1 else 's that are not images were'} ignored"
+            + _named(data.get("ignored_names"))
+        )
     return text + ("; " + "; ".join(extra) if extra else "")
 
 
-IMBALANCE_WARNING = 5.0   # the largest class this many times the smallest is worth a warning
+IMBALANCE_WARNING = 5.0  # the largest class this many times the smallest is worth a warning
 
 
 def folder_preview(described: Mapping[str, Any]) -> tuple[str, str | None]:
@@ -489,9 +587,11 @@ def folder_preview(described: Mapping[str, Any]) -> tuple[str, str | None]:
     counts = described.get("classes") or {}
     w, h = described.get("image_size") or (0, 0)
     shown = ", ".join(f"{name} {n:,}" for name, n in list(counts.items())[:8]) + (" …" if len(counts) > 8 else "")
-    parts = [f"{int(described.get('images') or 0):,} images in {len(counts)} classes ({shown})",
-             f"trained at {w}×{h}, {described.get('channels', 3)} channel{'s' if described.get('channels', 3) != 1 else ''}",
-             f"{fmt_bytes(described.get('bytes') or 0)} in memory"]
+    parts = [
+        f"{int(described.get('images') or 0):,} images in {len(counts)} classes ({shown})",
+        f"trained at {w}×{h}, {described.get('channels', 3)} channel{'s' if described.get('channels', 3) != 1 else ''}",
+        f"{fmt_bytes(described.get('bytes') or 0)} in memory",
+    ]
     if described.get("skipped"):
         parts.append(f"{described['skipped']} unreadable, skipped" + _named(described.get("skipped_names")))
     if described.get("ignored"):
@@ -499,8 +599,10 @@ def folder_preview(described: Mapping[str, Any]) -> tuple[str, str | None]:
     warning = None
     if counts and described.get("imbalance", 1.0) > IMBALANCE_WARNING:
         largest, smallest = max(counts, key=counts.get), min(counts, key=counts.get)
-        warning = (f"The classes are unbalanced: {largest} has {counts[largest]:,} images, {smallest} only "
-                   f"{counts[smallest]:,} ({described['imbalance']:.0f}×); accuracy will favour the large classes.")
+        warning = (
+            f"The classes are unbalanced: {largest} has {counts[largest]:,} images, {smallest} only "
+            f"{counts[smallest]:,} ({described['imbalance']:.0f}×); accuracy will favour the large classes."
+        )
     return " · ".join(parts), warning
 
 
@@ -517,18 +619,28 @@ def _named(names: Sequence[str] | None) -> str:
 
 # ----------------------------------------------------------------------------- charts
 
+
 def generations_long(generations: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     """Generation records → long rows (Generation, Statistic, Fitness) for line charts."""
-    rows = [{"Generation": gen_label(g["generation"]), "Statistic": stat, "Fitness": float(g[stat])}
-            for g in generations for stat in ("best", "mean", "worst") if g.get(stat) is not None]
+    rows = [
+        {"Generation": gen_label(g["generation"]), "Statistic": stat, "Fitness": float(g[stat])}
+        for g in generations
+        for stat in ("best", "mean", "worst")
+        if g.get(stat) is not None
+    ]
     return pd.DataFrame.from_records(rows, columns=["Generation", "Statistic", "Fitness"])
 
 
-MAX_CHART_POINTS = 2_000   # a browser draws more points slowly; the lines keep every generation's statistics
+MAX_CHART_POINTS = 2_000  # a browser draws more points slowly; the lines keep every generation's statistics
 
 
-def thin_points(frame: pd.DataFrame, limit: int = MAX_CHART_POINTS, by: str = "generation",
-                value: str = "fitness", always: pd.Series | None = None) -> pd.DataFrame:
+def thin_points(
+    frame: pd.DataFrame,
+    limit: int = MAX_CHART_POINTS,
+    by: str = "generation",
+    value: str = "fitness",
+    always: pd.Series | None = None,
+) -> pd.DataFrame:
     """At most about ``limit`` rows for a chart: every group's (``by``) best and worst ``value``, the
     rows marked in ``always``, and an even sample of the rest (the same sample on every redraw)."""
     if len(frame) <= limit:
@@ -545,81 +657,129 @@ def thin_points(frame: pd.DataFrame, limit: int = MAX_CHART_POINTS, by: str = "g
 
 def candidate_points(frame: pd.DataFrame, population: int | None = None) -> pd.DataFrame:
     """One row per candidate, spread a little sideways within its generation so none hide."""
-    columns = ["x", "Generation", "Candidate", "Fitness", "Status", "Architecture", "Parameters", "Seconds",
-               "Reason", "Reused"]
+    columns = [
+        "x",
+        "Generation",
+        "Candidate",
+        "Fitness",
+        "Status",
+        "Architecture",
+        "Parameters",
+        "Seconds",
+        "Reason",
+        "Reused",
+    ]
     if frame.empty:
         return pd.DataFrame(columns=columns)
     if len(frame) > MAX_CHART_POINTS:
         frame = thin_points(frame)
     size = max(int(population or 0), int(frame["index"].max()) + 1, 1)
     offset = (frame["index"].astype(float) + 0.5) / size * 0.5 - 0.25
-    return pd.DataFrame({
-        "x": frame["gen"] + offset,
-        "Generation": frame["gen"],
-        "Candidate": frame["index"].astype("int64") + 1,
-        "Fitness": frame["fitness"],
-        "Status": frame["status"],
-        "Architecture": frame["summary"],
-        "Parameters": frame["params"],
-        "Seconds": frame["seconds"],
-        "Reason": frame["reason"],
-        "Reused": frame["cached"],
-    })
+    return pd.DataFrame(
+        {
+            "x": frame["gen"] + offset,
+            "Generation": frame["gen"],
+            "Candidate": frame["index"].astype("int64") + 1,
+            "Fitness": frame["fitness"],
+            "Status": frame["status"],
+            "Architecture": frame["summary"],
+            "Parameters": frame["params"],
+            "Seconds": frame["seconds"],
+            "Reason": frame["reason"],
+            "Reused": frame["cached"],
+        }
+    )
 
 
 def _x_axis(max_generation: int) -> alt.X:
-    return alt.X("x:Q", title="Generation",
-                 scale=alt.Scale(domain=[0.5, max(max_generation, 1) + 0.5], nice=False),
-                 axis=alt.Axis(tickMinStep=1, format="d", values=list(range(1, max(max_generation, 1) + 1))
-                               if max_generation <= 30 else alt.Undefined))
+    return alt.X(
+        "x:Q",
+        title="Generation",
+        scale=alt.Scale(domain=[0.5, max(max_generation, 1) + 0.5], nice=False),
+        axis=alt.Axis(
+            tickMinStep=1,
+            format="d",
+            values=list(range(1, max(max_generation, 1) + 1)) if max_generation <= 30 else alt.Undefined,
+        ),
+    )
 
 
-def fitness_chart(generations: Sequence[Mapping[str, Any]], frame: pd.DataFrame,
-                  total_generations: int | None = None, population: int | None = None,
-                  height: int = 340) -> alt.LayerChart:
+def fitness_chart(
+    generations: Sequence[Mapping[str, Any]],
+    frame: pd.DataFrame,
+    total_generations: int | None = None,
+    population: int | None = None,
+    height: int = 340,
+) -> alt.LayerChart:
     """Best / mean / worst validation accuracy per generation, with every candidate as a point."""
     lines = generations_long(generations).rename(columns={"Generation": "x"})
     points = candidate_points(frame, population)
-    max_gen = max([int(total_generations or 0)] + [int(v) for v in points["Generation"]] +
-                  [int(v) for v in lines["x"]] + [1])
+    max_gen = max(
+        [int(total_generations or 0)] + [int(v) for v in points["Generation"]] + [int(v) for v in lines["x"]] + [1]
+    )
     y = alt.Y("Fitness:Q", title="Validation accuracy", scale=alt.Scale(zero=False, nice=True))
     # The legend lists the statuses present ("ok" always), in a fixed order with fixed colours.
     present = set(points["Status"]) | {"ok"}
     statuses = [s for s in CANDIDATE_STATUSES if s in present] + sorted(present - set(CANDIDATE_STATUSES))
     status_scale = alt.Scale(domain=statuses, range=[STATUS_COLORS.get(s, "#888888") for s in statuses])
-    point_layer = alt.Chart(points).mark_circle(size=46, opacity=0.6).encode(
-        x=_x_axis(max_gen),
-        y=y,
-        color=alt.Color("Status:N", scale=status_scale, title="Candidate",
-                        legend=alt.Legend(orient="right", symbolOpacity=0.8)),
-        tooltip=[alt.Tooltip("Generation:Q"), alt.Tooltip("Candidate:Q"),
-                 alt.Tooltip("Fitness:Q", format=".4f"), alt.Tooltip("Status:N"),
-                 alt.Tooltip("Architecture:N"), alt.Tooltip("Parameters:Q", format=","),
-                 alt.Tooltip("Seconds:Q", format=".1f"), alt.Tooltip("Reused:N"), alt.Tooltip("Reason:N")],
+    point_layer = (
+        alt.Chart(points)
+        .mark_circle(size=46, opacity=0.6)
+        .encode(
+            x=_x_axis(max_gen),
+            y=y,
+            color=alt.Color(
+                "Status:N", scale=status_scale, title="Candidate", legend=alt.Legend(orient="right", symbolOpacity=0.8)
+            ),
+            tooltip=[
+                alt.Tooltip("Generation:Q"),
+                alt.Tooltip("Candidate:Q"),
+                alt.Tooltip("Fitness:Q", format=".4f"),
+                alt.Tooltip("Status:N"),
+                alt.Tooltip("Architecture:N"),
+                alt.Tooltip("Parameters:Q", format=","),
+                alt.Tooltip("Seconds:Q", format=".1f"),
+                alt.Tooltip("Reused:N"),
+                alt.Tooltip("Reason:N"),
+            ],
+        )
     )
     stats = ["best", "mean", "worst"]
-    line_layer = alt.Chart(lines).mark_line(point=alt.OverlayMarkDef(size=36, filled=True), strokeWidth=2.5).encode(
-        x=_x_axis(max_gen),
-        y=y,
-        color=alt.Color("Statistic:N", scale=alt.Scale(domain=stats, range=[STAT_COLORS[s] for s in stats]),
-                        sort=stats, title="Per generation",
-                        legend=alt.Legend(orient="right", symbolType="stroke", symbolStrokeWidth=3)),
-        tooltip=[alt.Tooltip("x:Q", title="Generation"), alt.Tooltip("Statistic:N"),
-                 alt.Tooltip("Fitness:Q", format=".4f")],
+    line_layer = (
+        alt.Chart(lines)
+        .mark_line(point=alt.OverlayMarkDef(size=36, filled=True), strokeWidth=2.5)
+        .encode(
+            x=_x_axis(max_gen),
+            y=y,
+            color=alt.Color(
+                "Statistic:N",
+                scale=alt.Scale(domain=stats, range=[STAT_COLORS[s] for s in stats]),
+                sort=stats,
+                title="Per generation",
+                legend=alt.Legend(orient="right", symbolType="stroke", symbolStrokeWidth=3),
+            ),
+            tooltip=[
+                alt.Tooltip("x:Q", title="Generation"),
+                alt.Tooltip("Statistic:N"),
+                alt.Tooltip("Fitness:Q", format=".4f"),
+            ],
+        )
     )
-    return (alt.layer(point_layer, line_layer)
-            .resolve_scale(color="independent")
-            .properties(height=height))
+    return alt.layer(point_layer, line_layer).resolve_scale(color="independent").properties(height=height)
 
 
-COST_LABELS = {"params": ("params", "Parameters"), "macs": ("macs", "Multiply-accumulates per image"),
-               "latency": ("latency_ms", "Latency per image (ms)")}
+COST_LABELS = {
+    "params": ("params", "Parameters"),
+    "macs": ("macs", "Multiply-accumulates per image"),
+    "latency": ("latency_ms", "Latency per image (ms)"),
+}
 
 
 def pareto_frame(records: Iterable[Mapping[str, Any]], objectives: Sequence[str]) -> pd.DataFrame:
     """The fully trained candidates (one per genome) with their costs and whether they are on the
     run's Pareto front."""
     from automodel.evolution.pareto import pareto_front
+
     records = list(records)
     front = {r["key"] for r in pareto_front(records, objectives)}
     seen, rows = set(), []
@@ -627,12 +787,33 @@ def pareto_frame(records: Iterable[Mapping[str, Any]], objectives: Sequence[str]
         if r.get("status") != "ok" or r.get("cached") or r["key"] in seen:
             continue
         seen.add(r["key"])
-        rows.append({"key": r["key"], "Accuracy": float(r["fitness"]), "params": r.get("params"),
-                     "macs": r.get("macs"), "latency_ms": r.get("latency_ms"), "Architecture": r.get("summary", ""),
-                     "Generation": gen_label(r["generation"]), "Candidate": int(r["index"]) + 1,
-                     "On the front": r["key"] in front})
-    return pd.DataFrame.from_records(rows, columns=["key", "Accuracy", "params", "macs", "latency_ms", "Architecture",
-                                                    "Generation", "Candidate", "On the front"])
+        rows.append(
+            {
+                "key": r["key"],
+                "Accuracy": float(r["fitness"]),
+                "params": r.get("params"),
+                "macs": r.get("macs"),
+                "latency_ms": r.get("latency_ms"),
+                "Architecture": r.get("summary", ""),
+                "Generation": gen_label(r["generation"]),
+                "Candidate": int(r["index"]) + 1,
+                "On the front": r["key"] in front,
+            }
+        )
+    return pd.DataFrame.from_records(
+        rows,
+        columns=[
+            "key",
+            "Accuracy",
+            "params",
+            "macs",
+            "latency_ms",
+            "Architecture",
+            "Generation",
+            "Candidate",
+            "On the front",
+        ],
+    )
 
 
 def pareto_chart(frame: pd.DataFrame, cost: str, height: int = 320) -> alt.LayerChart:
@@ -642,17 +823,33 @@ def pareto_chart(frame: pd.DataFrame, cost: str, height: int = 320) -> alt.Layer
     data = frame[frame[field].notna() & (frame[field] > 0)] if not frame.empty else frame
     x = alt.X(f"{field}:Q", title=title, scale=alt.Scale(type="log"))
     y = alt.Y("Accuracy:Q", title="Validation accuracy", scale=alt.Scale(zero=False))
-    tooltip = [alt.Tooltip("Architecture:N"), alt.Tooltip("Accuracy:Q", format=".4f"),
-               alt.Tooltip("params:Q", title="Parameters", format=","),
-               alt.Tooltip("macs:Q", title="MACs", format=","), alt.Tooltip("latency_ms:Q", title="ms", format=".3f"),
-               alt.Tooltip("Generation:Q"), alt.Tooltip("Candidate:Q"), alt.Tooltip("key:N")]
+    tooltip = [
+        alt.Tooltip("Architecture:N"),
+        alt.Tooltip("Accuracy:Q", format=".4f"),
+        alt.Tooltip("params:Q", title="Parameters", format=","),
+        alt.Tooltip("macs:Q", title="MACs", format=","),
+        alt.Tooltip("latency_ms:Q", title="ms", format=".3f"),
+        alt.Tooltip("Generation:Q"),
+        alt.Tooltip("Candidate:Q"),
+        alt.Tooltip("key:N"),
+    ]
     # Every member of the front is drawn; on large runs the others are thinned.
     shown = data if data.empty else thin_points(data, by="Generation", value="Accuracy", always=data["On the front"])
-    points = alt.Chart(shown).mark_circle(size=70).encode(
-        x=x, y=y, tooltip=tooltip,
-        color=alt.Color("On the front:N", scale=alt.Scale(domain=[True, False], range=["#e15759", "#9db4cf"]),
-                        legend=alt.Legend(title="Pareto front", orient="right")),
-        opacity=alt.condition("datum['On the front']", alt.value(1.0), alt.value(0.5)))
+    points = (
+        alt.Chart(shown)
+        .mark_circle(size=70)
+        .encode(
+            x=x,
+            y=y,
+            tooltip=tooltip,
+            color=alt.Color(
+                "On the front:N",
+                scale=alt.Scale(domain=[True, False], range=["#e15759", "#9db4cf"]),
+                legend=alt.Legend(title="Pareto front", orient="right"),
+            ),
+            opacity=alt.condition("datum['On the front']", alt.value(1.0), alt.value(0.5)),
+        )
+    )
     front = data[data["On the front"]].sort_values(field) if not data.empty else data
     line = alt.Chart(front).mark_line(interpolate="step-after", color="#e15759", strokeWidth=2).encode(x=x, y=y)
     return alt.layer(line, points).properties(height=height)
@@ -674,15 +871,22 @@ def compare_frame(curves: Mapping[str, Sequence[Mapping[str, Any]]]) -> pd.DataF
 def compare_chart(curves: Mapping[str, Sequence[Mapping[str, Any]]], height: int = 300) -> alt.Chart:
     """Best (solid) and mean (dashed) fitness per generation of several runs on one chart."""
     data = compare_frame(curves)
-    return alt.Chart(data).mark_line(point=True, strokeWidth=2.2).encode(
-        x=alt.X("Generation:Q", axis=alt.Axis(tickMinStep=1, format="d")),
-        y=alt.Y("Fitness:Q", title="Validation accuracy", scale=alt.Scale(zero=False, nice=True)),
-        color=alt.Color("Run:N", scale=alt.Scale(scheme="tableau10"),
-                        legend=alt.Legend(orient="right", labelLimit=320)),
-        strokeDash=alt.StrokeDash("Statistic:N", scale=alt.Scale(domain=["best", "mean"], range=[[1, 0], [5, 4]]),
-                                  legend=None),  # the page says "solid: best, dashed: mean" beneath
-        tooltip=["Run:N", "Generation:Q", "Statistic:N", alt.Tooltip("Fitness:Q", format=".4f")],
-    ).properties(height=height)
+    return (
+        alt.Chart(data)
+        .mark_line(point=True, strokeWidth=2.2)
+        .encode(
+            x=alt.X("Generation:Q", axis=alt.Axis(tickMinStep=1, format="d")),
+            y=alt.Y("Fitness:Q", title="Validation accuracy", scale=alt.Scale(zero=False, nice=True)),
+            color=alt.Color(
+                "Run:N", scale=alt.Scale(scheme="tableau10"), legend=alt.Legend(orient="right", labelLimit=320)
+            ),
+            strokeDash=alt.StrokeDash(
+                "Statistic:N", scale=alt.Scale(domain=["best", "mean"], range=[[1, 0], [5, 4]]), legend=None
+            ),  # the page says "solid: best, dashed: mean" beneath
+            tooltip=["Run:N", "Generation:Q", "Statistic:N", alt.Tooltip("Fitness:Q", format=".4f")],
+        )
+        .properties(height=height)
+    )
 
 
 # ----------------------------------------------------------------------------- the form
@@ -706,26 +910,64 @@ SPACE_FIELDS = tuple(f for f in SearchSpace.__dataclass_fields__)
 
 PRESETS: dict[str, dict[str, Any]] = {
     # Bundled data on the CPU: half a minute, planned from the budget.
-    "Quick demo": {"dataset": "digits", "budget_s": 30.0, "overrides": [], "population": 8, "generations": 3,
-                   "epochs": 3, "min_epochs": 1, "final_epochs": 10, "device": "cpu", "batch_size": None},
+    "Quick demo": {
+        "dataset": "digits",
+        "budget_s": 30.0,
+        "overrides": [],
+        "population": 8,
+        "generations": 3,
+        "epochs": 3,
+        "min_epochs": 1,
+        "final_epochs": 10,
+        "device": "cpu",
+        "batch_size": None,
+    },
     # A folder or zip of a person's own images: ten minutes, planned from the budget.
-    "Your own images": {"budget_s": 600.0, "overrides": [], "population": 8, "generations": 3, "epochs": 3,
-                        "min_epochs": 1, "reduction_factor": 3, "final_epochs": 15, "device": "auto",
-                        "batch_size": None},
+    "Your own images": {
+        "budget_s": 600.0,
+        "overrides": [],
+        "population": 8,
+        "generations": 3,
+        "epochs": 3,
+        "min_epochs": 1,
+        "reduction_factor": 3,
+        "final_epochs": 15,
+        "device": "auto",
+        "batch_size": None,
+    },
     # Sized for one GPU: 200 candidates with successive halving from 2 to 6 epochs, then 30 for the winner.
     # Global pooling heads learn slower in a few epochs, but pay off with the data and epochs here.
-    "CIFAR-10": {"dataset": "cifar10", "budget_s": None, "overrides": [], "population": 10, "generations": 20,
-                 "epochs": 6, "min_epochs": 2,
-                 "reduction_factor": 3, "final_epochs": 30, "device": "auto", "batch_size": 256,
-                 "space": {"heads": ["flatten", "avgmax"]}},
+    "CIFAR-10": {
+        "dataset": "cifar10",
+        "budget_s": None,
+        "overrides": [],
+        "population": 10,
+        "generations": 20,
+        "epochs": 6,
+        "min_epochs": 2,
+        "reduction_factor": 3,
+        "final_epochs": 30,
+        "device": "auto",
+        "batch_size": 256,
+        "space": {"heads": ["flatten", "avgmax"]},
+    },
 }
 
 
 # The page's answers to "How long may the search take?" (seconds; None: no budget, the settings as set).
 BUDGET_CHOICES: dict[str, float | None] = {
-    "30 seconds": 30.0, "1 minute": 60.0, "2 minutes": 120.0, "5 minutes": 300.0, "10 minutes": 600.0,
-    "30 minutes": 1800.0, "1 hour": 3600.0, "2 hours": 7200.0, "4 hours": 14400.0, "8 hours": 28800.0,
-    "no limit: the settings below": None}
+    "30 seconds": 30.0,
+    "1 minute": 60.0,
+    "2 minutes": 120.0,
+    "5 minutes": 300.0,
+    "10 minutes": 600.0,
+    "30 minutes": 1800.0,
+    "1 hour": 3600.0,
+    "2 hours": 7200.0,
+    "4 hours": 14400.0,
+    "8 hours": 28800.0,
+    "no limit: the settings below": None,
+}
 
 
 def budget_choice_for(seconds: float | None) -> str:
@@ -750,6 +992,7 @@ def plan_caption(run: Mapping[str, Any]) -> str | None:
     if not plan:
         return None
     from automodel.evolution.budget import Plan, describe_duration
+
     text = f"Budget {Plan.from_dict(plan).summary()}"
     if run.get("elapsed_s") is not None and run.get("status") not in ACTIVE_STATUSES:
         text += f"; took {describe_duration(float(run['elapsed_s']))}"
@@ -798,10 +1041,14 @@ def form_config(values: Mapping[str, Any], dataset: str) -> dict[str, Any]:
             continue
         value = values[name]
         default = getattr(template, name)
-        if isinstance(default, int) and not isinstance(default, bool) and isinstance(value, float) \
-                and value.is_integer():
+        if (
+            isinstance(default, int)
+            and not isinstance(default, bool)
+            and isinstance(value, float)
+            and value.is_integer()
+        ):
             value = int(value)
-        if name == "objectives":   # the form offers the costs; accuracy always comes first
+        if name == "objectives":  # the form offers the costs; accuracy always comes first
             value = ["accuracy", *[v for v in (value or []) if v != "accuracy"]]
         if isinstance(value, str):
             value = value.strip()
@@ -817,15 +1064,22 @@ def form_config(values: Mapping[str, Any], dataset: str) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------- insight
 
+
 def architecture_dot(rows: Sequence[Mapping[str, Any]], title: str = "") -> str:
     """``automodel.training.model.layer_table`` rows → a Graphviz DOT diagram: layers top to bottom with
     their output shapes and parameters; a residual block's skip is drawn as its own edge around it."""
+
     def esc(text: str) -> str:
         return str(text).replace("\\", "\\\\").replace('"', '\\"')
-    lines = ["digraph architecture {", '  graph [rankdir=TB, fontname="Helvetica", fontsize=11, nodesep=0.25, '
-             f'ranksep=0.25, label="{esc(title)}", labelloc=t];',
-             '  node [shape=box, style="rounded,filled", fontname="Helvetica", fontsize=10, fillcolor="#eef3fa", '
-             'color="#4e79a7"];', '  edge [color="#555555", arrowsize=0.6];']
+
+    lines = [
+        "digraph architecture {",
+        '  graph [rankdir=TB, fontname="Helvetica", fontsize=11, nodesep=0.25, '
+        f'ranksep=0.25, label="{esc(title)}", labelloc=t];',
+        '  node [shape=box, style="rounded,filled", fontname="Helvetica", fontsize=10, fillcolor="#eef3fa", '
+        'color="#4e79a7"];',
+        '  edge [color="#555555", arrowsize=0.6];',
+    ]
     colours = {"residual": "#fdebd3", "separable": "#e3f2e1", "plain": "#eef3fa"}
     for i, row in enumerate(rows):
         params = int(row.get("parameters") or 0)
@@ -837,8 +1091,10 @@ def architecture_dot(rows: Sequence[Mapping[str, Any]], title: str = "") -> str:
     for i, row in enumerate(rows):
         if row.get("skip") and i + 1 < len(rows):
             how = "skip (1×1 conv)" if "via 1×1" in str(row["layer"]) else "skip"
-            lines.append(f'  n{i - 1} -> n{i + 1} [style=dashed, color="#f28e2b", label="{esc(how)}", '
-                         'fontsize=9, constraint=false];')
+            lines.append(
+                f'  n{i - 1} -> n{i + 1} [style=dashed, color="#f28e2b", label="{esc(how)}", '
+                "fontsize=9, constraint=false];"
+            )
     lines.append("}")
     return "\n".join(lines)
 
@@ -850,22 +1106,40 @@ def learning_curves(records: Iterable[Mapping[str, Any]], labels: Sequence[str] 
     for n, r in enumerate(records):
         label = labels[n] if labels else f"gen {gen_label(r['generation'])} · #{int(r['index']) + 1}"
         for point in r.get("history") or []:
-            rows.append({"Candidate": label, "Epoch": int(point["epoch"]),
-                         "Validation accuracy": point.get("val_accuracy"), "Training loss": point.get("train_loss")})
+            rows.append(
+                {
+                    "Candidate": label,
+                    "Epoch": int(point["epoch"]),
+                    "Validation accuracy": point.get("val_accuracy"),
+                    "Training loss": point.get("train_loss"),
+                }
+            )
     return pd.DataFrame.from_records(rows, columns=["Candidate", "Epoch", "Validation accuracy", "Training loss"])
 
 
 def learning_curve_charts(curves: pd.DataFrame, height: int = 200) -> tuple[alt.Chart, alt.Chart]:
     """Validation accuracy and training loss per epoch, one line per candidate (two charts)."""
-    base = alt.Chart(curves).encode(x=alt.X("Epoch:Q", axis=alt.Axis(tickMinStep=1, format="d")),
-                                    color=alt.Color("Candidate:N", legend=alt.Legend(orient="bottom", title=None)))
-    accuracy = base.mark_line(point=True).encode(
-        y=alt.Y("Validation accuracy:Q", scale=alt.Scale(zero=False)),
-        tooltip=["Candidate", "Epoch", alt.Tooltip("Validation accuracy:Q", format=".4f")]
-    ).transform_filter("isValid(datum['Validation accuracy'])").properties(height=height)
-    loss = base.mark_line(point=True).encode(
-        y=alt.Y("Training loss:Q", scale=alt.Scale(zero=False)),
-        tooltip=["Candidate", "Epoch", alt.Tooltip("Training loss:Q", format=".4f")]).properties(height=height)
+    base = alt.Chart(curves).encode(
+        x=alt.X("Epoch:Q", axis=alt.Axis(tickMinStep=1, format="d")),
+        color=alt.Color("Candidate:N", legend=alt.Legend(orient="bottom", title=None)),
+    )
+    accuracy = (
+        base.mark_line(point=True)
+        .encode(
+            y=alt.Y("Validation accuracy:Q", scale=alt.Scale(zero=False)),
+            tooltip=["Candidate", "Epoch", alt.Tooltip("Validation accuracy:Q", format=".4f")],
+        )
+        .transform_filter("isValid(datum['Validation accuracy'])")
+        .properties(height=height)
+    )
+    loss = (
+        base.mark_line(point=True)
+        .encode(
+            y=alt.Y("Training loss:Q", scale=alt.Scale(zero=False)),
+            tooltip=["Candidate", "Epoch", alt.Tooltip("Training loss:Q", format=".4f")],
+        )
+        .properties(height=height)
+    )
     return accuracy, loss
 
 
@@ -873,14 +1147,21 @@ GENES = {  # name → (label, how to read it from a genome dict)
     "blocks": ("Convolution blocks", lambda g: len(g.get("conv") or [])),
     "head": ("Head", lambda g: g.get("head", "flatten")),
     "optimizer": ("Optimizer", lambda g: g.get("optimizer")),
-    "learning_rate": ("Learning rate (log₁₀, rounded to ½)",
-                      lambda g: round(2 * math.log10(g["learning_rate"])) / 2 if g.get("learning_rate") else None),
+    "learning_rate": (
+        "Learning rate (log₁₀, rounded to ½)",
+        lambda g: round(2 * math.log10(g["learning_rate"])) / 2 if g.get("learning_rate") else None,
+    ),
     "kind": ("Kind of the first block", lambda g: (g.get("conv") or [{}])[0].get("kind", "plain")),
-    "residual_share": ("Share of residual blocks", lambda g: round(sum(b.get("kind") == "residual"
-                                                                        for b in g.get("conv") or [])
-                                                                    / max(1, len(g.get("conv") or [])), 1)),
-    "downsamples": ("Downsampling blocks", lambda g: sum(b.get("downsample", b.get("pooling", "none")) != "none"
-                                                         for b in g.get("conv") or [])),
+    "residual_share": (
+        "Share of residual blocks",
+        lambda g: round(
+            sum(b.get("kind") == "residual" for b in g.get("conv") or []) / max(1, len(g.get("conv") or [])), 1
+        ),
+    ),
+    "downsamples": (
+        "Downsampling blocks",
+        lambda g: sum(b.get("downsample", b.get("pooling", "none")) != "none" for b in g.get("conv") or []),
+    ),
     "widest": ("Widest block (filters)", lambda g: max([b.get("filters", 0) for b in g.get("conv") or []] or [0])),
     "kernel": ("Kernel of the first block", lambda g: (g.get("conv") or [{}])[0].get("kernel")),
     "dense_layers": ("Hidden dense layers", lambda g: len(g.get("dense") or [])),
@@ -894,8 +1175,12 @@ def gene_frame(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     for r in records:
         if r.get("cached") or not r.get("genome") or r.get("status") not in ("ok", "pruned", "partial"):
             continue
-        row = {"Fitness": float(r["fitness"]), "Epochs": int(r.get("epochs") or 0),
-               "Generation": gen_label(r["generation"]), "Architecture": r.get("summary", "")}
+        row = {
+            "Fitness": float(r["fitness"]),
+            "Epochs": int(r.get("epochs") or 0),
+            "Generation": gen_label(r["generation"]),
+            "Architecture": r.get("summary", ""),
+        }
         for name, (_, read) in GENES.items():
             try:
                 row[name] = read(r["genome"])
@@ -917,42 +1202,74 @@ def gene_chart(frame: pd.DataFrame, gene: str, height: int = 260) -> alt.LayerCh
     x = alt.X("Value:N", title=label, sort="ascending")
     # Only the columns drawn travel to the browser (the frame holds every gene).
     shown = thin_points(data, by="Value", value="Fitness")[["Value", "Fitness", "Architecture", "Generation"]]
-    points = alt.Chart(shown).mark_circle(
-        size=40, opacity=0.5, color="#4e79a7").encode(
-        x=x, y=alt.Y("Fitness:Q", title="Validation accuracy", scale=alt.Scale(zero=False)),
-        xOffset=alt.XOffset("jitter:Q"), tooltip=["Architecture", alt.Tooltip("Fitness:Q", format=".4f"), "Generation"]
-    ).transform_calculate(jitter="random()")
-    median = alt.Chart(medians).mark_tick(color="#e15759", thickness=3, size=28).encode(
-        x=x, y="Median:Q", tooltip=[alt.Tooltip("Median:Q", title="median", format=".4f"), "Candidates:Q"])
+    points = (
+        alt.Chart(shown)
+        .mark_circle(size=40, opacity=0.5, color="#4e79a7")
+        .encode(
+            x=x,
+            y=alt.Y("Fitness:Q", title="Validation accuracy", scale=alt.Scale(zero=False)),
+            xOffset=alt.XOffset("jitter:Q"),
+            tooltip=["Architecture", alt.Tooltip("Fitness:Q", format=".4f"), "Generation"],
+        )
+        .transform_calculate(jitter="random()")
+    )
+    median = (
+        alt.Chart(medians)
+        .mark_tick(color="#e15759", thickness=3, size=28)
+        .encode(x=x, y="Median:Q", tooltip=[alt.Tooltip("Median:Q", title="median", format=".4f"), "Candidates:Q"])
+    )
     return alt.layer(points, median).properties(height=height)
 
 
 def diversity_chart(generations: Sequence[Mapping[str, Any]], height: int = 160) -> alt.Chart:
     """The population's diversity (mean share of differing genes between two candidates) per generation."""
-    frame = pd.DataFrame([{"Generation": gen_label(g["generation"]), "Diversity": g.get("diversity")}
-                          for g in generations if g.get("diversity") is not None], columns=["Generation", "Diversity"])
-    return alt.Chart(frame).mark_line(point=True, color="#59a14f").encode(
-        x=alt.X("Generation:Q", axis=alt.Axis(tickMinStep=1, format="d")),
-        y=alt.Y("Diversity:Q", scale=alt.Scale(domain=[0, 1])),
-        tooltip=["Generation", alt.Tooltip("Diversity:Q", format=".2f")]).properties(height=height)
+    frame = pd.DataFrame(
+        [
+            {"Generation": gen_label(g["generation"]), "Diversity": g.get("diversity")}
+            for g in generations
+            if g.get("diversity") is not None
+        ],
+        columns=["Generation", "Diversity"],
+    )
+    return (
+        alt.Chart(frame)
+        .mark_line(point=True, color="#59a14f")
+        .encode(
+            x=alt.X("Generation:Q", axis=alt.Axis(tickMinStep=1, format="d")),
+            y=alt.Y("Diversity:Q", scale=alt.Scale(domain=[0, 1])),
+            tooltip=["Generation", alt.Tooltip("Diversity:Q", format=".2f")],
+        )
+        .properties(height=height)
+    )
 
 
 def per_class_frame(report: Mapping[str, Any]) -> pd.DataFrame:
-    return pd.DataFrame([{"Class": c["class"], "Accuracy": c["accuracy"], "Test images": c["count"]}
-                         for c in report.get("per_class", [])], columns=["Class", "Accuracy", "Test images"])
+    return pd.DataFrame(
+        [
+            {"Class": c["class"], "Accuracy": c["accuracy"], "Test images": c["count"]}
+            for c in report.get("per_class", [])
+        ],
+        columns=["Class", "Accuracy", "Test images"],
+    )
 
 
 def confusion_chart(report: Mapping[str, Any], size: int = 360) -> alt.LayerChart:
     """The confusion matrix as a heatmap: true class down, predicted class across, counts written in."""
     classes = report["classes"]
-    rows = [{"True": classes[i], "Predicted": classes[j], "Count": int(n),
-             "Share": n / max(1, sum(report["confusion"][i]))}
-            for i, row in enumerate(report["confusion"]) for j, n in enumerate(row)]
+    rows = [
+        {"True": classes[i], "Predicted": classes[j], "Count": int(n), "Share": n / max(1, sum(report["confusion"][i]))}
+        for i, row in enumerate(report["confusion"])
+        for j, n in enumerate(row)
+    ]
     frame = pd.DataFrame(rows, columns=["True", "Predicted", "Count", "Share"])
     base = alt.Chart(frame).encode(x=alt.X("Predicted:N", sort=classes), y=alt.Y("True:N", sort=classes))
-    cells = base.mark_rect().encode(color=alt.Color("Share:Q", scale=alt.Scale(scheme="blues", domain=[0, 1]),
-                                                    legend=alt.Legend(title="Share of the row")),
-                                    tooltip=["True", "Predicted", "Count", alt.Tooltip("Share:Q", format=".1%")])
+    cells = base.mark_rect().encode(
+        color=alt.Color(
+            "Share:Q", scale=alt.Scale(scheme="blues", domain=[0, 1]), legend=alt.Legend(title="Share of the row")
+        ),
+        tooltip=["True", "Predicted", "Count", alt.Tooltip("Share:Q", format=".1%")],
+    )
     text = base.mark_text(fontSize=10).encode(
-        text="Count:Q", color=alt.condition("datum.Share > 0.5", alt.value("white"), alt.value("#333333")))
+        text="Count:Q", color=alt.condition("datum.Share > 0.5", alt.value("white"), alt.value("#333333"))
+    )
     return alt.layer(cells, text).properties(width=size, height=size)

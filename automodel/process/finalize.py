@@ -34,11 +34,15 @@ WAIT_POLL_S = 0.5
 def candidate_record(store: Store, run_id: str, key: str) -> dict:
     """The fully trained record of candidate ``key`` in the run, or a FinalizeError saying why not."""
     rows = [r for r in store.individuals(run_id) if r["key"] == key or Genome.from_dict(r["genome"]).key() == key]
-    trained = [r for r in rows if r["status"] == "ok" and not r.get("cached")] or [r for r in rows if r["status"] == "ok"]
+    trained = [r for r in rows if r["status"] == "ok" and not r.get("cached")] or [
+        r for r in rows if r["status"] == "ok"
+    ]
     if not trained:
-        reason = (f"it stopped as {rows[0]['status']}" if rows else "no candidate has that key")
-        raise FinalizeError(f"run {run_id} has no fully trained candidate {key} ({reason}); "
-                            f"`automodel show {run_id} --json` lists the candidates of its Pareto front.")
+        reason = f"it stopped as {rows[0]['status']}" if rows else "no candidate has that key"
+        raise FinalizeError(
+            f"run {run_id} has no fully trained candidate {key} ({reason}); "
+            f"`automodel show {run_id} --json` lists the candidates of its Pareto front."
+        )
     return trained[0]
 
 
@@ -46,8 +50,15 @@ def candidate_model_path(store: Store, run_id: str, key: str) -> Path:
     return run_dir_for(store, run_id) / "candidates" / f"{key}.pt"
 
 
-def finalize_candidate(store: Store, run_id: str, key: str, *, data_dir: str | Path | None = None,
-                       on_progress=None, wait_timeout_s: float = 24 * 3600) -> dict:
+def finalize_candidate(
+    store: Store,
+    run_id: str,
+    key: str,
+    *,
+    data_dir: str | Path | None = None,
+    on_progress=None,
+    wait_timeout_s: float = 24 * 3600,
+) -> dict:
     """Finalize candidate ``key``; returns its record under the run's ``finalized``, plus
     ``status``: ``done`` (already finalized), ``finalized`` (trained now), ``waited`` (another
     process trained it) or ``stopped``."""
@@ -89,11 +100,17 @@ def _train_and_keep(store: Store, run_id: str, run: dict, record: dict, data_dir
     config = Config.from_dict(run["config"])
     key = record["key"]
     stop = _StopFlag()
-    image_size, max_side = run.get("image_size") or (None, AUTO_MAX_SIDE)   # as the search decoded it
-    data = load_dataset(config.dataset, Path(data_dir or run.get("data_dir") or "data"),
-                        val_fraction=config.val_fraction, seed=config.seed,
-                        work_dir=run_dir_for(store, run_id) / "dataset", image_size=image_size, max_side=max_side,
-                        cache_dir=run_dir_for(store, run_id))
+    image_size, max_side = run.get("image_size") or (None, AUTO_MAX_SIDE)  # as the search decoded it
+    data = load_dataset(
+        config.dataset,
+        Path(data_dir or run.get("data_dir") or "data"),
+        val_fraction=config.val_fraction,
+        seed=config.seed,
+        work_dir=run_dir_for(store, run_id) / "dataset",
+        image_size=image_size,
+        max_side=max_side,
+        cache_dir=run_dir_for(store, run_id),
+    )
     settings = train_settings(config, data)
     # In a worker process, as in a search: a crash in native code fails the training, not this process.
     evaluator = WorkerPoolEvaluator(DeviceData(data, resolve_device(settings.device)), settings, 1)
@@ -103,8 +120,9 @@ def _train_and_keep(store: Store, run_id: str, run: dict, record: dict, data_dir
     results: list[TrainResult] = []
 
     def progress(_task, info: dict) -> None:
-        store.set_progress(run_id, {"final": True, "candidate": key, "summary": genome.summary(), **info},
-                           worker=f"finalize-{key}")
+        store.set_progress(
+            run_id, {"final": True, "candidate": key, "summary": genome.summary(), **info}, worker=f"finalize-{key}"
+        )
         if on_progress is not None:
             on_progress(info)
 
@@ -118,14 +136,33 @@ def _train_and_keep(store: Store, run_id: str, run: dict, record: dict, data_dir
     if result.status != "ok" or result.state_dict is None:
         raise FinalizeError(f"the final training of candidate {key} failed: {result.status} {result.reason}")
     path = candidate_model_path(store, run_id, key)
-    save_model(path, genome, result.state_dict, data, metrics={
-        "stage": "final", "candidate": key, "val_accuracy": record["fitness"], "test_accuracy": result.fitness,
-        "final_epochs": config.final_epochs})
+    save_model(
+        path,
+        genome,
+        result.state_dict,
+        data,
+        metrics={
+            "stage": "final",
+            "candidate": key,
+            "val_accuracy": record["fitness"],
+            "test_accuracy": result.fitness,
+            "final_epochs": config.final_epochs,
+        },
+    )
     report = test_report(genome, result.state_dict, data, path.parent / f"{key}-misclassified")
-    entry = {"key": key, "path": str(path), "test_accuracy": result.fitness, "val_accuracy": record["fitness"],
-             "test_report": report,
-             "params": record.get("params"), "macs": record.get("macs"), "latency_ms": record.get("latency_ms"),
-             "summary": record.get("summary"), "seconds": round(result.seconds, 3), "finalized_at": time.time()}
+    entry = {
+        "key": key,
+        "path": str(path),
+        "test_accuracy": result.fitness,
+        "val_accuracy": record["fitness"],
+        "test_report": report,
+        "params": record.get("params"),
+        "macs": record.get("macs"),
+        "latency_ms": record.get("latency_ms"),
+        "summary": record.get("summary"),
+        "seconds": round(result.seconds, 3),
+        "finalized_at": time.time(),
+    }
     with store.locked():
         finalized = dict(store.get_run(run_id).get("finalized") or {})
         finalized[key] = entry

@@ -29,9 +29,11 @@ def new_run_id() -> str:
 def run_dir_for(store: Store, run_id: str) -> Path:
     """A run's folder (best model, extracted uploads) sits beside its database."""
     return store.path.parent / "runs" / run_id
-RESERVATION_GRACE_S = 60.0   # a run claimed by the page but whose process has not yet started
-HEARTBEAT_S = 5.0            # how often a search process records that it is alive
-HEARTBEAT_LIMIT_S = 45.0     # a run whose heartbeat is older than this is interrupted, on any host
+
+
+RESERVATION_GRACE_S = 60.0  # a run claimed by the page but whose process has not yet started
+HEARTBEAT_S = 5.0  # how often a search process records that it is alive
+HEARTBEAT_LIMIT_S = 45.0  # a run whose heartbeat is older than this is interrupted, on any host
 
 
 def pid_is_search(pid: int) -> bool:
@@ -106,7 +108,7 @@ class Heartbeat:
             try:
                 self.store.update_run(self.run_id, heartbeat_at=time.time())
             except StoreError:
-                pass   # a full disk: the search reports it on its own next write
+                pass  # a full disk: the search reports it on its own next write
 
 
 def reconcile(store: Store) -> list[dict]:
@@ -118,9 +120,17 @@ def reconcile(store: Store) -> list[dict]:
             with store.locked():
                 # Look again under the lock: the search may have just finished and written its status.
                 fresh = store.get_run(run["run_id"]) or {}
-                if fresh.get("status") in ACTIVE_STATUSES and fresh.get("pid") == run.get("pid") and not is_alive(fresh):
-                    store.update_run(run["run_id"], status="interrupted", pid=None,
-                                     reason="the search process ended without recording a result")
+                if (
+                    fresh.get("status") in ACTIVE_STATUSES
+                    and fresh.get("pid") == run.get("pid")
+                    and not is_alive(fresh)
+                ):
+                    store.update_run(
+                        run["run_id"],
+                        status="interrupted",
+                        pid=None,
+                        reason="the search process ended without recording a result",
+                    )
                     changed = True
     return store.list_runs() if changed else runs
 
@@ -142,10 +152,12 @@ def claim_resume(store: Store, run_id: str) -> dict:
             raise StoreError(f"run {run_id} is still {run['status']}; stop it first.")
         other = next((r for r in runs.values() if r.get("status") in ACTIVE_STATUSES), None)
         if other is not None:
-            raise RunActiveError(f"run {other['run_id']} is active in {store.path}; stop it before resuming another.",
-                                 other["run_id"])
-        return store.update_run(run_id, status="running", pid=None, host=None, stop_requested=False,
-                                claimed_at=time.time(), reason="")
+            raise RunActiveError(
+                f"run {other['run_id']} is active in {store.path}; stop it before resuming another.", other["run_id"]
+            )
+        return store.update_run(
+            run_id, status="running", pid=None, host=None, stop_requested=False, claimed_at=time.time(), reason=""
+        )
 
 
 def is_claim(run: dict) -> bool:
@@ -153,8 +165,9 @@ def is_claim(run: dict) -> bool:
     return run.get("status") in ACTIVE_STATUSES and run.get("pid") is None and is_alive(run)
 
 
-def search_command(db: Path, run_id: str, *, resume: bool, config_path: Path | None = None,
-                   data_dir: Path | None = None) -> list[str]:
+def search_command(
+    db: Path, run_id: str, *, resume: bool, config_path: Path | None = None, data_dir: Path | None = None
+) -> list[str]:
     """Argument list for the search process (never a shell string)."""
     cmd = [sys.executable, "-m", "automodel"]
     cmd += ["resume", run_id] if resume else ["run", "--run-id", run_id]
@@ -181,8 +194,9 @@ def launch(cmd: list[str], log_path: Path, cwd: Path | None = None) -> subproces
     """Start the search detached in its own session, so a page rerun or exit does not kill it."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                cwd=cwd, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=cwd, start_new_session=True
+        )
     with _CHILDREN_GUARD:
         _CHILDREN[proc.pid] = proc
     return proc
@@ -248,6 +262,7 @@ def request_stop(store: Store, run_id: str, timeout_s: float = 10.0, poll_s: flo
 
 # --------------------------------------------------------------------------- the page's launches
 
+
 @dataclass
 class Launch:
     """A search process started by a page session, until the process takes the run over."""
@@ -257,13 +272,15 @@ class Launch:
     since: float
 
 
-def start_search(store: Store, run_id: str, config: dict, *, data_dir: Path, cwd: Path,
-                 prepare: Callable[[Path], None] | None = None) -> Launch:
+def start_search(
+    store: Store, run_id: str, config: dict, *, data_dir: Path, cwd: Path, prepare: Callable[[Path], None] | None = None
+) -> Launch:
     """Claim the run slot for ``config`` (atomic: one run at a time per database), write the config
     into the run's folder, let ``prepare(run_dir)`` put files there (an upload), and launch the
     search process. A failure after the claim marks the run failed (its one-sentence reason kept)
     and is raised again; a refused claim raises RunActiveError before anything is written."""
     from automodel.config import Config
+
     parsed = Config.from_dict(config)
     store.claim_run_slot(run_id, parsed.to_dict(), is_alive, total_generations=parsed.generations)
     run_dir = run_dir_for(store, run_id)
@@ -274,10 +291,14 @@ def start_search(store: Store, run_id: str, config: dict, *, data_dir: Path, cwd
         config_path = run_dir / "config.json"
         config_path.write_text(parsed.to_json(), encoding="utf-8")
         since = time.time()
-        proc = launch(search_command(store.path, run_id, resume=False, config_path=config_path, data_dir=data_dir),
-                      log_path=run_dir / "search.log", cwd=cwd)
+        proc = launch(
+            search_command(store.path, run_id, resume=False, config_path=config_path, data_dir=data_dir),
+            log_path=run_dir / "search.log",
+            cwd=cwd,
+        )
     except Exception as exc:
         from automodel.errors import UserFacingError
+
         reason = str(exc) if isinstance(exc, UserFacingError) else f"could not start the search ({exc})"
         store.update_run(run_id, status="failed", reason=reason, ended_at=time.time())
         raise
@@ -288,8 +309,11 @@ def resume_search(store: Store, run_id: str, *, data_dir: Path, cwd: Path) -> La
     """Claim a stopped, interrupted or failed run for resuming (StoreError saying why not) and launch it."""
     claim_resume(store, run_id)
     since = time.time()
-    proc = launch(search_command(store.path, run_id, resume=True, data_dir=data_dir),
-                  log_path=run_dir_for(store, run_id) / "search.log", cwd=cwd)
+    proc = launch(
+        search_command(store.path, run_id, resume=True, data_dir=data_dir),
+        log_path=run_dir_for(store, run_id) / "search.log",
+        cwd=cwd,
+    )
     return Launch(run_id, proc.pid, since)
 
 
@@ -299,7 +323,8 @@ def settle_launch(store: Store, run: dict, pending: Launch, grace_s: float) -> t
     last line of its log as the reason."""
     # The search process stamps resumed_at when it takes the run over (also when it then ends quickly).
     adopted = float(run.get("resumed_at") or 0.0) >= pending.since or (
-        run.get("status") in ACTIVE_STATUSES and run.get("pid") is not None)
+        run.get("status") in ACTIVE_STATUSES and run.get("pid") is not None
+    )
     code = child_exit_code(pending.pid)
     if adopted:
         return False, None
@@ -310,7 +335,12 @@ def settle_launch(store: Store, run: dict, pending: Launch, grace_s: float) -> t
     if fresh.get("status") in ACTIVE_STATUSES and fresh.get("pid") is None:
         reason = tail or ("the search process did not start" if code is None else f"the search process exited ({code})")
         store.update_run(run["run_id"], status="failed", reason=reason, ended_at=time.time())
-    elif code not in (None, 0) and fresh.get("status") not in ACTIVE_STATUSES and tail and fresh.get("status") != "failed":
+    elif (
+        code not in (None, 0)
+        and fresh.get("status") not in ACTIVE_STATUSES
+        and tail
+        and fresh.get("status") != "failed"
+    ):
         return False, f"The search process could not continue: {tail}"
     return False, None
 
@@ -319,7 +349,11 @@ def stop_search(store: Store, run_id: str, pending: Launch | None, timeout_s: fl
     """Ask the run to stop and wait a little; a run whose launched process already exited before it
     took the run over is marked stopped at once. Returns the run as it is then."""
     run = request_stop(store, run_id, timeout_s=timeout_s)
-    if run.get("status") in ACTIVE_STATUSES and run.get("pid") is None and pending is not None \
-            and child_exit_code(pending.pid) is not None:
+    if (
+        run.get("status") in ACTIVE_STATUSES
+        and run.get("pid") is None
+        and pending is not None
+        and child_exit_code(pending.pid) is not None
+    ):
         run = store.update_run(run_id, status="stopped", ended_at=time.time())
     return run

@@ -25,20 +25,20 @@ ACTIVE_RUN_STATUSES = (RunStatus.RUNNING, RunStatus.STOPPING)
 class CandidateStatus(StrEnum):
     """How a candidate's training ended."""
 
-    OK = "ok"                  # trained all its epochs
-    PARTIAL = "partial"        # trained to a lower rung; waits for the rest of its rung to be ranked
-    PRUNED = "pruned"          # stopped early on purpose (successive halving, pruning); its partial score kept
-    STALLED = "stalled"        # its loss did not fall below guessing
-    OOM = "oom"                # out of memory
-    NAN = "nan"                # the loss became NaN or infinite
-    TIMEOUT = "timeout"        # over its time limit
-    TOO_LARGE = "too_large"    # over the parameter limit, refused before training
-    TOO_SLOW = "too_slow"      # over the latency limit, refused before training
-    STOPPED = "stopped"        # the run was stopped while it trained
-    ERROR = "error"            # anything else
+    OK = "ok"  # trained all its epochs
+    PARTIAL = "partial"  # trained to a lower rung; waits for the rest of its rung to be ranked
+    PRUNED = "pruned"  # stopped early on purpose (successive halving, pruning); its partial score kept
+    STALLED = "stalled"  # its loss did not fall below guessing
+    OOM = "oom"  # out of memory
+    NAN = "nan"  # the loss became NaN or infinite
+    TIMEOUT = "timeout"  # over its time limit
+    TOO_LARGE = "too_large"  # over the parameter limit, refused before training
+    TOO_SLOW = "too_slow"  # over the latency limit, refused before training
+    STOPPED = "stopped"  # the run was stopped while it trained
+    ERROR = "error"  # anything else
 
 
-SCORED_STATUSES = (CandidateStatus.OK, CandidateStatus.PARTIAL, CandidateStatus.PRUNED)   # a fitness that ranks
+SCORED_STATUSES = (CandidateStatus.OK, CandidateStatus.PARTIAL, CandidateStatus.PRUNED)  # a fitness that ranks
 
 
 class CandidateRecord(TypedDict, total=False):
@@ -47,24 +47,24 @@ class CandidateRecord(TypedDict, total=False):
     run_id: str
     generation: int
     index: int
-    key: str                    # the genome's canonical hash
+    key: str  # the genome's canonical hash
     genome: dict[str, Any]
     summary: str
-    fitness: float              # validation accuracy (0 for a failure)
-    status: str                 # a CandidateStatus
+    fitness: float  # validation accuracy (0 for a failure)
+    status: str  # a CandidateStatus
     reason: str
     params: int
     macs: int | None
     latency_ms: float | None
     seconds: float
-    epochs: int                 # the rung it reached
-    trained_epochs: int         # epochs trained in this record (0 for a copy)
-    history: list[dict[str, Any]]   # per epoch: epoch, train_loss, val_accuracy, seconds
+    epochs: int  # the rung it reached
+    trained_epochs: int  # epochs trained in this record (0 for a copy)
+    history: list[dict[str, Any]]  # per epoch: epoch, train_loss, val_accuracy, seconds
     train_loss: float | None
     first_epoch_fitness: float | None
-    parent: str | None          # the key of the parent whose weights it started from
-    inherited: float | None     # the share of its weights inherited
-    cached: bool                # a copy of an earlier record of the same genome
+    parent: str | None  # the key of the parent whose weights it started from
+    inherited: float | None  # the share of its weights inherited
+    cached: bool  # a copy of an earlier record of the same genome
     recorded_at: float
 
 
@@ -91,7 +91,7 @@ class RunRecord(TypedDict, total=False):
     ``best_*``, ``test_accuracy``, ``tracking`` …); README's *Records* lists them."""
 
     run_id: str
-    status: str                 # a RunStatus
+    status: str  # a RunStatus
     config: dict[str, Any]
     created_at: float
     started_at: float
@@ -99,7 +99,7 @@ class RunRecord(TypedDict, total=False):
     pid: int | None
     host: str
     reason: str
-    stage: str                  # data, search, final, done
+    stage: str  # data, search, final, done
     generations_done: int
     total_generations: int
     evaluated: int

@@ -120,8 +120,7 @@ class AtomicJSONStorage(Storage):
             return b"", None
         except OSError as exc:
             raise StoreError(
-                f"Cannot read the AutoModel database {self.path} ({exc.strerror}); "
-                "choose another --db path."
+                f"Cannot read the AutoModel database {self.path} ({exc.strerror}); choose another --db path."
             ) from exc
 
     def _decode(self, raw: bytes) -> RawTables | None:
@@ -165,8 +164,7 @@ class AtomicJSONStorage(Storage):
 
     def _write_error(self, exc: OSError) -> StoreError:
         return StoreError(
-            f"Cannot write the AutoModel database {self.path} ({exc.strerror}); "
-            "choose another --db path."
+            f"Cannot write the AutoModel database {self.path} ({exc.strerror}); choose another --db path."
         )
 
 
@@ -190,7 +188,7 @@ class _SnapshotReader(Storage):
         except FileNotFoundError:
             signature = None
         except OSError:
-            signature = None   # _read_raw names the problem
+            signature = None  # _read_raw names the problem
         cached_signature, cached = self._snapshot
         if signature is not None and signature == cached_signature:
             return cached
@@ -223,8 +221,9 @@ class _InterProcessLock:
         try:
             self._lock.acquire()
         except OSError as exc:
-            raise StoreError(f"Cannot create the lock file {self.path} ({exc.strerror or exc}); "
-                             "choose another --db path.") from exc
+            raise StoreError(
+                f"Cannot create the lock file {self.path} ({exc.strerror or exc}); choose another --db path."
+            ) from exc
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -310,9 +309,7 @@ def _find_id(table: Mapping[str, dict[str, Any]], cond: QueryLike) -> str | None
     return None
 
 
-def _put_all(
-    table: dict[str, dict[str, Any]], records: Iterable[Mapping[str, Any]], key: Callable
-) -> None:
+def _put_all(table: dict[str, dict[str, Any]], records: Iterable[Mapping[str, Any]], key: Callable) -> None:
     """Insert records, replacing any document with the same key; O(len(table) + len(records))."""
     index = {key(doc): doc_id for doc_id, doc in table.items()}
     new_ids = _new_ids(table)
@@ -410,15 +407,13 @@ class Store:
 
     def create_run(self, run_id: str, config: dict, **fields: Any) -> dict:
         """Add a run with status "running" and ``created_at`` now; StoreError if it exists."""
-        run = {"run_id": run_id, "config": config, "status": "running",
-               "created_at": time.time(), **fields}
+        run = {"run_id": run_id, "config": config, "status": "running", "created_at": time.time(), **fields}
         _check_status(run)
 
         def insert(tables: RawTables) -> None:
             runs = tables.setdefault("runs", {})
             if _find_id(runs, where("run_id") == run_id) is not None:
-                raise StoreError(f"A run named {run_id!r} already exists in {self.path}; "
-                                 "choose another run id.")
+                raise StoreError(f"A run named {run_id!r} already exists in {self.path}; choose another run id.")
             runs[next(_new_ids(runs))] = run
 
         self._main.mutate(insert)
@@ -464,9 +459,7 @@ class Store:
                 shutil.rmtree(folder, ignore_errors=True)
             self._live.mutate(remove)
 
-    def claim_run_slot(
-        self, run_id: str, config: dict, is_alive: Callable[[dict], bool], **fields: Any
-    ) -> dict:
+    def claim_run_slot(self, run_id: str, config: dict, is_alive: Callable[[dict], bool], **fields: Any) -> dict:
         """Create the run unless another active run is alive: check and create under one lock.
 
         ``is_alive(run)`` tells whether an active-looking run still has a live process (a run
@@ -559,8 +552,9 @@ class Store:
                 if self.individuals_path.exists():
                     tables = AtomicJSONStorage(self.individuals_path).read() or {}
                     self._write_individuals(list(tables.get("individuals", {}).values()))
-                    os.replace(self.individuals_path, self.individuals_path.with_name(
-                        self.individuals_path.name + ".migrated"))
+                    os.replace(
+                        self.individuals_path, self.individuals_path.with_name(self.individuals_path.name + ".migrated")
+                    )
         self._legacy_checked = True
 
     # ----------------------------------------------------------------------- generations
@@ -568,9 +562,7 @@ class Store:
     def add_generation(self, record: dict) -> None:
         """Save one generation's summary, replacing any with the same (run_id, generation)."""
         _require(record, ("run_id", "generation"), "generation")
-        self._main.mutate(
-            lambda tables: _put_all(tables.setdefault("generations", {}), [record],
-                                    _generation_key))
+        self._main.mutate(lambda tables: _put_all(tables.setdefault("generations", {}), [record], _generation_key))
 
     def generations(self, run_id: str) -> list[dict]:
         """The run's generation summaries, sorted by generation."""
@@ -582,8 +574,7 @@ class Store:
     def set_progress(self, run_id: str, progress: dict, worker: str = "main") -> None:
         """Replace the progress of ``worker`` in the run; written to the small sidecar file."""
         doc = {**progress, "run_id": run_id, "worker": worker, "updated_at": time.time()}
-        self._live.mutate(
-            lambda tables: _put_all(tables.setdefault("progress", {}), [doc], _progress_key))
+        self._live.mutate(lambda tables: _put_all(tables.setdefault("progress", {}), [doc], _progress_key))
 
     def progress(self, run_id: str) -> list[dict]:
         """All workers' progress records for the run, sorted by worker."""
@@ -622,6 +613,5 @@ def _make_folder(folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise StoreError(
-            f"Cannot create the database folder {folder} ({exc.strerror or exc}); "
-            "choose another --db path."
+            f"Cannot create the database folder {folder} ({exc.strerror or exc}); choose another --db path."
         ) from exc

@@ -35,7 +35,7 @@ from automodel.config import Config, SearchSpace, resolve_max_macs
 from automodel.evolution.genome import Genome, sample_genome
 from automodel.training.model import fit_to_budget, fit_to_image
 
-STARTUP_TIMEOUT_S = 120.0   # a child's own start (importing torch) on a slow machine
+STARTUP_TIMEOUT_S = 120.0  # a child's own start (importing torch) on a slow machine
 
 
 @dataclass(frozen=True)
@@ -44,18 +44,18 @@ class FuzzCase:
     input_shape: tuple[int, int, int]
     channels_last: bool = True
     threads: int = 1
-    isa: str | None = None      # ONEDNN_MAX_CPU_ISA for the child; None: the machine's best
+    isa: str | None = None  # ONEDNN_MAX_CPU_ISA for the child; None: the machine's best
     steps: int = 8
     batch_size: int = 16
-    probe: str | None = None    # "crash" or "hang": a case that does so on purpose (to test the fuzzer)
+    probe: str | None = None  # "crash" or "hang": a case that does so on purpose (to test the fuzzer)
 
 
 @dataclass(frozen=True)
 class FuzzFailure:
     index: int
     case: FuzzCase
-    outcome: str                # crash | hang
-    detail: str                 # the signal or exit code, and the last lines the child wrote to stderr
+    outcome: str  # crash | hang
+    detail: str  # the signal or exit code, and the last lines the child wrote to stderr
     seconds: float
 
 
@@ -64,26 +64,44 @@ class FuzzReport:
     cases: int
     failures: list[FuzzFailure] = field(default_factory=list)
     seconds: float = 0.0
-    case_seconds: list[float] = field(default_factory=list)   # wall time of each case that finished
+    case_seconds: list[float] = field(default_factory=list)  # wall time of each case that finished
 
 
 def widest_space() -> SearchSpace:
     """Every value kind the config accepts, at its extremes and in between (``validate`` bounds)."""
     from automodel.config import ACTIVATIONS, BLOCK_KINDS, DOWNSAMPLING, HEADS, OPTIMIZERS
-    space = SearchSpace(conv_blocks=[1, 12], filters=[1, 2, 3, 4, 5, 8, 16, 33, 64, 128, 256, 512, 1024],
-                        kernel_sizes=[1, 3, 5, 7, 9, 11], block_kinds=list(BLOCK_KINDS), activations=list(ACTIVATIONS),
-                        downsampling=list(DOWNSAMPLING), batch_norm=[True, False], heads=list(HEADS),
-                        dense_layers=[0, 3], dense_units=[1, 7, 64, 512, 4096], dropout=[0.0, 0.5, 0.9],
-                        optimizers=list(OPTIMIZERS),
-                        learning_rates={"sgd": [1e-4, 1.0], "adam": [1e-5, 1e-1], "adamw": [1e-5, 1e-1]},
-                        weight_decays=[0.0, 1e-4, 1.0])
+
+    space = SearchSpace(
+        conv_blocks=[1, 12],
+        filters=[1, 2, 3, 4, 5, 8, 16, 33, 64, 128, 256, 512, 1024],
+        kernel_sizes=[1, 3, 5, 7, 9, 11],
+        block_kinds=list(BLOCK_KINDS),
+        activations=list(ACTIVATIONS),
+        downsampling=list(DOWNSAMPLING),
+        batch_norm=[True, False],
+        heads=list(HEADS),
+        dense_layers=[0, 3],
+        dense_units=[1, 7, 64, 512, 4096],
+        dropout=[0.0, 0.5, 0.9],
+        optimizers=list(OPTIMIZERS),
+        learning_rates={"sgd": [1e-4, 1.0], "adam": [1e-5, 1e-1], "adamw": [1e-5, 1e-1]},
+        weight_decays=[0.0, 1e-4, 1.0],
+    )
     space.validate()
     return space
 
 
-def sample_cases(space: SearchSpace, count: int, seed: int, input_shapes: Sequence[tuple[int, int, int]],
-                 *, channels_last: Sequence[bool] = (True, False), threads: Sequence[int] = (1, 2),
-                 isas: Sequence[str | None] = (None,), steps: int = 8) -> list[FuzzCase]:
+def sample_cases(
+    space: SearchSpace,
+    count: int,
+    seed: int,
+    input_shapes: Sequence[tuple[int, int, int]],
+    *,
+    channels_last: Sequence[bool] = (True, False),
+    threads: Sequence[int] = (1, 2),
+    isas: Sequence[str | None] = (None,),
+    steps: int = 8,
+) -> list[FuzzCase]:
     """``count`` genomes drawn from ``space`` and fitted as the search fits them, each paired with
     an input shape, memory format, thread count and instruction set in turn (all combinations are
     covered once ``count`` reaches their product). Genomes the search would refuse are redrawn."""
@@ -94,16 +112,23 @@ def sample_cases(space: SearchSpace, count: int, seed: int, input_shapes: Sequen
     while len(cases) < count:
         shape, cl, t, isa = combos[len(cases) % len(combos)]
         genome = fit_to_image(sample_genome(space, rng), shape)
-        fitted = fit_to_budget(genome, shape, 10, max_macs=resolve_max_macs(None, shape),
-                               max_params=defaults.max_params, min_filters=min(space.filters),
-                               min_blocks=space.conv_blocks[0])
+        fitted = fit_to_budget(
+            genome,
+            shape,
+            10,
+            max_macs=resolve_max_macs(None, shape),
+            max_params=defaults.max_params,
+            min_filters=min(space.filters),
+            min_blocks=space.conv_blocks[0],
+        )
         if fitted is not None:
             cases.append(FuzzCase(fitted.to_dict(), tuple(shape), cl, t, isa, steps))
     return cases
 
 
-def run_cases(cases: Sequence[FuzzCase], *, case_timeout_s: float = 60.0, workdir: str | Path,
-              on_case=None) -> FuzzReport:
+def run_cases(
+    cases: Sequence[FuzzCase], *, case_timeout_s: float = 60.0, workdir: str | Path, on_case=None
+) -> FuzzReport:
     """Train every case in child processes (one per instruction set, a new one after each failure)
     and report the cases that crashed or hung. ``on_case(index, seconds_or_failure)`` is told each
     outcome as it comes."""
@@ -122,8 +147,16 @@ def run_cases(cases: Sequence[FuzzCase], *, case_timeout_s: float = 60.0, workdi
     return report
 
 
-def _run_child(path: Path, indices: list[int], position: int, cases: Sequence[FuzzCase], isa: str | None,
-               case_timeout_s: float, report: FuzzReport, on_case) -> int:
+def _run_child(
+    path: Path,
+    indices: list[int],
+    position: int,
+    cases: Sequence[FuzzCase],
+    isa: str | None,
+    case_timeout_s: float,
+    report: FuzzReport,
+    on_case,
+) -> int:
     """One child from ``position`` on; returns the position the next child starts at."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONFAULTHANDLER": "1"}
     env.pop("ONEDNN_MAX_CPU_ISA", None)
@@ -133,8 +166,13 @@ def _run_child(path: Path, indices: list[int], position: int, cases: Sequence[Fu
     env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
     stderr_path = path.with_suffix(f".{position}.stderr")
     with open(stderr_path, "wb") as stderr:
-        child = subprocess.Popen([sys.executable, "-m", "automodel.testing.space_fuzz", str(path), str(position)],
-                                 stdout=subprocess.PIPE, stderr=stderr, env=env, start_new_session=True)
+        child = subprocess.Popen(
+            [sys.executable, "-m", "automodel.testing.space_fuzz", str(path), str(position)],
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            env=env,
+            start_new_session=True,
+        )
     lines: queue.Queue[str | None] = queue.Queue()
     threading.Thread(target=_read_lines, args=(child.stdout, lines), daemon=True).start()
     current, case_started = None, time.monotonic()
@@ -147,20 +185,35 @@ def _run_child(path: Path, indices: list[int], position: int, cases: Sequence[Fu
                 if current is None:
                     raise RuntimeError(f"the fuzzing child did not start in {STARTUP_TIMEOUT_S:g} s") from None
                 _kill(child)
-                _fail(report, on_case, indices[current], cases, "hang",
-                      f"no answer in {timeout:g} s; {_tail(stderr_path)}", time.monotonic() - case_started)
+                _fail(
+                    report,
+                    on_case,
+                    indices[current],
+                    cases,
+                    "hang",
+                    f"no answer in {timeout:g} s; {_tail(stderr_path)}",
+                    time.monotonic() - case_started,
+                )
                 return current + 1
-            if line is None:   # the child ended
+            if line is None:  # the child ended
                 code = child.wait()
                 if current is None:
                     if code == 0 and position >= len(indices):
                         return position
-                    raise RuntimeError(f"the fuzzing child exited with {_describe(code)} before its first case: "
-                                       f"{_tail(stderr_path)}")
+                    raise RuntimeError(
+                        f"the fuzzing child exited with {_describe(code)} before its first case: {_tail(stderr_path)}"
+                    )
                 if code == 0:
                     return len(indices)
-                _fail(report, on_case, indices[current], cases, "crash", f"{_describe(code)}; {_tail(stderr_path)}",
-                      time.monotonic() - case_started)
+                _fail(
+                    report,
+                    on_case,
+                    indices[current],
+                    cases,
+                    "crash",
+                    f"{_describe(code)}; {_tail(stderr_path)}",
+                    time.monotonic() - case_started,
+                )
                 return current + 1
             word, _, number = line.partition(" ")
             if word == "start":
@@ -171,14 +224,15 @@ def _run_child(path: Path, indices: list[int], position: int, cases: Sequence[Fu
                 if on_case is not None:
                     on_case(indices[int(number)], seconds)
                 current = int(number)
-                case_started, timeout = time.monotonic(), case_timeout_s   # until the next "start"
+                case_started, timeout = time.monotonic(), case_timeout_s  # until the next "start"
     finally:
         _kill(child)
         stderr_path.unlink(missing_ok=True)
 
 
-def _fail(report: FuzzReport, on_case, index: int, cases: Sequence[FuzzCase], outcome: str, detail: str,
-          seconds: float) -> None:
+def _fail(
+    report: FuzzReport, on_case, index: int, cases: Sequence[FuzzCase], outcome: str, detail: str, seconds: float
+) -> None:
     failure = FuzzFailure(index, cases[index], outcome, detail, round(seconds, 2))
     report.failures.append(failure)
     if on_case is not None:
@@ -226,6 +280,7 @@ def _tail(path: Path, lines: int = 3) -> str:
 
 # ---------------------------------------------------------------------------------- the child
 
+
 def train_case(case: FuzzCase) -> None:
     """A few of the trainer's steps on random images, then one forward pass in eval mode."""
     import torch
@@ -237,7 +292,7 @@ def train_case(case: FuzzCase) -> None:
     if case.probe == "crash":
         os.kill(os.getpid(), signal.SIGSEGV)
     if case.probe == "hang":
-        time.sleep(10 ** 6)
+        time.sleep(10**6)
     torch.set_num_threads(case.threads)
     torch.manual_seed(0)
     generator = torch.Generator().manual_seed(0)
@@ -261,7 +316,9 @@ def train_case(case: FuzzCase) -> None:
 
 
 def _child(cases_file: str, start: int) -> None:
-    cases = [FuzzCase(**{**c, "input_shape": tuple(c["input_shape"])}) for c in json.loads(Path(cases_file).read_text())]
+    cases = [
+        FuzzCase(**{**c, "input_shape": tuple(c["input_shape"])}) for c in json.loads(Path(cases_file).read_text())
+    ]
     for i in range(start, len(cases)):
         print(f"start {i}", flush=True)
         train_case(cases[i])
@@ -270,8 +327,10 @@ def _child(cases_file: str, start: int) -> None:
 
 def summarize(report: FuzzReport) -> Iterable[str]:
     for f in report.failures:
-        yield f"case {f.index}: {f.outcome} ({f.detail}) genome={json.dumps(f.case.genome)} " \
-              f"shape={f.case.input_shape} channels_last={f.case.channels_last} threads={f.case.threads} isa={f.case.isa}"
+        yield (
+            f"case {f.index}: {f.outcome} ({f.detail}) genome={json.dumps(f.case.genome)} "
+            f"shape={f.case.input_shape} channels_last={f.case.channels_last} threads={f.case.threads} isa={f.case.isa}"
+        )
 
 
 if __name__ == "__main__":

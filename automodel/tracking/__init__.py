@@ -36,10 +36,10 @@ class BackgroundTracker:
 
     def __init__(self, make_backend: Callable[[], Tracker], report: Callable[[str], None], name: str = "tracker"):
         self.make_backend, self.report, self.name = make_backend, report, name
-        self.backend: Tracker | None = None   # made in the thread: importing a tracker's client takes seconds
+        self.backend: Tracker | None = None  # made in the thread: importing a tracker's client takes seconds
         self.errors = 0
         self.first_error: str | None = None
-        self.where: dict[str, Any] = {}   # what the back end says about where the run is logged
+        self.where: dict[str, Any] = {}  # what the back end says about where the run is logged
         self._queue: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._drain, name=f"automodel-{name}", daemon=True)
         self._thread.start()
@@ -61,8 +61,10 @@ class BackgroundTracker:
         self._queue.put(None)
         self._thread.join(timeout_s)
         if self._thread.is_alive():
-            self._fail(f"{self.name} did not finish logging within {timeout_s:g} s; the rest was not logged "
-                       f"(the run's records are complete)")
+            self._fail(
+                f"{self.name} did not finish logging within {timeout_s:g} s; the rest was not logged "
+                f"(the run's records are complete)"
+            )
             return False
         return True
 
@@ -74,14 +76,16 @@ class BackgroundTracker:
                 return
             method, args = item
             if method != "start" and not started:
-                continue   # nothing can be logged where the run could not be opened
+                continue  # nothing can be logged where the run could not be opened
             try:
                 if method == "start":
                     self.backend = self.make_backend()
                 result = getattr(self.backend, method)(*args)
-            except Exception as exc:   # a tracker's failure is never the search's
-                self._fail(f"{self.name} logging failed ({type(exc).__name__}: {first_line(exc, 300)}); the search goes "
-                           f"on without it")
+            except Exception as exc:  # a tracker's failure is never the search's
+                self._fail(
+                    f"{self.name} logging failed ({type(exc).__name__}: {first_line(exc, 300)}); the search goes "
+                    f"on without it"
+                )
                 continue
             if method == "start":
                 started, self.where = True, dict(result or {})
@@ -91,5 +95,3 @@ class BackgroundTracker:
         if self.first_error is None:
             self.first_error = text
             self.report(text)
-
-

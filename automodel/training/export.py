@@ -18,12 +18,20 @@ from automodel.store.files import replacing
 from automodel.training.model import CandidateNet, build_model, plan_conv_blocks
 
 FORMAT = "automodel-checkpoint-v2"
-FORMAT_V1 = "automodel-checkpoint-v1"   # written by earlier versions; read and upgraded on load
+FORMAT_V1 = "automodel-checkpoint-v1"  # written by earlier versions; read and upgraded on load
 
 
-def save_checkpoint(path: str | Path, genome: Genome, state_dict: dict[str, torch.Tensor], *,
-                    input_shape: tuple[int, int, int], classes: list[str], mean: tuple[float, ...],
-                    std: tuple[float, ...], metrics: dict[str, Any] | None = None) -> Path:
+def save_checkpoint(
+    path: str | Path,
+    genome: Genome,
+    state_dict: dict[str, torch.Tensor],
+    *,
+    input_shape: tuple[int, int, int],
+    classes: list[str],
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    metrics: dict[str, Any] | None = None,
+) -> Path:
     """Write atomically: a crash or a full disk leaves the previous file intact."""
     path = Path(path)
     payload = {
@@ -50,8 +58,10 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # unpickling refusal, truncated file, not a torch file
-        raise CheckpointError(f"model file {path} cannot be loaded safely ({type(exc).__name__}); only AutoModel "
-                              f"checkpoints holding plain tensors and data are accepted.") from None
+        raise CheckpointError(
+            f"model file {path} cannot be loaded safely ({type(exc).__name__}); only AutoModel "
+            f"checkpoints holding plain tensors and data are accepted."
+        ) from None
     if not isinstance(payload, dict) or payload.get("format") not in (FORMAT, FORMAT_V1):
         raise CheckpointError(f"model file {path} is not an AutoModel checkpoint ({FORMAT}).")
     if payload["format"] == FORMAT_V1:
@@ -81,13 +91,13 @@ def upgrade_v1_state_dict(payload: dict[str, Any]) -> dict[str, torch.Tensor]:
                 renamed[f"features.{b}.norm.{name}"] = state[f"features.{old + 1}.{name}"]
         old += 1 + int(block.batch_norm) + 1 + int(plan.pool is not None)
     side = plan_conv_blocks(genome, payload["input_shape"])[-1].out_hw if genome.conv else payload["input_shape"][1:]
-    shift = 1 if max(side) > 4 else 0    # today's classifier starts with the adaptive pool
+    shift = 1 if max(side) > 4 else 0  # today's classifier starts with the adaptive pool
     for key, value in state.items():
         if key.startswith("classifier."):
             _, index, name = key.split(".", 2)
             renamed[f"classifier.{int(index) + shift}.{name}"] = value
         elif not key.startswith("features."):
-            renamed[key] = value   # mean, std
+            renamed[key] = value  # mean, std
     return renamed
 
 
@@ -98,8 +108,9 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> Ca
     ``model.classes``. Normalisation is inside the model.
     """
     payload = read_checkpoint(path)
-    model = build_model(Genome.from_dict(payload["genome"]), payload["input_shape"], payload["classes"],
-                        payload["mean"], payload["std"])
+    model = build_model(
+        Genome.from_dict(payload["genome"]), payload["input_shape"], payload["classes"], payload["mean"], payload["std"]
+    )
     model.load_state_dict(payload["state_dict"])
     model.metrics = payload.get("metrics", {})
     return model.to(map_location).eval()
@@ -115,6 +126,15 @@ def export_onnx(checkpoint: str | Path, out: str | Path) -> Path:
     batch = torch.export.Dim("batch", min=1, max=65_536)
     # Written aside and renamed: two exports at once (page and CLI) never serve a half file.
     with replacing(out, suffix=".onnx") as tmp:
-        torch.onnx.export(model, (example,), str(tmp), input_names=["images"], output_names=["logits"],
-                          dynamic_shapes={"x": {0: batch}}, dynamo=True, external_data=False, verbose=False)
+        torch.onnx.export(
+            model,
+            (example,),
+            str(tmp),
+            input_names=["images"],
+            output_names=["logits"],
+            dynamic_shapes={"x": {0: batch}},
+            dynamo=True,
+            external_data=False,
+            verbose=False,
+        )
     return out

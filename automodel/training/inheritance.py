@@ -48,8 +48,11 @@ def inherit_weights(model: nn.Module, state: Mapping[str, torch.Tensor]) -> floa
     """Copy into ``model`` every tensor of ``state`` (parameters and batch-norm statistics) whose name
     and shape match; returns the share of the model's parameters (by count) that were copied."""
     own = model.state_dict()
-    copied = {name: value for name, value in state.items()
-              if name in own and own[name].shape == value.shape and own[name].dtype == value.dtype}
+    copied = {
+        name: value
+        for name, value in state.items()
+        if name in own and own[name].shape == value.shape and own[name].dtype == value.dtype
+    }
     with torch.no_grad():
         for name, value in copied.items():
             own[name].copy_(value)
@@ -80,7 +83,7 @@ class WeightStore:
             return None
         try:
             return torch.load(path, map_location="cpu", weights_only=True)
-        except Exception:   # a damaged file: the child starts from fresh weights instead
+        except Exception:  # a damaged file: the child starts from fresh weights instead
             return None
 
     def keep_only(self, keys: Iterable[str]) -> None:

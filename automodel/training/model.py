@@ -50,8 +50,8 @@ class ConvPlan:
     in_channels: int
     out_channels: int
     kernel: int
-    stride: tuple[int, int]          # of the block's first convolution
-    pool: tuple[int, int] | None     # 2×2 (or 2×1, 1×2) pooling after the block
+    stride: tuple[int, int]  # of the block's first convolution
+    pool: tuple[int, int] | None  # 2×2 (or 2×1, 1×2) pooling after the block
     in_hw: tuple[int, int]
     out_hw: tuple[int, int]
 
@@ -66,7 +66,7 @@ def plan_conv_blocks(genome: Genome, input_shape: Sequence[int]) -> list[ConvPla
         can_halve = halve != (1, 1)
         stride = halve if block.downsample == "stride" and can_halve else (1, 1)
         pool = halve if block.downsample in ("max", "avg") and can_halve else None
-        out_h, out_w = -(-h // stride[0]), -(-w // stride[1])       # "same" padding with a stride: ceil
+        out_h, out_w = -(-h // stride[0]), -(-w // stride[1])  # "same" padding with a stride: ceil
         if pool is not None:
             out_h, out_w = out_h // pool[0], out_w // pool[1]
         plans.append(ConvPlan(channels, block.filters, kernel, stride, pool, (h, w), (out_h, out_w)))
@@ -78,7 +78,7 @@ def _largest_odd_at_most(n: int) -> int:
     return max(1, n if n % 2 == 1 else n - 1)
 
 
-FEW_CHANNELS = 8   # strided 1×1 convolutions on fewer input channels are built as SubsampledPointwiseConv
+FEW_CHANNELS = 8  # strided 1×1 convolutions on fewer input channels are built as SubsampledPointwiseConv
 
 
 class SubsampledPointwiseConv(nn.Conv2d):
@@ -92,12 +92,13 @@ class SubsampledPointwiseConv(nn.Conv2d):
     on wider inputs the strided kernel is safe and up to 10% faster (bench/bench_projection.py)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x[:, :, ::self.stride[0], ::self.stride[1]]
+        x = x[:, :, :: self.stride[0], :: self.stride[1]]
         return nn.functional.conv2d(x, self.weight, self.bias, 1, 0, 1, self.groups)
 
 
-def _conv(in_channels: int, out_channels: int, kernel: int, stride=(1, 1), groups: int = 1,
-          bias: bool = True) -> nn.Conv2d:
+def _conv(
+    in_channels: int, out_channels: int, kernel: int, stride=(1, 1), groups: int = 1, bias: bool = True
+) -> nn.Conv2d:
     if kernel == 1 and tuple(stride) != (1, 1) and in_channels < FEW_CHANNELS:
         return SubsampledPointwiseConv(in_channels, out_channels, 1, stride=stride, groups=groups, bias=bias)
     return nn.Conv2d(in_channels, out_channels, kernel, stride=stride, padding=kernel // 2, groups=groups, bias=bias)
@@ -140,8 +141,10 @@ class ResidualBlock(nn.Module):
         self.conv2 = _conv(plan.out_channels, plan.out_channels, plan.kernel, bias=bias)
         self.norm2 = _norm(plan.out_channels, block.batch_norm)
         if plan.in_channels != plan.out_channels or plan.stride != (1, 1):
-            self.skip: nn.Module = nn.Sequential(_conv(plan.in_channels, plan.out_channels, 1, plan.stride, bias=bias),
-                                      _norm(plan.out_channels, block.batch_norm))
+            self.skip: nn.Module = nn.Sequential(
+                _conv(plan.in_channels, plan.out_channels, 1, plan.stride, bias=bias),
+                _norm(plan.out_channels, block.batch_norm),
+            )
         else:
             self.skip = nn.Identity()
         self.act = activation_layer(block.activation)
@@ -159,8 +162,9 @@ class SeparableBlock(nn.Module):
     def __init__(self, block: ConvBlock, plan: ConvPlan):
         super().__init__()
         bias = not block.batch_norm
-        self.depthwise = _conv(plan.in_channels, plan.in_channels, plan.kernel, plan.stride,
-                               groups=plan.in_channels, bias=bias)
+        self.depthwise = _conv(
+            plan.in_channels, plan.in_channels, plan.kernel, plan.stride, groups=plan.in_channels, bias=bias
+        )
         self.norm1 = _norm(plan.in_channels, block.batch_norm)
         self.act1 = activation_layer(block.activation)
         self.pointwise = _conv(plan.in_channels, plan.out_channels, 1, bias=bias)
@@ -188,11 +192,17 @@ class GlobalAvgMaxPool(nn.Module):
 class CandidateNet(nn.Module):
     """A CNN built from a genome; normalisation is part of the model."""
 
-    mean: torch.Tensor   # buffers, registered in __init__
+    mean: torch.Tensor  # buffers, registered in __init__
     std: torch.Tensor
 
-    def __init__(self, genome: Genome, input_shape: Sequence[int], classes: Sequence[str],
-                 mean: Sequence[float], std: Sequence[float]):
+    def __init__(
+        self,
+        genome: Genome,
+        input_shape: Sequence[int],
+        classes: Sequence[str],
+        mean: Sequence[float],
+        std: Sequence[float],
+    ):
         super().__init__()
         self.genome = genome
         self.input_shape = tuple(int(v) for v in input_shape)
@@ -234,12 +244,21 @@ class CandidateNet(nn.Module):
         return self.classifier(self.features(x))
 
 
-def build_model(genome: Genome, input_shape: Sequence[int], classes: Sequence[str],
-                mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> CandidateNet:
+def build_model(
+    genome: Genome,
+    input_shape: Sequence[int],
+    classes: Sequence[str],
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+) -> CandidateNet:
     channels = int(input_shape[0])
-    return CandidateNet(genome, input_shape, classes,
-                        mean if mean is not None else [0.5] * channels,
-                        std if std is not None else [0.25] * channels)
+    return CandidateNet(
+        genome,
+        input_shape,
+        classes,
+        mean if mean is not None else [0.5] * channels,
+        std if std is not None else [0.25] * channels,
+    )
 
 
 def _meta_model(genome: Genome, input_shape: Sequence[int], num_classes: int) -> CandidateNet:
@@ -259,6 +278,7 @@ def estimate_parameters(genome: Genome, input_shape: Sequence[int], num_classes:
 
 # ---------------------------------------------------------------------------------- cost
 
+
 def _conv_macs(conv: nn.Conv2d, out_hw: tuple[int, int]) -> int:
     k_h, k_w = conv.kernel_size
     return out_hw[0] * out_hw[1] * conv.out_channels * (conv.in_channels // conv.groups) * k_h * k_w
@@ -267,7 +287,7 @@ def _conv_macs(conv: nn.Conv2d, out_hw: tuple[int, int]) -> int:
 def block_macs(block: nn.Module, plan: ConvPlan) -> int:
     """Multiply–accumulates of one block of a built model for one image."""
     h, w = plan.in_hw
-    conv_hw = (-(-h // plan.stride[0]), -(-w // plan.stride[1]))   # where the convolutions run
+    conv_hw = (-(-h // plan.stride[0]), -(-w // plan.stride[1]))  # where the convolutions run
     return sum(_conv_macs(m, conv_hw) for m in block.modules() if isinstance(m, nn.Conv2d))
 
 
@@ -294,7 +314,7 @@ def measure_cost(genome: Genome, input_shape: Sequence[int], num_classes: int) -
     return Cost(count_parameters(model), sum(model_macs(model)))
 
 
-MIN_DOWNSAMPLED_SIDE = 4   # new genomes do not downsample maps below this side (see fit_to_image)
+MIN_DOWNSAMPLED_SIDE = 4  # new genomes do not downsample maps below this side (see fit_to_image)
 
 
 def fit_to_image(genome: Genome, input_shape: Sequence[int]) -> Genome:
@@ -310,8 +330,17 @@ def fit_to_image(genome: Genome, input_shape: Sequence[int]) -> Genome:
     return genome if conv == list(genome.conv) else replace(genome, conv=tuple(conv))
 
 
-def fit_to_budget(genome: Genome, input_shape: Sequence[int], num_classes: int, *, max_macs: int,
-                  max_params: int, min_filters: int = 8, min_blocks: int = 1, max_steps: int = 64) -> Genome | None:
+def fit_to_budget(
+    genome: Genome,
+    input_shape: Sequence[int],
+    num_classes: int,
+    *,
+    max_macs: int,
+    max_params: int,
+    min_filters: int = 8,
+    min_blocks: int = 1,
+    max_steps: int = 64,
+) -> Genome | None:
     """The genome itself when it is within both budgets, else a repaired copy, or None.
 
     Repairs, one at a time and re-measured after each, aimed at the costliest block:
@@ -326,20 +355,22 @@ def fit_to_budget(genome: Genome, input_shape: Sequence[int], num_classes: int, 
         params, macs = count_parameters(model), model_macs(model)
         if params <= max_params and sum(macs) <= max_macs:
             return genome
-        repaired = _repair_once(genome, model, macs, over_macs=sum(macs) > max_macs, min_filters=min_filters,
-                                min_blocks=min_blocks)
+        repaired = _repair_once(
+            genome, model, macs, over_macs=sum(macs) > max_macs, min_filters=min_filters, min_blocks=min_blocks
+        )
         if repaired is None or repaired == genome:
             return None
         genome = repaired
     return None
 
 
-def _repair_once(genome: Genome, model: CandidateNet, macs: list[int], *, over_macs: bool, min_filters: int,
-                 min_blocks: int) -> Genome | None:
+def _repair_once(
+    genome: Genome, model: CandidateNet, macs: list[int], *, over_macs: bool, min_filters: int, min_blocks: int
+) -> Genome | None:
     conv = list(genome.conv)
     if not conv:
         return None
-    if not over_macs:   # over the parameter cap: the head's first dense layer is the usual culprit
+    if not over_macs:  # over the parameter cap: the head's first dense layer is the usual culprit
         head_params = sum(count_parameters(m) for m in model.classifier)
         if genome.head == "flatten" and head_params * 2 > count_parameters(model):
             return replace(genome, head="avgmax")
@@ -376,6 +407,7 @@ def _repair_once(genome: Genome, model: CandidateNet, macs: list[int], *, over_m
 
 # ---------------------------------------------------------------------------------- for people
 
+
 def layer_table(genome: Genome, input_shape: Sequence[int], num_classes: int) -> list[dict]:
     """The architecture as rows of layer, output shape, parameters and MACs (for people to read).
 
@@ -384,12 +416,20 @@ def layer_table(genome: Genome, input_shape: Sequence[int], num_classes: int) ->
     """
     model = _meta_model(genome, input_shape, num_classes)
     macs = model_macs(model)
-    rows: list[dict] = [{"layer": "Input (normalised)", "output_shape": "×".join(map(str, input_shape)),
-                         "parameters": 0, "macs": 0}]
+    rows: list[dict] = [
+        {"layer": "Input (normalised)", "output_shape": "×".join(map(str, input_shape)), "parameters": 0, "macs": 0}
+    ]
     for i, (block, module, plan) in enumerate(zip(genome.conv, model.features, model.plans)):
-        rows.append({"layer": describe_block(block, plan), "output_shape": f"{plan.out_channels}×{plan.out_hw[0]}"
-                     f"×{plan.out_hw[1]}", "parameters": count_parameters(module), "macs": macs[i],
-                     "kind": block.kind, "skip": block.kind == "residual"})
+        rows.append(
+            {
+                "layer": describe_block(block, plan),
+                "output_shape": f"{plan.out_channels}×{plan.out_hw[0]}×{plan.out_hw[1]}",
+                "parameters": count_parameters(module),
+                "macs": macs[i],
+                "kind": block.kind,
+                "skip": block.kind == "residual",
+            }
+        )
     c, h, w = (model.plans[-1].out_channels, *model.plans[-1].out_hw) if model.plans else tuple(input_shape)
     shape: tuple[int, ...] = (c, h, w)
     for module in model.classifier:
@@ -414,8 +454,14 @@ def layer_table(genome: Genome, input_shape: Sequence[int], num_classes: int) ->
             name = "BatchNorm1d"
         else:
             name = type(module).__name__
-        rows.append({"layer": name, "output_shape": "×".join(map(str, shape)), "parameters": count_parameters(module),
-                     "macs": module.in_features * module.out_features if isinstance(module, nn.Linear) else 0})
+        rows.append(
+            {
+                "layer": name,
+                "output_shape": "×".join(map(str, shape)),
+                "parameters": count_parameters(module),
+                "macs": module.in_features * module.out_features if isinstance(module, nn.Linear) else 0,
+            }
+        )
     return rows
 
 

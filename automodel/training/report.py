@@ -30,7 +30,7 @@ def predict(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 512) -> t
     model.eval()
     labels, confidence = [], []
     for start in range(0, len(x), batch_size):
-        probs = torch.softmax(model(x[start:start + batch_size].float() / 255).float(), dim=1)
+        probs = torch.softmax(model(x[start : start + batch_size].float() / 255).float(), dim=1)
         best = probs.max(dim=1)
         labels.append(best.indices)
         confidence.append(best.values)
@@ -39,8 +39,14 @@ def predict(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 512) -> t
     return torch.cat(labels).cpu(), torch.cat(confidence).cpu()
 
 
-def test_report(model: torch.nn.Module, test_x: torch.Tensor, test_y: torch.Tensor, classes: Sequence[str],
-                gallery_dir: Path | None = None, gallery_size: int = GALLERY_SIZE) -> dict:
+def test_report(
+    model: torch.nn.Module,
+    test_x: torch.Tensor,
+    test_y: torch.Tensor,
+    classes: Sequence[str],
+    gallery_dir: Path | None = None,
+    gallery_size: int = GALLERY_SIZE,
+) -> dict:
     """Per-class accuracy, confusion matrix (rows: true class, columns: predicted) and the
     misclassified test images the model was most sure about, saved as PNGs in ``gallery_dir``."""
     predicted, confidence = predict(model, test_x)
@@ -49,8 +55,14 @@ def test_report(model: torch.nn.Module, test_x: torch.Tensor, test_y: torch.Tens
     confusion = torch.zeros(n, n, dtype=torch.int64)
     confusion.index_put_((truth, predicted), torch.ones_like(truth), accumulate=True)
     totals = confusion.sum(dim=1)
-    per_class = [{"class": str(c), "accuracy": (float(confusion[i, i]) / int(totals[i])) if totals[i] else None,
-                  "count": int(totals[i])} for i, c in enumerate(classes)]
+    per_class = [
+        {
+            "class": str(c),
+            "accuracy": (float(confusion[i, i]) / int(totals[i])) if totals[i] else None,
+            "count": int(totals[i]),
+        }
+        for i, c in enumerate(classes)
+    ]
     wrong = (predicted != truth).nonzero().flatten()
     order = wrong[torch.argsort(confidence[wrong], descending=True)][:gallery_size]
     gallery = []
@@ -59,16 +71,25 @@ def test_report(model: torch.nn.Module, test_x: torch.Tensor, test_y: torch.Tens
         for old in gallery_dir.glob("*.png"):
             old.unlink()
     for rank, i in enumerate(order.tolist()):
-        entry = {"index": i, "true": str(classes[int(truth[i])]), "predicted": str(classes[int(predicted[i])]),
-                 "confidence": round(float(confidence[i]), 4)}
+        entry = {
+            "index": i,
+            "true": str(classes[int(truth[i])]),
+            "predicted": str(classes[int(predicted[i])]),
+            "confidence": round(float(confidence[i]), 4),
+        }
         if gallery_dir is not None:
             path = gallery_dir / f"{rank:02d}-test{i}.png"
             _to_image(test_x[i]).save(path)
             entry["path"] = str(path)
         gallery.append(entry)
-    return {"accuracy": float((predicted == truth).float().mean()) if len(truth) else None,
-            "classes": [str(c) for c in classes], "confusion": confusion.tolist(), "per_class": per_class,
-            "misclassified": gallery, "misclassified_total": int(len(wrong))}
+    return {
+        "accuracy": float((predicted == truth).float().mean()) if len(truth) else None,
+        "classes": [str(c) for c in classes],
+        "confusion": confusion.tolist(),
+        "per_class": per_class,
+        "misclassified": gallery,
+        "misclassified_total": int(len(wrong)),
+    }
 
 
 def _to_image(x: torch.Tensor) -> Image.Image:
@@ -85,8 +106,10 @@ def image_tensor(data: bytes, input_shape: Sequence[int], name: str = "the file"
     try:
         array, _ = read_image(data, (width, height))
     except DECODE_ERRORS as exc:
-        raise ImageInputError(f"{name} is not an image that can be read ({type(exc).__name__}); give a PNG, "
-                              f"JPEG, BMP, GIF, TIFF or WebP file.") from None
+        raise ImageInputError(
+            f"{name} is not an image that can be read ({type(exc).__name__}); give a PNG, "
+            f"JPEG, BMP, GIF, TIFF or WebP file."
+        ) from None
     return torch.from_numpy(to_channels(array, channels)).float().div_(255).unsqueeze(0)
 
 

@@ -31,13 +31,13 @@ from automodel.training.model import build_model, count_parameters, estimate_par
 OK, OOM, NAN, TIMEOUT = CandidateStatus.OK, CandidateStatus.OOM, CandidateStatus.NAN, CandidateStatus.TIMEOUT
 TOO_LARGE, TOO_SLOW, ERROR = CandidateStatus.TOO_LARGE, CandidateStatus.TOO_SLOW, CandidateStatus.ERROR
 STOPPED, PRUNED, STALLED = CandidateStatus.STOPPED, CandidateStatus.PRUNED, CandidateStatus.STALLED
-PROBED = "probed"   # a probe's timing, never recorded as a candidate
-PROBE_WARMUP = 3   # a probe's first steps (allocations, kernel choices) are not timed
+PROBED = "probed"  # a probe's timing, never recorded as a candidate
+PROBE_WARMUP = 3  # a probe's first steps (allocations, kernel choices) are not timed
 
-REFERENCE_BATCH_SIZE = 64   # the batch size the search space's learning rates are given for
+REFERENCE_BATCH_SIZE = 64  # the batch size the search space's learning rates are given for
 
 
-_CONFIG = Config()   # the search's defaults: a training outside a search (tests, benchmarks) uses the same
+_CONFIG = Config()  # the search's defaults: a training outside a search (tests, benchmarks) uses the same
 
 
 @dataclass
@@ -49,16 +49,16 @@ class TrainSettings:
     device: str = "cpu"
     time_limit_s: float = _CONFIG.time_limit_s
     max_params: int = _CONFIG.max_params
-    augment: str = "none"           # none | crop | flip_crop (already resolved from "auto")
+    augment: str = "none"  # none | crop | flip_crop (already resolved from "auto")
     label_smoothing: float = _CONFIG.label_smoothing
-    clip_grad_norm: float = _CONFIG.clip_grad_norm   # 0: no clipping
-    warmup_fraction: float = 0.1    # linear warm-up, then linear decay to zero
+    clip_grad_norm: float = _CONFIG.clip_grad_norm  # 0: no clipping
+    warmup_fraction: float = 0.1  # linear warm-up, then linear decay to zero
     # A candidate whose training loss is still at the loss of guessing after this many steps (checked
     # at the end of the epoch that passes it, if more epochs follow) is stopped as not learning.
     stall_after_steps: int = 300
-    compile: bool = _CONFIG.compile   # torch.compile the network (the weights are saved without the wrapper)
-    measure_latency: bool = False   # time inference at batch 1 before training (a latency objective or limit)
-    max_latency_ms: float | None = None   # refuse, before training, a network slower than this per image
+    compile: bool = _CONFIG.compile  # torch.compile the network (the weights are saved without the wrapper)
+    measure_latency: bool = False  # time inference at batch 1 before training (a latency objective or limit)
+    max_latency_ms: float | None = None  # refuse, before training, a network slower than this per image
     eval_batch_size: int = 1024
     progress_every_s: float = 0.25
     # CPU threads for this training (torch.set_num_threads, restored after); None: the process's
@@ -84,19 +84,19 @@ class Checkpoint:
 @dataclass
 class TrainResult:
     status: str
-    fitness: float                 # accuracy on the evaluation split; 0 for a failed candidate
+    fitness: float  # accuracy on the evaluation split; 0 for a failed candidate
     params: int = 0
     seconds: float = 0.0
     epochs_done: int = 0
     train_loss: float | None = None
-    first_epoch_fitness: float | None = None   # measured only when pruning is on
+    first_epoch_fitness: float | None = None  # measured only when pruning is on
     reason: str = ""
-    latency_ms: float | None = None   # inference per image at batch 1 on the training device (when measured)
-    history: list[dict] = field(default_factory=list)   # per epoch: train_loss, val_accuracy, seconds
+    latency_ms: float | None = None  # inference per image at batch 1 on the training device (when measured)
+    history: list[dict] = field(default_factory=list)  # per epoch: train_loss, val_accuracy, seconds
     state_dict: dict[str, torch.Tensor] | None = field(default=None, repr=False)
-    checkpoint: Checkpoint | None = field(default=None, repr=False)   # set when paused before the last epoch
-    step_seconds: float | None = None   # a probe's median seconds per training step (after its warm-up steps)
-    inherited: float | None = None      # share of the parameters that started from a parent's weights
+    checkpoint: Checkpoint | None = field(default=None, repr=False)  # set when paused before the last epoch
+    step_seconds: float | None = None  # a probe's median seconds per training step (after its warm-up steps)
+    inherited: float | None = None  # share of the parameters that started from a parent's weights
 
 
 class DeviceData:
@@ -116,8 +116,7 @@ class DeviceData:
         trains on train + validation and is scored once on the test split."""
         if not final:
             return self.train_x, self.train_y, self.val_x, self.val_y
-        return (torch.cat([self.train_x, self.val_x]), torch.cat([self.train_y, self.val_y]),
-                self.test_x, self.test_y)
+        return (torch.cat([self.train_x, self.val_x]), torch.cat([self.train_y, self.val_y]), self.test_x, self.test_y)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -182,6 +181,7 @@ def warmup_linear_decay(total_steps: int, warmup_fraction: float) -> Callable[[i
         if step < warmup:
             return (step + 1) / warmup
         return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
     return factor
 
 
@@ -220,18 +220,28 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     model.eval()
     correct = 0
     for start in range(0, len(x), batch_size):
-        xb = _to_float(x[start:start + batch_size])
+        xb = _to_float(x[start : start + batch_size])
         with _autocast(x.device):
-            correct += (model(xb).argmax(1) == y[start:start + batch_size]).sum().item()
+            correct += (model(xb).argmax(1) == y[start : start + batch_size]).sum().item()
     return correct / max(1, len(x))
 
 
-def train_candidate(genome: Genome, data: DeviceData, settings: TrainSettings, seed: int, *,
-                    final: bool = False, keep_weights: bool = False, prune_below: float | None = None,
-                    pause_after: int | None = None, resume: Checkpoint | None = None,
-                    on_progress: Callable[[dict], None] | None = None,
-                    should_stop: Callable[[], bool] | None = None, probe_steps: int | None = None,
-                    inherit: dict[str, torch.Tensor] | None = None) -> TrainResult:
+def train_candidate(
+    genome: Genome,
+    data: DeviceData,
+    settings: TrainSettings,
+    seed: int,
+    *,
+    final: bool = False,
+    keep_weights: bool = False,
+    prune_below: float | None = None,
+    pause_after: int | None = None,
+    resume: Checkpoint | None = None,
+    on_progress: Callable[[dict], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    probe_steps: int | None = None,
+    inherit: dict[str, torch.Tensor] | None = None,
+) -> TrainResult:
     """Train ``genome`` and score it. Never raises for a candidate's own failure.
 
     The schedule (warm-up, decay) always spans ``settings.epochs``. With ``pause_after`` the
@@ -256,8 +266,9 @@ def train_candidate(genome: Genome, data: DeviceData, settings: TrainSettings, s
     num_classes = len(data.classes)
     params = estimate_parameters(genome, data.input_shape, num_classes)
     if params > settings.max_params:
-        return TrainResult(TOO_LARGE, 0.0, params=params,
-                           reason=f"{params:,} parameters exceed the cap of {settings.max_params:,}")
+        return TrainResult(
+            TOO_LARGE, 0.0, params=params, reason=f"{params:,} parameters exceed the cap of {settings.max_params:,}"
+        )
     model = optimizer = None
     threads_before = torch.get_num_threads()
     try:
@@ -275,32 +286,58 @@ def train_candidate(genome: Genome, data: DeviceData, settings: TrainSettings, s
             # and a network over the limit is refused before it trains.
             latency = measure_latency(model, data.input_shape, data.device)
             if settings.max_latency_ms is not None and latency > settings.max_latency_ms:
-                return TrainResult(TOO_SLOW, 0.0, params=params, latency_ms=latency, seconds=time.monotonic() - started,
-                                   reason=f"inference takes {latency:.2f} ms per image, over the limit of "
-                                          f"{settings.max_latency_ms:g} ms")
+                return TrainResult(
+                    TOO_SLOW,
+                    0.0,
+                    params=params,
+                    latency_ms=latency,
+                    seconds=time.monotonic() - started,
+                    reason=f"inference takes {latency:.2f} ms per image, over the limit of "
+                    f"{settings.max_latency_ms:g} ms",
+                )
         if resume is not None:
             model.load_state_dict(resume.model)
             optimizer.load_state_dict(resume.optimizer)
             generator.set_state(resume.generator)
             _set_torch_rng(resume.torch_rng, data.device)
         trained: nn.Module = _Compiled(model) if settings.compile else model
-        run = _Run(trained, optimizer, genome, data, settings, generator, started, final, keep_weights, prune_below,
-                   pause_after, resume, on_progress, should_stop, probe_steps)
+        run = _Run(
+            trained,
+            optimizer,
+            genome,
+            data,
+            settings,
+            generator,
+            started,
+            final,
+            keep_weights,
+            prune_below,
+            pause_after,
+            resume,
+            on_progress,
+            should_stop,
+            probe_steps,
+        )
         result = run.fit()
         result.latency_ms = latency
         result.inherited = inherited
         return result
     except torch.cuda.OutOfMemoryError as exc:
-        return TrainResult(OOM, 0.0, params=params, seconds=time.monotonic() - started,
-                           reason=f"out of GPU memory: {first_line(exc)}")
+        return TrainResult(
+            OOM, 0.0, params=params, seconds=time.monotonic() - started, reason=f"out of GPU memory: {first_line(exc)}"
+        )
     except MemoryError:
-        return TrainResult(OOM, 0.0, params=params, seconds=time.monotonic() - started,
-                           reason="out of memory (host)")
+        return TrainResult(OOM, 0.0, params=params, seconds=time.monotonic() - started, reason="out of memory (host)")
     except Exception as exc:  # one bad candidate must never end the search
         text = str(exc)
         status = OOM if ("out of memory" in text or "can't allocate memory" in text) else ERROR
-        return TrainResult(status, 0.0, params=params, seconds=time.monotonic() - started,
-                           reason=f"{type(exc).__name__}: {first_line(exc) if text.strip() else ''}")
+        return TrainResult(
+            status,
+            0.0,
+            params=params,
+            seconds=time.monotonic() - started,
+            reason=f"{type(exc).__name__}: {first_line(exc) if text.strip() else ''}",
+        )
     finally:
         # Free the candidate's memory before the next one, above all after an OOM on the GPU.
         del model, optimizer
@@ -332,8 +369,24 @@ class _Compiled(nn.Module):
 class _Run:
     """One call of :func:`train_candidate`: the loop and the bookkeeping around it."""
 
-    def __init__(self, model, optimizer, genome, data, settings, generator, started, final, keep_weights,
-                 prune_below, pause_after, resume, on_progress, should_stop, probe_steps=None):
+    def __init__(
+        self,
+        model,
+        optimizer,
+        genome,
+        data,
+        settings,
+        generator,
+        started,
+        final,
+        keep_weights,
+        prune_below,
+        pause_after,
+        resume,
+        on_progress,
+        should_stop,
+        probe_steps=None,
+    ):
         self.model, self.optimizer, self.data, self.settings = model, optimizer, data, settings
         self.probe_steps = probe_steps
         self.generator, self.final, self.keep_weights = generator, final, keep_weights
@@ -347,9 +400,17 @@ class _Run:
         self.base_lr = scaled_learning_rate(genome, settings.batch_size)
 
     def result(self, status: str, fitness: float, reason: str = "", **extra) -> TrainResult:
-        return TrainResult(status, fitness, params=self.params, seconds=time.monotonic() - self.started,
-                           epochs_done=len(self.history), reason=reason, history=list(self.history),
-                           train_loss=self.history[-1]["train_loss"] if self.history else None, **extra)
+        return TrainResult(
+            status,
+            fitness,
+            params=self.params,
+            seconds=time.monotonic() - self.started,
+            epochs_done=len(self.history),
+            reason=reason,
+            history=list(self.history),
+            train_loss=self.history[-1]["train_loss"] if self.history else None,
+            **extra,
+        )
 
     def fit(self) -> TrainResult:
         s, data = self.settings, self.data
@@ -382,7 +443,7 @@ class _Run:
                 elapsed = time.monotonic() - self.started
                 if elapsed > s.time_limit_s:
                     return self.result(TIMEOUT, 0.0, f"time limit of {s.time_limit_s:g} s reached in epoch {epoch + 1}")
-                index = order[batch * s.batch_size:(batch + 1) * s.batch_size]
+                index = order[batch * s.batch_size : (batch + 1) * s.batch_size]
                 xb = augment_batch(train_x[index].float().div_(255), s.augment, self.generator)
                 xb = xb.contiguous(memory_format=torch.channels_last)
                 with _autocast(data.device):
@@ -403,9 +464,17 @@ class _Run:
                         return self._nan(epoch)
                     done = (epoch - self.first_epoch) * batches + batch + 1
                     todo = (self.stop_epoch - self.first_epoch) * batches - done
-                    self.on_progress({"epoch": epoch + 1, "epochs": s.epochs, "batch": batch + 1,
-                                      "batches": batches, "loss": loss_value, "elapsed_s": now - self.started,
-                                      "eta_s": (now - call_started) / done * todo})
+                    self.on_progress(
+                        {
+                            "epoch": epoch + 1,
+                            "epochs": s.epochs,
+                            "batch": batch + 1,
+                            "batches": batches,
+                            "loss": loss_value,
+                            "elapsed_s": now - self.started,
+                            "eta_s": (now - call_started) / done * todo,
+                        }
+                    )
             epoch_loss = losses.mean().item()
             if not math.isfinite(epoch_loss):
                 return self._nan(epoch)
@@ -413,35 +482,49 @@ class _Run:
             # The final training never looks at its test split before the end.
             last = epoch == self.stop_epoch - 1
             val = None if self.final and not last else accuracy(self.model, eval_x, eval_y, s.eval_batch_size)
-            self.history.append({"epoch": epoch + 1, "train_loss": round(epoch_loss, 6),
-                                 "val_accuracy": None if self.final else val,
-                                 "seconds": round(time.monotonic() - epoch_started, 3)})
+            self.history.append(
+                {
+                    "epoch": epoch + 1,
+                    "train_loss": round(epoch_loss, 6),
+                    "val_accuracy": None if self.final else val,
+                    "seconds": round(time.monotonic() - epoch_started, 3),
+                }
+            )
             steps = (epoch + 1) * batches
             if not self.final and steps >= s.stall_after_steps > epoch * batches and epoch + 1 < s.epochs:
-                recent = losses[-max(1, batches // 4):].mean().item()
+                recent = losses[-max(1, batches // 4) :].mean().item()
                 if recent >= 0.99 * chance:
-                    assert val is not None   # a candidate (not the final) is scored every epoch
-                    return self.result(STALLED, val, f"not learning: training loss {recent:.3f} after {steps} "
-                                                     f"steps is not below the {chance:.3f} of guessing by class "
-                                                     f"frequency")
+                    assert val is not None  # a candidate (not the final) is scored every epoch
+                    return self.result(
+                        STALLED,
+                        val,
+                        f"not learning: training loss {recent:.3f} after {steps} "
+                        f"steps is not below the {chance:.3f} of guessing by class "
+                        f"frequency",
+                    )
             if epoch == 0 and self.prune_below is not None and s.epochs > 1:
-                assert val is not None   # only candidates are pruned, and they are scored every epoch
+                assert val is not None  # only candidates are pruned, and they are scored every epoch
                 first_epoch_fitness = val
                 if val < self.prune_below:
-                    return self.result(PRUNED, val, f"first-epoch accuracy {val:.3f} below {self.prune_below:.3f}",
-                                       first_epoch_fitness=val)
-        if self.probe_steps is not None:   # fewer steps in the whole training than the probe wanted
+                    return self.result(
+                        PRUNED,
+                        val,
+                        f"first-epoch accuracy {val:.3f} below {self.prune_below:.3f}",
+                        first_epoch_fitness=val,
+                    )
+        if self.probe_steps is not None:  # fewer steps in the whole training than the probe wanted
             step_times.append(time.perf_counter())
             return self._probed(step_times)
         fitness = self.history[-1]["val_accuracy"] if not self.final else val
-        assert fitness is not None   # the last epoch is always scored
+        assert fitness is not None  # the last epoch is always scored
         paused = self.stop_epoch < s.epochs
         checkpoint = self._checkpoint() if paused else None
         state = None
         if self.keep_weights and not paused:
             state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in self.model.state_dict().items()}
-        return self.result(OK, fitness, first_epoch_fitness=first_epoch_fitness, state_dict=state,
-                           checkpoint=checkpoint)
+        return self.result(
+            OK, fitness, first_epoch_fitness=first_epoch_fitness, state_dict=state, checkpoint=checkpoint
+        )
 
     def _checkpoint(self) -> Checkpoint:
         def cpu(tree):
@@ -452,16 +535,23 @@ class _Run:
             if isinstance(tree, list):
                 return [cpu(v) for v in tree]
             return tree
-        return Checkpoint(epoch=self.stop_epoch, model=cpu(self.model.state_dict()),
-                          optimizer=cpu(self.optimizer.state_dict()), generator=self.generator.get_state(),
-                          torch_rng=_get_torch_rng(self.data.device), history=list(self.history),
-                          seconds=time.monotonic() - self.started)
+
+        return Checkpoint(
+            epoch=self.stop_epoch,
+            model=cpu(self.model.state_dict()),
+            optimizer=cpu(self.optimizer.state_dict()),
+            generator=self.generator.get_state(),
+            torch_rng=_get_torch_rng(self.data.device),
+            history=list(self.history),
+            seconds=time.monotonic() - self.started,
+        )
 
     def _probed(self, marks: list[float]) -> TrainResult:
         """A probe's end: nothing is scored, only its steps timed (``marks``: when each step began)."""
-        steps = sorted(b - a for a, b in zip(marks[PROBE_WARMUP:], marks[PROBE_WARMUP + 1:]))
-        return self.result(PROBED, 0.0, f"timed {len(marks) - 1} steps",
-                           step_seconds=steps[len(steps) // 2] if steps else None)
+        steps = sorted(b - a for a, b in zip(marks[PROBE_WARMUP:], marks[PROBE_WARMUP + 1 :]))
+        return self.result(
+            PROBED, 0.0, f"timed {len(marks) - 1} steps", step_seconds=steps[len(steps) // 2] if steps else None
+        )
 
     def _nan(self, epoch: int) -> TrainResult:
         return self.result(NAN, 0.0, f"loss became NaN or infinite in epoch {epoch + 1}")
