@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from dataclasses import replace
 
@@ -279,3 +280,22 @@ def test_readme_lists_every_setting():
     table = readme[readme.index("## Configuration") : readme.index("## Accuracy and cost together")]
     for f in dataclasses.fields(Config):
         assert f"`{f.name}`" in table, f"README's settings table lacks {f.name}"
+
+
+def test_every_setting_gets_a_parser_from_its_type_and_an_unknown_type_is_named(monkeypatch):
+    from dataclasses import dataclass, field
+
+    from automodel.cli import commands
+
+    flags = commands.run_flags()
+    assert flags["population"]["type"] is int and flags["max_macs"]["type"] is int  # int and int | None
+    assert flags["warm_start"]["type"] is commands._comma_list
+    assert flags["prune"]["action"] is argparse.BooleanOptionalAction
+
+    @dataclass
+    class Wider(Config):
+        weights: dict[str, int] = field(default_factory=dict)
+
+    monkeypatch.setattr(commands, "Config", Wider)
+    with pytest.raises(TypeError, match="Config.weights has type dict"):
+        commands.run_flags()

@@ -9,6 +9,8 @@ import argparse
 import json
 import sys
 import time
+import types
+import typing
 from dataclasses import fields
 from pathlib import Path
 
@@ -56,31 +58,36 @@ def _auto_or_whole(flag: str):
 
 def run_flags() -> dict[str, dict]:
     """The flags of `run`, one per Config field (``--population`` for ``population``), with their
-    argument parsing derived from the field's type: the config is the one place they are defined."""
-    converters = {
-        "str": str,
-        "int": int,
-        "float": float,
-        "int | None": int,
-        "float | None": float,
-        "str | None": str,
-        "list[str]": _comma_list,
-    }
+    argument parsing derived from the field's type: the config is the one place they are defined.
+    A field of a type with no parser here is an error at once, naming the field."""
+    hints = typing.get_type_hints(Config)
     flags = {}
     for f in fields(Config):
         if f.name in ("space", "overrides"):  # the space comes from --config; overrides from what is given
             continue
         flag = "--" + f.name.replace("_", "-")
+        kind = hints[f.name]
+        plain = (
+            [t for t in typing.get_args(kind) if t is not type(None)]
+            if typing.get_origin(kind) in (types.UnionType, typing.Union)
+            else [kind]
+        )
         if f.name == "budget_s":
             flags[f.name] = {"flag": "--budget", "type": _duration, "metavar": "DURATION"}
         elif f.name == "mlflow":
             flags[f.name] = {"flag": flag, "type": str, "nargs": "?", "const": "default", "metavar": "URI"}
-        elif f.type == "bool":
+        elif plain == [bool]:
             flags[f.name] = {"flag": flag, "action": argparse.BooleanOptionalAction}
-        elif f.type == "int | str":
+        elif sorted(plain, key=str) == sorted([int, str], key=str):
             flags[f.name] = {"flag": flag, "type": _auto_or_whole(flag)}
+        elif kind == list[str]:
+            flags[f.name] = {"flag": flag, "type": _comma_list}
+        elif len(plain) == 1 and plain[0] in (str, int, float):
+            flags[f.name] = {"flag": flag, "type": plain[0]}
         else:
-            flags[f.name] = {"flag": flag, "type": converters[f.type]}
+            raise TypeError(
+                f"Config.{f.name} has type {kind}, which the command line cannot parse; add it to run_flags"
+            )
     return flags
 
 
