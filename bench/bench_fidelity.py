@@ -43,7 +43,8 @@ sys.path.insert(0, str(ROOT))
 from automodel.config import Config, resolve_batch_size, resolve_max_macs  # noqa: E402
 from automodel.data import load_dataset  # noqa: E402
 from automodel.evolution.genome import Genome, sample_genome  # noqa: E402
-from automodel.training.model import build_model, fit_to_budget, fit_to_image, measure_cost  # noqa: E402
+from automodel.evolution.repair import fit_to_budget, fit_to_image  # noqa: E402
+from automodel.training.model import build_model, measure_cost  # noqa: E402
 from automodel.training.trainer import DeviceData, TrainSettings, resolve_augment, train_candidate  # noqa: E402
 
 ACTIVATIONS = (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Tanh)

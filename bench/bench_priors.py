@@ -30,7 +30,7 @@ from harder_sets import ensure_set  # noqa: E402
 from automodel.config import SearchSpace, resolve_batch_size, resolve_max_macs  # noqa: E402
 from automodel.data import load_dataset  # noqa: E402
 from automodel.evolution.genome import sample_genome  # noqa: E402
-from automodel.training.model import fit_to_budget, fit_to_image  # noqa: E402
+from automodel.evolution.repair import fit_to_budget, fit_to_image  # noqa: E402
 from automodel.training.trainer import DeviceData, TrainSettings, resolve_augment, train_candidate  # noqa: E402
 
 

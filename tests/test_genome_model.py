@@ -27,6 +27,7 @@ from automodel.evolution.genome import (
     sample_learning_rate,
 )
 from automodel.evolution.operators import CROSSOVERS, mutate
+from automodel.evolution.repair import fit_to_budget
 from automodel.training.model import (
     BLOCKS,
     MAX_FEATURE_SIDE,
@@ -39,7 +40,6 @@ from automodel.training.model import (
     count_parameters,
     describe_block,
     estimate_parameters,
-    fit_to_budget,
     layer_table,
     measure_cost,
     plan_conv_blocks,

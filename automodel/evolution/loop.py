@@ -47,6 +47,7 @@ from automodel.evolution.genome import Genome, diversity, reference_genome, samp
 from automodel.evolution.halving import CONTINUABLE, score_at, survivors
 from automodel.evolution.operators import equal_fidelity_fitness
 from automodel.evolution.pareto import nsga2_ranks, objective_point
+from automodel.evolution.repair import fit_to_budget, fit_to_image
 from automodel.evolution.throttle import Throttle
 from automodel.evolution.warm_start import warm_start_genomes
 from automodel.process.jobs import Heartbeat, run_dir_for
@@ -54,7 +55,7 @@ from automodel.store import Store
 from automodel.store.records import CandidateStatus
 from automodel.tracking import BackgroundTracker
 from automodel.training.inheritance import WeightStore, choose_parent
-from automodel.training.model import fit_to_budget, fit_to_image, measure_cost
+from automodel.training.model import measure_cost
 from automodel.training.trainer import (
     OK,
     PRUNED,
@@ -451,7 +452,7 @@ class Search:
 
     def fit(self, genome: Genome) -> Genome:
         """The genome fitted to the run's images and repaired to its MACs and parameter budgets (see
-        ``model.fit_to_image`` and ``model.fit_to_budget``);
+        ``repair.fit_to_image`` and ``repair.fit_to_budget``);
         as it is when it cannot be repaired (it is then refused before training) or before the data,
         and so the image size, is known."""
         if self.data is None:

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from automodel.config import Config, SearchSpace, resolve_max_macs
 from automodel.evolution.genome import Genome, sample_genome
-from automodel.training.model import fit_to_budget, fit_to_image
+from automodel.evolution.repair import fit_to_budget, fit_to_image
 
 STARTUP_TIMEOUT_S = 120.0  # a child's own start (importing torch) on a slow machine
 

@@ -13,15 +13,15 @@ model needs nothing but its file to be used.
 
 Cost: :func:`count_macs` counts the multiply–accumulates of one image's forward pass from the
 layers of the built model (convolutions and linear layers; batch norm, activations, pooling and
-additions are a few per value and left out, as is usual). :func:`fit_to_budget` repairs a genome
-that is over a MACs or parameter budget, deterministically, or says it cannot.
+additions are a few per value and left out, as is usual). Repairing a genome that is over a budget
+is search policy: :mod:`automodel.evolution.repair`.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -261,7 +261,7 @@ def build_model(
     )
 
 
-def _meta_model(genome: Genome, input_shape: Sequence[int], num_classes: int) -> CandidateNet:
+def meta_model(genome: Genome, input_shape: Sequence[int], num_classes: int) -> CandidateNet:
     """The model's structure without weights (built on the meta device: no memory, no time)."""
     with torch.device("meta"):
         return build_model(genome, input_shape, [str(i) for i in range(num_classes)])
@@ -273,7 +273,7 @@ def count_parameters(model: nn.Module) -> int:
 
 def estimate_parameters(genome: Genome, input_shape: Sequence[int], num_classes: int) -> int:
     """Parameter count without allocating weights (built on the meta device)."""
-    return count_parameters(_meta_model(genome, input_shape, num_classes))
+    return count_parameters(meta_model(genome, input_shape, num_classes))
 
 
 # ---------------------------------------------------------------------------------- cost
@@ -300,7 +300,7 @@ def model_macs(model: CandidateNet) -> list[int]:
 
 def count_macs(genome: Genome, input_shape: Sequence[int], num_classes: int) -> int:
     """Multiply–accumulates of one forward pass of one image, counted on the built model's layers."""
-    return sum(model_macs(_meta_model(genome, input_shape, num_classes)))
+    return sum(model_macs(meta_model(genome, input_shape, num_classes)))
 
 
 @dataclass(frozen=True)
@@ -310,102 +310,8 @@ class Cost:
 
 
 def measure_cost(genome: Genome, input_shape: Sequence[int], num_classes: int) -> Cost:
-    model = _meta_model(genome, input_shape, num_classes)
+    model = meta_model(genome, input_shape, num_classes)
     return Cost(count_parameters(model), sum(model_macs(model)))
-
-
-MIN_DOWNSAMPLED_SIDE = 4  # new genomes do not downsample maps below this side (see fit_to_image)
-
-
-def fit_to_image(genome: Genome, input_shape: Sequence[int]) -> Genome:
-    """The genome with its downsampling turned off where a block's input is already at most
-    ``MIN_DOWNSAMPLED_SIDE`` pixels on its smaller side: maps of 1 or 2 pixels leave later blocks
-    little to work with, and networks that shrank to them rarely learned within a few epochs
-    (bench/bench_priors.py). Networks from earlier versions are never changed by this (it applies
-    to new genomes only, in the search)."""
-    conv = list(genome.conv)
-    for i, plan in enumerate(plan_conv_blocks(genome, input_shape)):
-        if conv[i].downsample != "none" and min(plan.in_hw) <= MIN_DOWNSAMPLED_SIDE:
-            conv[i] = replace(conv[i], downsample="none")
-    return genome if conv == list(genome.conv) else replace(genome, conv=tuple(conv))
-
-
-def fit_to_budget(
-    genome: Genome,
-    input_shape: Sequence[int],
-    num_classes: int,
-    *,
-    max_macs: int,
-    max_params: int,
-    min_filters: int = 8,
-    min_blocks: int = 1,
-    max_steps: int = 64,
-) -> Genome | None:
-    """The genome itself when it is within both budgets, else a repaired copy, or None.
-
-    Repairs, one at a time and re-measured after each, aimed at the costliest block:
-    downsampling is added before it (the block that feeds it gets 2×2 max pooling, so the costly
-    block runs on a quarter of the pixels: this keeps the full-resolution layers cheap), then its
-    filters are halved, then its kernel shrinks to 3, then the block is dropped. The head is
-    switched from flatten to global pooling when it is the part over the parameter cap. Deterministic, so the same
-    genome is always repaired the same way.
-    """
-    for _ in range(max_steps):
-        model = _meta_model(genome, input_shape, num_classes)
-        params, macs = count_parameters(model), model_macs(model)
-        if params <= max_params and sum(macs) <= max_macs:
-            return genome
-        repaired = _repair_once(
-            genome, model, macs, over_macs=sum(macs) > max_macs, min_filters=min_filters, min_blocks=min_blocks
-        )
-        if repaired is None or repaired == genome:
-            return None
-        genome = repaired
-    return None
-
-
-def _repair_once(
-    genome: Genome, model: CandidateNet, macs: list[int], *, over_macs: bool, min_filters: int, min_blocks: int
-) -> Genome | None:
-    conv = list(genome.conv)
-    if not conv:
-        return None
-    if not over_macs:  # over the parameter cap: the head's first dense layer is the usual culprit
-        head_params = sum(count_parameters(m) for m in model.classifier)
-        if genome.head == "flatten" and head_params * 2 > count_parameters(model):
-            return replace(genome, head="avgmax")
-        costliest = max(range(len(conv)), key=lambda i: (count_parameters(model.features[i]), i))
-    else:
-        costliest = max(range(len(conv)), key=lambda i: (macs[i], i))
-    block, plan = conv[costliest], model.plans[costliest]
-    # 1. Run the costly block on fewer pixels: the nearest earlier block that keeps its size pools.
-    if over_macs and plan.in_hw != (1, 1):
-        for i in range(costliest - 1, -1, -1):
-            if conv[i].downsample == "none" and model.plans[i].out_hw != (1, 1):
-                conv[i] = replace(conv[i], downsample="max")
-                return replace(genome, conv=tuple(conv))
-    # 2. Fewer filters.
-    if block.filters > min_filters:
-        conv[costliest] = replace(block, filters=max(min_filters, block.filters // 2))
-        return replace(genome, conv=tuple(conv))
-    # 3. A smaller kernel.
-    if block.kernel > 3:
-        conv[costliest] = replace(block, kernel=3)
-        return replace(genome, conv=tuple(conv))
-    # 4. The costly block itself downsamples, if it did not.
-    if over_macs and block.downsample == "none" and plan.in_hw != (1, 1):
-        conv[costliest] = replace(block, downsample="stride")
-        return replace(genome, conv=tuple(conv))
-    # 5. One block fewer.
-    if len(conv) > min_blocks:
-        del conv[costliest]
-        return replace(genome, conv=tuple(conv))
-    if genome.dense:
-        return replace(genome, dense=genome.dense[:-1])
-    return None
-
-
-# ---------------------------------------------------------------------------------- for people
 
 
 def layer_table(genome: Genome, input_shape: Sequence[int], num_classes: int) -> list[dict]:
@@ -414,7 +320,7 @@ def layer_table(genome: Genome, input_shape: Sequence[int], num_classes: int) ->
     One row per block of the body (its kind, convolutions, downsampling and skip) and one per
     layer of the head.
     """
-    model = _meta_model(genome, input_shape, num_classes)
+    model = meta_model(genome, input_shape, num_classes)
     macs = model_macs(model)
     rows: list[dict] = [
         {"layer": "Input (normalised)", "output_shape": "×".join(map(str, input_shape)), "parameters": 0, "macs": 0}
