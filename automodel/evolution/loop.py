@@ -12,13 +12,11 @@ from __future__ import annotations
 import math
 import os
 import random
-import signal
 import socket
 import statistics
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -51,6 +49,7 @@ from automodel.evolution.repair import fit_to_budget, fit_to_image
 from automodel.evolution.throttle import Throttle
 from automodel.evolution.warm_start import warm_start_genomes
 from automodel.process.jobs import Heartbeat, run_dir_for
+from automodel.process.stop import StopSignal
 from automodel.store import Store
 from automodel.store.records import CandidateStatus
 from automodel.tracking import BackgroundTracker
@@ -91,34 +90,6 @@ class Reporter:
     def message(self, text: str) -> None: ...
     def data_progress(self, done: int, total: int) -> None: ...
     def close(self) -> None: ...
-
-
-@dataclass
-class StopSignal:
-    """A stop request from a signal (set in the main thread) or from the store (polled)."""
-
-    store: Store
-    run_id: str
-    poll_every_s: float = 1.0
-
-    def __post_init__(self):
-        # A plain flag, not a threading.Event: set() runs in a signal handler, and an Event's
-        # internal lock could already be held by the interrupted main thread (a deadlock).
-        self._stopped = False
-        self._last_poll = 0.0
-
-    def set(self) -> None:
-        self._stopped = True
-
-    def __call__(self) -> bool:
-        if self._stopped:
-            return True
-        now = time.monotonic()
-        if now - self._last_poll >= self.poll_every_s:
-            self._last_poll = now
-            if self.store.stop_requested(self.run_id):
-                self._stopped = True
-        return self._stopped
 
 
 class Search:
@@ -478,10 +449,7 @@ class Search:
         return self._costs[key]
 
     def _install_signal_handlers(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: self.stop.set())
+        self.stop.install()
 
     # ------------------------------------------------------------------ generations
     def _evolve(self, evaluator: Evaluator) -> str:

@@ -12,8 +12,6 @@ so finalizing the run's best candidate reproduces the run's own final model on t
 from __future__ import annotations
 
 import os
-import signal
-import threading
 import time
 from pathlib import Path
 
@@ -25,6 +23,7 @@ from automodel.evaluators.worker_pool import WorkerPoolEvaluator
 from automodel.evolution.final import final_task, save_model, test_report, train_settings
 from automodel.evolution.genome import Genome
 from automodel.process.jobs import pid_is_search, run_dir_for
+from automodel.process.stop import StopSignal
 from automodel.store import Store
 from automodel.training.trainer import DeviceData, TrainResult, resolve_device
 
@@ -99,7 +98,7 @@ def finalize_candidate(
 def _train_and_keep(store: Store, run_id: str, run: dict, record: dict, data_dir, on_progress) -> dict:
     config = Config.from_dict(run["config"])
     key = record["key"]
-    stop = _StopFlag()
+    stop = StopSignal().install()  # SIGTERM or Ctrl-C end it between two batches
     image_size, max_side = run.get("image_size") or (None, AUTO_MAX_SIDE)  # as the search decoded it
     data = load_dataset(
         config.dataset,
@@ -168,19 +167,3 @@ def _train_and_keep(store: Store, run_id: str, run: dict, record: dict, data_dir
         finalized[key] = entry
         store.update_run(run_id, finalized=finalized)
     return {**entry, "status": "finalized"}
-
-
-class _StopFlag:
-    """SIGTERM or Ctrl-C ask the finalization to stop between two batches."""
-
-    def __init__(self):
-        self._stopped = False
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                signal.signal(sig, lambda *_: self.set())
-
-    def set(self) -> None:
-        self._stopped = True
-
-    def __call__(self) -> bool:
-        return self._stopped
