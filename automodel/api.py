@@ -257,7 +257,7 @@ class Run:
 
         import pandas as pd
 
-        from automodel.page.views import records_csv
+        from automodel.store.csv_export import records_csv
 
         return pd.read_csv(io.BytesIO(records_csv(self.store.individuals(self.run_id))))
 
@@ -313,7 +313,7 @@ class Run:
             raise ConfigError(f"format {format!r} is not accepted; use pt, onnx or csv.")
         record = self.record
         if format == "csv":
-            from automodel.page.views import records_csv
+            from automodel.store.csv_export import records_csv
 
             out = Path(path or run_folder(self) / "candidates.csv")
             _write(out, records_csv(self.store.individuals(self.run_id)))

@@ -458,7 +458,9 @@ def test_layer_frame_adds_a_total():
 
 
 def test_records_csv_round_trips_with_the_genome_as_json():
-    data = views.records_csv(population())
+    from automodel.store.csv_export import records_csv
+
+    data = records_csv(population())
     frame = pd.read_csv(io.BytesIO(data))
     assert len(frame) == 7
     assert frame.loc[0, "run_id"] == "run-a" and frame.loc[2, "status"] == "oom"

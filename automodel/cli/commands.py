@@ -316,7 +316,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def _export_csv(store: Store, args: argparse.Namespace) -> int:
     """The run's candidate records: the same CSV as the page's download; to stdout without --out."""
-    from automodel.page.views import records_csv
+    from automodel.store.csv_export import records_csv
 
     data = records_csv(store.individuals(args.run_id))
     if args.out is None:

@@ -17,6 +17,7 @@ from automodel.errors import ImageInputError
 from automodel.page import views
 from automodel.process import jobs
 from automodel.store import ACTIVE_STATUSES, Store
+from automodel.store.csv_export import records_csv
 
 TABLE_PAGE_ROWS = 200  # rows of the population table sent to the browser at once
 USAGE_SNIPPET = 'from automodel import load_model\nmodel = load_model("{name}")'
@@ -500,7 +501,7 @@ def _onnx_bytes(model_path: str):
 
 def _csv_bytes(store: Store, run_id: str):
     def build() -> bytes:
-        return views.records_csv(store.individuals(run_id))
+        return records_csv(store.individuals(run_id))
 
     return build
 

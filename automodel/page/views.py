@@ -8,8 +8,6 @@ the page shows them from 1 ("generation 1 of 5"), and this module does that shif
 
 from __future__ import annotations
 
-import io
-import json
 import math
 import statistics
 import time
@@ -514,40 +512,6 @@ def layer_frame(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
         total = pd.DataFrame([{"Layer": "Total", "Output shape": "", "Parameters": int(frame["Parameters"].sum())}])
         frame = pd.concat([frame, total], ignore_index=True)
     return frame
-
-
-def records_csv(records: Iterable[Mapping[str, Any]]) -> bytes:
-    """The run's candidate records as CSV (the genome as a JSON column), generation from 0."""
-    columns = [
-        "run_id",
-        "generation",
-        "index",
-        "key",
-        "summary",
-        "fitness",
-        "status",
-        "reason",
-        "params",
-        "macs",
-        "latency_ms",
-        "seconds",
-        "epochs",
-        "trained_epochs",
-        "train_loss",
-        "parent",
-        "inherited",
-        "cached",
-        "recorded_at",
-        "genome",
-    ]
-    rows = []
-    for r in records:
-        row = {c: r.get(c) for c in columns}
-        row["genome"] = json.dumps(r.get("genome"), sort_keys=True, separators=(",", ":"))
-        rows.append(row)
-    buffer = io.StringIO()
-    pd.DataFrame.from_records(rows, columns=columns).to_csv(buffer, index=False)
-    return buffer.getvalue().encode("utf-8")
 
 
 def dataset_caption(run: Mapping[str, Any]) -> str:
