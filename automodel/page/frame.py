@@ -229,7 +229,7 @@ def _signature(runs: list[dict]) -> tuple:
 
 
 def _busy(run: dict) -> bool:
-    return run.get("status") in ACTIVE_STATUSES or bool(page_sections.finalizing(run))
+    return run.get("status") in ACTIVE_STATUSES or bool(jobs.finalizing(run))
 
 
 def runs_block(store: Store, runs: list[dict]) -> None:

@@ -5,9 +5,6 @@ Each is one function that lays out what ``automodel.page.views`` shapes."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -187,7 +184,7 @@ def pareto_block(store: Store, run: dict, records: list[dict], cwd: Path) -> Non
     )
     key = st.selectbox("Member of the front", list(labels), format_func=labels.get, key=f"pareto_member_{run_id}")
     done = (run.get("finalized") or {}).get(key)
-    claim = finalizing(run).get(key)
+    claim = jobs.finalizing(run).get(key)
     if done and Path(done["path"]).is_file():
         a, b = st.columns(2)
         a.metric("Test accuracy (finalized)", views.fmt_fitness(done["test_accuracy"]))
@@ -216,10 +213,7 @@ def pareto_block(store: Store, run: dict, records: list[dict], cwd: Path) -> Non
         where = f" · epoch {progress[0].get('epoch')}/{progress[0].get('epochs')}" if progress else ""
         st.info(f"Finalizing this candidate{where}…")
         if st.button("Stop finalizing", key=f"stop_finalize_{key}"):
-            try:
-                os.killpg(claim["pid"], signal.SIGTERM)
-            except (ProcessLookupError, PermissionError):
-                pass
+            jobs.stop_finalize(claim)
             st.rerun()
     elif st.button(
         "Finalize this candidate",
@@ -230,15 +224,7 @@ def pareto_block(store: Store, run: dict, records: list[dict], cwd: Path) -> Non
         "split, in its own process (it goes on if you close the tab)."
         + (" Available when the search has ended." if run.get("status") in ACTIVE_STATUSES else ""),
     ):
-        log = jobs.run_dir_for(store, run_id) / f"finalize-{key}.log"
-        jobs.launch(jobs.finalize_command(store.path, run_id, key), log, cwd=cwd)
-        deadline = time.monotonic() + 20
-        while (
-            time.monotonic() < deadline
-            and key not in finalizing(store.get_run(run_id) or {})
-            and key not in ((store.get_run(run_id) or {}).get("finalized") or {})
-        ):
-            time.sleep(0.2)
+        jobs.start_finalize(store, run_id, key, cwd=cwd)
         st.rerun(scope="app")
 
 
@@ -504,8 +490,3 @@ def _csv_bytes(store: Store, run_id: str):
         return records_csv(store.individuals(run_id))
 
     return build
-
-
-def finalizing(run: dict) -> dict:
-    """The candidates of the run being finalized now, by key, with their process ids."""
-    return {key: claim for key, claim in (run.get("finalizing") or {}).items() if jobs.pid_is_search(claim["pid"])}

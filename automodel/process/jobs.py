@@ -184,6 +184,35 @@ def finalize_command(db: Path, run_id: str, key: str) -> list[str]:
     return [sys.executable, "-m", "automodel", "finalize", run_id, "--candidate", key, "--db", str(db)]
 
 
+def finalizing(run: dict) -> dict:
+    """The candidates of the run being finalized now, by key, with their process ids."""
+    return {key: claim for key, claim in (run.get("finalizing") or {}).items() if pid_is_search(claim["pid"])}
+
+
+def start_finalize(
+    store: Store, run_id: str, key: str, *, cwd: Path, wait_s: float = 20.0, poll_s: float = 0.2
+) -> bool:
+    """Finalize candidate ``key`` in its own process (as the page does); returns once the process has
+    claimed it or finished it, or after ``wait_s`` (False)."""
+    log = run_dir_for(store, run_id) / f"finalize-{key}.log"
+    launch(finalize_command(store.path, run_id, key), log, cwd=cwd)
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        run = store.get_run(run_id) or {}
+        if key in finalizing(run) or key in (run.get("finalized") or {}):
+            return True
+        time.sleep(poll_s)
+    return False
+
+
+def stop_finalize(claim: dict) -> None:
+    """Ask a finalization process to stop (it ends between two batches)."""
+    try:
+        os.killpg(claim["pid"], signal.SIGTERM)
+    except (ProcessLookupError, PermissionError):
+        pass  # it has ended already
+
+
 # Processes this process launched, by pid, so that they are reaped when they end (no zombies
 # left behind by a long-lived page) and so the page can tell a search that died at start-up.
 _CHILDREN: dict[int, subprocess.Popen] = {}
