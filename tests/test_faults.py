@@ -108,7 +108,7 @@ def test_search_fails_with_a_clear_reason_when_the_disk_fills(tmp_path, monkeypa
             disk_full()
         return real_save(path, *args, metrics=metrics, **kwargs)
 
-    monkeypatch.setattr("automodel.evolution.loop.save_checkpoint", full_at_the_final_model)
+    monkeypatch.setattr("automodel.evolution.final.save_checkpoint", full_at_the_final_model)
     code = cli.main(
         [
             "run",
