@@ -172,7 +172,42 @@ def test_start_watch_stop_resume_and_download(tmp_path):
                 shot("best-model")
                 # The network as a diagram, the confusion matrix, and a prediction for an uploaded image.
                 open_tab("Architecture")
-                expect(page.get_by_test_id("stGraphVizChart").locator("svg").first).to_be_visible(timeout=20_000)
+                diagram = page.get_by_test_id("stGraphVizChart").locator("svg").first
+                expect(diagram).to_be_visible(timeout=20_000)
+                # What is drawn: real line breaks (no backslash printed), a node per layer, each with
+                # its layer and its shape on lines of their own.
+                node_texts = [
+                    diagram.locator("g.node").nth(i).locator("text").all_text_contents()
+                    for i in range(diagram.locator("g.node").count())
+                ]
+                assert len(node_texts) >= 4, node_texts
+                assert not any("\\" in line for lines in node_texts for line in lines), node_texts
+                assert all(len(lines) >= 2 for lines in node_texts), node_texts
+                # The learning curves beside it: two charts, each drawn at a readable height.
+                beside = (
+                    page.get_by_test_id("stHorizontalBlock")
+                    .filter(has=page.get_by_test_id("stGraphVizChart"))
+                    .get_by_test_id("stColumn")
+                    .nth(1)
+                )
+                curves = beside.locator(".vega-embed")
+                expect(curves.first).to_be_visible(timeout=20_000)
+                assert curves.count() == 2
+                for i in range(2):
+                    axes = [a.bounding_box() for a in curves.nth(i).locator("g.role-axis").all()]
+                    y_axis = max((a for a in axes if a), key=lambda a: a["height"])
+                    assert y_axis["height"] >= 150, axes  # the plotted area's height
+                    ticks = sorted(
+                        (
+                            b
+                            for b in (t.bounding_box() for t in curves.nth(i).locator("g.role-axis-label text").all())
+                            if b and b["x"] < y_axis["x"] + y_axis["width"]
+                        ),
+                        key=lambda b: b["y"],
+                    )
+                    assert len(ticks) >= 3 and all(
+                        a["y"] + a["height"] <= b["y"] + 0.5 for a, b in zip(ticks, ticks[1:])
+                    )
                 shot("architecture")
                 open_tab("Test results")
                 expect(main.get_by_text("Test results", exact=True).last).to_be_visible(timeout=20_000)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 
 import pandas as pd
 import pytest
@@ -759,3 +760,27 @@ def test_every_status_has_a_label_and_a_colour():
     assert set(views.CANDIDATE_STATUSES) == set(CandidateStatus)
     for status in RunStatus:
         assert status in views.RUN_BADGES, status
+
+
+def test_diagram_labels_break_lines_with_dot_s_own_escape_never_a_printed_backslash():
+    rows = [
+        {"layer": "Input (normalised)", "output_shape": "1×8×8", "parameters": 0},
+        {
+            "layer": 'Residual 16 filters 3×3, relu, batch norm, max pool 2×2, skip via 1×1 conv "x"',
+            "output_shape": "16×4×4",
+            "parameters": 2560,
+            "kind": "residual",
+            "skip": True,
+        },
+        {"layer": "Linear 10", "output_shape": "10", "parameters": 170},
+    ]
+    dot = views.architecture_dot(rows)
+    labels = re.findall(r'n\d+ \[label="((?:[^"\\]|\\.)*)"', dot)
+    assert len(labels) == 3
+    for label in labels:
+        # Every backslash starts an escape DOT reads (a line break or a quote); none is doubled.
+        assert "\\\\" not in label and re.fullmatch(r'(?:[^\\]|\\n|\\")*', label), label
+    assert labels[0] == "Input (normalised)\\n1×8×8"
+    lines = labels[1].split("\\n")
+    assert lines[-1] == "16×4×4 · 2,560 params" and all(len(line) <= views.LABEL_WIDTH + 2 for line in lines)
+    assert '\\"x\\"' in labels[1]  # a quote in a layer's text stays escaped

@@ -40,6 +40,7 @@ from automodel.page.views.form_model import (  # noqa: F401
 )
 from automodel.page.views.insight import (  # noqa: F401
     GENES,
+    LABEL_WIDTH,
     architecture_dot,
     confusion_chart,
     diversity_chart,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -11,6 +12,8 @@ import pandas as pd
 
 from automodel.page.views.charts import thin_points
 from automodel.page.views.labels import gen_label
+
+LABEL_WIDTH = 34  # characters per line of a diagram node, so that the diagram fits half the page's width
 
 
 def architecture_dot(rows: Sequence[Mapping[str, Any]], title: str = "") -> str:
@@ -31,9 +34,13 @@ def architecture_dot(rows: Sequence[Mapping[str, Any]], title: str = "") -> str:
     colours = {"residual": "#fdebd3", "separable": "#e3f2e1", "plain": "#eef3fa"}
     for i, row in enumerate(rows):
         params = int(row.get("parameters") or 0)
-        label = f"{row['layer']}\\n{row['output_shape']}" + (f" · {params:,} params" if params else "")
+        # Lines are joined with DOT's own line break (a backslash and n in the DOT text), after each
+        # line is escaped: escaping the joined label would print the backslash.
+        text_lines = textwrap.wrap(str(row["layer"]), LABEL_WIDTH) or [""]
+        text_lines.append(f"{row['output_shape']}" + (f" · {params:,} params" if params else ""))
+        label = "\\n".join(esc(line) for line in text_lines)
         fill = colours.get(row.get("kind"), "#f4f4f4" if i else "#ffffff")
-        lines.append(f'  n{i} [label="{esc(label)}", fillcolor="{fill}"];')
+        lines.append(f'  n{i} [label="{label}", fillcolor="{fill}"];')
         if i:
             lines.append(f"  n{i - 1} -> n{i};")
     for i, row in enumerate(rows):
@@ -65,11 +72,13 @@ def learning_curves(records: Iterable[Mapping[str, Any]], labels: Sequence[str] 
     return pd.DataFrame.from_records(rows, columns=["Candidate", "Epoch", "Validation accuracy", "Training loss"])
 
 
-def learning_curve_charts(curves: pd.DataFrame, height: int = 200) -> tuple[alt.Chart, alt.Chart]:
-    """Validation accuracy and training loss per epoch, one line per candidate (two charts)."""
+def learning_curve_charts(curves: pd.DataFrame, height: int = 260) -> tuple[alt.Chart, alt.Chart]:
+    """Validation accuracy and training loss per epoch, one line per candidate (two charts). The
+    legend sits on the right: below the plot, Streamlit's layout takes its room out of the plot's
+    height, which left a strip a few pixels tall."""
     base = alt.Chart(curves).encode(
         x=alt.X("Epoch:Q", axis=alt.Axis(tickMinStep=1, format="d")),
-        color=alt.Color("Candidate:N", legend=alt.Legend(orient="bottom", title=None)),
+        color=alt.Color("Candidate:N", legend=alt.Legend(orient="right", title=None)),
     )
     accuracy = (
         base.mark_line(point=True)
