@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,6 +37,7 @@ from automodel.errors import (
 )
 from automodel.process import jobs
 from automodel.store import ACTIVE_STATUSES, Store, default_db_path
+from automodel.store.records import CandidateRecord, RunRecord
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -84,7 +85,7 @@ def claim(store: Store, run_id: str, config: Config) -> bool:
         existing = store.get_run(run_id)
         if existing is None:
             store.claim_run_slot(run_id, config.to_dict(), jobs.is_alive, total_generations=config.generations)
-        elif not is_reservation(store, existing):
+        elif not jobs.is_new_claim(store, existing):
             raise RunError(f"run {run_id} already exists in {store.path}; use `resume {run_id}` or another run id.")
         elif existing.get("stop_requested"):
             store.update_run(run_id, status="stopped", ended_at=time.time())
@@ -135,7 +136,7 @@ def evaluator_factory(config: Config):
     return ray_evaluator_factory(config)
 
 
-def pareto_members(records: list[dict], objectives: list[str]) -> list[dict]:
+def pareto_members(records: Sequence[CandidateRecord], objectives: list[str]) -> list[dict[str, Any]]:
     """The non-dominated fully trained candidates of ``records``, as ``show --json`` gives them."""
     from automodel.evolution.pareto import pareto_front
 
@@ -159,16 +160,6 @@ def mark_failed(store: Store, run_id: str, reason: str) -> None:
         store.update_run(run_id, status="failed", pid=None, reason=reason)
     except StoreError:
         pass  # the store itself cannot be written (full disk); `list` will show it interrupted
-
-
-def is_reservation(store: Store, run: dict) -> bool:
-    """A run the page claimed (no process yet, nothing recorded); a stop may already be asked."""
-    return (
-        run.get("status") in ACTIVE_STATUSES
-        and run.get("pid") is None
-        and not run.get("started_at")
-        and not store.individuals(run["run_id"])
-    )
 
 
 def check_run_id(run_id: str) -> None:
@@ -221,7 +212,7 @@ class Run:
         )
 
     @property
-    def record(self) -> dict:
+    def record(self) -> RunRecord:
         """The run's record as stored (liveness reconciled: a run whose process died reads interrupted)."""
         jobs.reconcile(self.store)
         return self.store.get_run(self.run_id) or {}
@@ -238,13 +229,14 @@ class Run:
     def best(self) -> Best | None:
         """The best candidate so far (None before the first finishes)."""
         record = self.record
-        if not record.get("best_genome"):
+        genome = record.get("best_genome")
+        if not genome:
             return None
         from automodel.evolution.genome import Genome
 
         path = record.get("best_model_path")
         return Best(
-            Genome.from_dict(record["best_genome"]),
+            Genome.from_dict(genome),
             record.get("best_fitness"),
             record.get("test_accuracy"),
             Path(path) if path else None,
@@ -267,7 +259,7 @@ class Run:
 
         return pd.DataFrame(self.store.generations(self.run_id))
 
-    def pareto(self) -> list[dict]:
+    def pareto(self) -> list[dict[str, Any]]:
         """With several objectives, the non-dominated fully trained candidates (``show --json``'s ``pareto``)."""
         return pareto_members(self.store.individuals(self.run_id), self.config.objectives)
 

@@ -142,7 +142,7 @@ def test_settings_a_person_gave_are_kept_by_the_plan():
 
 
 class TimedFakeEvaluator:
-    """Probes take 0.01 s a step; candidates score by width and report 0.05 s an epoch."""
+    """Probes take 0.01 s per 16 images a step; candidates score by width and report 0.05 s an epoch."""
 
     workers = 2
 
@@ -154,7 +154,7 @@ class TimedFakeEvaluator:
         for task in tasks:
             self.tasks.append(task)
             if task.probe_steps is not None:
-                on_result(task, TrainResult("probed", 0.0, step_seconds=0.01))
+                on_result(task, TrainResult("probed", 0.0, step_seconds=0.01 * self.settings.batch_size / 16))
                 continue
             epochs = task.pause_after or task.epochs
             history = [{"epoch": e + 1, "train_loss": 1.0, "val_accuracy": 0.5, "seconds": 0.05} for e in range(epochs)]

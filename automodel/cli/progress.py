@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
+from typing import Any
 
 from tqdm import tqdm
 
@@ -62,7 +64,7 @@ class BarReporter(Reporter):
         bar.n = (info["epoch"] - 1) * info["batches"] + info["batch"]
         bar.set_postfix(epoch=f"{info['epoch']}/{info['epochs']}", loss=f"{info['loss']:.4f}", refresh=True)
 
-    def candidate_done(self, task: Task, record: dict) -> None:
+    def candidate_done(self, task: Task, record: Mapping[str, Any]) -> None:
         bar = self.batches.pop(task.worker_label, None)
         self.positions.pop(task.worker_label, None)
         if bar is not None:

@@ -15,9 +15,10 @@ import random
 import socket
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
+from typing import Any, cast
 
 import torch
 
@@ -51,7 +52,7 @@ from automodel.evolution.warm_start import warm_start_genomes
 from automodel.process.jobs import Heartbeat, run_dir_for
 from automodel.process.stop import StopSignal
 from automodel.store import Store
-from automodel.store.records import CandidateStatus
+from automodel.store.records import CandidateRecord, CandidateStatus, RunRecord
 from automodel.tracking import BackgroundTracker
 from automodel.training.inheritance import WeightStore, choose_parent
 from automodel.training.model import measure_cost
@@ -74,7 +75,7 @@ FALLBACK_STEP_S = 0.05  # seconds per step when no probe could be timed (every o
 PARTIAL = CandidateStatus.PARTIAL  # trained to a lower rung; waits for the rest of its rung to be ranked
 
 
-def _rank(record: dict) -> tuple:
+def _rank(record: Mapping[str, Any]) -> tuple:
     """Best first: higher fitness, then the earlier (generation, index) — the order the local back
     end records in — so the best genome does not depend on the order results arrive in (Ray)."""
     return record["fitness"], -record["generation"], -record["index"]
@@ -85,7 +86,7 @@ class Reporter:
 
     def generation_started(self, generation: int, generations: int, todo: int, population: int) -> None: ...
     def candidate_progress(self, task: Task, info: dict) -> None: ...
-    def candidate_done(self, task: Task, record: dict) -> None: ...
+    def candidate_done(self, task: Task, record: Mapping[str, Any]) -> None: ...
     def generation_done(self, record: dict) -> None: ...
     def message(self, text: str) -> None: ...
     def data_progress(self, done: int, total: int) -> None: ...
@@ -114,11 +115,11 @@ class Search:
         self.evaluator_factory = evaluator_factory
         self.stop = StopSignal(store, run_id)
         self.space = config.space
-        self._cache: dict[str, dict] = {}  # genome key → its record at the highest rung reached
+        self._cache: dict[str, CandidateRecord] = {}  # genome key → its record at the highest rung reached
         self._checkpoints: dict[str, Checkpoint] = {}  # genome key → its training paused at a lower rung
         self._costs: dict[str, tuple[int, int]] = {}  # genome key → (parameters, MACs)
         self._finished: set[tuple[int, int]] = set()  # (generation, index) of tasks whose result came in
-        self._best: dict | None = None
+        self._best: CandidateRecord | None = None
         self.data: ImageData | None = None
         self.plan: Plan | None = None  # with a time budget: what it became
         self._progress_writes = Throttle(0.25)  # store writes of live progress, per worker label
@@ -231,7 +232,7 @@ class Search:
         self.store.update_run(self.run_id, tracking=tracking)
         self.tracker = None
 
-    def _load_data(self, run: dict) -> ImageData:
+    def _load_data(self, run: RunRecord) -> ImageData:
         """The run's dataset, at the image size it was first decoded at (a resume on another machine
         keeps it), from the run's decoded cache when the files have not changed."""
         c = self.config
@@ -285,8 +286,8 @@ class Search:
     def _follow_plan(self, evaluator: Evaluator) -> None:
         """Plan the run from its budget (once: a resumed run keeps its plan) and set the config from it."""
         run = self.store.get_run(self.run_id) or {}
-        if run.get("plan"):
-            self.plan = Plan.from_dict(run["plan"])
+        if recorded := run.get("plan"):
+            self.plan = Plan.from_dict(recorded)
         else:
             plan = self._make_plan(evaluator)
             if plan is None:  # stopped while timing
@@ -339,7 +340,7 @@ class Search:
             reduction_factor=c.reduction_factor,
             given=given,
             fidelities_for=lambda epochs, low: replace(c, epochs=epochs, min_epochs=min(low, epochs)).fidelities(
-                steps_per_epoch=steps_per_epoch
+                train_size=len(data.train_x)
             ),
         )
 
@@ -358,7 +359,7 @@ class Search:
         times = [g["seconds"] for g in self.store.generations(self.run_id)]
         return bool(times) and self._elapsed() + statistics.fmean(times) > self.config.time_budget_s
 
-    def _final_continues(self, best: dict, epochs: int) -> bool:
+    def _final_continues(self, best: Mapping[str, Any], epochs: int) -> bool:
         """Whether the final training starts from the winner's trained weights (when the run kept
         them): asked for (search), or auto. Continuing beat a fresh start in every measured pair
         (bench/RESULTS.md §13 and §14: at 3×, 5× and 20×T, finals of 4 to 30 epochs), most of all when
@@ -412,11 +413,10 @@ class Search:
         return epochs, threads
 
     def fidelities(self) -> list[int]:
-        """The run's successive-halving rungs, in epochs, for its training set and batch size."""
+        """The run's successive-halving rungs, in epochs, for its training set."""
         if self.data is None:
             return self.config.fidelities()
-        batch = resolve_batch_size(self.config.batch_size, len(self.data.train_x))
-        return self.config.fidelities(steps_per_epoch=max(1, len(self.data.train_x) // batch))
+        return self.config.fidelities(train_size=len(self.data.train_x))
 
     def max_macs(self) -> int:
         return resolve_max_macs(self.config.max_macs, self.dataset.input_shape)
@@ -491,13 +491,16 @@ class Search:
         the best of the runs it starts from (``warm_start``), else the plain reference CNN."""
         warm = self.warm_genomes()
         genome = warm[0] if warm else self.fit(reference_genome(self.space))
-        self._best = {
-            "genome": genome.to_dict(),
-            "key": genome.key(),
-            "summary": genome.summary(),
-            "fitness": None,
-            "status": OK,
-        }
+        self._best = cast(  # not a trained candidate: its fitness is unknown until the final training
+            CandidateRecord,
+            {
+                "genome": genome.to_dict(),
+                "key": genome.key(),
+                "summary": genome.summary(),
+                "fitness": None,
+                "status": OK,
+            },
+        )
         self.store.update_run(
             self.run_id, best_key=genome.key(), best_summary=genome.summary(), best_genome=genome.to_dict()
         )
@@ -724,9 +727,9 @@ class Search:
         if not self.config.prune:
             return None
         scores = [
-            r["first_epoch_fitness"]
+            score
             for r in self.store.individuals(self.run_id)
-            if r["generation"] < generation and r.get("first_epoch_fitness") is not None
+            if r["generation"] < generation and (score := r.get("first_epoch_fitness")) is not None
         ]
         if len(scores) < self.config.population:
             return 0.0  # too few earlier scores: measure the first epoch, prune nothing yet
@@ -797,8 +800,10 @@ class Search:
             # with its task's worker_label; a finished candidate's progress record goes away.
             self.store.clear_progress(self.run_id, task.worker_label)
 
-    def _record(self, generation: int, index: int, genome: Genome, outcome: dict, cached: bool) -> dict:
-        record = {
+    def _record(
+        self, generation: int, index: int, genome: Genome, outcome: Mapping[str, Any], cached: bool
+    ) -> CandidateRecord:
+        record: CandidateRecord = {
             "run_id": self.run_id,
             "generation": generation,
             "index": index,
@@ -856,7 +861,7 @@ class Search:
                 self._cache[Genome.from_dict(record["genome"]).key()] = record
             self._update_best(record)
 
-    def _update_best(self, record: dict) -> None:
+    def _update_best(self, record: CandidateRecord) -> None:
         """The best is the fittest fully trained candidate (a pruned one's partial score does not count)."""
         if record["status"] == "ok" and (self._best is None or _rank(record) > _rank(self._best)):
             self._best = record
@@ -870,7 +875,7 @@ class Search:
                 best_index=record["index"],
             )
 
-    def _furthest_trained(self) -> dict | None:
+    def _furthest_trained(self) -> CandidateRecord | None:
         """When no candidate trained all its epochs (a budget that ran out inside the top rung), the
         winner is the fittest of those that trained furthest, compared at equal fidelity; None when
         every candidate failed."""

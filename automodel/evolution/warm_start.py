@@ -29,9 +29,8 @@ def warm_start_genomes(store: Store, run_ids: Sequence[str], limit: int) -> list
             (r for r in store.individuals(run_id) if r["status"] in SCORED and r.get("fitness")),
             key=lambda r: (-(r.get("epochs") or 0), -r["fitness"], r["generation"], r["index"]),
         )
-        genomes = ([Genome.from_dict(run["best_genome"])] if run.get("best_genome") else []) + [
-            Genome.from_dict(r["genome"]) for r in scored
-        ]
+        best = run.get("best_genome")
+        genomes = ([Genome.from_dict(best)] if best else []) + [Genome.from_dict(r["genome"]) for r in scored]
         if not genomes:
             raise ConfigError(
                 f"warm_start names run {run_id!r}, which has no trained candidate yet; give runs "

@@ -25,12 +25,13 @@ from automodel.evolution.genome import Genome
 from automodel.process.jobs import pid_is_search, run_dir_for
 from automodel.process.stop import StopSignal
 from automodel.store import Store
+from automodel.store.records import CandidateRecord, RunRecord
 from automodel.training.trainer import DeviceData, TrainResult, resolve_device
 
 WAIT_POLL_S = 0.5
 
 
-def candidate_record(store: Store, run_id: str, key: str) -> dict:
+def candidate_record(store: Store, run_id: str, key: str) -> CandidateRecord:
     """The fully trained record of candidate ``key`` in the run, or a FinalizeError saying why not."""
     rows = [r for r in store.individuals(run_id) if r["key"] == key or Genome.from_dict(r["genome"]).key() == key]
     trained = [r for r in rows if r["status"] == "ok" and not r.get("cached")] or [
@@ -61,14 +62,12 @@ def finalize_candidate(
     """Finalize candidate ``key``; returns its record under the run's ``finalized``, plus
     ``status``: ``done`` (already finalized), ``finalized`` (trained now), ``waited`` (another
     process trained it) or ``stopped``."""
-    run = store.get_run(run_id)
-    if run is None:
-        raise FinalizeError(no_run_message(run_id, store.path))
+    run = _run(store, run_id)
     record = candidate_record(store, run_id, key)
     key = record["key"]
     while True:
         with store.locked():
-            run = store.get_run(run_id)
+            run = _run(store, run_id)
             done = (run.get("finalized") or {}).get(key)
             if done and Path(done["path"]).is_file():
                 return {**done, "status": "done"}
@@ -81,7 +80,7 @@ def finalize_candidate(
         deadline = time.monotonic() + wait_timeout_s
         while time.monotonic() < deadline and pid_is_search(holder["pid"]):
             time.sleep(WAIT_POLL_S)
-        done = (store.get_run(run_id).get("finalized") or {}).get(key)
+        done = (_run(store, run_id).get("finalized") or {}).get(key)
         if done and Path(done["path"]).is_file():
             return {**done, "status": "waited"}
         # the other process stopped or died without finishing: train it here
@@ -89,13 +88,22 @@ def finalize_candidate(
         return _train_and_keep(store, run_id, run, record, data_dir, on_progress)
     finally:
         with store.locked():
-            claims = dict(store.get_run(run_id).get("finalizing") or {})
-            claims.pop(key, None)
-            store.update_run(run_id, finalizing=claims)
+            now = store.get_run(run_id)
+            if now is not None:  # deleted meanwhile: nothing left to release
+                claims = dict(now.get("finalizing") or {})
+                claims.pop(key, None)
+                store.update_run(run_id, finalizing=claims)
         store.clear_progress(run_id, f"finalize-{key}")
 
 
-def _train_and_keep(store: Store, run_id: str, run: dict, record: dict, data_dir, on_progress) -> dict:
+def _run(store: Store, run_id: str) -> RunRecord:
+    run = store.get_run(run_id)
+    if run is None:
+        raise FinalizeError(no_run_message(run_id, store.path))
+    return run
+
+
+def _train_and_keep(store: Store, run_id: str, run: RunRecord, record: CandidateRecord, data_dir, on_progress) -> dict:
     config = Config.from_dict(run["config"])
     key = record["key"]
     stop = StopSignal().install()  # SIGTERM or Ctrl-C end it between two batches
@@ -163,7 +171,7 @@ def _train_and_keep(store: Store, run_id: str, run: dict, record: dict, data_dir
         "finalized_at": time.time(),
     }
     with store.locked():
-        finalized = dict(store.get_run(run_id).get("finalized") or {})
+        finalized = dict(_run(store, run_id).get("finalized") or {})
         finalized[key] = entry
         store.update_run(run_id, finalized=finalized)
     return {**entry, "status": "finalized"}

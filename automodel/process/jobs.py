@@ -14,12 +14,14 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from automodel.errors import no_run_message
 from automodel.store import ACTIVE_STATUSES, RunActiveError, Store, StoreError
+from automodel.store.records import RunRecord
 
 
 def new_run_id() -> str:
@@ -62,7 +64,7 @@ def _is_zombie(pid: int) -> bool:
         return False
 
 
-def is_alive(run: dict, now: float | None = None) -> bool:
+def is_alive(run: Mapping[str, Any], now: float | None = None) -> bool:
     """Whether the run's search process is still there.
 
     A search process records a heartbeat every ``HEARTBEAT_S``: a run whose heartbeat is older than
@@ -111,7 +113,7 @@ class Heartbeat:
                 pass  # a full disk: the search reports it on its own next write
 
 
-def reconcile(store: Store) -> list[dict]:
+def reconcile(store: Store) -> list[RunRecord]:
     """Mark active runs whose process has died as interrupted; returns all runs, fresh."""
     runs = store.list_runs()
     changed = False
@@ -135,7 +137,7 @@ def reconcile(store: Store) -> list[dict]:
     return store.list_runs() if changed else runs
 
 
-def claim_resume(store: Store, run_id: str) -> dict:
+def claim_resume(store: Store, run_id: str) -> RunRecord:
     """Atomically mark a stopped, interrupted or failed run as resuming (no process yet).
 
     Raises :class:`StoreError` with one sentence when the run cannot resume: unknown, already
@@ -160,9 +162,21 @@ def claim_resume(store: Store, run_id: str) -> dict:
         )
 
 
-def is_claim(run: dict) -> bool:
-    """A run claimed by Start or Resume whose search process has not taken it over yet."""
-    return run.get("status") in ACTIVE_STATUSES and run.get("pid") is None and is_alive(run)
+def is_claimed_only(run: Mapping[str, Any]) -> bool:
+    """Claimed by Start or Resume (or ``automodel.search``), not yet taken over by a search process:
+    the one rule the two below refine."""
+    return run.get("status") in ACTIVE_STATUSES and run.get("pid") is None
+
+
+def is_claim(run: Mapping[str, Any]) -> bool:
+    """A claimed run whose search process may still come: within the grace period after the claim."""
+    return is_claimed_only(run) and is_alive(run)
+
+
+def is_new_claim(store: Store, run: Mapping[str, Any]) -> bool:
+    """A claim for a new run, however old: nothing started or recorded yet, so a process starting the
+    run may take it over (a stop may already be asked)."""
+    return is_claimed_only(run) and not run.get("started_at") and not store.individuals(run["run_id"])
 
 
 def search_command(
@@ -184,7 +198,7 @@ def finalize_command(db: Path, run_id: str, key: str) -> list[str]:
     return [sys.executable, "-m", "automodel", "finalize", run_id, "--candidate", key, "--db", str(db)]
 
 
-def finalizing(run: dict) -> dict:
+def finalizing(run: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """The candidates of the run being finalized now, by key, with their process ids."""
     return {key: claim for key, claim in (run.get("finalizing") or {}).items() if pid_is_search(claim["pid"])}
 
@@ -261,7 +275,7 @@ def log_tail(path: Path, max_lines: int = 30, max_bytes: int = 16_384) -> str:
     return "\n".join([line for line in lines if line.strip()][-max_lines:])
 
 
-def request_stop(store: Store, run_id: str, timeout_s: float = 10.0, poll_s: float = 0.1) -> dict:
+def request_stop(store: Store, run_id: str, timeout_s: float = 10.0, poll_s: float = 0.1) -> RunRecord:
     """Ask a run to stop (store flag + SIGTERM to its process group) and wait for it to end."""
     store.request_stop(run_id)
     run = store.get_run(run_id) or {}
@@ -346,7 +360,7 @@ def resume_search(store: Store, run_id: str, *, data_dir: Path, cwd: Path) -> La
     return Launch(run_id, proc.pid, since)
 
 
-def settle_launch(store: Store, run: dict, pending: Launch, grace_s: float) -> tuple[bool, str | None]:
+def settle_launch(store: Store, run: Mapping[str, Any], pending: Launch, grace_s: float) -> tuple[bool, str | None]:
     """(still on its way, a message for the person): whether a launched search has yet to take its
     run over. One that exited or never showed up within ``grace_s`` leaves the run failed with the
     last line of its log as the reason."""
@@ -374,7 +388,7 @@ def settle_launch(store: Store, run: dict, pending: Launch, grace_s: float) -> t
     return False, None
 
 
-def stop_search(store: Store, run_id: str, pending: Launch | None, timeout_s: float = 5.0) -> dict:
+def stop_search(store: Store, run_id: str, pending: Launch | None, timeout_s: float = 5.0) -> RunRecord:
     """Ask the run to stop and wait a little; a run whose launched process already exited before it
     took the run over is marked stopped at once. Returns the run as it is then."""
     run = request_stop(store, run_id, timeout_s=timeout_s)

@@ -111,3 +111,34 @@ class RunRecord(TypedDict, total=False):
     test_accuracy: float | None
     plan: dict[str, Any] | None
     tracking: dict[str, Any] | None
+    # Where the search process runs and how it was started or stopped.
+    claimed_at: float
+    resumed_at: float
+    heartbeat_at: float
+    stop_requested: bool
+    data_dir: str
+    device: str
+    workers: int
+    threads_per_worker: int
+    elapsed_s: float
+    # The data, as the search resolved and loaded it.
+    image_size: list[Any]  # [longer side, or None for the images' own; its cap] (config.resolve_image_size)
+    input_shape: list[int]
+    classes: list[str]
+    train_size: int
+    val_size: int
+    test_size: int
+    skipped_images: int
+    ignored_files: int
+    data: dict[str, Any]  # classes with counts, splits, skipped and ignored names (``ImageData.describe``)
+    loading: dict[str, int] | None  # images decoded so far: done, total
+    warm_genomes: list[dict[str, Any]]
+    # The winner and its final training.
+    best_generation: int
+    best_index: int
+    test_report: dict[str, Any]
+    final_history: list[dict[str, Any]]
+    final_seconds: float
+    final_start: str  # scratch or search: where the final training's weights started
+    finalizing: dict[str, dict[str, Any]]  # candidate key -> the process finalizing it
+    finalized: dict[str, dict[str, Any]]  # candidate key -> its final model

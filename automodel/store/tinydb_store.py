@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from tinydb import TinyDB, where
 from tinydb.queries import QueryLike
@@ -46,7 +46,7 @@ from tinydb.table import Table
 
 from automodel.errors import RunActiveError, StoreError, no_run_message  # noqa: F401  (defined with the other errors, re-exported)
 from automodel.store.files import process_lock, write_atomically
-from automodel.store.records import ACTIVE_RUN_STATUSES, RunStatus
+from automodel.store.records import ACTIVE_RUN_STATUSES, CandidateRecord, GenerationRecord, RunRecord, RunStatus
 
 __all__ = [
     "RUN_STATUSES",
@@ -325,7 +325,7 @@ def _remove_where(table: dict[str, dict[str, Any]], cond: QueryLike) -> None:
         del table[doc_id]
 
 
-def _put_individuals(group: list[dict[str, Any]], tables: RawTables) -> None:
+def _put_individuals(group: list[Mapping[str, Any]], tables: RawTables) -> None:
     _put_all(tables.setdefault("individuals", {}), group, _individual_key)
 
 
@@ -405,7 +405,7 @@ class Store:
 
     # ----------------------------------------------------------------------- runs
 
-    def create_run(self, run_id: str, config: dict, **fields: Any) -> dict:
+    def create_run(self, run_id: str, config: dict, **fields: Any) -> RunRecord:
         """Add a run with status "running" and ``created_at`` now; StoreError if it exists."""
         run = {"run_id": run_id, "config": config, "status": "running", "created_at": time.time(), **fields}
         _check_status(run)
@@ -417,26 +417,26 @@ class Store:
             runs[next(_new_ids(runs))] = run
 
         self._main.mutate(insert)
-        return dict(run)
+        return cast(RunRecord, dict(run))
 
-    def update_run(self, run_id: str, **fields: Any) -> dict:
+    def update_run(self, run_id: str, **fields: Any) -> RunRecord:
         """Merge ``fields`` into the run and return the new record; StoreError if missing."""
         _check_status(fields)
 
-        def merge(tables: RawTables) -> dict:
+        def merge(tables: RawTables) -> RunRecord:
             run = self._run_in(tables, run_id)
             run.update(fields)
-            return dict(run)
+            return cast(RunRecord, dict(run))
 
         return self._main.mutate(merge)
 
-    def get_run(self, run_id: str) -> dict | None:
+    def get_run(self, run_id: str) -> RunRecord | None:
         """The run's record, or None."""
-        return self._main.get("runs", where("run_id") == run_id)
+        return cast("RunRecord | None", self._main.get("runs", where("run_id") == run_id))
 
-    def list_runs(self) -> list[dict]:
+    def list_runs(self) -> list[RunRecord]:
         """All runs, oldest first."""
-        runs = [dict(doc) for doc in self._main.table("runs").all()]
+        runs = [cast(RunRecord, dict(doc)) for doc in self._main.table("runs").all()]
         return sorted(runs, key=lambda run: (run.get("created_at", 0.0), run["run_id"]))
 
     def delete_run(self, run_id: str) -> None:
@@ -459,7 +459,9 @@ class Store:
                 shutil.rmtree(folder, ignore_errors=True)
             self._live.mutate(remove)
 
-    def claim_run_slot(self, run_id: str, config: dict, is_alive: Callable[[dict], bool], **fields: Any) -> dict:
+    def claim_run_slot(
+        self, run_id: str, config: dict, is_alive: Callable[[RunRecord], bool], **fields: Any
+    ) -> RunRecord:
         """Create the run unless another active run is alive: check and create under one lock.
 
         ``is_alive(run)`` tells whether an active-looking run still has a live process (a run
@@ -485,11 +487,11 @@ class Store:
 
     # ----------------------------------------------------------------------- individuals
 
-    def add_individual(self, record: dict) -> None:
+    def add_individual(self, record: Mapping[str, Any]) -> None:
         """Save one individual, replacing any with the same (run_id, generation, index)."""
         self.add_individuals([record])
 
-    def add_individuals(self, records: Iterable[dict]) -> None:
+    def add_individuals(self, records: Iterable[Mapping[str, Any]]) -> None:
         """Save many individuals (e.g. a whole generation); same replace rule. Each record goes to
         its run and generation's own file, so the cost does not grow with the run."""
         records = list(records)
@@ -498,8 +500,8 @@ class Store:
         self._migrate_legacy_individuals()
         self._write_individuals(records)
 
-    def _write_individuals(self, records: list[dict]) -> None:
-        groups: dict[tuple[str, int], list[dict]] = {}
+    def _write_individuals(self, records: list[Mapping[str, Any]]) -> None:
+        groups: dict[tuple[str, int], list[Mapping[str, Any]]] = {}
         for record in records:
             groups.setdefault((record["run_id"], int(record["generation"])), []).append(record)
         for (run_id, generation), group in groups.items():
@@ -507,7 +509,7 @@ class Store:
             _make_folder(database.path.parent)
             database.mutate(partial(_put_individuals, group))
 
-    def individuals(self, run_id: str, generation: int | None = None) -> list[dict]:
+    def individuals(self, run_id: str, generation: int | None = None) -> list[CandidateRecord]:
         """The run's individuals (optionally one generation's), sorted by (generation, index)."""
         self._migrate_legacy_individuals()
         folder = self._run_folder(run_id)
@@ -523,7 +525,7 @@ class Store:
         for path in paths:
             if path.exists():
                 found += self._generation_file(run_id, int(path.stem)).search("individuals", mine)
-        return sorted(found, key=lambda doc: (doc["generation"], doc["index"]))
+        return cast(list[CandidateRecord], sorted(found, key=lambda doc: (doc["generation"], doc["index"])))
 
     def _run_folder(self, run_id: str) -> Path:
         name = "".join(ch if ch.isalnum() or ch in "-_." else f"%{ord(ch):02x}" for ch in str(run_id))
@@ -559,15 +561,15 @@ class Store:
 
     # ----------------------------------------------------------------------- generations
 
-    def add_generation(self, record: dict) -> None:
+    def add_generation(self, record: Mapping[str, Any]) -> None:
         """Save one generation's summary, replacing any with the same (run_id, generation)."""
         _require(record, ("run_id", "generation"), "generation")
         self._main.mutate(lambda tables: _put_all(tables.setdefault("generations", {}), [record], _generation_key))
 
-    def generations(self, run_id: str) -> list[dict]:
+    def generations(self, run_id: str) -> list[GenerationRecord]:
         """The run's generation summaries, sorted by generation."""
         found = self._main.search("generations", where("run_id") == run_id)
-        return sorted(found, key=lambda doc: doc["generation"])
+        return cast(list[GenerationRecord], sorted(found, key=lambda doc: doc["generation"]))
 
     # ----------------------------------------------------------------------- live progress
 

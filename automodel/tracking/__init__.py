@@ -11,21 +11,23 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 from automodel.errors import first_line
+
+Record = Mapping[str, Any]  # a run, candidate or generation record (automodel.store.records), read only
 
 
 class Tracker(Protocol):
     """What a search tells a tracker. Every method may be called again for a record already sent
     (a resume replays the records): a back end logs each thing once."""
 
-    def start(self, run: dict, individuals: list[dict], generations: list[dict]) -> dict: ...
-    def candidate(self, record: dict) -> None: ...
-    def generation(self, record: dict) -> None: ...
-    def finish(self, run: dict, run_dir: Path) -> None: ...
+    def start(self, run: Record, individuals: Sequence[Record], generations: Sequence[Record]) -> dict: ...
+    def candidate(self, record: Record) -> None: ...
+    def generation(self, record: Record) -> None: ...
+    def finish(self, run: Record, run_dir: Path) -> None: ...
 
 
 class BackgroundTracker:
@@ -44,16 +46,16 @@ class BackgroundTracker:
         self._thread = threading.Thread(target=self._drain, name=f"automodel-{name}", daemon=True)
         self._thread.start()
 
-    def start(self, run: dict, individuals: list[dict], generations: list[dict]) -> None:
+    def start(self, run: Record, individuals: Sequence[Record], generations: Sequence[Record]) -> None:
         self._queue.put(("start", (run, individuals, generations)))
 
-    def candidate(self, record: dict) -> None:
+    def candidate(self, record: Record) -> None:
         self._queue.put(("candidate", (record,)))
 
-    def generation(self, record: dict) -> None:
+    def generation(self, record: Record) -> None:
         self._queue.put(("generation", (record,)))
 
-    def finish(self, run: dict, run_dir: Path) -> None:
+    def finish(self, run: Record, run_dir: Path) -> None:
         self._queue.put(("finish", (run, run_dir)))
 
     def close(self, timeout_s: float = 60.0) -> bool:

@@ -22,8 +22,11 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from automodel.tracking import Record
 
 RUN_TAG = "automodel.run_id"
 KIND_TAG = "automodel.kind"  # search or candidate
@@ -94,7 +97,7 @@ class MlflowTracker:
         self.generations_logged: set[int] = set()
 
     # ------------------------------------------------------------------ the run
-    def start(self, run: dict, individuals: list[dict], generations: list[dict]) -> dict:
+    def start(self, run: Record, individuals: Sequence[Record], generations: Sequence[Record]) -> dict:
         """Open (or find again) the run's MLflow run, then log whatever of the records is not there yet."""
         self.experiment_id = self._experiment()
         found = self.client.search_runs(
@@ -129,7 +132,7 @@ class MlflowTracker:
             "run_id": self.parent,
         }
 
-    def generation(self, record: dict) -> None:
+    def generation(self, record: Record) -> None:
         generation = int(record["generation"])
         if generation in self.generations_logged:
             return
@@ -140,7 +143,7 @@ class MlflowTracker:
         )
         self.generations_logged.add(generation)
 
-    def finish(self, run: dict, run_dir: Path) -> None:
+    def finish(self, run: Record, run_dir: Path) -> None:
         status = run.get("status")
         self._log_metrics(
             self.parent, {name: run[name] for name in RUN_METRICS if isinstance(run.get(name), (int, float))}, step=0
@@ -158,7 +161,7 @@ class MlflowTracker:
         self.client.set_terminated(self.parent, status=mlflow_status)
 
     # ------------------------------------------------------------------ candidates
-    def candidate(self, record: dict) -> None:
+    def candidate(self, record: Record) -> None:
         """One candidate's child run; a record seen again adds only the epochs trained since."""
         key = (int(record["generation"]), int(record["index"]))
         history = [p for p in record.get("history") or [] if p.get("epoch") is not None]
@@ -272,7 +275,7 @@ class MlflowTracker:
         for i in range(0, len(items), METRIC_BATCH):
             self.client.log_batch(run_id, metrics=items[i : i + METRIC_BATCH])
 
-    def _log_model(self, run: dict, run_dir: Path) -> None:
+    def _log_model(self, run: Record, run_dir: Path) -> None:
         from automodel.training.export import export_onnx
 
         checkpoint = Path(run.get("best_model_path") or run_dir / "best.pt")
