@@ -208,6 +208,9 @@ def test_start_watch_stop_resume_and_download(tmp_path):
                         start, size = ("y", "height") if vertical else ("x", "width")
                         boxes.sort(key=lambda b: b[start])
                         assert all(a[start] + a[size] <= b[start] + 0.5 for a, b in zip(boxes, boxes[1:])), boxes
+                # The best network's curves go on with its final training's loss, a series of its own.
+                legend = curves.nth(1).locator("g.role-legend-label text").all_text_contents()
+                assert "final training" in legend, legend
                 shot("architecture")
                 open_tab("Test results")
                 expect(main.get_by_text("Test results", exact=True).last).to_be_visible(timeout=20_000)

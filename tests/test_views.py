@@ -637,6 +637,22 @@ def test_learning_curves_and_their_charts():
     assert loss.to_dict()["encoding"]["y"]["field"] == "Training loss"
 
 
+def test_the_final_training_is_drawn_as_a_loss_curve_of_its_own():
+    assert views.final_training_curve({"final_history": []}) is None and views.final_training_curve({}) is None
+    run = {
+        "final_history": [
+            {"epoch": 1, "train_loss": 1.5, "val_accuracy": None},
+            {"epoch": 2, "train_loss": 0.9, "val_accuracy": 0.93},  # the test accuracy, scored at its end
+        ]
+    }
+    final = views.final_training_curve(run)
+    best = make_individual(0, 0, 0.8, history=[{"epoch": 1, "train_loss": 2.0, "val_accuracy": 0.5}])
+    curves = views.learning_curves([best, final], ["the best", views.FINAL_CURVE])
+    mine = curves[curves["Candidate"] == views.FINAL_CURVE]
+    assert list(mine["Training loss"]) == [1.5, 0.9]
+    assert mine["Validation accuracy"].isna().all(), "a test score must not be drawn as validation accuracy"
+
+
 def test_genes_against_fitness_compare_equal_epochs_only():
     genome = {
         "conv": [

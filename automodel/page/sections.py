@@ -268,11 +268,23 @@ def architecture_block(run: dict, records: list[dict]) -> None:
     with right:
         shown = [r for r in (record, best) if r is not None]
         shown = list({id(r): r for r in shown}.values())
-        curves = views.learning_curves(shown, ["this network" if r is record else "the best" for r in shown])
+        labels = ["this network" if r is record else "the best" for r in shown]
+        final = views.final_training_curve(run) if choice == "best" else None
+        if final is not None:
+            shown, labels = [*shown, final], [*labels, views.FINAL_CURVE]
+        curves = views.learning_curves(shown, labels)
         if curves.empty:
             st.caption("No learning curve recorded for this candidate.")
         else:
-            st.caption("Learning curve: validation accuracy and training loss after each epoch.")
+            st.caption(
+                "Learning curve: validation accuracy and training loss after each epoch"
+                + (
+                    "; the final training (on training and validation images, so no validation accuracy) "
+                    "shows its training loss."
+                    if final is not None
+                    else "."
+                )
+            )
             accuracy, loss = views.learning_curve_charts(curves)
             st.altair_chart(accuracy, key=f"curves_acc_{run_id}")
             st.altair_chart(loss, key=f"curves_loss_{run_id}")

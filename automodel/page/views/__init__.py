@@ -39,11 +39,13 @@ from automodel.page.views.form_model import (  # noqa: F401
     tracking_caption,
 )
 from automodel.page.views.insight import (  # noqa: F401
+    FINAL_CURVE,
     GENES,
     LABEL_WIDTH,
     architecture_dot,
     confusion_chart,
     diversity_chart,
+    final_training_curve,
     gene_chart,
     gene_frame,
     learning_curve_charts,

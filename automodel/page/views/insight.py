@@ -72,6 +72,22 @@ def learning_curves(records: Iterable[Mapping[str, Any]], labels: Sequence[str] 
     return pd.DataFrame.from_records(rows, columns=["Candidate", "Epoch", "Validation accuracy", "Training loss"])
 
 
+FINAL_CURVE = "final training"
+
+
+def final_training_curve(run: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The final training's learning curve as a record ``learning_curves`` can draw: its training
+    loss per epoch. It trains on training + validation images, so it has no validation accuracy to
+    show (its one score is the test accuracy, shown with the test results). None before it ran."""
+    history = run.get("final_history") or []
+    points = [
+        {"epoch": int(p["epoch"]), "train_loss": p.get("train_loss"), "val_accuracy": None}
+        for p in history
+        if p.get("epoch") is not None and p.get("train_loss") is not None
+    ]
+    return {"history": points} if points else None
+
+
 def learning_curve_charts(curves: pd.DataFrame, height: int = 260) -> tuple[alt.Chart, alt.Chart]:
     """Validation accuracy and training loss per epoch, one line per candidate (two charts). The
     legend sits on the right: below the plot, Streamlit's layout takes its room out of the plot's
