@@ -264,7 +264,7 @@ class Config:
     min_epochs: int = setting(
         1,
         "training",
-        "successive halving's first rung (raised to at least 4,800 images seen); min_epochs = epochs turns halving off",
+        "successive halving's first rung (raised to at least 300 steps); min_epochs = epochs turns halving off",
         accepts="1-10000",
     )
     reduction_factor: int = setting(
@@ -280,10 +280,7 @@ class Config:
         accepts=FINAL_STARTS,
     )
     batch_size: int | None = setting(
-        None,
-        "training",
-        "images per step; none: 64, more for large sets (up to 256), fewer for a few hundred images",
-        accepts="1-65536",
+        None, "training", "images per step; none: from the training set's size (16 to 256)", accepts="1-65536"
     )
     augment: str = setting(
         "auto",
@@ -510,19 +507,18 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    def fidelities(self, train_size: int | None = None) -> list[int]:
+    def fidelities(self, steps_per_epoch: int | None = None) -> list[int]:
         """The epochs of each successive-halving rung, from ``min_epochs`` up to ``epochs``, growing
         by ``reduction_factor`` (e.g. 1, 3, 9 for 9 epochs); one rung when halving is off.
 
-        Given ``train_size`` (images per epoch), the first rung has seen at least
-        ``MIN_RUNG_IMAGES`` images: scores taken earlier mostly measure noise (few networks are above
-        chance by then on the harder sets of bench/), so ranking on them would promote at random. It
-        is counted in images, not steps, so that the batch size does not move the rungs. On a small
-        dataset this can leave a single rung: every candidate gets the full budget.
+        Given ``steps_per_epoch``, the first rung is at least ``MIN_RUNG_STEPS`` steps long: scores
+        taken earlier mostly measure noise (few networks are above chance by then on the harder
+        sets of bench/), so ranking on them would promote at random. On a small dataset this can
+        leave a single rung: every candidate gets the full budget.
         """
         start = min(self.min_epochs, self.epochs)
-        if train_size:
-            start = max(start, math.ceil(MIN_RUNG_IMAGES / train_size))
+        if steps_per_epoch:
+            start = max(start, math.ceil(MIN_RUNG_STEPS / steps_per_epoch))
         rungs, epochs = [], min(start, self.epochs)
         while epochs < self.epochs:
             rungs.append(epochs)
@@ -581,9 +577,7 @@ def read_settings_file(path: str | Path) -> Any:
     return data
 
 
-# The shortest first rung of successive halving, in images seen: 300 steps at batch 16, where
-# rankings were measured to stop being noise (bench/RESULTS.md §12).
-MIN_RUNG_IMAGES = 4_800
+MIN_RUNG_STEPS = 300  # the shortest first rung of successive halving, in optimizer steps
 MACS_PER_PIXEL = 20_000  # the default max_macs per input pixel: about 2× a plain 3-block CNN
 
 
@@ -592,25 +586,22 @@ def resolve_max_macs(max_macs: int | None, input_shape) -> int:
     return int(max_macs) if max_macs is not None else MACS_PER_PIXEL * int(input_shape[1]) * int(input_shape[2])
 
 
-AUTO_BATCH_SIZE = 64  # the batch the space's learning rates are given for (trainer.REFERENCE_BATCH_SIZE)
-LARGE_SET_STEPS = 128  # a larger batch only while every epoch keeps this many steps
-MIN_STEPS_PER_EPOCH = 16  # a smaller batch where an epoch would have fewer steps
+STEPS_PER_EPOCH = 128  # the automatic batch size gives at least this many steps per epoch, where it can
 
 
 def resolve_batch_size(batch_size: int | None, train_size: int) -> int:
-    """``batch_size``, or by default chosen by time to accuracy: 64, where at equal training time
-    it reached a higher validation accuracy than 16 or 32 (1.5× the images a second of batch 16 on
-    a CPU; bench/RESULTS.md §16) and than 128 (too few steps on a set of 2,000 images); doubled up
-    to 256 while an epoch keeps ``LARGE_SET_STEPS`` steps (a large set, where big batches keep a GPU
-    busy); halved down to 16 where an epoch would have fewer than ``MIN_STEPS_PER_EPOCH`` steps (a
-    set of a few hundred images)."""
+    """``batch_size``, or by default the largest power of two from 16 to 256 that still gives
+    ``STEPS_PER_EPOCH`` steps per epoch: small datasets get small batches, so that a candidate
+    trained for a few epochs takes enough steps to learn; large ones get batches that keep a GPU
+    busy. Batch 64 trains a single network to a higher accuracy in the same time on a set of
+    2,000 images (bench/RESULTS.md §16), but inside a search at an equal budget it lost to batch 16
+    in every measured pair (§18): the plan spends the faster epochs on more candidates, each of
+    which takes a quarter of the steps."""
     if batch_size is not None:
         return int(batch_size)
-    size = AUTO_BATCH_SIZE
-    while size < 256 and train_size / (size * 2) >= LARGE_SET_STEPS:
+    size = 16
+    while size < 256 and train_size / (size * 2) >= STEPS_PER_EPOCH:
         size *= 2
-    while size > 16 and train_size / size < MIN_STEPS_PER_EPOCH:
-        size //= 2
     return size
 
 

@@ -10,9 +10,8 @@ Searches (``--searches``):
 - ``ga-continue``: the same with a final training that starts from the winner's trained weights;
 - ``ga-search-continue``: a search even where the plan would train one network (``--epochs 9`` is
   given, so no ``direct`` plan), its final continuing from the winner's weights;
-- ``ga-batch16``: the same at batch 16 (what the automatic batch size chose for these sets before
-  0.3, when it kept 128 steps an epoch; the first rung is counted in images, so its rungs are
-  those of then too);
+- ``ga-batch64``: the same at batch 64 (bench/RESULTS.md §18 measured an automatic batch of 64,
+  with the first rung counted in images, against today's 16 at commit 56b0f1a);
 - ``ga-3``: the same with 3 epochs per candidate (one rung on these sets: the plan's choice before
   it chose 9 epochs, with rungs at 3 and 9, whenever one generation of eight fits them);
 - ``random``: one generation holding as many candidates as the GA's run trained, the same
@@ -52,7 +51,7 @@ FLAGS = {
     "ga-inherit": ["--inherit-weights"],
     "ga-continue": ["--final-from", "search"],
     "ga-3": ["--epochs", "3"],
-    "ga-batch16": ["--batch-size", "16"],
+    "ga-batch64": ["--batch-size", "64"],
     "ga-search-continue": ["--epochs", "9", "--final-from", "search"],
 }
 LABELS = {
@@ -61,7 +60,7 @@ LABELS = {
     "ga-inherit": "GA, inheritance",
     "ga-continue": "GA, final continues",
     "ga-3": "GA, 3 epochs",
-    "ga-batch16": "GA, batch 16",
+    "ga-batch64": "GA, batch 64",
     "ga-search-continue": "GA searching, final continues",
     "random": "random",
     "tpe": "TPE",

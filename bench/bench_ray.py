@@ -11,6 +11,15 @@ one CPU each); the last column says whether all fitness values are equal.
 
     python bench/bench_ray.py [--dataset digits] [--population 8] [--epochs 2] [--workers 1,2]
     python bench/bench_ray.py --device cuda --gpus-per-candidate 0.25 --workers 1,4   # GPU sharing
+    python bench/bench_ray.py --cluster [--set glyphs] [--epochs 2]
+
+``--cluster``: the same generation on one of bench/harder_sets.py's 32×32 sets with the local
+back end's worker processes (one per core, one thread each) against a three-node Ray cluster on
+this machine (a head with no CPU and two worker nodes of one CPU each,
+``automodel.testing.local_cluster``), cold and warm; the overhead of the cluster path per
+candidate; then the generation once more on the cluster with one worker node's raylet SIGKILLed
+while both nodes train, and the time from the kill until its candidate starts again on the other
+node and until that candidate's result arrives.
 
 Needs Ray: pip install -r requirements-ray.txt.
 """
@@ -51,6 +60,105 @@ def run(evaluator, tasks: list[Task]) -> tuple[float, dict[int, float]]:
     return time.perf_counter() - started, fitness
 
 
+def cluster_main(args: argparse.Namespace) -> None:
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    import ray
+
+    from automodel.evaluators.ray_cluster import RayEvaluator
+    from automodel.evaluators.worker_pool import WorkerPoolEvaluator
+    from automodel.testing.local_cluster import LocalCluster
+    from bench.harder_sets import ensure_set
+
+    work = Path(tempfile.mkdtemp(prefix="bench-ray-cluster-"))
+    folder = ensure_set(args.set, Path(__file__).resolve().parent / "out" / "sets", 3000, 0)
+    config = Config(dataset=str(folder), population=args.population, epochs=args.epochs, seed=args.seed)
+    data = load_dataset(config.dataset, "data", val_fraction=config.val_fraction, seed=config.seed)
+    settings = TrainSettings(epochs=config.epochs, augment=resolve_augment(config.augment, data.name), threads=1)
+    tasks, again = generation_tasks(config), generation_tasks(config, generation=1)
+    print(
+        f"machine: {platform.platform()}, {os.cpu_count()} CPU cores; torch {torch.__version__}, Ray {ray.__version__}"
+    )
+    print(
+        f"one generation: {len(tasks)} candidates of {args.set} ({len(data.train_x)} training images, 32×32), "
+        f"{config.epochs} epochs each\n"
+    )
+    pool = WorkerPoolEvaluator(DeviceData(data, torch.device("cpu")), settings, os.cpu_count() or 1)
+    try:
+        local_s, reference = run(pool, tasks)
+        local_warm_s, _ = run(pool, again)
+    finally:
+        pool.close()
+    print(f"local workers ({pool.workers}, 1 thread each): {local_s:.1f} s, again {local_warm_s:.1f} s", flush=True)
+
+    started = time.perf_counter()
+    cluster = LocalCluster(work)
+    cluster_start_s = time.perf_counter() - started
+    try:
+        started = time.perf_counter()
+        evaluator = RayEvaluator(data, settings, address=cluster.address)
+        join_s = time.perf_counter() - started
+        try:
+            cold_s, first = run(evaluator, tasks)
+            warm_s, second = run(evaluator, again)
+            killed = kill_during(evaluator, cluster, generation_tasks(config, generation=2))
+        finally:
+            evaluator.close()
+    finally:
+        cluster.shutdown()
+    same = first == reference == second
+    print(f"cluster: {cluster_start_s:.1f} s to start 3 nodes, {join_s:.1f} s to join and put the data")
+    print(f"cluster generation: {cold_s:.1f} s cold, {warm_s:.1f} s warm; same fitness as local: {same}")
+    print(
+        f"overhead of the cluster path per candidate: {(cold_s - local_s) / len(tasks):+.2f} s cold, "
+        f"{(warm_s - local_warm_s) / len(tasks):+.2f} s warm"
+    )
+    print(
+        f"node lost: its candidate started again {killed['restart_s']:.1f} s after the kill, its result "
+        f"{killed['result_s']:.1f} s after; generation {killed['seconds']:.1f} s; all {len(tasks)} recorded ok: "
+        f"{killed['all_ok']}; same fitness: {killed['fitness'] == reference}"
+    )
+
+
+def kill_during(evaluator, cluster, tasks: list[Task]) -> dict:
+    """Train ``tasks``; once both nodes train, SIGKILL node b's raylet and time the recovery: until a
+    candidate that was training when the node went starts again (its progress goes back to the start)
+    and until its result arrives."""
+    last: dict[str, tuple[int, int]] = {}
+    marks: dict[str, float] = {}
+    killed_at: list[float] = []
+    restarted: set[str] = set()
+    fitness: dict[int, float] = {}
+    statuses: list[str] = []
+
+    def progress(task: Task, info: dict) -> None:
+        label, point = info["worker"], (int(info["epoch"]), int(info["batch"]))
+        if killed_at and label in last and point < last[label] and label not in restarted:
+            restarted.add(label)
+            marks.setdefault("restart", time.perf_counter())
+        last[label] = point
+        if not killed_at and len(last) >= 2:  # a candidate on each node (one CPU each)
+            cluster.kill_raylet("b")
+            killed_at.append(time.perf_counter())
+
+    def result(task: Task, outcome) -> None:
+        fitness[task.index] = outcome.fitness
+        statuses.append(outcome.status)
+        if task.worker_label in restarted:
+            marks.setdefault("result", time.perf_counter())
+
+    started = time.perf_counter()
+    evaluator.evaluate(tasks, result, progress, lambda: False)
+    seconds = time.perf_counter() - started
+    kill = killed_at[0] if killed_at else float("nan")
+    return {
+        "restart_s": marks.get("restart", float("nan")) - kill,
+        "result_s": marks.get("result", float("nan")) - kill,
+        "seconds": seconds,
+        "all_ok": statuses.count("ok") == len(tasks),
+        "fitness": fitness,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="digits")
@@ -61,7 +169,12 @@ def main() -> None:
     parser.add_argument("--workers", default="1,2", help="comma-separated numbers of Ray workers")
     parser.add_argument("--cpus-per-candidate", type=float, default=1.0)
     parser.add_argument("--gpus-per-candidate", type=float, default=None)
+    parser.add_argument("--cluster", action="store_true", help="local workers against a three-node Ray cluster")
+    parser.add_argument("--set", default="glyphs", help="with --cluster: a set of bench/harder_sets.py")
     args = parser.parse_args()
+    if args.cluster:
+        cluster_main(args)
+        return
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private, short-lived local instance
     import ray

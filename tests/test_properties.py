@@ -90,7 +90,7 @@ def test_any_valid_config_round_trips_through_json(
         }
     )
     assert Config.from_dict(json.loads(config.to_json())) == config
-    rungs = config.fidelities(train_size=1_600)
+    rungs = config.fidelities(steps_per_epoch=100)
     assert rungs[-1] == epochs and rungs == sorted(set(rungs)) and rungs[0] >= min(min_epochs, epochs)
 
 

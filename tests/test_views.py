@@ -419,6 +419,16 @@ def test_population_table_says_what_each_candidate_started_from():
     assert table.loc[1, "Started from"] == "62% from its parent"
 
 
+def test_population_table_names_the_node_of_each_candidate_only_for_a_cluster_run():
+    records = population()
+    assert "Node" not in views.population_table(views.individuals_frame(records), 1).columns
+    for r in records:
+        r["node"] = f"10.0.0.{1 + r['index'] % 2}/abcdef0{r['index'] % 2}"
+    table = views.population_table(views.individuals_frame(records), 1).set_index("Candidate")
+    assert list(table.columns).index("Node") == list(table.columns).index("Seconds") + 1
+    assert table.loc[1, "Node"] == "10.0.0.1/abcdef00" and table.loc[2, "Node"] == "10.0.0.2/abcdef01"
+
+
 def test_population_table_ranks_by_epochs_trained_then_fitness():
     """Successive halving: a candidate that went on to more epochs ranks above one stopped earlier,
     whatever their scores (they are not comparable); the table says how many epochs each had."""

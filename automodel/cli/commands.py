@@ -11,8 +11,10 @@ import sys
 import time
 import types
 import typing
+from collections.abc import Iterable, Mapping
 from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 from automodel import api
 from automodel.config import GROUPS, Config, read_settings_file, setting_help
@@ -244,6 +246,15 @@ def cmd_list(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def candidates_per_node(records: Iterable[Mapping[str, Any]]) -> dict[str, int]:
+    """How many candidates each Ray node trained (copies not counted); empty for a local run."""
+    counts: dict[str, int] = {}
+    for r in records:
+        if r.get("node") and not r.get("cached"):
+            counts[r["node"]] = counts.get(r["node"], 0) + 1
+    return dict(sorted(counts.items()))
+
+
 def cmd_show(args: argparse.Namespace) -> int:
     store = Store(args.db)
     _get_run(store, args.run_id)
@@ -260,6 +271,9 @@ def cmd_show(args: argparse.Namespace) -> int:
         summary["data"] = run["data"]  # classes with counts, input shape, split sizes, skipped and ignored
     if run.get("tracking"):
         summary["tracking"] = run["tracking"]  # where the run is mirrored (MLflow) and what failed there
+    nodes = candidates_per_node(store.individuals(args.run_id))
+    if nodes:
+        summary["nodes"] = nodes  # a cluster run: how many candidates each Ray node trained
     objectives = (run.get("config") or {}).get("objectives") or ["accuracy"]
     if len(objectives) > 1:
         summary["objectives"] = objectives
@@ -291,6 +305,8 @@ def cmd_show(args: argparse.Namespace) -> int:
         shape = run.get("input_shape")
         if shape:
             _print_layers(Genome.from_dict(run["best_genome"]), shape, len(run.get("classes") or []))
+    if nodes:
+        print("trained on: " + ", ".join(f"{node} ({count})" for node, count in nodes.items()))
     tracking = run.get("tracking")
     if tracking:
         logged = f"run {tracking['run_id']}" if tracking.get("run_id") else "a run"

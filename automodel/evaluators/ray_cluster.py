@@ -190,7 +190,15 @@ def train_task(box: list, task: Task, settings: TrainSettings, board) -> TrainRe
     label = task.worker_label
     board.started.remote(label)
     data = _worker_data(box, settings.device, board)
-    return run_task(task, data, settings, on_progress=lambda info: board.push.remote(label, info))
+    result = run_task(task, data, settings, on_progress=lambda info: board.push.remote(label, info))
+    return replace(result, node=node_name())
+
+
+def node_name() -> str:
+    """The Ray node this worker runs on: its address and the start of its node id (several nodes
+    may share a machine, and so an address)."""
+    context = ray.get_runtime_context()
+    return f"{ray.util.get_node_ip_address()}/{context.get_node_id()[:8]}"
 
 
 def _remote(function: Callable) -> Callable:
@@ -305,28 +313,21 @@ class RayEvaluator:
                 handler(signal.SIGTERM, None)
 
     def _check_resources(self) -> None:
-        """A candidate no node can take would wait for ever: refuse it on the local instance; on a
-        cluster, say so (an autoscaler may still add such a node)."""
+        """A candidate no node can take would wait for ever as a pending task: refuse it before the
+        search starts, in one sentence naming the most any node offers."""
         nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
         most_cpus = max((r.get("CPU", 0.0) for r in nodes), default=0.0)
         most_gpus = max((r.get("GPU", 0.0) for r in nodes), default=0.0)
-        problem = None
+        where = "this machine's Ray" if self.address is None else f"any node of the Ray cluster at {self.address}"
         if self.cpus > most_cpus:
-            problem = (
-                f"cpus_per_candidate = {self.cpus:g} is more than any Ray node has "
-                f"(at most {most_cpus:g}); use {most_cpus:g} or less."
+            raise ConfigError(
+                f"cpus_per_candidate = {self.cpus:g} is more than {where} has (at most {most_cpus:g}); "
+                f"use {most_cpus:g} or less, or add a node with more CPUs first."
             )
-        elif self.gpus > most_gpus:
-            problem = (
-                f"gpus_per_candidate = {self.gpus:g} but no Ray node has that many GPUs "
-                f"(at most {most_gpus:g}); use 0 to train on CPUs."
-            )
-        if problem and self.address is None:
-            raise ConfigError(problem)
-        if problem:
-            print(
-                f"automodel: note: {problem[:-1]}, unless the cluster adds such a node; candidates wait until it does.",
-                file=sys.stderr,
+        if self.gpus > most_gpus:
+            raise ConfigError(
+                f"gpus_per_candidate = {self.gpus:g} is more than {where} has (at most {most_gpus:g}); "
+                f"use {most_gpus:g} or less (0 trains on CPUs), or add a node with GPUs first."
             )
 
     # -------------------------------------------------------------- the Evaluator interface

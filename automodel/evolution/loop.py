@@ -340,7 +340,7 @@ class Search:
             reduction_factor=c.reduction_factor,
             given=given,
             fidelities_for=lambda epochs, low: replace(c, epochs=epochs, min_epochs=min(low, epochs)).fidelities(
-                train_size=len(data.train_x)
+                steps_per_epoch=steps_per_epoch
             ),
         )
 
@@ -413,10 +413,11 @@ class Search:
         return epochs, threads
 
     def fidelities(self) -> list[int]:
-        """The run's successive-halving rungs, in epochs, for its training set."""
+        """The run's successive-halving rungs, in epochs, for its training set and batch size."""
         if self.data is None:
             return self.config.fidelities()
-        return self.config.fidelities(train_size=len(self.data.train_x))
+        batch = resolve_batch_size(self.config.batch_size, len(self.data.train_x))
+        return self.config.fidelities(steps_per_epoch=max(1, len(self.data.train_x) // batch))
 
     def max_macs(self) -> int:
         return resolve_max_macs(self.config.max_macs, self.dataset.input_shape)
@@ -792,6 +793,7 @@ class Search:
                 "first_epoch_fitness": result.first_epoch_fitness,
                 "parent": task.parent,
                 "inherited": round(inherited, 4) if inherited is not None else None,
+                "node": result.node,
             },
             cached=False,
         )
@@ -824,6 +826,7 @@ class Search:
             "first_epoch_fitness": outcome.get("first_epoch_fitness"),
             "parent": outcome.get("parent"),
             "inherited": outcome.get("inherited"),
+            "node": outcome.get("node"),
             "cached": cached,
             "recorded_at": time.time(),
         }

@@ -64,6 +64,7 @@ class CandidateRecord(TypedDict, total=False):
     first_epoch_fitness: float | None
     parent: str | None  # the key of the parent whose weights it started from
     inherited: float | None  # the share of its weights inherited
+    node: str | None  # the Ray node it trained on ("address/node id"); None on the local back end
     cached: bool  # a copy of an earlier record of the same genome
     recorded_at: float
 

@@ -97,6 +97,7 @@ class TrainResult:
     checkpoint: Checkpoint | None = field(default=None, repr=False)  # set when paused before the last epoch
     step_seconds: float | None = None  # a probe's median seconds per training step (after its warm-up steps)
     inherited: float | None = None  # share of the parameters that started from a parent's weights
+    node: str | None = None  # the cluster node it trained on (the Ray back end; None: this machine)
 
 
 class DeviceData:

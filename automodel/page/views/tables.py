@@ -26,6 +26,7 @@ INDIVIDUAL_COLUMNS = [
     "key",
     "parent",
     "inherited",
+    "node",
 ]
 
 
@@ -67,6 +68,8 @@ def population_table(frame: pd.DataFrame, generation: int | None = None) -> pd.D
         "Reason",
         "Reused",
     ]
+    if "node" in frame and frame["node"].notna().any():
+        columns.insert(columns.index("Seconds") + 1, "Node")  # a cluster run: where each trained
     if frame.empty:
         return pd.DataFrame(columns=columns)
     if generation is None:
@@ -87,6 +90,7 @@ def population_table(frame: pd.DataFrame, generation: int | None = None) -> pd.D
             "Started from": [started_from(r, number_of) for r in rows.to_dict("records")],
             "Reason": rows["reason"],
             "Reused": rows["cached"],
+            "Node": rows["node"] if "node" in rows else None,
         },
         columns=columns,
     )
