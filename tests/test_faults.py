@@ -224,7 +224,7 @@ def test_twenty_sigkills_at_random_moments_lose_nothing(tmp_path):
     rng = random.Random(20)
     seen: dict = {}
     kills = 0
-    for attempt in range(40):
+    for _attempt in range(40):
         if kills == 20:
             break
         # Until the run is recorded (a slow machine may still be importing when the kill comes), start it again.
