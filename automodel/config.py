@@ -204,7 +204,7 @@ class Config:
     )
     # ---- budget
     # The whole run's time, final training included (seconds; "5m" or "1h" on the command line): the
-    # search plans population, generations, epochs and final epochs from it (automodel/budget.py).
+    # search plans population, generations, epochs and final epochs from it (automodel/evolution/budget.py).
     budget_s: float | None = setting(
         None,
         "budget",

@@ -235,7 +235,7 @@ def _cli_message(**changes) -> str:
 )
 def test_bad_values_show_the_cli_sentence_and_block_start(db, key, value, change):
     at = page()
-    at.sidebar.checkbox(key="budget_manual").check().run()  # the Quick demo's budget plans these otherwise
+    assert at.sidebar.checkbox(key="budget_manual").value  # the Quick demo sets them itself
     at.sidebar.number_input(key=key).set_value(value).run()
     assert texts(at.sidebar.error) == [_cli_message(**change)]
     assert at.sidebar.button(key="start").disabled

@@ -33,7 +33,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 SERVER_START_S = 60
-FIRST_GENERATION_S = 240  # a slow 2-core machine takes over 90 s for the Quick demo's first generation
+FIRST_GENERATION_S = 240  # a slow 2-core machine takes over 90 s for the first candidates to train
 STOP_S = 15
 COMPLETE_S = 400
 
@@ -126,19 +126,16 @@ def test_start_watch_stop_resume_and_download(tmp_path):
                 expect(start).to_be_enabled(timeout=SERVER_START_S * 1000)
                 sidebar.get_by_role("button", name="Quick demo", exact=True).click()
                 expect(page.get_by_text("Loaded the Quick demo preset")).to_be_visible(timeout=10_000)
-                # A minute instead of the demo's 30 s, so that the run is still going when Stop is pressed.
-                sidebar.locator(".st-key-budget_choice").get_by_role("combobox").click()
-                page.get_by_role("option", name="1 minute", exact=True).click()
-                page.wait_for_timeout(1500)  # the choice reaches the server (the run's plan says 60 s below)
                 start.click()
 
-                # Live: the first generation appears in the chart (its best/mean/worst points) and the table.
+                # Live: the first generation's candidates so far appear in the chart (its best/mean/worst
+                # points) and the table (trained, or trained to a first rung of successive halving).
                 chart = page.locator('[data-testid="stVegaLiteChart"]').first
                 expect(chart.locator('[aria-label*="Statistic: best"]').first).to_be_attached(
                     timeout=FIRST_GENERATION_S * 1000
                 )
                 table = page.locator(".st-key-population_table [role=gridcell]")
-                expect(table.filter(has_text="✓ ok").first).to_be_attached(timeout=10_000)
+                expect(table.filter(has_text=re.compile("✓ ok|… partial")).first).to_be_attached(timeout=10_000)
                 expect(status).to_contain_text("running")
                 # In a generation, or already in the final training when the plan's generations ended early.
                 expect(status).to_contain_text(re.compile(r"generation \d+/\d+|searched \d+/\d+ generations"))
@@ -265,10 +262,11 @@ def test_start_watch_stop_resume_and_download(tmp_path):
         import pandas as pd
 
         records = pd.read_csv(csv_file)
-        # The Quick demo is planned from its budget: the population times the generations that fitted.
+        # The Quick demo's own three generations under a minute's budget (on a slow machine the budget
+        # may end them early: the generations done, then the candidates so far).
         population, generations = run["config"]["population"], run["generations_done"]
-        assert run["plan"]["budget_s"] == 60 and generations >= 1
-        assert len(records) == len(store.individuals(run["run_id"])) >= population * generations
+        assert run["plan"]["budget_s"] == 60 and run["total_generations"] == 3
+        assert len(records) == len(store.individuals(run["run_id"])) >= max(1, population * generations)
         assert set(range(generations)) <= set(records["generation"])
         try:
             import onnxruntime

@@ -262,7 +262,11 @@ def test_the_command_line_gives_a_default_budget_only_when_nothing_of_the_plan_i
 
 def test_the_form_asks_how_long_the_search_may_take(db, launched, new_page):
     at = new_page()
-    assert at.sidebar.selectbox(key="budget_choice").value == "30 seconds"  # the Quick demo
+    # The Quick demo: a minute's cap on three small generations it sets itself.
+    assert at.sidebar.selectbox(key="budget_choice").value == "1 minute"
+    assert at.sidebar.checkbox(key="budget_manual").value
+    assert not at.sidebar.number_input(key="cfg_population").disabled
+    at.sidebar.checkbox(key="budget_manual").uncheck().run()  # the plan chooses them
     assert at.sidebar.number_input(key="cfg_population").disabled
     at.sidebar.selectbox(key="budget_choice").set_value("5 minutes").run()
     at.sidebar.button(key="start").click().run()
@@ -273,7 +277,7 @@ def test_the_form_asks_how_long_the_search_may_take(db, launched, new_page):
 
 
 @pytest.mark.slow
-def test_the_quick_demo_as_a_budget_ends_in_its_time_with_a_model(tmp_path):
+def test_a_thirty_second_budget_on_the_bundled_digits_ends_in_its_time_with_a_model(tmp_path):
     db = tmp_path / "db.json"
     started = time.monotonic()
     result = subprocess.run(

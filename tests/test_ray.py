@@ -485,3 +485,19 @@ def test_automodel_works_without_ray_and_says_how_to_get_it(tmp_path):
     assert "requirements-ray.txt" in result.stderr and len(result.stderr.strip().splitlines()) == 1
     show = json.loads(automodel("show", "n", "--json", "--db", str(tmp_path / "db.json")).stdout)
     assert show["status"] == "failed", "the claimed run does not stay 'running'"
+
+
+def test_a_local_instance_that_fails_to_start_shows_the_end_of_rays_own_logs(tmp_path):
+    from automodel.evaluators.ray_cluster import ray_log_tails
+
+    old = tmp_path / "session_2026-01-01_00-00-00_000000_1" / "logs"
+    new = tmp_path / "session_2026-01-02_00-00-00_000000_2" / "logs"
+    for logs, text in ((old, "an earlier instance"), (new, "\n".join(f"line {i}" for i in range(40)))):
+        logs.mkdir(parents=True)
+        (logs / "raylet.out").write_text(text)
+    os.utime(old.parent, (0, 0))  # started long before
+    since = time.time() - 5
+    tail = ray_log_tails(since, lines=3, root=tmp_path)
+    assert "raylet.out (last 3 lines)" in tail and tail.endswith("line 37\nline 38\nline 39\n")
+    assert "earlier instance" not in tail and "gcs_server" not in tail  # only the files that exist
+    assert ray_log_tails(time.time() + 60, root=tmp_path) == ""  # no session since

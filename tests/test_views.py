@@ -9,7 +9,7 @@ import re
 import pandas as pd
 import pytest
 
-from automodel.config import Config, ConfigError
+from automodel.config import PLANNED, Config, ConfigError
 from automodel.page import views
 
 NOW = 1_800_000_000.0
@@ -528,10 +528,31 @@ def test_fitness_chart_has_every_candidate_and_the_three_curves():
     assert points["encoding"]["x"]["scale"]["domain"] == [0.5, 3.5]
 
 
-def test_fitness_chart_before_any_generation_is_recorded():
+def test_fitness_chart_draws_a_generation_in_progress_from_its_candidates_so_far():
     chart = views.fitness_chart([], views.individuals_frame(population()[:2]), total_generations=5)
     spec, (points, lines) = _layers(chart)
-    assert len(_data(spec, points)) == 2 and _data(spec, lines) == []
+    assert len(_data(spec, points)) == 2
+    curve = {r["Statistic"]: r for r in _data(spec, lines)}
+    assert {s: (r["x"], r["Fitness"], r["So far"]) for s, r in curve.items()} == {
+        "best": (1, 0.9, True),
+        "mean": (1, pytest.approx(0.7), True),
+        "worst": (1, 0.5, True),
+    }
+
+
+def test_generation_lines_take_a_record_where_there_is_one_and_the_candidates_elsewhere():
+    # Generation 1 was cut short by the time budget (or is still training): no record of its own.
+    lines = views.generation_lines([make_generation(0, 0.9, 0.525, 0.0)], views.individuals_frame(population()))
+    got = {(int(r.Generation), r.Statistic): (round(r.Fitness, 3), bool(r["So far"])) for _, r in lines.iterrows()}
+    assert got == {
+        (1, "best"): (0.9, False),
+        (1, "mean"): (0.525, False),
+        (1, "worst"): (0.0, False),
+        (2, "best"): (0.95, True),
+        (2, "mean"): (0.583, True),  # the failed candidate counts as 0, as in a generation record
+        (2, "worst"): (0.0, True),
+    }
+    assert views.generation_lines([], views.individuals_frame([])).empty
 
 
 def test_compare_chart_puts_runs_on_one_chart():
@@ -554,6 +575,8 @@ def test_compare_chart_puts_runs_on_one_chart():
 def test_presets_are_valid_configs():
     quick = Config.from_dict(views.preset_config("Quick demo"))
     assert (quick.dataset, quick.device) == ("digits", "cpu")
+    # The demo always searches (a plan for a minute might train one CNN): it keeps its own shape.
+    assert quick.budget_s == 60 and set(quick.overrides) == set(PLANNED) and quick.generations == 3
     cifar = Config.from_dict(views.preset_config("CIFAR-10"))
     assert (
         cifar.dataset,

@@ -124,7 +124,7 @@ def crash_or_train(task):
 
 
 def test_a_candidate_stuck_in_its_worker_is_killed_after_its_time_limit_and_recorded_as_timeout(tmp_path):
-    config = Config.from_dict({**SMALL, "workers": 2, "generations": 1, "time_limit_s": 6})
+    config = Config.from_dict({**SMALL, "workers": 2, "generations": 1, "time_limit_s": 20})
     store = Store(tmp_path / "db.json")
     store.create_run("w", config.to_dict())
 
@@ -137,10 +137,10 @@ def test_a_candidate_stuck_in_its_worker_is_killed_after_its_time_limit_and_reco
 
     started = time.monotonic()
     assert Search(config, store, "w", evaluator_factory=pool).run() == "completed"
-    assert time.monotonic() - started < 90
+    assert time.monotonic() - started < 150
     rows = store.individuals("w", 0)
     assert [r["status"] for r in rows] == ["ok", "ok", "timeout", "ok"]
-    assert "time limit of 6 s" in rows[2]["reason"] and "worker was killed" in rows[2]["reason"]
+    assert "time limit of 20 s" in rows[2]["reason"] and "worker was killed" in rows[2]["reason"]
     assert store.get_run("w")["test_accuracy"] is not None
 
 

@@ -75,6 +75,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import warnings
@@ -539,6 +540,29 @@ def _restore_handlers(handlers: dict) -> None:
 _HEAD_MARKER = ray_head.MARKER
 
 
+RAY_LOGS = ("gcs_server.out", "gcs_server.err", "raylet.out", "raylet.err")
+
+
+def ray_log_tails(since: float, lines: int = 15, root: Path | None = None) -> str:
+    """The last lines of the Ray logs of a session started at or after ``since`` (Ray's processes
+    write why they failed there, not to the terminal), for a message when a local instance fails."""
+    if root is None:
+        root = Path(os.environ.get("RAY_TMPDIR") or tempfile.gettempdir()) / "ray"
+    sessions = [p for p in root.glob("session_2*") if p.is_dir() and p.stat().st_mtime >= since - 1]
+    if not sessions:
+        return ""
+    logs = max(sessions, key=lambda p: p.stat().st_mtime) / "logs"
+    parts = []
+    for name in RAY_LOGS:
+        try:
+            tail = (logs / name).read_text(errors="replace").splitlines()[-lines:]
+        except OSError:
+            continue
+        if tail:
+            parts.append(f"--- {logs / name} (last {len(tail)} lines)\n" + "\n".join(tail) + "\n")
+    return "".join(parts)
+
+
 class _LocalHead:
     """A private Ray instance for one run, started by a helper process in its own session."""
 
@@ -558,12 +582,14 @@ class _LocalHead:
         )
         found: queue.Queue[str] = queue.Queue()
         threading.Thread(target=self._read_address, args=(found,), daemon=True).start()
+        started = time.time()
         try:
             answer = json.loads(found.get(timeout=HEAD_START_TIMEOUT_S))
             self.address, self.auth_mode = answer["address"], answer.get("auth_mode")
         except (queue.Empty, ValueError, KeyError):
             code = self.process.poll()
             self.stop()
+            sys.stderr.write(ray_log_tails(started))
             why = (
                 f"it exited with code {code}" if code is not None else f"it was not ready in {HEAD_START_TIMEOUT_S:g} s"
             )

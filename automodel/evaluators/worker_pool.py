@@ -33,6 +33,7 @@ no training runs in the search process, so no candidate can take the search down
 from __future__ import annotations
 
 import multiprocessing
+import os
 import queue
 import signal
 import time
@@ -65,6 +66,9 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
+    parent = multiprocessing.parent_process()
+    if parent is not None and os.getppid() != parent.pid:  # the search died before the line above
+        os._exit(0)
 
 
 def _start_worker(tensors: dict, meta: dict, settings: TrainSettings, progress, stop_event) -> None:

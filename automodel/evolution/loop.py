@@ -303,7 +303,7 @@ class Search:
             else min(self.plan.search_s, self.config.time_budget_s)
         )
         self.config = replace(self.config, **planned, time_budget_s=search_s)
-        self.store.update_run(self.run_id, config=self.config.to_dict())
+        self.store.update_run(self.run_id, config=self.config.to_dict(), total_generations=self.config.generations)
 
     def _make_plan(self, evaluator: Evaluator) -> Plan | None:
         """The plan from the budget and one short timing: a few candidates of the space, one per

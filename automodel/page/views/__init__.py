@@ -16,6 +16,7 @@ from automodel.page.views.charts import (  # noqa: F401
     compare_chart,
     compare_frame,
     fitness_chart,
+    generation_lines,
     generations_long,
     pareto_chart,
     pareto_frame,

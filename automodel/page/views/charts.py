@@ -22,6 +22,26 @@ def generations_long(generations: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame.from_records(rows, columns=["Generation", "Statistic", "Fitness"])
 
 
+def generation_lines(generations: Sequence[Mapping[str, Any]], frame: pd.DataFrame) -> pd.DataFrame:
+    """Best / mean / worst per generation as long rows (Generation, Statistic, Fitness, So far): a
+    recorded generation from its record; one without a record yet (in progress, or cut short by
+    the time budget) from the candidates it has so far, so the lines follow the search live."""
+    lines = generations_long(generations).assign(**{"So far": False})
+    recorded = {gen_label(g["generation"]) for g in generations}
+    if frame.empty or "fitness" not in frame:
+        return lines
+    scored = frame[frame["fitness"].notna() & ~frame["gen"].isin(recorded)]
+    if scored.empty:
+        return lines
+    stats = scored.groupby("gen")["fitness"].agg(["max", "mean", "min"])
+    rows = [
+        {"Generation": int(gen), "Statistic": stat, "Fitness": float(row[column]), "So far": True}
+        for gen, row in stats.iterrows()
+        for stat, column in (("best", "max"), ("mean", "mean"), ("worst", "min"))
+    ]
+    return pd.concat([lines, pd.DataFrame.from_records(rows, columns=lines.columns)], ignore_index=True)
+
+
 MAX_CHART_POINTS = 2_000  # a browser draws more points slowly; the lines keep every generation's statistics
 
 
@@ -102,8 +122,9 @@ def fitness_chart(
     population: int | None = None,
     height: int = 340,
 ) -> alt.LayerChart:
-    """Best / mean / worst validation accuracy per generation, with every candidate as a point."""
-    lines = generations_long(generations).rename(columns={"Generation": "x"})
+    """Best / mean / worst validation accuracy per generation (so far, for one not finished), with
+    every candidate as a point."""
+    lines = generation_lines(generations, frame).rename(columns={"Generation": "x"})
     points = candidate_points(frame, population)
     max_gen = max(
         [int(total_generations or 0)] + [int(v) for v in points["Generation"]] + [int(v) for v in lines["x"]] + [1]
@@ -153,6 +174,7 @@ def fitness_chart(
                 alt.Tooltip("x:Q", title="Generation"),
                 alt.Tooltip("Statistic:N"),
                 alt.Tooltip("Fitness:Q", format=".4f"),
+                alt.Tooltip("So far:N", title="Generation not finished"),
             ],
         )
     )
