@@ -235,7 +235,7 @@ def _cli_message(**changes) -> str:
 )
 def test_bad_values_show_the_cli_sentence_and_block_start(db, key, value, change):
     at = page()
-    assert at.sidebar.checkbox(key="budget_manual").value  # the Quick demo sets them itself
+    assert at.sidebar.selectbox(key="budget_choice").value.startswith("no limit")  # the Quick demo's
     at.sidebar.number_input(key=key).set_value(value).run()
     assert texts(at.sidebar.error) == [_cli_message(**change)]
     assert at.sidebar.button(key="start").disabled
@@ -716,7 +716,8 @@ def test_the_form_starts_closed_when_there_are_runs_and_keeps_its_values_while_c
     add_finished_run(Store(db), "run-old", created_at=1_700_000_000.0, best=0.9)
     at = page()
     assert not at.sidebar.number_input  # closed: the form is not drawn at all
-    open_form(at).sidebar.checkbox(key="budget_manual").check().run()
+    open_form(at).sidebar.selectbox(key="budget_choice").set_value("5 minutes").run()
+    at.sidebar.checkbox(key="budget_manual").check().run()
     at.sidebar.number_input(key="cfg_population").set_value(7).run()
     at.session_state[page_form.FORM_OPEN_KEY] = False
     at.run().run()

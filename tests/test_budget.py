@@ -262,13 +262,11 @@ def test_the_command_line_gives_a_default_budget_only_when_nothing_of_the_plan_i
 
 def test_the_form_asks_how_long_the_search_may_take(db, launched, new_page):
     at = new_page()
-    # The Quick demo: a minute's cap on three small generations it sets itself.
-    assert at.sidebar.selectbox(key="budget_choice").value == "1 minute"
-    assert at.sidebar.checkbox(key="budget_manual").value
+    # The Quick demo: three small generations, no limit.
+    assert at.sidebar.selectbox(key="budget_choice").value == "no limit: the settings below"
     assert not at.sidebar.number_input(key="cfg_population").disabled
-    at.sidebar.checkbox(key="budget_manual").uncheck().run()  # the plan chooses them
-    assert at.sidebar.number_input(key="cfg_population").disabled
     at.sidebar.selectbox(key="budget_choice").set_value("5 minutes").run()
+    assert at.sidebar.number_input(key="cfg_population").disabled  # the plan chooses them
     at.sidebar.button(key="start").click().run()
     (run,) = Store(db).list_runs()
     assert run["config"]["budget_s"] == 300 and run["config"]["overrides"] == []

@@ -9,7 +9,7 @@ import re
 import pandas as pd
 import pytest
 
-from automodel.config import PLANNED, Config, ConfigError
+from automodel.config import Config, ConfigError
 from automodel.page import views
 
 NOW = 1_800_000_000.0
@@ -575,8 +575,8 @@ def test_compare_chart_puts_runs_on_one_chart():
 def test_presets_are_valid_configs():
     quick = Config.from_dict(views.preset_config("Quick demo"))
     assert (quick.dataset, quick.device) == ("digits", "cpu")
-    # The demo always searches (a plan for a minute might train one CNN): it keeps its own shape.
-    assert quick.budget_s == 60 and set(quick.overrides) == set(PLANNED) and quick.generations == 3
+    # The demo always searches (a plan for a minute might train one CNN): its own shape, no budget.
+    assert quick.budget_s is None and quick.overrides == [] and quick.generations == 3
     cifar = Config.from_dict(views.preset_config("CIFAR-10"))
     assert (
         cifar.dataset,
