@@ -10,6 +10,7 @@ import re
 import struct
 import zlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -63,19 +64,32 @@ def _load_digits(val_fraction: float, seed: int) -> ImageData:
     return assemble_with_test_split("digits", x, y, [str(d) for d in range(10)], val_fraction, seed)
 
 
+@dataclass(frozen=True)
+class _CifarFiles:
+    """Where one CIFAR variant keeps its batches in the original Python release."""
+
+    folder: str
+    train: tuple[str, ...]
+    test: str
+    meta: str
+    labels: bytes  # the label key inside each batch
+    names: bytes  # the class-name key inside the meta file
+    torchvision: str  # torchvision's class, for downloading
+
+
 _CIFAR = {
-    "cifar10": dict(
+    "cifar10": _CifarFiles(
         folder="cifar-10-batches-py",
-        train=[f"data_batch_{i}" for i in range(1, 6)],
+        train=tuple(f"data_batch_{i}" for i in range(1, 6)),
         test="test_batch",
         meta="batches.meta",
         labels=b"labels",
         names=b"label_names",
         torchvision="CIFAR10",
     ),
-    "cifar100": dict(
+    "cifar100": _CifarFiles(
         folder="cifar-100-python",
-        train=["train"],
+        train=("train",),
         test="test",
         meta="meta",
         labels=b"fine_labels",
@@ -88,24 +102,22 @@ _CIFAR = {
 def _load_cifar(name: str, data_dir: Path, val_fraction: float, seed: int, download: bool) -> ImageData:
     """CIFAR-10/100 from the python-pickle batches torchvision and the authors publish."""
     spec = _CIFAR[name]
-    folder = data_dir / spec["folder"]
-    files = [*spec["train"], spec["test"], spec["meta"]]
+    folder = data_dir / spec.folder
+    files = [*spec.train, spec.test, spec.meta]
     _ensure_files(
         name,
         data_dir,
         folder,
         files,
         download,
-        lambda: getattr(_torchvision_datasets(), spec["torchvision"])(root=str(data_dir), download=True),
+        lambda: getattr(_torchvision_datasets(), spec.torchvision)(root=str(data_dir), download=True),
     )
-    meta = _read_pickle(folder / spec["meta"])
-    classes = _cifar_names(meta, spec["names"], folder / spec["meta"])
-    batches = [_read_cifar_batch(folder / f, spec["labels"], len(classes)) for f in spec["train"]]
+    meta = _read_pickle(folder / spec.meta)
+    classes = _cifar_names(meta, spec.names, folder / spec.meta)
+    batches = [_read_cifar_batch(folder / f, spec.labels, len(classes)) for f in spec.train]
     train_x = torch.from_numpy(np.concatenate([b[0] for b in batches]))
     train_y = torch.from_numpy(np.concatenate([b[1] for b in batches]))
-    test_x, test_y = (
-        torch.from_numpy(a) for a in _read_cifar_batch(folder / spec["test"], spec["labels"], len(classes))
-    )
+    test_x, test_y = (torch.from_numpy(a) for a in _read_cifar_batch(folder / spec.test, spec.labels, len(classes)))
     return assemble(name, train_x, train_y, test_x, test_y, classes, val_fraction, seed)
 
 
@@ -214,11 +226,11 @@ def _load_mnist_like(name: str, data_dir: Path, val_fraction: float, seed: int, 
     )
 
 
-def _idx_path(folder: Path, stem: str) -> Path | None:
+def _idx_path(folder: Path, stem: str) -> Path:
     for candidate in (folder / stem, folder / f"{stem}.gz"):
         if candidate.is_file():
             return candidate
-    return None
+    raise DatasetError(f"{stem} is missing from {folder}; place it there (as is or gzipped) or allow downloading.")
 
 
 def read_idx(path: Path) -> np.ndarray:

@@ -58,23 +58,28 @@ def load_dataset(
     key = ALIASES.get(text.lower(), text.lower())
     if key in DATASET_NAMES:
         return load_builtin(key, Path(data_dir), val_fraction, seed, download)
-    folder_options = dict(
-        val_fraction=val_fraction,
-        seed=seed,
-        image_size=image_size,
-        max_side=max_side,
-        cache_dir=Path(cache_dir) if cache_dir is not None else None,
-        on_progress=on_progress,
-    )
+
+    def folder(root: Path) -> ImageData:
+        return load_folder(
+            root,
+            text,
+            val_fraction=val_fraction,
+            seed=seed,
+            image_size=image_size,
+            max_side=max_side,
+            cache_dir=Path(cache_dir) if cache_dir is not None else None,
+            on_progress=on_progress,
+        )
+
     path = Path(text).expanduser()
     if path.is_dir():
-        return load_folder(path, text, **folder_options)
+        return folder(path)
     if path.is_file():
         if path.suffix.lower() != ".zip" and not zipfile.is_zipfile(path):
             raise DatasetError(f"dataset file {text} is not a .zip archive; give a folder of images or a .zip of one.")
         dest = Path(work_dir) if work_dir is not None else default_extract_dir(path, Path(data_dir))
         unpack_zip(path, dest, limits or ExtractLimits(), cached=work_dir is None)
-        return load_folder(dest, text, **folder_options)
+        return folder(dest)
     if _looks_like_path(text):
         raise DatasetError(f"dataset path {text} does not exist; {NAMES_HINT}.")
     raise DatasetError(f"unknown dataset {text!r}; {NAMES_HINT}.")

@@ -7,6 +7,7 @@ searches use :class:`~automodel.evaluators.worker_pool.WorkerPoolEvaluator`, whi
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Protocol
@@ -121,7 +122,7 @@ class LocalEvaluator:
                 self.data,
                 self.settings,
                 should_stop=should_stop,
-                on_progress=lambda info, task=task: on_progress(task, info),
+                on_progress=functools.partial(on_progress, task),
             )
             if result.status == "stopped":
                 return

@@ -82,6 +82,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import ray
 import ray.exceptions
@@ -171,13 +172,18 @@ def _worker_data(box: list, device: str, board) -> DeviceData:
             # The arrays are read-only views of the object store (no copy); training never
             # writes to them (every batch is a new tensor).
             warnings.simplefilter("ignore", UserWarning)
-            tensors = {name: torch.from_numpy(payload[name]) for name in SPLITS}
+            train_x, train_y, val_x, val_y, test_x, test_y = (torch.from_numpy(payload[name]) for name in SPLITS)
         images = ImageData(
             name=payload["name"],
+            train_x=train_x,
+            train_y=train_y,
+            val_x=val_x,
+            val_y=val_y,
+            test_x=test_x,
+            test_y=test_y,
             classes=payload["classes"],
             mean=tuple(payload["mean"]),
             std=tuple(payload["std"]),
-            **tensors,
         )
         data = DeviceData(images, torch.device(device))
         _DATA_CACHE[key] = data
@@ -202,7 +208,7 @@ def node_name() -> str:
     return f"{ray.util.get_node_ip_address()}/{context.get_node_id()[:8]}"
 
 
-def _remote(function: Callable) -> Callable:
+def _remote(function: Callable) -> Any:  # a Ray remote function
     # max_calls=0: keep the worker (and its cached dataset) for later candidates, GPU tasks too.
     return ray.remote(max_calls=0)(function)
 
@@ -600,6 +606,7 @@ class _LocalHead:
 
     def _read_address(self, found: queue.Queue) -> None:
         """Pass on the helper's address line; echo anything else it prints (Ray's messages)."""
+        assert self.process.stdout is not None  # opened as a pipe
         for raw in self.process.stdout:
             line = raw.decode(errors="replace")
             if line.startswith(_HEAD_MARKER):
@@ -611,6 +618,7 @@ class _LocalHead:
     def stop(self) -> None:
         """Ask the helper to shut Ray down (close its stdin); kill its whole session if it lingers."""
         try:
+            assert self.process.stdin is not None  # opened as a pipe
             self.process.stdin.close()
         except OSError:
             pass

@@ -108,7 +108,7 @@ def sample_cases(
     rng = random.Random(seed)
     defaults = Config()
     combos = [(shape, cl, t, isa) for shape in input_shapes for cl in channels_last for t in threads for isa in isas]
-    cases = []
+    cases: list[FuzzCase] = []
     while len(cases) < count:
         shape, cl, t, isa = combos[len(cases) % len(combos)]
         genome = fit_to_image(sample_genome(space, rng), shape)
@@ -122,7 +122,8 @@ def sample_cases(
             min_blocks=space.conv_blocks[0],
         )
         if fitted is not None:
-            cases.append(FuzzCase(fitted.to_dict(), tuple(shape), cl, t, isa, steps))
+            channels, height, width = shape
+            cases.append(FuzzCase(fitted.to_dict(), (channels, height, width), cl, t, isa, steps))
     return cases
 
 
