@@ -23,6 +23,7 @@ from automodel.evolution.genome import Genome
 from automodel.process import jobs
 from automodel.process.jobs import new_run_id
 from automodel.store import ACTIVE_STATUSES, Store, StoreError, default_db_path
+from automodel.store.records import RunRecord
 
 # The modules that need torch are imported where they are used, so that `stop`, `list` and
 # `show` answer at once instead of paying seconds for importing torch.
@@ -213,7 +214,7 @@ def _execute(store: Store, run_id: str, config: Config, args: argparse.Namespace
     except StoreError as exc:
         print(f"automodel: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    _print_outcome(store.get_run(run_id), store)
+    _print_outcome(_get_run(store, run_id), store)
     return EXIT_OK if status in ("completed", "stopped") else EXIT_FAILED
 
 
@@ -259,7 +260,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     store = Store(args.db)
     _get_run(store, args.run_id)
     jobs.reconcile(store)
-    run = store.get_run(args.run_id)
+    run = _get_run(store, args.run_id)
     summary = run_summary(run)
     summary["generation_records"] = store.generations(args.run_id)
     summary["config"] = run.get("config")
@@ -283,10 +284,10 @@ def cmd_show(args: argparse.Namespace) -> int:
         print(json.dumps(summary, indent=2))
         return EXIT_OK
     print(f"run {summary['run_id']} — {summary['status']} on {summary['dataset']}")
-    if run.get("plan"):
+    if plan := run.get("plan"):
         from automodel.evolution.budget import Plan
 
-        print(f"budget {Plan.from_dict(run['plan']).summary()}")
+        print(f"budget {Plan.from_dict(plan).summary()}")
     if run.get("input_shape"):
         from automodel.page.views import dataset_caption
 
@@ -297,14 +298,14 @@ def cmd_show(args: argparse.Namespace) -> int:
             f"  gen {g['generation']:>3}: best {g['best']:.4f}  mean {g['mean']:.4f}  worst {g['worst']:.4f}  "
             f"diversity {g['diversity']:.2f}  {g['seconds']:.1f}s"
         )
-    if run.get("best_genome"):
+    if best := run.get("best_genome"):
         print(
             f"best: {run.get('best_summary')}  (validation {_fmt(run.get('best_fitness'))}, "
             f"test {_fmt(run.get('test_accuracy'))})"
         )
         shape = run.get("input_shape")
         if shape:
-            _print_layers(Genome.from_dict(run["best_genome"]), shape, len(run.get("classes") or []))
+            _print_layers(Genome.from_dict(best), shape, len(run.get("classes") or []))
     if nodes:
         print("trained on: " + ", ".join(f"{node} ({count})" for node, count in nodes.items()))
     tracking = run.get("tracking")
@@ -356,9 +357,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 f"the .pt file of a saved model or the ID of a run (`automodel list`)."
             )
         run = _get_run(Store(args.db), args.model)
-        if not run.get("best_model_path") or not Path(run["best_model_path"]).is_file():
+        saved = run.get("best_model_path")
+        if not saved or not Path(saved).is_file():
             raise UserError(f"run {args.model} has no saved best model yet; wait for its first candidate to finish.")
-        model = Path(run["best_model_path"])
+        model = Path(saved)
     from automodel.training.predict import predict
 
     predictions = predict(model, args.images, top=args.top)
@@ -433,7 +435,7 @@ def load_config(args: argparse.Namespace) -> Config:
     return api.configure(base, given, default_budget="budget_s" not in settings)
 
 
-def run_summary(run: dict) -> dict:
+def run_summary(run: RunRecord) -> dict[str, Any]:
     """The keys `show --json` always has (README's *Records*), plus a few for `list`."""
     config = run.get("config") or {}
     return {
@@ -454,19 +456,19 @@ def run_summary(run: dict) -> dict:
     }
 
 
-def _get_run(store: Store, run_id: str) -> dict:
+def _get_run(store: Store, run_id: str) -> RunRecord:
     run = store.get_run(run_id)
     if run is None:
         raise api.no_run(run_id, store)
     return run
 
 
-def _print_outcome(run: dict, store: Store) -> None:
+def _print_outcome(run: RunRecord, store: Store) -> None:
     print(f"\nrun {run['run_id']}: {run['status']}" + (f" ({run['reason']})" if run.get("reason") else ""))
-    if run.get("best_genome"):
+    if best := run.get("best_genome"):
         print(f"best architecture: {run.get('best_summary')}")
-        if run.get("input_shape"):
-            _print_layers(Genome.from_dict(run["best_genome"]), run["input_shape"], len(run.get("classes") or []))
+        if shape := run.get("input_shape"):
+            _print_layers(Genome.from_dict(best), shape, len(run.get("classes") or []))
         print(f"validation accuracy: {_fmt(run.get('best_fitness'))}")
         print(f"test accuracy (final model): {_fmt(run.get('test_accuracy'))}")
         if run.get("best_model_path"):
