@@ -167,24 +167,7 @@ def _worker_data(box: list, device: str, board) -> DeviceData:
     data = _DATA_CACHE.get(key)
     if data is None:
         _DATA_CACHE.clear()  # a worker serves one run; drop any older dataset
-        payload = ray.get(ref)
-        with warnings.catch_warnings():
-            # The arrays are read-only views of the object store (no copy); training never
-            # writes to them (every batch is a new tensor).
-            warnings.simplefilter("ignore", UserWarning)
-            train_x, train_y, val_x, val_y, test_x, test_y = (torch.from_numpy(payload[name]) for name in SPLITS)
-        images = ImageData(
-            name=payload["name"],
-            train_x=train_x,
-            train_y=train_y,
-            val_x=val_x,
-            val_y=val_y,
-            test_x=test_x,
-            test_y=test_y,
-            classes=payload["classes"],
-            mean=tuple(payload["mean"]),
-            std=tuple(payload["std"]),
-        )
+        images = _images(ray.get(ref))
         data = DeviceData(images, torch.device(device))
         _DATA_CACHE[key] = data
         board.loaded.remote(os.getpid())
@@ -490,6 +473,27 @@ def _payload(data: ImageData) -> dict:
     for name in SPLITS:
         payload[name] = getattr(data, name).contiguous().numpy()
     return payload
+
+
+def _images(payload: dict) -> ImageData:
+    """:func:`_payload` read back in a worker."""
+    with warnings.catch_warnings():
+        # The arrays are read-only views of the object store (no copy); training never
+        # writes to them (every batch is a new tensor).
+        warnings.simplefilter("ignore", UserWarning)
+        train_x, train_y, val_x, val_y, test_x, test_y = (torch.from_numpy(payload[name]) for name in SPLITS)
+    return ImageData(
+        name=payload["name"],
+        train_x=train_x,
+        train_y=train_y,
+        val_x=val_x,
+        val_y=val_y,
+        test_x=test_x,
+        test_y=test_y,
+        classes=payload["classes"],
+        mean=tuple(payload["mean"]),
+        std=tuple(payload["std"]),
+    )
 
 
 def _check_reachable(address: str) -> None:
