@@ -282,6 +282,12 @@ class Config:
     batch_size: int | None = setting(
         None, "training", "images per step; none: from the training set's size (16 to 256)", accepts="1-65536"
     )
+    batch_by_time: bool = setting(
+        False,
+        "training",
+        "with a budget and no batch size given: train at batch 64 when it trains more images a second "
+        "than the automatic size (timed at the start), each candidate given the same time, so more epochs",
+    )
     augment: str = setting(
         "auto",
         "training",
@@ -433,7 +439,7 @@ class Config:
         _check_float("time_limit_s", self.time_limit_s, 0.0, math.inf, low_open=True)
         if not isinstance(self.compile, bool):
             raise ConfigError(f"compile = {self.compile!r} is not accepted; use true or false.")
-        for name in ("prune", "inherit_weights"):
+        for name in ("prune", "inherit_weights", "batch_by_time"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} = {getattr(self, name)!r} is not accepted; use true or false.")
         _check_float("prune_fraction", self.prune_fraction, 0.0, 1.0, low_open=True)

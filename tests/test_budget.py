@@ -138,6 +138,27 @@ def test_settings_a_person_gave_are_kept_by_the_plan():
     assert Plan.from_dict(json.loads(json.dumps(kept.to_dict()))).population == 5
 
 
+def test_a_batch_chosen_by_time_gets_epochs_and_a_first_rung_of_the_same_time():
+    scaled = make_plan(
+        3600,
+        elapsed_s=2.0,
+        epoch_s=1.0,
+        final_epoch_s=1.2,
+        workers=2,
+        fidelities_for=lambda epochs, low: Config(epochs=epochs, min_epochs=low).fidelities(steps_per_epoch=100),
+        reduction_factor=3,
+        given={},
+        batch_size=64,
+        epoch_scale=1.5,
+    )
+    # The automatic size's first rung is 3 epochs (300 steps at 100 a epoch): 4.5 → 5 at batch 64.
+    assert (scaled.epochs, scaled.min_epochs, scaled.batch_size) == (14, 5, 64)
+    assert scaled.summary().endswith("(batch 64)")
+    again = Plan.from_dict(json.loads(json.dumps(scaled.to_dict())))
+    assert (again.batch_size, again.epoch_scale) == (64, 1.5)
+    assert plan(3600).batch_size is None and "batch" not in plan(3600).summary()
+
+
 # ------------------------------------------------------------------------ the search following a plan
 
 
@@ -146,15 +167,17 @@ class TimedFakeEvaluator:
 
     workers = 2
 
-    def __init__(self, data, settings):
+    def __init__(self, data, settings, batch_exponent=1.0):
         self.data, self.settings, self.tasks, self.calls = data, settings, [], []
+        self.batch_exponent = batch_exponent  # below 1: a larger batch trains more images a second
 
     def evaluate(self, tasks, on_result, on_progress, should_stop):
         self.calls.append(list(tasks))
         for task in tasks:
             self.tasks.append(task)
             if task.probe_steps is not None:
-                on_result(task, TrainResult("probed", 0.0, step_seconds=0.01 * self.settings.batch_size / 16))
+                batch = task.batch_size or self.settings.batch_size
+                on_result(task, TrainResult("probed", 0.0, step_seconds=0.01 * (batch / 16) ** self.batch_exponent))
                 continue
             epochs = task.pause_after or task.epochs
             history = [{"epoch": e + 1, "train_loss": 1.0, "val_accuracy": 0.5, "seconds": 0.05} for e in range(epochs)]
@@ -177,7 +200,7 @@ class TimedFakeEvaluator:
         pass
 
 
-def budget_search(tmp_path, run_id="b", **settings):
+def budget_search(tmp_path, run_id="b", batch_exponent=1.0, **settings):
     config = Config.from_dict({"dataset": "digits", "seed": 1, "budget_s": 120.0, **settings})
     store = Store(tmp_path / "db.json")
     if store.get_run(run_id) is None:
@@ -185,7 +208,7 @@ def budget_search(tmp_path, run_id="b", **settings):
     made = []
 
     def factory(data, train_settings):
-        made.append(TimedFakeEvaluator(data, train_settings))
+        made.append(TimedFakeEvaluator(data, train_settings, batch_exponent))
         return made[-1]
 
     status = Search(config, store, run_id, evaluator_factory=factory).run()
@@ -232,6 +255,39 @@ def test_a_resumed_budget_run_keeps_its_plan(tmp_path):
     _, store, evaluator = budget_search(tmp_path)
     assert store.get_run("b")["plan"] == before
     assert not [t for t in evaluator.tasks if t.probe_steps is not None and not t.final]  # no new timing
+
+
+def test_batch_by_time_takes_batch_64_when_it_trains_more_images_a_second(tmp_path):
+    status, store, evaluator = budget_search(tmp_path, batch_exponent=0.7, batch_by_time=True)
+    assert status == "completed"
+    run = store.get_run("b")
+    plan = Plan.from_dict(run["plan"])
+    assert plan.batch_size == 64 and plan.epoch_scale == pytest.approx(4**0.3, rel=1e-3)
+    assert Config.from_dict(run["config"]).batch_size == 64
+    probes = [t for t in evaluator.tasks if t.probe_steps is not None and not t.final]
+    assert {t.batch_size for t in probes} == {None, 64}  # timed at the automatic size, then at 64
+    trained = [t for t in evaluator.tasks if t.probe_steps is None or t.final]
+    assert trained and all(t.batch_size == 64 for t in trained)  # candidates, final and its timing
+    first = [t for t in evaluator.tasks if t.probe_steps is None and not t.final and t.generation == 0]
+    assert min(t.pause_after or t.epochs for t in first) == plan.min_epochs
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"batch_exponent": 1.0},
+        {"batch_size": 16, "overrides": []},
+        {"batch_exponent": 0.7, "epochs": 3, "overrides": ["epochs"]},
+    ],
+)
+def test_batch_by_time_keeps_the_automatic_size_when_64_is_no_faster_or_a_setting_says_so(tmp_path, settings):
+    _, store, evaluator = budget_search(tmp_path, batch_by_time=True, **settings)
+    assert store.get_run("b")["plan"]["batch_size"] is None
+    assert Config.from_dict(store.get_run("b")["config"]).batch_size == settings.get("batch_size")
+    if "batch_exponent" in settings and "epochs" not in settings:
+        assert {t.batch_size for t in evaluator.tasks if t.probe_steps and not t.final} == {None, 64}
+    else:  # a batch size or epochs the person set: no second timing
+        assert {t.batch_size for t in evaluator.tasks if t.probe_steps and not t.final} <= {None, 16}
 
 
 def test_planned_settings_the_person_gave_stay_as_given(tmp_path):

@@ -30,6 +30,7 @@ class Task:
     pause_after: int | None = None  # a successive-halving rung: stop after this many epochs
     resume: Checkpoint | None = field(default=None, compare=False, repr=False)  # go on from a paused rung
     threads: int | None = None  # overrides the settings' torch threads (the final training: all CPUs)
+    batch_size: int | None = None  # overrides the settings' batch size (one a budget's plan chose by time)
     time_limit_s: float | None = None  # overrides the settings' time limit (the final training)
     probe_steps: int | None = None  # only time this many training steps (planning a time budget)
     parent: str | None = None  # the key of the candidate whose trained weights ``inherit`` holds
@@ -58,6 +59,8 @@ def run_task(
         settings = replace(settings, epochs=task.epochs)
     if task.threads is not None:
         settings = replace(settings, threads=task.threads)
+    if task.batch_size is not None:
+        settings = replace(settings, batch_size=task.batch_size)
     settings = replace(settings, time_limit_s=task.time_limit(settings))
     return train_candidate(
         task.genome,

@@ -15,7 +15,10 @@ run keeps it:
   successive halving's rungs) is too short to search: candidates trained for one or three epochs
   are ranked little better than by drawing lots, and the short final training left after them
   loses to one plain CNN trained with all of the time (bench/RESULTS.md §11 and §12). Such a
-  budget trains that network, :func:`~automodel.evolution.genome.reference_genome` (a ``direct`` plan).
+  budget trains that network, :func:`~automodel.evolution.genome.reference_genome` (a ``direct`` plan);
+- with ``batch_by_time`` the timing is made twice, at the automatic batch size and at batch 64; when
+  64 trains more images a second the plan takes it, and a candidate gets as many more epochs (and a
+  first rung as much longer) as make the same time as the automatic size's.
 
 Settings a person gave (``Config.overrides``) are kept as given. While the run goes on the
 timing is replaced by what candidates really cost: a generation is not started when the
@@ -89,6 +92,8 @@ class Plan:
     workers: int
     candidate_epochs: float  # what the search's share buys
     direct: bool = False  # too short to search: the whole budget trains the reference network
+    batch_size: int | None = None  # a batch chosen by time (``batch_by_time``); None: the automatic size
+    epoch_scale: float = 1.0  # its images a second over the automatic size's: epochs and rungs are scaled by it
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in asdict(self).items()}
@@ -101,12 +106,13 @@ class Plan:
         if self.direct:
             return (
                 f"{describe_duration(self.budget_s)}: too short to search; one plain CNN trained for "
-                f"{self.final_epochs} epochs"
+                f"{self.final_epochs} epochs" + (f" (batch {self.batch_size})" if self.batch_size else "")
             )
         return (
             f"{describe_duration(self.budget_s)}: {self.population} candidates × up to {self.generations} "
             f"generation{'s' if self.generations != 1 else ''}, {self.epochs} epoch"
             f"{'s' if self.epochs != 1 else ''} each at most, then {self.final_epochs} final epochs"
+            + (f" (batch {self.batch_size})" if self.batch_size else "")
         )
 
 
@@ -129,18 +135,27 @@ def make_plan(
     fidelities_for,
     reduction_factor: int,
     given: dict[str, int],
+    batch_size: int | None = None,
+    epoch_scale: float = 1.0,
 ) -> Plan:
     """The plan for ``budget_s`` seconds, ``elapsed_s`` of them already spent (loading the data).
 
     ``fidelities_for(epochs, min_epochs)`` gives the rungs the search would use; ``given`` holds the
-    settings of PLANNED that the person set (kept as they are)."""
+    settings of PLANNED that the person set (kept as they are). ``batch_size`` is a batch chosen by
+    time, ``epoch_scale`` times faster per image than the automatic size (``epoch_s`` and
+    ``final_epoch_s`` timed at it): a candidate gets the epochs and rungs the automatic size's would
+    get in the same time."""
     left = max(1.0, budget_s - elapsed_s - START_UP_S)
     final_epochs = given.get("final_epochs") or max(1, min(MAX_FINAL_EPOCHS, int(left * FINAL_SHARE / final_epoch_s)))
     final_s = final_epochs * final_epoch_s
     search_s = max(1.0, left - final_s)
     buys = search_s * workers / max(epoch_s, 1e-6)
-    min_epochs = given.get("min_epochs") or 1
-    nine = generation_epochs(DIRECT_POPULATION, fidelities_for(9, min(min_epochs, 9)), reduction_factor)
+    long, short = max(9, round(9 * epoch_scale)), max(3, round(3 * epoch_scale))
+    # A batch chosen by time: its first rung takes the time of the automatic size's first.
+    min_epochs = given.get("min_epochs") or (
+        math.ceil(fidelities_for(9, 1)[0] * epoch_scale - 1e-9) if epoch_scale > 1 else 1
+    )
+    nine = generation_epochs(DIRECT_POPULATION, fidelities_for(long, min(min_epochs, long)), reduction_factor)
     if buys < nine and not set(given) & {"population", "generations", "epochs", "min_epochs"}:
         epochs_all = given.get("final_epochs") or max(1, min(MAX_FINAL_EPOCHS, int(left / final_epoch_s)))
         return Plan(
@@ -157,11 +172,13 @@ def make_plan(
             workers=workers,
             candidate_epochs=buys,
             direct=True,
+            batch_size=batch_size,
+            epoch_scale=epoch_scale,
         )
     # Nine epochs a candidate: a rung that pauses a long schedule ranks better than a short training of
     # the same cost, and the survivors' later rungs rank nearly as a full training does (bench/RESULTS.md
     # §12). Three only when a person's settings leave no room for nine.
-    epochs = given.get("epochs") or (9 if nine <= buys else 3)
+    epochs = given.get("epochs") or (long if nine <= buys else short)
     population = given.get("population") or (8 if buys < 300 else 16 if buys < 3000 else 24)
     rungs = fidelities_for(epochs, min_epochs)
     per_generation = generation_epochs(population, rungs, reduction_factor)
@@ -189,6 +206,8 @@ def make_plan(
         final_epoch_s=final_epoch_s,
         workers=workers,
         candidate_epochs=buys,
+        batch_size=batch_size,
+        epoch_scale=epoch_scale,
     )
 
 

@@ -63,6 +63,7 @@ def final_task(
         final=True,
         epochs=epochs,
         threads=threads,
+        batch_size=config.batch_size,
         parent=parent,
         inherit=inherit,
         time_limit_s=time_limit_s,

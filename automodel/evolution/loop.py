@@ -69,6 +69,7 @@ from automodel.training.trainer import (
 
 PROBE_GENERATION = -2  # the timing a budget is planned from
 PROBE_STEPS = 20  # steps each probe times (after its warm-up steps)
+TIME_BATCH = 64  # the batch ``batch_by_time`` tries against the automatic size
 TRACKING_CLOSE_S = 120.0  # the longest a finished search waits for its tracker to log what is queued
 TRACKING_ABORT_S = 10.0  # the same for a search ended by an error
 FALLBACK_STEP_S = 0.05  # seconds per step when no probe could be timed (every one failed)
@@ -296,7 +297,9 @@ class Search:
             self.store.update_run(self.run_id, plan=plan.to_dict())
             self.reporter.message(f"budget {plan.summary()}")
         keep = set(self.config.overrides)
-        planned = {name: getattr(self.plan, name) for name in PLANNED if name not in keep}
+        planned: dict[str, Any] = {name: getattr(self.plan, name) for name in PLANNED if name not in keep}
+        if self.plan.batch_size is not None:
+            planned["batch_size"] = self.plan.batch_size
         search_s = (
             self.plan.search_s
             if self.config.time_budget_s is None
@@ -317,15 +320,26 @@ class Search:
             for i, g in enumerate(genomes)
             if self._over_budget(g) is None
         ]
-        results: list[TrainResult] = []
         self.reporter.message("timing a few training steps to plan the budget")
-        evaluator.evaluate(tasks, lambda _t, r: results.append(r), lambda _t, _i: None, self.stop)
-        if self.stop():
+        step_s = self._time_steps(evaluator, tasks)
+        if step_s is None:
             return None
-        steps = sorted(r.step_seconds for r in results if r.step_seconds is not None)
-        batch = resolve_batch_size(c.batch_size, len(data.train_x))
+        auto = resolve_batch_size(c.batch_size, len(data.train_x))
+        batch, chosen, scale = auto, None, 1.0
+        if (
+            c.batch_by_time
+            and c.batch_size is None
+            and auto < TIME_BATCH
+            and not {"epochs", "min_epochs"} & set(c.overrides)
+        ):
+            large_s = self._time_steps(evaluator, [replace(t, batch_size=TIME_BATCH) for t in tasks])
+            if large_s is None:
+                return None
+            faster = (TIME_BATCH / large_s) / (auto / step_s)
+            if faster > 1.0:
+                batch, chosen, scale, step_s = TIME_BATCH, TIME_BATCH, faster, large_s
         steps_per_epoch = max(1, len(data.train_x) // batch)
-        step_s = steps[len(steps) // 2] if steps else FALLBACK_STEP_S
+        auto_steps_per_epoch = max(1, len(data.train_x) // auto)
         # An epoch ends with a validation pass (forward only, about a third of a training step per image).
         epoch_s = step_s * steps_per_epoch * (1 + len(data.val_x) / max(1, len(data.train_x)) / 3)
         final_epoch_s = step_s * max(1, (len(data.train_x) + len(data.val_x)) // batch)
@@ -340,9 +354,21 @@ class Search:
             reduction_factor=c.reduction_factor,
             given=given,
             fidelities_for=lambda epochs, low: replace(c, epochs=epochs, min_epochs=min(low, epochs)).fidelities(
-                steps_per_epoch=steps_per_epoch
+                steps_per_epoch=auto_steps_per_epoch
             ),
+            batch_size=chosen,
+            epoch_scale=scale,
         )
+
+    def _time_steps(self, evaluator: Evaluator, tasks: list[Task]) -> float | None:
+        """The median seconds of one training step over the probe ``tasks``, trained at once (a
+        fallback when none could be timed); None when the run was stopped meanwhile."""
+        results: list[TrainResult] = []
+        evaluator.evaluate(tasks, lambda _t, r: results.append(r), lambda _t, _i: None, self.stop)
+        if self.stop():
+            return None
+        steps = sorted(r.step_seconds for r in results if r.step_seconds is not None)
+        return steps[len(steps) // 2] if steps else FALLBACK_STEP_S
 
     def candidate_time_limit(self) -> float:
         """A candidate's time limit; with a budget also long enough for a candidate of the plan's epochs
@@ -381,7 +407,16 @@ class Search:
         worker_threads = (settings.threads if settings is not None else None) or 1
         options = sorted({worker_threads, torch.get_num_threads()})
         tasks = [
-            Task(PROBE_GENERATION, i, genome, 0, final=True, probe_steps=PROBE_STEPS, threads=t)
+            Task(
+                PROBE_GENERATION,
+                i,
+                genome,
+                0,
+                final=True,
+                probe_steps=PROBE_STEPS,
+                threads=t,
+                batch_size=self.config.batch_size,
+            )
             for i, t in enumerate(options)
         ]
         timed: dict[int, float] = {}
@@ -416,7 +451,10 @@ class Search:
         """The run's successive-halving rungs, in epochs, for its training set and batch size."""
         if self.data is None:
             return self.config.fidelities()
-        batch = resolve_batch_size(self.config.batch_size, len(self.data.train_x))
+        # A batch the plan chose by time keeps the automatic size's shortest first rung: its own first
+        # rung (min_epochs) was scaled to the same time.
+        given = None if self.plan is not None and self.plan.batch_size is not None else self.config.batch_size
+        batch = resolve_batch_size(given, len(self.data.train_x))
         return self.config.fidelities(steps_per_epoch=max(1, len(self.data.train_x) // batch))
 
     def max_macs(self) -> int:
@@ -651,6 +689,7 @@ class Search:
                     parent=parent,
                     inherit=weights,
                     epochs=self.config.epochs,
+                    batch_size=self.config.batch_size,
                     time_limit_s=self.candidate_time_limit(),
                 )
             )
