@@ -52,6 +52,7 @@ FLAGS = {
     "ga-continue": ["--final-from", "search"],
     "ga-3": ["--epochs", "3"],
     "ga-batch64": ["--batch-size", "64"],
+    "ga-batch-time": ["--batch-by-time"],
     "ga-search-continue": ["--epochs", "9", "--final-from", "search"],
 }
 LABELS = {
@@ -61,6 +62,7 @@ LABELS = {
     "ga-continue": "GA, final continues",
     "ga-3": "GA, 3 epochs",
     "ga-batch64": "GA, batch 64",
+    "ga-batch-time": "GA, batch by time",
     "ga-search-continue": "GA searching, final continues",
     "random": "random",
     "tpe": "TPE",
