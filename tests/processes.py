@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,3 +45,28 @@ def spawn_cli(*args: str, env: dict[str, str] | None = None, **kw) -> subprocess
         text=True,
         **kw,
     )
+
+
+def process_state(pid: int) -> tuple[str, int] | None:
+    """``(state, parent pid)`` of a process from ``/proc``; None when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return fields[0], int(fields[1])
+
+
+def live_processes(matches: Callable[[bytes], bool]) -> set[int]:
+    """Live (not zombie) processes on this machine whose command line ``matches``."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        state = process_state(int(entry.name))
+        if state is not None and state[0] != "Z" and matches(cmdline):
+            found.add(int(entry.name))
+    return found

@@ -32,7 +32,7 @@ if importlib.util.find_spec("ray") is None:
     )
 
 import torch  # noqa: E402
-from processes import run_cli, spawn_cli
+from processes import live_processes, run_cli, spawn_cli
 
 from automodel import load_model  # noqa: E402
 from automodel.config import SearchSpace  # noqa: E402
@@ -67,18 +67,7 @@ def spawn(*args: str, **kw) -> subprocess.Popen:
 
 def ray_processes() -> set[int]:
     """Live (not zombie) processes of Ray or of AutoModel's Ray helper on this machine."""
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            continue
-        if state != "Z" and any(marker in cmdline for marker in RAY_MARKERS):
-            found.add(int(entry.name))
-    return found
+    return live_processes(lambda cmdline: any(marker in cmdline for marker in RAY_MARKERS))
 
 
 def training_workers(db: Path, run_id: str) -> set[str]:

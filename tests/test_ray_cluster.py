@@ -32,7 +32,7 @@ if importlib.util.find_spec("ray") is None:
         allow_module_level=True,
     )
 
-from processes import run_cli, spawn_cli  # noqa: E402
+from processes import live_processes, run_cli, spawn_cli  # noqa: E402
 
 from automodel.store import Store  # noqa: E402
 from automodel.testing.local_cluster import NODES, LocalCluster  # noqa: E402
@@ -73,18 +73,7 @@ def training(db: Path, run_id: str) -> set[str]:
 
 def candidate_processes() -> set[int]:
     """Ray worker processes training a candidate now (a task names its worker ``ray::automodel-g…``)."""
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            continue
-        if state != "Z" and cmdline.startswith(b"ray::automodel-g"):
-            found.add(int(entry.name))
-    return found
+    return live_processes(lambda cmdline: cmdline.startswith(b"ray::automodel-g"))
 
 
 def end(process: subprocess.Popen) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from processes import spawn_cli
+from processes import live_processes, process_state, spawn_cli
 
 from automodel.config import Config, resolve_workers
 from automodel.evaluators.worker_pool import WorkerPoolEvaluator, train_in_worker
@@ -173,23 +173,12 @@ def cli(*args: str, **kw) -> subprocess.Popen:
 
 
 def children_of(pid: int) -> set[int]:
-    found = set()
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            found.add(int(stat.parent.name))
-    return found
+    return {child for child in live_processes(lambda _: True) if (process_state(child) or ("", 0))[1] == pid}
 
 
 def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
+    state = process_state(pid)
+    return state is not None and state[0] != "Z"
 
 
 ARGS = [
