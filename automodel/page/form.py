@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import streamlit as st
 
@@ -404,14 +404,22 @@ def _form(store: Store | None, data_dir: Path, cwd: Path) -> None:
     with st.container():
         if problem:
             st.error(problem)
-    if st.button("Start", key="start", type="primary", width="stretch", disabled=problem is not None or store is None):
+    if (
+        st.button("Start", key="start", type="primary", width="stretch", disabled=problem is not None or store is None)
+        and store is not None
+    ):
         _start(store, config, upload, data_dir, cwd)
     with st.container():
         for kind, text in st.session_state.pop("_start_messages", []):
             getattr(st, kind)(text)
 
 
-def cfg(name: str) -> dict[str, str]:
+class WidgetKeys(TypedDict):
+    key: str
+    help: str
+
+
+def cfg(name: str) -> WidgetKeys:
     """A settings widget's key and help: the help is the setting's own (``config.setting_help``)."""
     return {"key": f"cfg_{name}", "help": setting_help(name)}
 
@@ -454,7 +462,7 @@ def _form_config(
     choice: str, upload, data_dir: Path, budget: float | None, manual: bool
 ) -> tuple[dict[str, Any], str | None]:
     """The form as a validated config dict, or the one sentence saying what is wrong."""
-    values = {name: st.session_state.get(f"cfg_{name}") for name in views.FORM_FIELDS}
+    values: dict[str, Any] = {name: st.session_state.get(f"cfg_{name}") for name in views.FORM_FIELDS}
     values["budget_s"] = budget
     values["overrides"] = list(PLANNED) if budget is not None and manual else []
     values["space"] = {
@@ -517,10 +525,11 @@ def _start(store: Store, config_dict: dict[str, Any], upload, data_dir: Path, cw
             prepare=(lambda run_dir: _unpack_upload(upload, run_dir)) if upload else None,
         )
     except (ConfigError, StoreError) as exc:  # refused before anything was recorded (RunActiveError included)
-        if store.get_run(run_id) is None:
+        recorded = store.get_run(run_id)
+        if recorded is None:
             messages.append(("error", str(exc)))
             return
-        messages.append(("error", views.sentence(store.get_run(run_id).get("reason") or str(exc))))
+        messages.append(("error", views.sentence(recorded.get("reason") or str(exc))))
         st.session_state["run_pick"] = run_id
         return
     except Exception:  # noqa: BLE001 - the run is recorded as failed with the reason; show it

@@ -22,6 +22,7 @@ from automodel.page import sections as page_sections
 from automodel.page import views
 from automodel.process import jobs
 from automodel.store import ACTIVE_STATUSES, Store, StoreError, default_db_path
+from automodel.store.records import RunRecord
 
 ROOT = Path.cwd()  # where search processes start; set by main() from app.py's folder
 DATA_DIR = ROOT / "data"  # where built-in datasets are read or downloaded
@@ -86,7 +87,7 @@ def _launching_for(run_id: str) -> jobs.Launch | None:
     return pending if pending is not None and pending.run_id == run_id else None
 
 
-def _settle_launch(store: Store, run: dict) -> bool:
+def _settle_launch(store: Store, run: RunRecord) -> bool:
     """Whether a search this session launched for ``run`` is still on its way to the store."""
     pending = _launching_for(run["run_id"])
     if pending is None:
@@ -153,7 +154,7 @@ def run_panel(db_path: str, run_id: str, live: bool) -> None:
     page_sections.run_tabs(store, run, records, frame, generations, ROOT)
 
 
-def _status_block(store: Store, run: dict, view: views.StatusView, others: list[dict]) -> None:
+def _status_block(store: Store, run: RunRecord, view: views.StatusView, others: list[RunRecord]) -> None:
     run_id = run["run_id"]
     with st.container(border=True, key="status"):
         st.markdown(view.headline)
@@ -196,7 +197,7 @@ def _stop(store: Store, run_id: str) -> None:
     st.rerun()
 
 
-def _resume(store: Store, run_id: str, runs: list[dict]) -> None:
+def _resume(store: Store, run_id: str, runs: list[RunRecord]) -> None:
     try:
         st.session_state["launching"] = jobs.resume_search(store, run_id, data_dir=DATA_DIR, cwd=ROOT)
     except StoreError as exc:  # atomic claim: a second tab or terminal cannot resume it too
@@ -214,7 +215,7 @@ def _watch_for_changes(db_path: str, signature: tuple) -> None:
         st.rerun()
 
 
-def _signature(runs: list[dict]) -> tuple:
+def _signature(runs: list[RunRecord]) -> tuple:
     return tuple(
         (
             r["run_id"],
@@ -228,17 +229,17 @@ def _signature(runs: list[dict]) -> tuple:
     )
 
 
-def _busy(run: dict) -> bool:
+def _busy(run: RunRecord) -> bool:
     return run.get("status") in ACTIVE_STATUSES or bool(jobs.finalizing(run))
 
 
-def runs_block(store: Store, runs: list[dict]) -> None:
+def runs_block(store: Store, runs: list[RunRecord]) -> None:
     """All runs of the database in one table, and two or more of them compared on one chart; drawn
     only while its expander is open."""
     page_sections.lazy_expander("All runs and comparison", "all_runs", lambda: _runs_table_and_comparison(store, runs))
 
 
-def _runs_table_and_comparison(store: Store, runs: list[dict]) -> None:
+def _runs_table_and_comparison(store: Store, runs: list[RunRecord]) -> None:
     st.caption(f"{len(runs)} runs in this database.")
     st.dataframe(
         views.runs_table(runs),
@@ -272,7 +273,7 @@ def _runs_table_and_comparison(store: Store, runs: list[dict]) -> None:
             st.caption("Solid: the best validation accuracy of each generation; dashed: the generation's mean.")
 
 
-def _run_settings(store: Store, run: dict, db_path: str) -> None:
+def _run_settings(store: Store, run: RunRecord, db_path: str) -> None:
     run_id = run["run_id"]
     st.json(run.get("config") or {}, expanded=False)
     st.caption(f"Resume from a terminal: `python -m automodel resume {run_id} --db {db_path}`")

@@ -5,8 +5,9 @@ Each is one function that lays out what ``automodel.page.views`` shapes."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import streamlit as st
 
@@ -15,6 +16,7 @@ from automodel.page import views
 from automodel.process import jobs
 from automodel.store import ACTIVE_STATUSES, Store
 from automodel.store.csv_export import records_csv
+from automodel.store.records import CandidateRecord, GenerationRecord, RunRecord
 
 TABLE_PAGE_ROWS = 200  # rows of the population table sent to the browser at once
 USAGE_SNIPPET = 'from automodel import load_model\nmodel = load_model("{name}")'
@@ -48,13 +50,15 @@ def lazy_expander(label: str, key: str, draw: Callable[[], None], expanded: bool
             draw()
 
 
-def run_tab_labels(run: dict) -> list[str]:
+def run_tab_labels(run: RunRecord) -> list[str]:
     """The tabs a run has: the Pareto front only when it trades accuracy against a cost."""
     objectives = (run.get("config") or {}).get("objectives") or ["accuracy"]
     return [label for label in RUN_TABS if label != "Pareto front" or len(objectives) > 1]
 
 
-def run_tabs(store: Store, run: dict, records: list[dict], frame, generations: list[dict], cwd: Path) -> None:
+def run_tabs(
+    store: Store, run: RunRecord, records: list[CandidateRecord], frame, generations: list[GenerationRecord], cwd: Path
+) -> None:
     """The run's sections as tabs. Only the open tab is computed and sent to the browser, so a
     redraw costs one section, whatever the run's size."""
     labels = run_tab_labels(run)
@@ -62,7 +66,7 @@ def run_tabs(store: Store, run: dict, records: list[dict], frame, generations: l
         st.session_state.pop(RUN_TAB_KEY, None)
     tabs = st.tabs(labels, key=RUN_TAB_KEY, on_change="rerun")
     sections = {
-        "Population": lambda: (st.fragment(population_block)(frame, run["run_id"]), failures_block(frame)),
+        "Population": lambda: _population_and_failures(frame, run["run_id"]),
         "Best model": lambda: _best_and_downloads(store, run),
         "Architecture": lambda: architecture_block(run, records),
         "Which genes matter": lambda: genes_block(records, generations),
@@ -76,7 +80,12 @@ def run_tabs(store: Store, run: dict, records: list[dict], frame, generations: l
                 sections[label]()
 
 
-def _best_and_downloads(store: Store, run: dict) -> None:
+def _population_and_failures(frame, run_id: str) -> None:
+    st.fragment(population_block)(frame, run_id)
+    failures_block(frame)
+
+
+def _best_and_downloads(store: Store, run: RunRecord) -> None:
     left, right = st.columns([3, 2], gap="large")
     with left:
         best_block(run)
@@ -154,7 +163,7 @@ def failures_block(frame) -> None:
     lazy_expander("Failed candidates", "failures_open", draw)  # no count in the label: it would close as it grows
 
 
-def pareto_block(store: Store, run: dict, records: list[dict], cwd: Path) -> None:
+def pareto_block(store: Store, run: RunRecord, records: list[CandidateRecord], cwd: Path) -> None:
     """With several objectives: accuracy against a cost, the front highlighted; any member can be
     finalized (in its own process, started in ``cwd``) and then downloaded."""
     objectives = (run.get("config") or {}).get("objectives") or ["accuracy"]
@@ -182,7 +191,11 @@ def pareto_block(store: Store, run: dict, records: list[dict], cwd: Path) -> Non
         f"{len(members)} of {len(frame)} fully trained candidates are on the front: no other is both more "
         "accurate and cheaper. Choose one to train it on train + validation and test it."
     )
-    key = st.selectbox("Member of the front", list(labels), format_func=labels.get, key=f"pareto_member_{run_id}")
+    key = st.selectbox(
+        "Member of the front", list(labels), format_func=lambda k: labels[k], key=f"pareto_member_{run_id}"
+    )
+    if key is None:
+        return
     done = (run.get("finalized") or {}).get(key)
     claim = jobs.finalizing(run).get(key)
     if done and Path(done["path"]).is_file():
@@ -228,7 +241,7 @@ def pareto_block(store: Store, run: dict, records: list[dict], cwd: Path) -> Non
         st.rerun(scope="app")
 
 
-def architecture_block(run: dict, records: list[dict]) -> None:
+def architecture_block(run: RunRecord, records: list[CandidateRecord]) -> None:
     """The best network, or a candidate of the generation shown in the population table, drawn as a
     diagram, with its learning curve."""
     st.subheader("Architecture")
@@ -240,34 +253,37 @@ def architecture_block(run: dict, records: list[dict]) -> None:
     present = sorted({r["generation"] for r in trained})
     generation = st.session_state.get(f"pop_gen_{run_id}")
     generation = present[-1] if generation is None and present else generation
-    choices = {"best": None} | {f"{r['generation']}-{r['index']}": r for r in trained if r["generation"] == generation}
+    candidates = {f"{r['generation']}-{r['index']}": r for r in trained if r["generation"] == generation}
+    choices = ["best", *candidates]
     best = next((r for r in records if r["key"] == run.get("best_key") and not r.get("cached")), None)
 
     def label(choice: str) -> str:
         if choice == "best":
             return f"The best · {run.get('best_summary')}"
-        r = choices[choice]
+        r = candidates[choice]
         return f"Gen {r['generation'] + 1} · #{r['index'] + 1} · {r['fitness']:.4f} · {r['summary']}"
 
     key = f"arch_pick_{run_id}"
     if st.session_state.get(key) not in choices:
         st.session_state.pop(key, None)
-    choice = st.selectbox(
-        "Network",
-        list(choices),
-        format_func=label,
-        key=key,
-        help="The best, or any candidate of the generation chosen in the population table.",
+    choice = (
+        st.selectbox(
+            "Network",
+            choices,
+            format_func=label,
+            key=key,
+            help="The best, or any candidate of the generation chosen in the population table.",
+        )
+        or "best"
     )
-    record = best if choice == "best" else choices[choice]
-    genome = run["best_genome"] if choice == "best" else record["genome"]
+    record = best if choice == "best" else candidates[choice]
+    genome = run["best_genome"] if choice == "best" else candidates[choice]["genome"]
     rows = _layer_rows(json.dumps(genome, sort_keys=True), tuple(run["input_shape"]), len(run.get("classes") or []))
     left, right = st.columns([1, 1], gap="large")
     with left:
         st.graphviz_chart(views.architecture_dot(rows), width="stretch")
     with right:
-        shown = [r for r in (record, best) if r is not None]
-        shown = list({id(r): r for r in shown}.values())
+        shown: list[Mapping[str, Any]] = list({id(r): r for r in (record, best) if r is not None}.values())
         labels = ["this network" if r is record else "the best" for r in shown]
         final = views.final_training_curve(run) if choice == "best" else None
         if final is not None:
@@ -290,7 +306,7 @@ def architecture_block(run: dict, records: list[dict]) -> None:
             st.altair_chart(loss, key=f"curves_loss_{run_id}")
 
 
-def genes_block(records: list[dict], generations: list[dict]) -> None:
+def genes_block(records: list[CandidateRecord], generations: list[GenerationRecord]) -> None:
     st.subheader("Which genes matter")
     frame = views.gene_frame(records)
     if len(frame) < 3:
@@ -306,7 +322,7 @@ def genes_block(records: list[dict], generations: list[dict]) -> None:
         st.altair_chart(views.diversity_chart(generations), key="diversity_chart")
 
 
-def test_results_block(run: dict) -> None:
+def test_results_block(run: RunRecord) -> None:
     st.subheader("Test results")
     report = run.get("test_report")
     if not report:
@@ -347,7 +363,7 @@ def _model_for(path: str, mtime: float):
     return load_model(path)
 
 
-def try_block(run: dict) -> None:
+def try_block(run: RunRecord) -> None:
     st.subheader("Try the model")
     path = run.get("best_model_path")
     if not path or not Path(path).is_file():
@@ -380,13 +396,13 @@ def try_block(run: dict) -> None:
         )
 
 
-def best_block(run: dict) -> None:
+def best_block(run: RunRecord) -> None:
     st.subheader("Best architecture")
     with st.container():
         _best_body(run)
 
 
-def _best_body(run: dict) -> None:
+def _best_body(run: RunRecord) -> None:
     genome = run.get("best_genome")
     if not genome:
         st.caption("Appears when the first candidate finishes.")
@@ -430,10 +446,10 @@ def table_height(rows: int, limit: int = 36) -> int:
     return 38 + 35 * min(max(rows, 1), limit)
 
 
-def downloads_block(store: Store, run: dict) -> None:
+def downloads_block(store: Store, run: RunRecord) -> None:
     st.subheader("Downloads")
     run_id = run["run_id"]
-    model_path = run.get("best_model_path")
+    model_path = run.get("best_model_path") or ""
     has_model = bool(model_path) and Path(model_path).is_file()
     final = run.get("stage") == "done"
     label = "final model" if final else "best model so far"
@@ -447,7 +463,7 @@ def downloads_block(store: Store, run: dict) -> None:
         on_click="ignore",
         width="stretch",
     )
-    shape = "×".join(map(str, run.get("input_shape") or ["C", "H", "W"]))
+    shape = "×".join(str(size) for size in run.get("input_shape") or []) or "C×H×W"
     st.code(USAGE_SNIPPET.format(name=f"{run_id}.pt"), language="python", wrap_lines=True)
     st.caption(
         f"`model(images)` takes floats N×{shape} in [0, 1] and returns logits over "

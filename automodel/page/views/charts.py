@@ -265,7 +265,7 @@ def pareto_chart(frame: pd.DataFrame, cost: str, height: int = 320) -> alt.Layer
     )
     front = data[data["On the front"]].sort_values(field) if not data.empty else data
     line = alt.Chart(front).mark_line(interpolate="step-after", color="#e15759", strokeWidth=2).encode(x=x, y=y)
-    return alt.layer(line, points).properties(height=height)
+    return alt.LayerChart(layer=[line, points], height=height)
 
 
 def compare_frame(curves: Mapping[str, Sequence[Mapping[str, Any]]]) -> pd.DataFrame:

@@ -39,7 +39,7 @@ def architecture_dot(rows: Sequence[Mapping[str, Any]], title: str = "") -> str:
         text_lines = textwrap.wrap(str(row["layer"]), LABEL_WIDTH) or [""]
         text_lines.append(f"{row['output_shape']}" + (f" · {params:,} params" if params else ""))
         label = "\\n".join(esc(line) for line in text_lines)
-        fill = colours.get(row.get("kind"), "#f4f4f4" if i else "#ffffff")
+        fill = colours.get(str(row.get("kind")), "#f4f4f4" if i else "#ffffff")
         lines.append(f'  n{i} [label="{label}", fillcolor="{fill}"];')
         if i:
             lines.append(f"  n{i - 1} -> n{i};")
@@ -191,7 +191,7 @@ def gene_chart(frame: pd.DataFrame, gene: str, height: int = 260) -> alt.LayerCh
         .mark_tick(color="#e15759", thickness=3, size=28)
         .encode(x=x, y="Median:Q", tooltip=[alt.Tooltip("Median:Q", title="median", format=".4f"), "Candidates:Q"])
     )
-    return alt.layer(points, median).properties(height=height)
+    return alt.LayerChart(layer=[points, median], height=height)
 
 
 def diversity_chart(generations: Sequence[Mapping[str, Any]], height: int = 160) -> alt.Chart:
@@ -245,4 +245,4 @@ def confusion_chart(report: Mapping[str, Any], size: int = 360) -> alt.LayerChar
     text = base.mark_text(fontSize=10).encode(
         text="Count:Q", color=alt.condition("datum.Share > 0.5", alt.value("white"), alt.value("#333333"))
     )
-    return alt.layer(cells, text).properties(width=size, height=size)
+    return alt.LayerChart(layer=[cells, text], width=size, height=size)

@@ -212,7 +212,7 @@ def folder_preview(described: Mapping[str, Any]) -> tuple[str, str | None]:
         parts.append(f"{described['ignored']} not images, ignored" + _named(described.get("ignored_names")))
     warning = None
     if counts and described.get("imbalance", 1.0) > IMBALANCE_WARNING:
-        largest, smallest = max(counts, key=counts.get), min(counts, key=counts.get)
+        largest, smallest = max(counts, key=lambda c: counts[c]), min(counts, key=lambda c: counts[c])
         warning = (
             f"The classes are unbalanced: {largest} has {counts[largest]:,} images, {smallest} only "
             f"{counts[smallest]:,} ({described['imbalance']:.0f}×); accuracy will favour the large classes."
