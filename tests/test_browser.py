@@ -8,6 +8,7 @@ Playwright is missing, unless AUTOMODEL_REQUIRE_BROWSER=1 (CI), where that is a 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -17,6 +18,7 @@ import sys
 import time
 import urllib.request
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -94,147 +96,169 @@ def _stop_searches(db: Path) -> None:
             jobs.request_stop(store, run["run_id"], timeout_s=5)
 
 
-def test_start_watch_stop_resume_and_download(tmp_path):
-    expect, sync_playwright = _browser_or_skip()
+@pytest.fixture(scope="module")
+def chromium():
+    """One Chromium for the module's tests; each test's pages are closed after it (``browser``)."""
+    _, sync_playwright = _browser_or_skip()
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+@pytest.fixture
+def browser(chromium):
+    yield chromium
+    for context in list(chromium.contexts):
+        context.close()
+
+
+@pytest.fixture
+def expect():
+    return _browser_or_skip()[0]
+
+
+@contextlib.contextmanager
+def serving(db: Path, tmp_path: Path, name: str = "streamlit") -> Iterator[tuple[subprocess.Popen, str]]:
+    """The page served on ``db`` (see :func:`_serve`); on leaving, the server and the searches it started end."""
+    server, url, _ = _serve(db, tmp_path, name)
+    try:
+        yield server, url
+    finally:
+        _stop_group(server)
+        _stop_searches(db)
+
+
+def test_start_watch_stop_resume_and_download(tmp_path, browser, expect):
     db = tmp_path / "db" / "automodel.json"
     shots: list[Path] = []
-    server, url, _ = _serve(db, tmp_path)
-    try:
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-            try:
-                page = browser.new_page(viewport={"width": 1440, "height": 1000}, accept_downloads=True)
+    with serving(db, tmp_path) as (server, url):
+        page = browser.new_page(viewport={"width": 1440, "height": 1000}, accept_downloads=True)
 
-                def shot(name: str) -> None:
-                    # Streamlit scrolls inside its own container: grow the window to get the whole page.
-                    height = page.evaluate(
-                        "() => Math.max(...[...document.querySelectorAll('section, div')].map(e => e.scrollHeight))"
-                    )
-                    page.set_viewport_size({"width": 1440, "height": min(max(int(height), 1000), 4000)})
-                    path = tmp_path / f"{len(shots) + 1:02d}-{name}.png"
-                    page.screenshot(path=path, full_page=True)
-                    page.set_viewport_size({"width": 1440, "height": 1000})
-                    shots.append(path)
-                    print(f"screenshot: {path}")
+        def shot(name: str) -> None:
+            # Streamlit scrolls inside its own container: grow the window to get the whole page.
+            height = page.evaluate(
+                "() => Math.max(...[...document.querySelectorAll('section, div')].map(e => e.scrollHeight))"
+            )
+            page.set_viewport_size({"width": 1440, "height": min(max(int(height), 1000), 4000)})
+            path = tmp_path / f"{len(shots) + 1:02d}-{name}.png"
+            page.screenshot(path=path, full_page=True)
+            page.set_viewport_size({"width": 1440, "height": 1000})
+            shots.append(path)
+            print(f"screenshot: {path}")
 
-                status = page.locator(".st-key-status")
-                # Streamlit's own header has a "Stop" (script) button while the page redraws: look in our areas.
-                main = page.get_by_test_id("stMain")
-                sidebar = page.get_by_test_id("stSidebar")
-                page.goto(url)
-                start = sidebar.get_by_role("button", name="Start", exact=True)
-                expect(start).to_be_enabled(timeout=SERVER_START_S * 1000)
-                sidebar.get_by_role("button", name="Quick demo", exact=True).click()
-                expect(page.get_by_text("Loaded the Quick demo preset")).to_be_visible(timeout=10_000)
-                start.click()
+        status = page.locator(".st-key-status")
+        # Streamlit's own header has a "Stop" (script) button while the page redraws: look in our areas.
+        main = page.get_by_test_id("stMain")
+        sidebar = page.get_by_test_id("stSidebar")
+        page.goto(url)
+        start = sidebar.get_by_role("button", name="Start", exact=True)
+        expect(start).to_be_enabled(timeout=SERVER_START_S * 1000)
+        sidebar.get_by_role("button", name="Quick demo", exact=True).click()
+        expect(page.get_by_text("Loaded the Quick demo preset")).to_be_visible(timeout=10_000)
+        start.click()
 
-                # Live: the first generation's candidates so far appear in the chart (its best/mean/worst
-                # points) and the table (trained, or trained to a first rung of successive halving).
-                chart = page.locator('[data-testid="stVegaLiteChart"]').first
-                expect(chart.locator('[aria-label*="Statistic: best"]').first).to_be_attached(
-                    timeout=FIRST_GENERATION_S * 1000
-                )
-                table = page.locator(".st-key-population_table [role=gridcell]")
-                expect(table.filter(has_text=re.compile("✓ ok|… partial")).first).to_be_attached(timeout=10_000)
-                expect(status).to_contain_text("running")
-                # In a generation, or already in the final training when the plan's generations ended early.
-                expect(status).to_contain_text(re.compile(r"generation \d+/\d+|searched \d+/\d+ generations"))
-                shot("running")
+        # Live: the first generation's candidates so far appear in the chart (its best/mean/worst
+        # points) and the table (trained, or trained to a first rung of successive halving).
+        chart = page.locator('[data-testid="stVegaLiteChart"]').first
+        expect(chart.locator('[aria-label*="Statistic: best"]').first).to_be_attached(timeout=FIRST_GENERATION_S * 1000)
+        table = page.locator(".st-key-population_table [role=gridcell]")
+        expect(table.filter(has_text=re.compile("✓ ok|… partial")).first).to_be_attached(timeout=10_000)
+        expect(status).to_contain_text("running")
+        # In a generation, or already in the final training when the plan's generations ended early.
+        expect(status).to_contain_text(re.compile(r"generation \d+/\d+|searched \d+/\d+ generations"))
+        shot("running")
 
-                # Stop: the run ends within seconds and is marked stopped.
-                stop_clicked = time.monotonic()
-                main.get_by_role("button", name="Stop", exact=True).click()
-                expect(status).to_contain_text("stopped after", timeout=STOP_S * 1000)
-                stop_seconds = time.monotonic() - stop_clicked
-                print(f"stopped {stop_seconds:.1f} s after the click")
-                assert stop_seconds < 10
-                resume = main.get_by_role("button", name="Resume", exact=True)
-                expect(resume).to_be_enabled(timeout=10_000)
-                shot("stopped")
+        # Stop: the run ends within seconds and is marked stopped.
+        stop_clicked = time.monotonic()
+        main.get_by_role("button", name="Stop", exact=True).click()
+        expect(status).to_contain_text("stopped after", timeout=STOP_S * 1000)
+        stop_seconds = time.monotonic() - stop_clicked
+        print(f"stopped {stop_seconds:.1f} s after the click")
+        assert stop_seconds < 10
+        resume = main.get_by_role("button", name="Resume", exact=True)
+        expect(resume).to_be_enabled(timeout=10_000)
+        shot("stopped")
 
-                # Resume: it continues to the end, final training included.
-                resume.click()
-                expect(status).to_contain_text("search and final training done", timeout=COMPLETE_S * 1000)
-                shot("completed")
+        # Resume: it continues to the end, final training included.
+        resume.click()
+        expect(status).to_contain_text("search and final training done", timeout=COMPLETE_S * 1000)
+        shot("completed")
 
-                # The run's tabs: each is drawn when opened.
-                def open_tab(label: str) -> None:
-                    main.get_by_role("tab", name=label, exact=True).click()
+        # The run's tabs: each is drawn when opened.
+        def open_tab(label: str) -> None:
+            main.get_by_role("tab", name=label, exact=True).click()
 
-                open_tab("Best model")
-                expect(page.get_by_text("Test accuracy").first).to_be_visible(timeout=20_000)
-                expect(
-                    page.locator(".st-key-layer_table [role=gridcell]").filter(has_text="Total").first
-                ).to_be_attached()
-                shot("best-model")
-                # The network as a diagram, the confusion matrix, and a prediction for an uploaded image.
-                open_tab("Architecture")
-                diagram = page.get_by_test_id("stGraphVizChart").locator("svg").first
-                expect(diagram).to_be_visible(timeout=20_000)
-                assert len(_diagram_nodes(diagram)) >= 4
-                # The learning curves beside it: two charts, each drawn at a readable height.
-                beside = (
-                    page.get_by_test_id("stHorizontalBlock")
-                    .filter(has=page.get_by_test_id("stGraphVizChart"))
-                    .get_by_test_id("stColumn")
-                    .nth(1)
-                )
-                curves = beside.locator(".vega-embed")
-                expect(curves.first).to_be_visible(timeout=20_000)
-                assert curves.count() == 2
-                for i in range(2):
-                    chart = curves.nth(i)
-                    y_axis = max(
-                        (b for b in (a.bounding_box() for a in chart.locator("g.role-axis").all()) if b),
-                        key=lambda b: b["height"],
-                    )
-                    assert y_axis["height"] >= 150, y_axis  # the plotted area's height
-                    for axis in chart.locator("g.role-axis").all():
-                        boxes = [
-                            b for b in (t.bounding_box() for t in axis.locator("g.role-axis-label text").all()) if b
-                        ]
-                        vertical = len({round(b["x"] + b["width"]) for b in boxes}) == 1  # right-aligned: the y-axis
-                        start, size = ("y", "height") if vertical else ("x", "width")
-                        boxes.sort(key=lambda b: b[start])
-                        assert all(a[start] + a[size] <= b[start] + 0.5 for a, b in zip(boxes, boxes[1:])), boxes
-                # The best network's curves go on with its final training's loss, a series of its own.
-                legend = curves.nth(1).locator("g.role-legend-label text").all_text_contents()
-                assert "final training" in legend, legend
-                shot("architecture")
-                open_tab("Test results")
-                expect(main.get_by_text("Test results", exact=True).last).to_be_visible(timeout=20_000)
-                expect(page.locator('[aria-label*="Predicted"]').first).to_be_attached(timeout=20_000)
-                shot("test-results")
-                open_tab("Try the model")
-                from PIL import Image
+        open_tab("Best model")
+        expect(page.get_by_text("Test accuracy").first).to_be_visible(timeout=20_000)
+        expect(page.locator(".st-key-layer_table [role=gridcell]").filter(has_text="Total").first).to_be_attached()
+        shot("best-model")
+        # The network as a diagram, the confusion matrix, and a prediction for an uploaded image.
+        open_tab("Architecture")
+        diagram = page.get_by_test_id("stGraphVizChart").locator("svg").first
+        expect(diagram).to_be_visible(timeout=20_000)
+        assert len(_diagram_nodes(diagram)) >= 4
+        # The learning curves beside it: two charts, each drawn at a readable height.
+        beside = (
+            page.get_by_test_id("stHorizontalBlock")
+            .filter(has=page.get_by_test_id("stGraphVizChart"))
+            .get_by_test_id("stColumn")
+            .nth(1)
+        )
+        curves = beside.locator(".vega-embed")
+        expect(curves.first).to_be_visible(timeout=20_000)
+        assert curves.count() == 2
+        for i in range(2):
+            chart = curves.nth(i)
+            y_axis = max(
+                (b for b in (a.bounding_box() for a in chart.locator("g.role-axis").all()) if b),
+                key=lambda b: b["height"],
+            )
+            assert y_axis["height"] >= 150, y_axis  # the plotted area's height
+            for axis in chart.locator("g.role-axis").all():
+                boxes = [b for b in (t.bounding_box() for t in axis.locator("g.role-axis-label text").all()) if b]
+                vertical = len({round(b["x"] + b["width"]) for b in boxes}) == 1  # right-aligned: the y-axis
+                start, size = ("y", "height") if vertical else ("x", "width")
+                boxes.sort(key=lambda b: b[start])
+                assert all(a[start] + a[size] <= b[start] + 0.5 for a, b in zip(boxes, boxes[1:])), boxes
+        # The best network's curves go on with its final training's loss, a series of its own.
+        legend = curves.nth(1).locator("g.role-legend-label text").all_text_contents()
+        assert "final training" in legend, legend
+        shot("architecture")
+        open_tab("Test results")
+        expect(main.get_by_text("Test results", exact=True).last).to_be_visible(timeout=20_000)
+        expect(page.locator('[aria-label*="Predicted"]').first).to_be_attached(timeout=20_000)
+        shot("test-results")
+        open_tab("Try the model")
+        from PIL import Image
 
-                Image.new("L", (8, 8), 40).save(tmp_path / "my-digit.png")
-                uploader = page.locator('[data-testid="stFileUploaderDropzoneInput"]').last
-                expect(uploader).to_be_attached(timeout=20_000)
-                uploader.set_input_files(str(tmp_path / "my-digit.png"))
-                expect(main.get_by_text(re.compile(r"my-digit\.png.*Prediction"))).to_be_visible(timeout=30_000)
-                shot("try-the-model")
+        Image.new("L", (8, 8), 40).save(tmp_path / "my-digit.png")
+        uploader = page.locator('[data-testid="stFileUploaderDropzoneInput"]').last
+        expect(uploader).to_be_attached(timeout=20_000)
+        uploader.set_input_files(str(tmp_path / "my-digit.png"))
+        expect(main.get_by_text(re.compile(r"my-digit\.png.*Prediction"))).to_be_visible(timeout=30_000)
+        shot("try-the-model")
 
-                # Download the best model and load it.
-                open_tab("Best model")
-                button = main.get_by_role("button", name=re.compile(r"Best model \(\.pt"))
-                expect(button).to_be_enabled(timeout=20_000)
-                with page.expect_download(timeout=30_000) as download_info:
-                    button.click()
-                model_file = tmp_path / "downloaded-best.pt"
-                download_info.value.save_as(model_file)
+        # Download the best model and load it.
+        open_tab("Best model")
+        button = main.get_by_role("button", name=re.compile(r"Best model \(\.pt"))
+        expect(button).to_be_enabled(timeout=20_000)
+        with page.expect_download(timeout=30_000) as download_info:
+            button.click()
+        model_file = tmp_path / "downloaded-best.pt"
+        download_info.value.save_as(model_file)
 
-                # The records as CSV and the ONNX export (made on click) come the same way.
-                with page.expect_download(timeout=30_000) as csv_info:
-                    main.get_by_role("button", name="Candidates (.csv)").click()
-                csv_file = tmp_path / "candidates.csv"
-                csv_info.value.save_as(csv_file)
-                with page.expect_download(timeout=90_000) as onnx_info:
-                    main.get_by_role("button", name="ONNX export").click()
-                onnx_file = tmp_path / "best.onnx"
-                onnx_info.value.save_as(onnx_file)
-            finally:
-                browser.close()
+        # The records as CSV and the ONNX export (made on click) come the same way.
+        with page.expect_download(timeout=30_000) as csv_info:
+            main.get_by_role("button", name="Candidates (.csv)").click()
+        csv_file = tmp_path / "candidates.csv"
+        csv_info.value.save_as(csv_file)
+        with page.expect_download(timeout=90_000) as onnx_info:
+            main.get_by_role("button", name="ONNX export").click()
+        onnx_file = tmp_path / "best.onnx"
+        onnx_info.value.save_as(onnx_file)
 
         import torch
 
@@ -269,17 +293,11 @@ def test_start_watch_stop_resume_and_download(tmp_path):
             (onnx_logits,) = session.run(None, {"images": images.numpy()})
             with torch.no_grad():
                 assert torch.allclose(torch.from_numpy(onnx_logits), model(images), atol=1e-4)
-    finally:
-        _stop_group(server)
-        _stop_searches(db)
-        for path in shots:
-            print(f"screenshot: {path}")
 
 
-def test_the_pareto_front_is_shown_and_a_member_is_finalized(tmp_path):
+def test_the_pareto_front_is_shown_and_a_member_is_finalized(tmp_path, browser, expect):
     """A finished run with two objectives: the page draws accuracy against parameters with the
     front, finalizes the chosen member in its own process, and then offers its downloads."""
-    expect, sync_playwright = _browser_or_skip()
     db = tmp_path / "db" / "automodel.json"
     done = subprocess.run(
         [
@@ -315,29 +333,23 @@ def test_the_pareto_front_is_shown_and_a_member_is_finalized(tmp_path):
         timeout=300,
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    server, url, _ = _serve(db, tmp_path)
-    try:
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-            try:
-                page = browser.new_page(viewport={"width": 1440, "height": 1400})
-                page.goto(url)
-                main = page.get_by_test_id("stMain")
-                tab = main.get_by_role("tab", name="Pareto front", exact=True)
-                expect(tab).to_be_visible(timeout=SERVER_START_S * 1000)
-                tab.click()
-                expect(main.get_by_text("Pareto front", exact=True).last).to_be_visible(timeout=20_000)
-                chart = page.locator(".stVegaLiteChart, [data-testid='stVegaLiteChart']").nth(1)
-                expect(chart).to_be_attached(timeout=20_000)
-                expect(main.get_by_text("are on the front")).to_be_visible()
-                page.screenshot(path=tmp_path / "pareto.png", full_page=True)
-                main.get_by_role("button", name="Finalize this candidate").click()
-                expect(main.get_by_text("Test accuracy (finalized)")).to_be_visible(timeout=COMPLETE_S * 1000)
-                expect(main.get_by_role("button", name="This model (.pt)")).to_be_enabled()
-                page.screenshot(path=tmp_path / "pareto-finalized.png", full_page=True)
-                print(f"screenshots: {tmp_path / 'pareto.png'}, {tmp_path / 'pareto-finalized.png'}")
-            finally:
-                browser.close()
+    with serving(db, tmp_path) as (server, url):
+        page = browser.new_page(viewport={"width": 1440, "height": 1400})
+        page.goto(url)
+        main = page.get_by_test_id("stMain")
+        tab = main.get_by_role("tab", name="Pareto front", exact=True)
+        expect(tab).to_be_visible(timeout=SERVER_START_S * 1000)
+        tab.click()
+        expect(main.get_by_text("Pareto front", exact=True).last).to_be_visible(timeout=20_000)
+        chart = page.locator(".stVegaLiteChart, [data-testid='stVegaLiteChart']").nth(1)
+        expect(chart).to_be_attached(timeout=20_000)
+        expect(main.get_by_text("are on the front")).to_be_visible()
+        page.screenshot(path=tmp_path / "pareto.png", full_page=True)
+        main.get_by_role("button", name="Finalize this candidate").click()
+        expect(main.get_by_text("Test accuracy (finalized)")).to_be_visible(timeout=COMPLETE_S * 1000)
+        expect(main.get_by_role("button", name="This model (.pt)")).to_be_enabled()
+        page.screenshot(path=tmp_path / "pareto-finalized.png", full_page=True)
+        print(f"screenshots: {tmp_path / 'pareto.png'}, {tmp_path / 'pareto-finalized.png'}")
         from automodel import load_model
         from automodel.store import Store
 
@@ -345,8 +357,6 @@ def test_the_pareto_front_is_shown_and_a_member_is_finalized(tmp_path):
         assert len(finalized) == 1
         (entry,) = finalized.values()
         assert load_model(entry["path"]).metrics["test_accuracy"] == entry["test_accuracy"]
-    finally:
-        _stop_group(server)
 
 
 def _serve(db: Path, tmp_path: Path, name: str = "streamlit") -> tuple[subprocess.Popen, str, Path]:
@@ -413,81 +423,58 @@ def _browser_or_skip():
     return expect, sync_playwright
 
 
-def test_two_browser_pages_pressing_start_together_start_exactly_one_run(tmp_path):
-    expect, sync_playwright = _browser_or_skip()
+def test_two_browser_pages_pressing_start_together_start_exactly_one_run(tmp_path, browser, expect):
     db = tmp_path / "db" / "automodel.json"
-    server, url, _ = _serve(db, tmp_path)
-    try:
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-            try:
-                pages = [browser.new_page(viewport={"width": 1440, "height": 1000}) for _ in range(2)]
-                for page in pages:
-                    page.goto(url)
-                    expect(
-                        page.get_by_test_id("stSidebar").get_by_role("button", name="Start", exact=True)
-                    ).to_be_enabled(timeout=SERVER_START_S * 1000)
-                buttons = [p.get_by_test_id("stSidebar").get_by_role("button", name="Start", exact=True) for p in pages]
-                for button in buttons:  # two clicks in the same instant, from two sessions
-                    button.click(no_wait_after=True)
-                for page in pages:
-                    expect(page.get_by_text(re.compile(r"Started run-|is still running"))).to_be_visible(timeout=30_000)
-                said = [p.get_by_text(re.compile(r"is still running")).count() for p in pages]
-                assert sorted(said) == [0, 1], said
-            finally:
-                browser.close()
+    with serving(db, tmp_path) as (server, url):
+        pages = [browser.new_page(viewport={"width": 1440, "height": 1000}) for _ in range(2)]
+        for page in pages:
+            page.goto(url)
+            expect(page.get_by_test_id("stSidebar").get_by_role("button", name="Start", exact=True)).to_be_enabled(
+                timeout=SERVER_START_S * 1000
+            )
+        buttons = [p.get_by_test_id("stSidebar").get_by_role("button", name="Start", exact=True) for p in pages]
+        for button in buttons:  # two clicks in the same instant, from two sessions
+            button.click(no_wait_after=True)
+        for page in pages:
+            expect(page.get_by_text(re.compile(r"Started run-|is still running"))).to_be_visible(timeout=30_000)
+        said = [p.get_by_text(re.compile(r"is still running")).count() for p in pages]
+        assert sorted(said) == [0, 1], said
         from automodel.store import Store
 
         assert len(Store(db).list_runs()) == 1
-    finally:
-        _stop_group(server)
-        _stop_searches(db)
 
 
-def test_a_killed_page_server_and_a_new_one_show_the_search_still_running(tmp_path):
-    expect, sync_playwright = _browser_or_skip()
+def test_a_killed_page_server_and_a_new_one_show_the_search_still_running(tmp_path, browser, expect):
     db = tmp_path / "db" / "automodel.json"
-    server, url, _ = _serve(db, tmp_path, "first")
-    second = None
-    try:
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-            try:
-                page = browser.new_page(viewport={"width": 1440, "height": 1000})
-                page.goto(url)
-                sidebar = page.get_by_test_id("stSidebar")
-                start = sidebar.get_by_role("button", name="Start", exact=True)
-                expect(start).to_be_enabled(timeout=SERVER_START_S * 1000)
-                start.click()
-                status = page.locator(".st-key-status")
-                expect(status).to_contain_text("running", timeout=FIRST_GENERATION_S * 1000)
-                os.killpg(server.pid, signal.SIGKILL)  # the page's server dies, hard
-                server.wait(timeout=10)
-                from automodel.process import jobs
-                from automodel.store import ACTIVE_STATUSES, Store
+    with serving(db, tmp_path, "first") as (server, url):
+        page = browser.new_page(viewport={"width": 1440, "height": 1000})
+        page.goto(url)
+        sidebar = page.get_by_test_id("stSidebar")
+        start = sidebar.get_by_role("button", name="Start", exact=True)
+        expect(start).to_be_enabled(timeout=SERVER_START_S * 1000)
+        start.click()
+        status = page.locator(".st-key-status")
+        expect(status).to_contain_text("running", timeout=FIRST_GENERATION_S * 1000)
+        os.killpg(server.pid, signal.SIGKILL)  # the page's server dies, hard
+        server.wait(timeout=10)
+        from automodel.process import jobs
+        from automodel.store import ACTIVE_STATUSES, Store
 
-                (run,) = Store(db).list_runs()
-                assert run["status"] in ACTIVE_STATUSES
-                second, url2, _ = _serve(db, tmp_path, "second")
-                page.goto(url2)
-                expect(page.locator(".st-key-status")).to_contain_text("running", timeout=SERVER_START_S * 1000)
-                expect(page.locator(".st-key-status")).to_contain_text(run["run_id"])
-                pid = Store(db).get_run(run["run_id"])["pid"]
-                assert pid and jobs.pid_is_search(pid)
-            finally:
-                browser.close()
-    finally:
-        _stop_group(server)
-        if second is not None:
-            _stop_group(second)
+        (run,) = Store(db).list_runs()
+        assert run["status"] in ACTIVE_STATUSES
+        with serving(db, tmp_path, "second") as (_, url2):
+            page.goto(url2)
+            expect(page.locator(".st-key-status")).to_contain_text("running", timeout=SERVER_START_S * 1000)
+            expect(page.locator(".st-key-status")).to_contain_text(run["run_id"])
+            pid = Store(db).get_run(run["run_id"])["pid"]
+            assert pid and jobs.pid_is_search(pid)
         _stop_searches(db)
 
 
-def test_a_five_block_residual_network_is_drawn_a_node_per_layer_with_its_skips(tmp_path):
+def test_a_five_block_residual_network_is_drawn_a_node_per_layer_with_its_skips(tmp_path, browser, expect):
     """A finished run whose best network has five residual blocks on 32×32 colour images: the
     Architecture tab draws one node per row of its layer table, a skip edge around every block,
     and fits the diagram in its half of the page."""
-    expect, sync_playwright = _browser_or_skip()
     import random
 
     from automodel.config import Config, SearchSpace
@@ -542,33 +529,25 @@ def test_a_five_block_residual_network_is_drawn_a_node_per_layer_with_its_skips(
         input_shape=[3, 32, 32],
         classes=[str(c) for c in range(10)],
     )
-    server, url, _ = _serve(db, tmp_path)
-    try:
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-            try:
-                page = browser.new_page(viewport={"width": 1440, "height": 1000})
-                page.goto(url)
-                main = page.get_by_test_id("stMain")
-                tab = main.get_by_role("tab", name="Architecture", exact=True)
-                expect(tab).to_be_visible(timeout=SERVER_START_S * 1000)
-                tab.click()
-                diagram = page.get_by_test_id("stGraphVizChart").locator("svg").first
-                expect(diagram).to_be_visible(timeout=30_000)
-                nodes = _diagram_nodes(diagram)
-                assert len(nodes) == len(rows), (nodes, [r["layer"] for r in rows])
-                assert sum("Residual" in " ".join(lines) for lines in nodes) == 5, nodes
-                skips = [
-                    " ".join(diagram.locator("g.edge").nth(i).locator("text").all_text_contents())
-                    for i in range(diagram.locator("g.edge").count())
-                ]
-                assert sum("skip" in text for text in skips) == 5, skips
-                column = page.get_by_test_id("stGraphVizChart").first.bounding_box()
-                drawn = diagram.bounding_box()
-                assert column and drawn and drawn["width"] <= column["width"] + 1, (drawn, column)
-                page.screenshot(path=tmp_path / "residual-5.png", full_page=True)
-                print(f"screenshot: {tmp_path / 'residual-5.png'}")
-            finally:
-                browser.close()
-    finally:
-        _stop_group(server)
+    with serving(db, tmp_path) as (server, url):
+        page = browser.new_page(viewport={"width": 1440, "height": 1000})
+        page.goto(url)
+        main = page.get_by_test_id("stMain")
+        tab = main.get_by_role("tab", name="Architecture", exact=True)
+        expect(tab).to_be_visible(timeout=SERVER_START_S * 1000)
+        tab.click()
+        diagram = page.get_by_test_id("stGraphVizChart").locator("svg").first
+        expect(diagram).to_be_visible(timeout=30_000)
+        nodes = _diagram_nodes(diagram)
+        assert len(nodes) == len(rows), (nodes, [r["layer"] for r in rows])
+        assert sum("Residual" in " ".join(lines) for lines in nodes) == 5, nodes
+        skips = [
+            " ".join(diagram.locator("g.edge").nth(i).locator("text").all_text_contents())
+            for i in range(diagram.locator("g.edge").count())
+        ]
+        assert sum("skip" in text for text in skips) == 5, skips
+        column = page.get_by_test_id("stGraphVizChart").first.bounding_box()
+        drawn = diagram.bounding_box()
+        assert column and drawn and drawn["width"] <= column["width"] + 1, (drawn, column)
+        page.screenshot(path=tmp_path / "residual-5.png", full_page=True)
+        print(f"screenshot: {tmp_path / 'residual-5.png'}")

@@ -25,7 +25,7 @@ from automodel.evolution.budget import (
     make_plan,
     parse_duration,
 )
-from automodel.evolution.loop import PROBE_GENERATION, Search
+from automodel.evolution.loop import MAX_GENERATIONS_FACTOR, PROBE_GENERATION, Search
 from automodel.store import Store
 from automodel.training.model import build_model
 from automodel.training.trainer import TrainResult
@@ -227,7 +227,8 @@ def test_a_search_with_a_budget_plans_itself_records_the_plan_and_follows_it(tmp
     assert probes and all(t.generation == PROBE_GENERATION for t in probes)
     candidates = [t for t in evaluator.tasks if t.probe_steps is None and not t.final]
     assert all(t.epochs == plan.epochs and t.time_limit_s is not None for t in candidates)
-    assert len(store.generations("b")) <= plan.generations
+    # Candidates that cost far less than the timing said leave time for more generations than planned.
+    assert plan.generations < len(store.generations("b")) == run["total_generations"] == config.generations
     final = next(t for t in evaluator.tasks if t.final and t.probe_steps is None)
     assert final.epochs == config.final_epochs and final.threads == run["plan"]["final_threads"]
     # The final's timings (one worker's threads, all threads) run one at a time, never side by side.
@@ -255,6 +256,40 @@ def test_a_resumed_budget_run_keeps_its_plan(tmp_path):
     _, store, evaluator = budget_search(tmp_path)
     assert store.get_run("b")["plan"] == before
     assert not [t for t in evaluator.tasks if t.probe_steps is not None and not t.final]  # no new timing
+
+
+def test_generations_go_on_past_the_plan_while_the_ones_so_far_say_another_fits(tmp_path, monkeypatch):
+    """The plan's generations come from one short timing; when the generations trained say another
+    ends within the search's share, it is trained too, up to MAX_GENERATIONS_FACTOR times the plan."""
+    _, store, _ = budget_search(tmp_path)
+    plan = Plan.from_dict(store.get_run("b")["plan"])
+    assert len(store.generations("b")) == MAX_GENERATIONS_FACTOR * plan.generations  # the fake costs nothing
+
+    fits = plan.generations + 1  # one more than planned fits, the one after does not
+    monkeypatch.setattr(Search, "_no_time_for", lambda self, generation: generation > fits - 1)
+    _, store, _ = budget_search(tmp_path / "one")
+    assert [g["generation"] for g in store.generations("b")] == list(range(fits))
+    assert store.get_run("b")["total_generations"] == fits
+
+
+def test_generations_a_person_gave_are_not_extended(tmp_path):
+    _, store, _ = budget_search(tmp_path, generations=2, overrides=["generations"])
+    assert len(store.generations("b")) == 2 and store.get_run("b")["total_generations"] == 2
+
+
+def test_a_run_resumed_after_an_extra_generation_ends_where_the_uninterrupted_one_does(tmp_path, monkeypatch):
+    _, reference, _ = budget_search(tmp_path / "ref")
+    plan = Plan.from_dict(reference.get_run("b")["plan"])
+    with monkeypatch.context() as patched:  # the first session ends after one extra generation
+        patched.setattr(Search, "_no_time_for", lambda self, generation: generation > plan.generations)
+        _, store, _ = budget_search(tmp_path / "cut")
+    assert len(store.generations("b")) == plan.generations + 1
+    store.update_run("b", status="stopped")
+    _, store, _ = budget_search(tmp_path / "cut")
+    assert [g["generation"] for g in store.generations("b")] == [g["generation"] for g in reference.generations("b")]
+    assert [(r["key"], r["fitness"]) for r in store.individuals("b")] == [
+        (r["key"], r["fitness"]) for r in reference.individuals("b")
+    ]
 
 
 def test_batch_by_time_takes_batch_64_when_it_trains_more_images_a_second(tmp_path):

@@ -78,7 +78,11 @@ class Timeline(Reporter):
 
 def test_workers_train_side_by_side_and_report_each_candidate(tmp_path):
     timeline = Timeline()
-    run_in_process(tmp_path, 2, reporter=timeline, epochs=3, generations=1)
+    store = run_in_process(tmp_path, 2, reporter=timeline, epochs=3, generations=1)
+    # Each record names the worker process that trained it: two workers, neither of them this process.
+    workers = {r["worker"] for r in store.individuals("w") if not r["cached"]}
+    assert len(workers) == 2 and f"pid {os.getpid()}" not in workers, workers
+    assert all(w.startswith("pid ") and w[4:].isdigit() for w in workers), workers
     spans = {label: (min(t), max(t)) for label, t in timeline.seen.items() if label.startswith("g0")}
     assert len(spans) == 4
     overlapping = sum(1 for a in spans.values() for b in spans.values() if a < b and a[1] > b[0])

@@ -8,6 +8,7 @@ searches use :class:`~automodel.evaluators.worker_pool.WorkerPoolEvaluator`, whi
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Protocol
@@ -62,7 +63,7 @@ def run_task(
     if task.batch_size is not None:
         settings = replace(settings, batch_size=task.batch_size)
     settings = replace(settings, time_limit_s=task.time_limit(settings))
-    return train_candidate(
+    result = train_candidate(
         task.genome,
         data,
         settings,
@@ -77,6 +78,7 @@ def run_task(
         probe_steps=task.probe_steps,
         inherit=task.inherit,
     )
+    return replace(result, worker=f"pid {os.getpid()}")
 
 
 ResultCallback = Callable[[Task, TrainResult], None]

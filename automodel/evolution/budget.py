@@ -22,7 +22,9 @@ run keeps it:
 
 Settings a person gave (``Config.overrides``) are kept as given. While the run goes on the
 timing is replaced by what candidates really cost: a generation is not started when the
-generations so far say it would not end before the search's share is spent, and the final
+generations so far say it would not end before the search's share is spent, one past the planned
+generations is started when they say it would (the search's loop, ``Search._one_more_generation``),
+and the final
 training's epochs are chosen again, just before it starts, from the time left and the best
 candidate's own seconds per epoch.
 """
@@ -76,8 +78,9 @@ def describe_duration(seconds: float) -> str:
 
 @dataclass(frozen=True)
 class Plan:
-    """What a budget became. ``generations`` is the most that fit the estimate; the search ends
-    sooner when the generations it has trained say the next one would not fit."""
+    """What a budget became. ``generations`` is what fits the estimate; the search ends sooner when
+    the generations it has trained say the next one would not fit, and goes on past it while they
+    say another would."""
 
     budget_s: float
     population: int
@@ -109,8 +112,8 @@ class Plan:
                 f"{self.final_epochs} epochs" + (f" (batch {self.batch_size})" if self.batch_size else "")
             )
         return (
-            f"{describe_duration(self.budget_s)}: {self.population} candidates × up to {self.generations} "
-            f"generation{'s' if self.generations != 1 else ''}, {self.epochs} epoch"
+            f"{describe_duration(self.budget_s)}: {self.population} candidates × {self.generations} "
+            f"generation{'s' if self.generations != 1 else ''} (more if they fit), {self.epochs} epoch"
             f"{'s' if self.epochs != 1 else ''} each at most, then {self.final_epochs} final epochs"
             + (f" (batch {self.batch_size})" if self.batch_size else "")
         )

@@ -72,6 +72,7 @@ PROBE_STEPS = 20  # steps each probe times (after its warm-up steps)
 TIME_BATCH = 64  # the batch ``batch_by_time`` tries against the automatic size
 TRACKING_CLOSE_S = 120.0  # the longest a finished search waits for its tracker to log what is queued
 TRACKING_ABORT_S = 10.0  # the same for a search ended by an error
+MAX_GENERATIONS_FACTOR = 3  # a budget's search trains at most this many times its planned generations
 FALLBACK_STEP_S = 0.05  # seconds per step when no probe could be timed (every one failed)
 PARTIAL = CandidateStatus.PARTIAL  # trained to a lower rung; waits for the rest of its rung to be ranked
 
@@ -494,16 +495,22 @@ class Search:
     def _evolve(self, evaluator: Evaluator) -> str:
         c = self.config
         recorded = {g["generation"] for g in self.store.generations(self.run_id)}
-        for generation in range(c.generations):
+        generation = -1
+        while True:
+            generation += 1
             if generation in recorded:
                 continue
+            if generation >= self.config.generations and not self._one_more_generation(generation):
+                return "searched"
             if self._no_time_for(generation):
                 self.reporter.message("no time left in the budget for another generation; ending the search")
                 return "searched"
             population = self.population(generation)
             gen_started = time.monotonic()
             done = {r["index"] for r in self.store.individuals(self.run_id, generation)}
-            self.reporter.generation_started(generation, c.generations, len(population) - len(done), len(population))
+            self.reporter.generation_started(
+                generation, self.config.generations, len(population) - len(done), len(population)
+            )
             outcome = self._run_generation(generation, population, evaluator)
             self._checkpoints.clear()
             if outcome == "stopped":
@@ -523,7 +530,26 @@ class Search:
             if c.target_fitness is not None and record["best"] >= c.target_fitness:
                 self.reporter.message(f"target fitness {c.target_fitness:g} reached")
                 return "searched"
-        return "searched"
+
+    def _one_more_generation(self, generation: int) -> bool:
+        """With a budget whose plan set the generations: whether ``generation``, one past them, is trained
+        too, because the generations so far say it ends within the search's share (the plan's timing
+        overestimated what candidates cost). At most ``MAX_GENERATIONS_FACTOR`` times the planned ones."""
+        plan = self.plan
+        if (
+            plan is None
+            or plan.direct
+            or "generations" in self.config.overrides
+            or generation >= MAX_GENERATIONS_FACTOR * plan.generations
+            or self._no_time_for(generation)
+        ):
+            return False
+        self.config = replace(self.config, generations=generation + 1)
+        self.store.update_run(self.run_id, config=self.config.to_dict(), total_generations=generation + 1)
+        self.reporter.message(
+            f"the generations so far leave time for one more in the budget: generation {generation + 1}"
+        )
+        return True
 
     def _one_network(self) -> str:
         """A budget too short to search (a ``direct`` plan): one network gets all of the time left,
@@ -833,6 +859,7 @@ class Search:
                 "parent": task.parent,
                 "inherited": round(inherited, 4) if inherited is not None else None,
                 "node": result.node,
+                "worker": result.worker,
             },
             cached=False,
         )
@@ -866,6 +893,7 @@ class Search:
             "parent": outcome.get("parent"),
             "inherited": outcome.get("inherited"),
             "node": outcome.get("node"),
+            "worker": None if cached else outcome.get("worker"),
             "cached": cached,
             "recorded_at": time.time(),
         }

@@ -65,6 +65,7 @@ class CandidateRecord(TypedDict, total=False):
     parent: str | None  # the key of the parent whose weights it started from
     inherited: float | None  # the share of its weights inherited
     node: str | None  # the Ray node it trained on ("address/node id"); None on the local back end
+    worker: str | None  # the process that trained it ("pid N" on this machine or on its node); None for a copy
     cached: bool  # a copy of an earlier record of the same genome
     recorded_at: float
 

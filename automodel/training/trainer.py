@@ -98,6 +98,7 @@ class TrainResult:
     step_seconds: float | None = None  # a probe's median seconds per training step (after its warm-up steps)
     inherited: float | None = None  # share of the parameters that started from a parent's weights
     node: str | None = None  # the cluster node it trained on (the Ray back end; None: this machine)
+    worker: str | None = None  # the process that trained it ("pid N", on this machine or on its node)
 
 
 class DeviceData:
