@@ -386,3 +386,15 @@ def test_a_folder_run_at_a_chosen_image_size_records_its_data_and_resumes_from_t
     result = automodel("predict", "p", str(folder / "class 0"), "--db", str(db), check=True)
     lines = result.stdout.strip().splitlines()
     assert len(lines) == 12 and all(": class " in line for line in lines)
+
+
+def test_the_generation_bar_grows_when_a_budget_adds_generations():
+    import io
+
+    from automodel.cli.progress import BarReporter
+
+    reporter = BarReporter(stream=io.StringIO())
+    reporter.generation_started(0, 2, 4, 4)
+    reporter.generation_started(2, 3, 4, 4)  # one past the planned two
+    assert reporter.generations is not None
+    assert (reporter.generations.n, reporter.generations.total) == (2, 3)

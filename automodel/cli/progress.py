@@ -28,6 +28,7 @@ class BarReporter(Reporter):
             self.generations = tqdm(
                 total=generations, desc="generation", position=0, file=self.stream, dynamic_ncols=True
             )
+        self.generations.total = generations  # a budget's search may go on past its planned generations
         self.generations.n = generation
         self.generations.refresh()
         self._close_batches()
