@@ -334,12 +334,7 @@ def test_the_pareto_front_is_shown_and_a_member_is_finalized(tmp_path, browser, 
     )
     assert done.returncode == 0, done.stderr[-2000:]
     with serving(db, tmp_path) as (server, url):
-        page = browser.new_page(viewport={"width": 1440, "height": 1400})
-        page.goto(url)
-        main = page.get_by_test_id("stMain")
-        tab = main.get_by_role("tab", name="Pareto front", exact=True)
-        expect(tab).to_be_visible(timeout=SERVER_START_S * 1000)
-        tab.click()
+        page, main = _open_tab(browser, expect, url, "Pareto front", height=1400)
         expect(main.get_by_text("Pareto front", exact=True).last).to_be_visible(timeout=20_000)
         chart = page.locator(".stVegaLiteChart, [data-testid='stVegaLiteChart']").nth(1)
         expect(chart).to_be_attached(timeout=20_000)
@@ -398,6 +393,17 @@ def _serve(db: Path, tmp_path: Path, name: str = "streamlit") -> tuple[subproces
         _stop_group(server)
         raise
     return server, url, log
+
+
+def _open_tab(browser, expect, url: str, name: str, height: int = 1000):
+    """A new page on ``url`` with the run's tab ``name`` open; returns the page and its main area."""
+    page = browser.new_page(viewport={"width": 1440, "height": height})
+    page.goto(url)
+    main = page.get_by_test_id("stMain")
+    tab = main.get_by_role("tab", name=name, exact=True)
+    expect(tab).to_be_visible(timeout=SERVER_START_S * 1000)
+    tab.click()
+    return page, main
 
 
 def _diagram_nodes(diagram) -> list[list[str]]:
@@ -530,12 +536,7 @@ def test_a_five_block_residual_network_is_drawn_a_node_per_layer_with_its_skips(
         classes=[str(c) for c in range(10)],
     )
     with serving(db, tmp_path) as (server, url):
-        page = browser.new_page(viewport={"width": 1440, "height": 1000})
-        page.goto(url)
-        main = page.get_by_test_id("stMain")
-        tab = main.get_by_role("tab", name="Architecture", exact=True)
-        expect(tab).to_be_visible(timeout=SERVER_START_S * 1000)
-        tab.click()
+        page, _ = _open_tab(browser, expect, url, "Architecture")
         diagram = page.get_by_test_id("stGraphVizChart").locator("svg").first
         expect(diagram).to_be_visible(timeout=30_000)
         nodes = _diagram_nodes(diagram)
