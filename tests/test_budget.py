@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from automodel.cli import commands as cli
 from automodel.config import PLANNED, Config, ConfigError
@@ -25,7 +26,8 @@ from automodel.evolution.budget import (
     make_plan,
     parse_duration,
 )
-from automodel.evolution.loop import MAX_GENERATIONS_FACTOR, PROBE_GENERATION, Search
+from automodel.evolution.genome import Genome
+from automodel.evolution.loop import MAX_GENERATIONS_FACTOR, PROBE_GENERATION, PROBE_GENOMES_PER_WORKER, Search
 from automodel.store import Store
 from automodel.training.model import build_model
 from automodel.training.trainer import TrainResult
@@ -162,14 +164,20 @@ def test_a_batch_chosen_by_time_gets_epochs_and_a_first_rung_of_the_same_time():
 # ------------------------------------------------------------------------ the search following a plan
 
 
+def width(genome) -> int:
+    return sum(b.filters for b in genome.conv)
+
+
 class TimedFakeEvaluator:
-    """Probes take 0.01 s per 16 images a step; candidates score by width and report 0.05 s an epoch."""
+    """Probes take 0.01 s per 16 images a step (a final's ``final_step`` times that); candidates score
+    by width and report ``epoch_s(genome)`` seconds an epoch (0.05)."""
 
     workers = 2
 
-    def __init__(self, data, settings, batch_exponent=1.0):
+    def __init__(self, data, settings, batch_exponent=1.0, final_step=1.0, epoch_s=lambda genome: 0.05):
         self.data, self.settings, self.tasks, self.calls = data, settings, [], []
         self.batch_exponent = batch_exponent  # below 1: a larger batch trains more images a second
+        self.final_step, self.epoch_s = final_step, epoch_s
 
     def evaluate(self, tasks, on_result, on_progress, should_stop):
         self.calls.append(list(tasks))
@@ -177,19 +185,22 @@ class TimedFakeEvaluator:
             self.tasks.append(task)
             if task.probe_steps is not None:
                 batch = task.batch_size or self.settings.batch_size
-                on_result(task, TrainResult("probed", 0.0, step_seconds=0.01 * (batch / 16) ** self.batch_exponent))
+                step = 0.01 * (batch / 16) ** self.batch_exponent * (self.final_step if task.final else 1.0)
+                on_result(task, TrainResult("probed", 0.0, step_seconds=step))
                 continue
             epochs = task.pause_after or task.epochs
-            history = [{"epoch": e + 1, "train_loss": 1.0, "val_accuracy": 0.5, "seconds": 0.05} for e in range(epochs)]
+            seconds = self.epoch_s(task.genome)
+            history = [
+                {"epoch": e + 1, "train_loss": 1.0, "val_accuracy": 0.5, "seconds": seconds} for e in range(epochs)
+            ]
             model = build_model(task.genome, self.data.input_shape, self.data.classes)
-            width = sum(b.filters for b in task.genome.conv) / 1000
             on_result(
                 task,
                 TrainResult(
                     "ok",
-                    0.5 + width,
+                    0.5 + width(task.genome) / 1000,
                     params=1,
-                    seconds=0.05 * epochs,
+                    seconds=seconds * epochs,
                     epochs_done=epochs,
                     history=history,
                     state_dict=model.state_dict(),
@@ -200,7 +211,7 @@ class TimedFakeEvaluator:
         pass
 
 
-def budget_search(tmp_path, run_id="b", batch_exponent=1.0, **settings):
+def budget_search(tmp_path, run_id="b", batch_exponent=1.0, fake=None, **settings):
     config = Config.from_dict({"dataset": "digits", "seed": 1, "budget_s": 120.0, **settings})
     store = Store(tmp_path / "db.json")
     if store.get_run(run_id) is None:
@@ -208,7 +219,7 @@ def budget_search(tmp_path, run_id="b", batch_exponent=1.0, **settings):
     made = []
 
     def factory(data, train_settings):
-        made.append(TimedFakeEvaluator(data, train_settings, batch_exponent))
+        made.append(TimedFakeEvaluator(data, train_settings, batch_exponent, **(fake or {})))
         return made[-1]
 
     status = Search(config, store, run_id, evaluator_factory=factory).run()
@@ -233,6 +244,50 @@ def test_a_search_with_a_budget_plans_itself_records_the_plan_and_follows_it(tmp
     assert final.epochs == config.final_epochs and final.threads == run["plan"]["final_threads"]
     # The final's timings (one worker's threads, all threads) run one at a time, never side by side.
     assert all(len([t for t in call if t.final]) <= 1 for call in evaluator.calls)
+
+
+def test_the_timing_trains_generation_zeros_first_genomes_and_the_reference_as_a_final(tmp_path):
+    """A candidate's cost is timed on the networks generation 0 starts with (their mean), and the
+    final's on the reference CNN trained as the final training is: alone, on all threads."""
+    _, store, evaluator = budget_search(tmp_path, fake={"final_step": 0.25})
+    plan = Plan.from_dict(store.get_run("b")["plan"])
+    first = [t for t in evaluator.tasks if t.generation == PROBE_GENERATION]
+    probes = [t for t in first if not t.final]
+    assert [t.genome.key() for t in probes] == [r["key"] for r in store.individuals("b", 0)][: len(probes)]
+    assert len(probes) == PROBE_GENOMES_PER_WORKER * evaluator.workers
+    final_timings = first[len(probes) : len(probes) + 2]
+    assert all(t.final and t.genome.key() == probes[0].genome.key() for t in final_timings)
+    assert {t.threads for t in final_timings} == {1, torch.get_num_threads()}
+    data = evaluator.data
+    steps = (len(data.train_x) + len(data.val_x)) // evaluator.settings.batch_size
+    assert plan.final_epoch_s == pytest.approx(0.0025 * steps, abs=1e-3)  # not the candidates' 0.01 a step
+
+
+def test_the_search_share_follows_what_the_best_candidate_costs_against_the_reference(tmp_path):
+    """The final's reserve is re-sized from the candidates trained: the best (the widest here) costs
+    width/224 of the reference CNN's seconds an epoch, and so does its final."""
+    _, store, evaluator = budget_search(tmp_path, fake={"epoch_s": lambda genome: 0.05 * width(genome) / 224})
+    run = store.get_run("b")
+    plan, config = Plan.from_dict(run["plan"]), Config.from_dict(run["config"])
+    best = max((r for r in store.individuals("b") if r["status"] == "ok"), key=lambda r: r["fitness"])
+    ratio = width(Genome.from_dict(best["genome"])) / 224
+    assert ratio > 1.2  # the test means something: the best is slower than the reference
+    # The final's own timing rewrote the plan's final seconds; the fake's final steps do not depend on
+    # the genome, so they are the start's.
+    final_s = config.final_epochs * plan.final_epoch_s * ratio
+    assert config.time_budget_s == pytest.approx(plan.budget_s - START_UP_S / 2 - final_s, abs=0.01)
+    assert config.time_budget_s < plan.search_s
+
+
+def test_the_search_share_never_passes_a_search_time_a_person_gave(tmp_path):
+    """The fake's best (widest) candidate trains faster than the reference: re-sized, the search's share grows."""
+    fast_best = {"epoch_s": lambda genome: 0.05 * 224 / width(genome)}
+    _, free, _ = budget_search(tmp_path / "free", fake=fast_best)
+    plan = Plan.from_dict(free.get_run("b")["plan"])
+    assert Config.from_dict(free.get_run("b")["config"]).time_budget_s > plan.search_s > 60.0
+    _, store, _ = budget_search(tmp_path, time_budget_s=60.0, fake=fast_best)
+    assert store.get_run("b")["plan"]["search_limit_s"] == 60.0
+    assert Config.from_dict(store.get_run("b")["config"]).time_budget_s == 60.0
 
 
 def test_a_budget_too_short_to_search_trains_the_reference_network_as_the_final_model(tmp_path):
@@ -277,15 +332,19 @@ def test_generations_a_person_gave_are_not_extended(tmp_path):
     assert len(store.generations("b")) == 2 and store.get_run("b")["total_generations"] == 2
 
 
-def test_a_run_resumed_after_an_extra_generation_ends_where_the_uninterrupted_one_does(tmp_path, monkeypatch):
-    _, reference, _ = budget_search(tmp_path / "ref")
+@pytest.mark.parametrize("fake", [None, {"epoch_s": lambda genome: 0.05 * width(genome) / 224}])
+def test_a_run_resumed_after_an_extra_generation_ends_where_the_uninterrupted_one_does(tmp_path, monkeypatch, fake):
+    """Also when the search's share was re-sized (a best slower than the reference: ``fake``)."""
+    _, reference, _ = budget_search(tmp_path / "ref", fake=fake)
     plan = Plan.from_dict(reference.get_run("b")["plan"])
     with monkeypatch.context() as patched:  # the first session ends after one extra generation
         patched.setattr(Search, "_no_time_for", lambda self, generation: generation > plan.generations)
-        _, store, _ = budget_search(tmp_path / "cut")
+        _, store, _ = budget_search(tmp_path / "cut", fake=fake)
     assert len(store.generations("b")) == plan.generations + 1
     store.update_run("b", status="stopped")
-    _, store, _ = budget_search(tmp_path / "cut")
+    _, store, _ = budget_search(tmp_path / "cut", fake=fake)
+    shares = [Config.from_dict(s.get_run("b")["config"]).time_budget_s for s in (store, reference)]
+    assert shares[0] == shares[1] and (fake is None) == (shares[0] == plan.search_s)
     assert [g["generation"] for g in store.generations("b")] == [g["generation"] for g in reference.generations("b")]
     assert [(r["key"], r["fitness"]) for r in store.individuals("b")] == [
         (r["key"], r["fitness"]) for r in reference.individuals("b")

@@ -2,9 +2,10 @@
 
 The budget covers the whole run, from the moment the search starts (after the process has
 imported its libraries) until the final model is saved, final training included. A plan is made
-once, from the budget and one short timing (a few candidates of the space trained for a few steps
-at once, one per worker, as the search trains them), and recorded with the run, so that a resumed
-run keeps it:
+once, from the budget and two short timings, and recorded with the run, so that a resumed run keeps
+it: generation 0's first genomes trained for a few steps side by side, two per worker, as the search
+trains them (their mean is what a candidate costs), and the reference CNN trained as a final
+training is, alone on all threads (two to three times a candidate's speed on one worker's share):
 
 - ``FINAL_SHARE`` of the budget is kept for the final training, whose epochs follow from the
   timing (between 1 and ``MAX_FINAL_EPOCHS``);
@@ -23,10 +24,10 @@ run keeps it:
 Settings a person gave (``Config.overrides``) are kept as given. While the run goes on the
 timing is replaced by what candidates really cost: a generation is not started when the
 generations so far say it would not end before the search's share is spent, one past the planned
-generations is started when they say it would (the search's loop, ``Search._one_more_generation``),
-and the final
-training's epochs are chosen again, just before it starts, from the time left and the best
-candidate's own seconds per epoch.
+generations is started when they say it would (the search's loop, ``Search._one_more_generation``);
+after each generation the final's reserve is re-sized to its epochs at the best candidate's speed
+(``Search._resize_search_share``), which moves the search's end; and the final training's epochs are
+chosen again, just before it starts, from the time left and a timing of the best candidate itself.
 """
 
 from __future__ import annotations
@@ -97,6 +98,7 @@ class Plan:
     direct: bool = False  # too short to search: the whole budget trains the reference network
     batch_size: int | None = None  # a batch chosen by time (``batch_by_time``); None: the automatic size
     epoch_scale: float = 1.0  # its images a second over the automatic size's: epochs and rungs are scaled by it
+    search_limit_s: float | None = None  # a search time a person set (``time_budget_s``): the share never passes it
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in asdict(self).items()}

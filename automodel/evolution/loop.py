@@ -34,7 +34,7 @@ from automodel.config import (
 from automodel.data import ImageData, load_dataset
 from automodel.evaluators.base import Evaluator, Task
 from automodel.evolution.breeding import NOVELTY_TRIES, breed
-from automodel.evolution.budget import Plan, final_epochs_for, make_plan
+from automodel.evolution.budget import START_UP_S, Plan, describe_duration, final_epochs_for, make_plan
 from automodel.evolution.final import (
     derive_seed,
     final_task,
@@ -69,6 +69,7 @@ from automodel.training.trainer import (
 
 PROBE_GENERATION = -2  # the timing a budget is planned from
 PROBE_STEPS = 20  # steps each probe times (after its warm-up steps)
+PROBE_GENOMES_PER_WORKER = 2  # generation 0's first genomes a budget's timing trains, per worker
 TIME_BATCH = 64  # the batch ``batch_by_time`` tries against the automatic size
 TRACKING_CLOSE_S = 120.0  # the longest a finished search waits for its tracker to log what is queued
 TRACKING_ABORT_S = 10.0  # the same for a search ended by an error
@@ -81,6 +82,12 @@ def _rank(record: Mapping[str, Any]) -> tuple:
     """Best first: higher fitness, then the earlier (generation, index) — the order the local back
     end records in — so the best genome does not depend on the order results arrive in (Ray)."""
     return record["fitness"], -record["generation"], -record["index"]
+
+
+def _epoch_seconds(record: Mapping[str, Any]) -> float | None:
+    """A trained candidate's mean seconds per epoch (validation included); None without a history."""
+    seconds = [h["seconds"] for h in record.get("history") or [] if h.get("seconds")]
+    return statistics.fmean(seconds) if seconds else None
 
 
 class Reporter:
@@ -294,8 +301,8 @@ class Search:
             plan = self._make_plan(evaluator)
             if plan is None:  # stopped while timing
                 return
-            self.plan = plan
-            self.store.update_run(self.run_id, plan=plan.to_dict())
+            self.plan = replace(plan, search_limit_s=self.config.time_budget_s)
+            self.store.update_run(self.run_id, plan=self.plan.to_dict())
             self.reporter.message(f"budget {plan.summary()}")
         keep = set(self.config.overrides)
         planned: dict[str, Any] = {name: getattr(self.plan, name) for name in PLANNED if name not in keep}
@@ -308,14 +315,17 @@ class Search:
         )
         self.config = replace(self.config, **planned, time_budget_s=search_s)
         self.store.update_run(self.run_id, config=self.config.to_dict(), total_generations=self.config.generations)
+        if recorded and not recorded.get("final_threads"):  # resumed before its final training
+            self._resize_search_share()
 
     def _make_plan(self, evaluator: Evaluator) -> Plan | None:
-        """The plan from the budget and one short timing: a few candidates of the space, one per
-        worker at once (as the search will train them), each timed over ``PROBE_STEPS`` steps."""
+        """The plan from the budget and two short timings, each over ``PROBE_STEPS`` steps: generation
+        0's first genomes (``PROBE_GENOMES_PER_WORKER`` a worker, trained side by side as the search
+        will train them; their mean is what a candidate costs), and the reference CNN trained as a
+        final training is (alone, on all threads, train + validation)."""
         c, data = self.config, self.dataset
         workers = getattr(evaluator, "workers", None) or max(1, int(available_cpus() // c.cpus_per_candidate))
-        rng = random.Random(derive_seed(c.seed, "probe"))
-        genomes = [self.fit(sample_genome(self.space, rng)) for _ in range(workers)]
+        genomes = self.initial_genomes(workers * PROBE_GENOMES_PER_WORKER)
         tasks = [
             Task(PROBE_GENERATION, i, g, self.training_seed(g), probe_steps=PROBE_STEPS)
             for i, g in enumerate(genomes)
@@ -343,7 +353,14 @@ class Search:
         auto_steps_per_epoch = max(1, len(data.train_x) // auto)
         # An epoch ends with a validation pass (forward only, about a third of a training step per image).
         epoch_s = step_s * steps_per_epoch * (1 + len(data.val_x) / max(1, len(data.train_x)) / 3)
-        final_epoch_s = step_s * max(1, (len(data.train_x) + len(data.val_x)) // batch)
+        final_steps = max(1, (len(data.train_x) + len(data.val_x)) // batch)
+        # A final training trains alone on all threads: two to three times a candidate's speed on one
+        # worker's share (bench/RESULTS.md §21), so it is timed as it will run.
+        reference = genomes[0]
+        final_timed = self._time_final(evaluator, reference, chosen) if self._over_budget(reference) is None else {}
+        if self.stop():
+            return None
+        final_epoch_s = (min(final_timed.values()) if final_timed else step_s) * final_steps
         given = {name: getattr(c, name) for name in c.overrides}
         assert c.budget_s is not None  # only a run with a budget is planned
         return make_plan(
@@ -362,14 +379,76 @@ class Search:
         )
 
     def _time_steps(self, evaluator: Evaluator, tasks: list[Task]) -> float | None:
-        """The median seconds of one training step over the probe ``tasks``, trained at once (a
-        fallback when none could be timed); None when the run was stopped meanwhile."""
+        """The mean of the probe ``tasks``' seconds per training step, trained at once (a fallback when
+        none could be timed); None when the run was stopped meanwhile."""
         results: list[TrainResult] = []
         evaluator.evaluate(tasks, lambda _t, r: results.append(r), lambda _t, _i: None, self.stop)
         if self.stop():
             return None
-        steps = sorted(r.step_seconds for r in results if r.step_seconds is not None)
-        return steps[len(steps) // 2] if steps else FALLBACK_STEP_S
+        steps = [r.step_seconds for r in results if r.step_seconds is not None]
+        return statistics.fmean(steps) if steps else FALLBACK_STEP_S
+
+    def _time_final(self, evaluator: Evaluator, genome: Genome, batch_size: int | None) -> dict[int, float]:
+        """Seconds per step of ``genome`` trained as a final training (train + validation), timed with
+        one worker's threads and with all of them (small networks often train faster on one thread),
+        one timing after the other: side by side they would slow each other down. By thread count."""
+        settings = getattr(evaluator, "settings", None)
+        worker_threads = (settings.threads if settings is not None else None) or 1
+        options = sorted({worker_threads, torch.get_num_threads()})
+        timed: dict[int, float] = {}
+
+        def timing(task: Task, result: TrainResult) -> None:
+            if result.step_seconds is not None and task.threads is not None:
+                timed[task.threads] = result.step_seconds
+
+        for i, threads in enumerate(options):
+            task = Task(
+                PROBE_GENERATION,
+                i,
+                genome,
+                0,
+                final=True,
+                probe_steps=PROBE_STEPS,
+                threads=threads,
+                batch_size=batch_size,
+            )
+            evaluator.evaluate([task], timing, lambda _t, _i: None, self.stop)
+            if self.stop():
+                break
+        return timed
+
+    def _resize_search_share(self) -> None:
+        """With a budget: the search's share again, from what the generations trained so far cost.
+        The final's reserve becomes its epochs at the best candidate's speed: the reference CNN's final
+        timing (made at the start) times the best's seconds per epoch over the reference's, both as
+        candidates of generation 0 on. A best that trains faster or slower than the timing said moves
+        the search's end, not the final's length. Never past a search time a person set
+        (``time_budget_s``); not for a direct plan. A resumed run re-sizes from the same finished
+        generations, so it ends where the uninterrupted one does."""
+        plan = self.plan
+        if plan is None or plan.direct:
+            return
+        done = {g["generation"] for g in self.store.generations(self.run_id)}
+        rows = [r for r in self.store.individuals(self.run_id) if r["generation"] in done]
+        reference = self.fit(reference_genome(self.space)).key()
+        ref = next((r for r in rows if r["generation"] == 0 and r["key"] == reference and not r.get("cached")), None)
+        trained = [r for r in rows if r["status"] == OK and _epoch_seconds(r) is not None]
+        ref_s = _epoch_seconds(ref) if ref is not None else None
+        if ref_s is None or not trained:
+            return
+        best = max(trained, key=_rank)
+        final_s = self.config.final_epochs * plan.final_epoch_s * (_epoch_seconds(best) or ref_s) / ref_s
+        share = max(plan.budget_s - START_UP_S / 2 - final_s, 1.0)
+        if plan.search_limit_s is not None:
+            share = min(share, plan.search_limit_s)
+        if abs(share - (self.config.time_budget_s or 0.0)) < 0.5:
+            return
+        self.config = replace(self.config, time_budget_s=share)
+        self.store.update_run(self.run_id, config=self.config.to_dict())
+        self.reporter.message(
+            f"the best candidate's speed leaves the search {describe_duration(share)} of the budget "
+            f"(the final's {self.config.final_epochs} epochs: about {describe_duration(final_s)})"
+        )
 
     def candidate_time_limit(self) -> float:
         """A candidate's time limit; with a budget also long enough for a candidate of the plan's epochs
@@ -395,43 +474,20 @@ class Search:
 
     def _final_plan(self, evaluator: Evaluator, genome: Genome) -> tuple[int, int | None]:
         """(epochs, threads) of the final training: as configured (and all of this process's threads),
-        or with a budget as many epochs as the time left allows, at the speed of the faster of two
-        short timings of this genome on train + validation: with one worker's threads and with all
-        (small networks often train faster on one thread). The choice is recorded with the plan, so
+        or with a budget as many epochs as the time left allows, at the speed of the faster of
+        ``_time_final``'s two timings of this genome. The choice is recorded with the plan, so
         that a resumed run and ``finalize`` train the final model the same way."""
         if self.plan is None:
             return self.config.final_epochs, None
         recorded = (self.store.get_run(self.run_id) or {}).get("plan") or {}
         if recorded.get("final_threads") is not None:
             return self.config.final_epochs, recorded["final_threads"]
-        settings = getattr(evaluator, "settings", None)
-        worker_threads = (settings.threads if settings is not None else None) or 1
-        options = sorted({worker_threads, torch.get_num_threads()})
-        tasks = [
-            Task(
-                PROBE_GENERATION,
-                i,
-                genome,
-                0,
-                final=True,
-                probe_steps=PROBE_STEPS,
-                threads=t,
-                batch_size=self.config.batch_size,
-            )
-            for i, t in enumerate(options)
-        ]
-        timed: dict[int, float] = {}
-
-        def timing(task: Task, result: TrainResult) -> None:
-            if result.step_seconds is not None and task.threads is not None:
-                timed[task.threads] = result.step_seconds
-
-        for task in tasks:  # one after the other: two timings side by side would slow each other down
-            evaluator.evaluate([task], timing, lambda _t, _i: None, self.stop)
-        threads = min(timed, key=lambda t: timed[t]) if timed else options[-1]
+        timed = self._time_final(evaluator, genome, self.config.batch_size)
+        threads = min(timed, key=lambda t: timed[t]) if timed else torch.get_num_threads()
         data = self.dataset
         batch = resolve_batch_size(self.config.batch_size, len(data.train_x))
-        epoch_s = timed.get(threads, self.plan.final_epoch_s) * max(1, (len(data.train_x) + len(data.val_x)) // batch)
+        steps = max(1, (len(data.train_x) + len(data.val_x)) // batch)
+        epoch_s = timed[threads] * steps if timed else self.plan.final_epoch_s
         epochs = self.config.final_epochs
         if "final_epochs" not in self.config.overrides:
             epochs = final_epochs_for(self.plan.budget_s - self._elapsed(), epoch_s)
@@ -519,6 +575,7 @@ class Search:
                 self.reporter.message("time budget spent; ending the search with the best so far")
                 return "searched"
             record = self._record_generation(generation, time.monotonic() - gen_started)
+            self._resize_search_share()
             # Only this generation's candidates can be parents of the next (and the best, the final's start).
             self.weights.keep_only(
                 [r["key"] for r in self.store.individuals(self.run_id, generation)]
@@ -609,19 +666,7 @@ class Search:
         c = self.config
         if generation == 0:
             self._parents = {}
-            rng = random.Random(derive_seed(c.seed, "initial"))
-            population: list[Genome] = [self.fit(reference_genome(self.space))]
-            for genome in self.warm_genomes():
-                if genome not in population and len(population) < c.population:
-                    population.append(genome)
-            while len(population) < c.population:
-                genome = self.fit(sample_genome(self.space, rng))
-                for _ in range(NOVELTY_TRIES):
-                    if genome not in population:
-                        break
-                    genome = self.fit(sample_genome(self.space, rng))
-                population.append(genome)
-            return population
+            return self.initial_genomes(c.population)
         earlier = [r for r in self.store.individuals(self.run_id) if r["generation"] < generation]
         parents = [r for r in earlier if r["generation"] == generation - 1]
         if len(parents) != c.population:
@@ -651,6 +696,24 @@ class Search:
         )
         self._parents = {index: tuple(genomes[i] for i in pair) for index, (_child, pair) in enumerate(offspring)}
         return [child for child, _pair in offspring]
+
+    def initial_genomes(self, count: int) -> list[Genome]:
+        """The first ``count`` genomes of generation 0: the reference CNN, those of the runs it starts
+        from (``warm_start``), then samples of the space. A larger population only adds genomes after
+        them, so a budget's timing trains the very networks generation 0 starts with."""
+        rng = random.Random(derive_seed(self.config.seed, "initial"))
+        population: list[Genome] = [self.fit(reference_genome(self.space))][:count]
+        for genome in self.warm_genomes():
+            if genome not in population and len(population) < count:
+                population.append(genome)
+        while len(population) < count:
+            genome = self.fit(sample_genome(self.space, rng))
+            for _ in range(NOVELTY_TRIES):
+                if genome not in population:
+                    break
+                genome = self.fit(sample_genome(self.space, rng))
+            population.append(genome)
+        return population
 
     def warm_genomes(self) -> list[Genome]:
         """Generation 0's genomes from earlier runs (``warm_start``), fitted to this run: chosen once
